@@ -1,0 +1,40 @@
+"""Data: in-memory datasets, loaders (digits, .npz, Fashion-MNIST, Waterbirds, tfds), batching.
+
+Images are uint8 NHWC at this boundary; the train step converts them to float32 in [0, 1].
+Batches are dicts ``{image [B, H, W, C] uint8, label [B] int32, id [B] int32}`` (plus ``group``
+where the dataset has groups). This package is an I/O module: it reads files, nothing else in
+``drojax`` does.
+
+Main entry points:
+  ``ArrayDataset``, ``epoch_batches`` (deterministic from ``(seed, epoch)``), ``num_batches``,
+  ``load_npz``, ``load_digits``, ``load_dataset(name, split, ...)``, ``prefetch``,
+  ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh).
+"""
+
+from drojax.data.arrays import (
+    ArrayDataset,
+    epoch_batches,
+    epoch_permutation,
+    load_npz,
+    num_batches,
+)
+from drojax.data.digits import load_digits
+from drojax.data.errors import DataNotFoundError
+from drojax.data.pipeline import batch_sharding, device_batches, prefetch, shard_batch
+from drojax.data.registry import DATASETS, load_dataset
+
+__all__ = [
+    "ArrayDataset",
+    "DATASETS",
+    "DataNotFoundError",
+    "batch_sharding",
+    "device_batches",
+    "epoch_batches",
+    "epoch_permutation",
+    "load_dataset",
+    "load_digits",
+    "load_npz",
+    "num_batches",
+    "prefetch",
+    "shard_batch",
+]

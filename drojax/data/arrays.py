@@ -1,0 +1,263 @@
+"""In-memory datasets and deterministic epoch batching.
+
+Images are uint8 NHWC at this data boundary; the train step converts them to float32 in [0, 1].
+Every batch carries the example ids (Var-DRO tracks per-example loss statistics by id).
+
+Shuffling is a pure function of ``(seed, epoch)``: a run resumed at ``(epoch, start_batch)``
+sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+  """A labelled image dataset held in host memory.
+
+  Attributes:
+    images: ``[N, H, W, C]`` uint8 in 0..255.
+    labels: ``[N]`` int32 in ``[0, num_classes)``.
+    ids: ``[N]`` int32 example ids, unique within the dataset (default ``arange(N)``).
+    num_classes: number of classes ``K``.
+    groups: optional ``[N]`` int32 group ids (e.g. Waterbirds ``2 * y + place``).
+    name: a short name used in messages and results.
+
+  Example:
+    >>> ds = ArrayDataset.create(np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 0, 1]),
+    ...                          num_classes=2, name="toy")
+    >>> len(ds), ds.image_shape, ds.ids.tolist()
+    (4, (8, 8, 3), [0, 1, 2, 3])
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  ids: np.ndarray
+  num_classes: int
+  groups: np.ndarray | None = None
+  name: str = "arrays"
+
+  @classmethod
+  def create(
+      cls,
+      images: np.ndarray,
+      labels: np.ndarray,
+      *,
+      num_classes: int | None = None,
+      ids: np.ndarray | None = None,
+      groups: np.ndarray | None = None,
+      name: str = "arrays",
+  ) -> "ArrayDataset":
+    """Validates and converts arrays (labels/ids/groups to int32) into an ``ArrayDataset``.
+
+    Args:
+      images: ``[N, H, W, C]`` uint8.
+      labels: ``[N]`` integer labels.
+      num_classes: number of classes; default ``max(labels) + 1``.
+      ids: ``[N]`` integer example ids; default ``arange(N)``.
+      groups: optional ``[N]`` integer group ids.
+      name: the dataset's name, used in error messages.
+
+    Raises:
+      ValueError / TypeError naming the offending array, what was expected and what was received.
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype != np.uint8:
+      raise TypeError(f"{name}: images must be uint8 NHWC in 0..255, got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+      raise ValueError(
+          f"{name}: images must have shape [N, H, W, C] with C in (1, 3), got {images.shape}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+      raise ValueError(
+          f"{name}: labels must have shape [N] = [{images.shape[0]}], got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise TypeError(f"{name}: labels must be integers, got dtype {labels.dtype}")
+    n = images.shape[0]
+    if num_classes is None:
+      num_classes = int(labels.max()) + 1 if n else 0
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+      raise ValueError(
+          f"{name}: labels must lie in [0, {num_classes}), got range "
+          f"[{labels.min()}, {labels.max()}]")
+    if ids is None:
+      ids = np.arange(n, dtype=np.int32)
+    ids = np.asarray(ids)
+    if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+      raise ValueError(f"{name}: ids must be integers of shape [{n}], got {ids.dtype} {ids.shape}")
+    if len(np.unique(ids)) != n:
+      raise ValueError(f"{name}: ids must be unique")
+    if groups is not None:
+      groups = np.asarray(groups)
+      if groups.shape != (n,) or not np.issubdtype(groups.dtype, np.integer):
+        raise ValueError(
+            f"{name}: groups must be integers of shape [{n}], got {groups.dtype} {groups.shape}")
+      groups = groups.astype(np.int32)
+    return cls(images=images, labels=labels.astype(np.int32), ids=ids.astype(np.int32),
+               num_classes=int(num_classes), groups=groups, name=name)
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """``(H, W, C)``."""
+    return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
+
+  def take(self, indices: np.ndarray | slice) -> "ArrayDataset":
+    """The sub-dataset at ``indices`` (ids and groups follow the examples)."""
+    return dataclasses.replace(
+        self, images=self.images[indices], labels=self.labels[indices], ids=self.ids[indices],
+        groups=None if self.groups is None else self.groups[indices])
+
+  def subset(self, n: int | None, *, seed: int = 0) -> "ArrayDataset":
+    """A fixed random subset of ``n`` examples (all when ``n`` is None or >= len)."""
+    if n is None or n >= len(self):
+      return self
+    if n <= 0:
+      raise ValueError(f"subset size must be positive, got {n}")
+    order = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+    return self.take(order)
+
+
+def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
+  """Number of batches in one epoch.
+
+  >>> num_batches(10, 4), num_batches(10, 4, drop_remainder=False)
+  (2, 3)
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if drop_remainder:
+    return num_examples // batch_size
+  return -(-num_examples // batch_size)
+
+
+def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
+  """The example order of ``epoch``: a permutation that depends only on ``(seed, epoch)``.
+
+  >>> (epoch_permutation(5, seed=0, epoch=1) == epoch_permutation(5, seed=0, epoch=1)).all()
+  np.True_
+  """
+  if seed < 0 or epoch < 0:
+    raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def epoch_batches(
+    dataset: ArrayDataset,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start_batch: int = 0,
+    drop_remainder: bool = True,
+    shuffle: bool = True,
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Yields the batches of one epoch as dicts ``{image, label, id}`` (plus ``group`` if any).
+
+  Args:
+    dataset: the examples.
+    batch_size: the GLOBAL batch size ``B``.
+    seed: shuffling seed; the order is a function of ``(seed, epoch)`` only.
+    epoch: the epoch number (0-based).
+    start_batch: skip the first ``start_batch`` batches (resuming mid-epoch).
+    drop_remainder: drop the last partial batch (training); keep it for evaluation.
+    shuffle: False keeps the dataset order (evaluation).
+    shard_index: this host's index (``jax.process_index()``) in multi-host runs.
+    num_shards: number of hosts; each host yields its contiguous ``B / num_shards`` slice of
+      every global batch.
+
+  Yields:
+    ``image`` ``[b, H, W, C]`` uint8, ``label`` ``[b]`` int32, ``id`` ``[b]`` int32 and, when the
+    dataset has groups, ``group`` ``[b]`` int32, with ``b = B / num_shards``.
+
+  Example:
+    >>> ds = ArrayDataset.create(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10) % 2)
+    >>> [b["id"].shape for b in epoch_batches(ds, batch_size=4, seed=0, epoch=0)]
+    [(4,), (4,)]
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if num_shards <= 0 or not 0 <= shard_index < num_shards:
+    raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}, {num_shards}")
+  if batch_size % num_shards:
+    raise ValueError(
+        f"batch_size {batch_size} is not divisible by the number of hosts {num_shards}")
+  if start_batch < 0:
+    raise ValueError(f"start_batch must be non-negative, got {start_batch}")
+  n = len(dataset)
+  order = (epoch_permutation(n, seed=seed, epoch=epoch) if shuffle
+           else np.arange(n))
+  per_shard = batch_size // num_shards
+  for b in range(start_batch, num_batches(n, batch_size, drop_remainder=drop_remainder)):
+    idx = order[b * batch_size:(b + 1) * batch_size]
+    if num_shards > 1:
+      idx = idx[shard_index * per_shard:(shard_index + 1) * per_shard]
+    batch = {"image": dataset.images[idx], "label": dataset.labels[idx], "id": dataset.ids[idx]}
+    if dataset.groups is not None:
+      batch["group"] = dataset.groups[idx]
+    yield batch
+
+
+def load_npz(path: str, *, num_classes: int | None = None, name: str | None = None) -> ArrayDataset:
+  """Loads an ``.npz`` with ``images`` (uint8 NHWC) and ``labels`` (integers); no pickle.
+
+  Optional keys: ``ids`` and ``groups`` (integers ``[N]``). Single-channel images may also be
+  given as ``[N, H, W]``.
+
+  Args:
+    path: the file.
+    num_classes: number of classes; default ``max(labels) + 1``.
+    name: dataset name for messages; default the path.
+
+  Raises:
+    ValueError naming the file and the problem (missing file, not an npz, truncated, wrong keys,
+    wrong dtype/shape, labels out of range). Arrays of Python objects are refused
+    (``allow_pickle=False``): loading never executes code from the file.
+  """
+  import zipfile
+
+  name = name or str(path)
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except FileNotFoundError:
+    raise ValueError(f"{path}: no such file") from None
+  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path}: expected an .npz archive with keys 'images' and 'labels', "
+                     "got a single .npy array")
+  with archive:
+    keys = set(archive.files)
+    missing = {"images", "labels"} - keys
+    if missing:
+      raise ValueError(f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)}; "
+                       "expected 'images' (uint8 [N, H, W, C]) and 'labels' (int [N])")
+    arrays = {}
+    for key in ("images", "labels", "ids", "groups"):
+      if key not in keys:
+        continue
+      try:
+        arrays[key] = archive[key]
+      except ValueError as e:  # object arrays need pickle
+        raise ValueError(f"{path}: key '{key}' could not be read without pickle ({e})") from None
+      except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: key '{key}' is truncated or corrupt ({e})") from None
+  images = arrays["images"]
+  if images.ndim == 3:
+    images = images[..., None]
+  try:
+    return ArrayDataset.create(images, arrays["labels"], num_classes=num_classes,
+                               ids=arrays.get("ids"), groups=arrays.get("groups"), name=name)
+  except (TypeError, ValueError) as e:
+    msg = str(e)
+    if not msg.startswith(name):
+      msg = f"{name}: {msg}"
+    raise ValueError(msg.replace(f"{name}:", f"{path}:", 1)) from None

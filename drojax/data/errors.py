@@ -1,0 +1,15 @@
+"""The one error raised when a dataset cannot be found locally."""
+
+
+class DataNotFoundError(FileNotFoundError):
+  """A dataset is not available offline; the message says where we looked and how to supply it.
+
+  CLIs print ``str(error)`` as one line and exit with status 2.
+  """
+
+  def __init__(self, dataset: str, looked: list[str] | tuple[str, ...], how: str):
+    self.dataset = dataset
+    self.looked = list(looked)
+    self.how = how
+    where = "; ".join(self.looked) if self.looked else "nowhere"
+    super().__init__(f"dataset '{dataset}' not found (looked in: {where}). {how}")

@@ -1,0 +1,102 @@
+"""``load_dataset(name, split)``: one entry point for every dataset drojax knows.
+
+Names: ``digits`` (bundled, offline), ``fashion_mnist``, ``cifar10``, ``cifar100``,
+``waterbirds`` (a folder, see ``drojax.data.waterbirds``) and ``npz:PATH``.
+
+``npz:PATH`` accepts a directory holding ``train.npz`` and ``test.npz``, a template containing
+``{split}`` (``npz:/data/my_{split}.npz``), or a file named ``..._train.npz`` whose test split
+is the sibling ``..._test.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from drojax.data.arrays import ArrayDataset, load_npz
+from drojax.data.errors import DataNotFoundError
+
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "waterbirds")
+SPLITS = ("train", "test", "validation")
+
+
+def npz_split_path(path: str, split: str) -> str:
+  """Where the ``split`` of ``npz:path`` lives (see the module docstring).
+
+  >>> npz_split_path("/d/cifar_train.npz", "test")
+  '/d/cifar_test.npz'
+  >>> npz_split_path("/d/x_{split}.npz", "train")
+  '/d/x_train.npz'
+  """
+  if "{split}" in path:
+    return path.replace("{split}", split)
+  if os.path.isdir(path):
+    return os.path.join(path, f"{split}.npz")
+  stem, ext = os.path.splitext(path)
+  for s in SPLITS:
+    if stem.endswith("_" + s):
+      return stem[:-len(s)] + split + ext
+  return path
+
+
+def validate_name(name: str) -> str:
+  """Returns ``name`` if it is a known dataset or ``npz:PATH``; else raises ``ValueError``."""
+  if name.startswith("npz:") and len(name) > 4:
+    return name
+  if name not in DATASETS:
+    import difflib
+
+    close = difflib.get_close_matches(name, DATASETS, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)} or "
+                     f"npz:PATH.{hint}")
+  return name
+
+
+def load_dataset(name: str, split: str, *, data_dir: str | None = None,
+                 download: bool = False) -> ArrayDataset:
+  """Loads ``split`` of dataset ``name`` into memory as uint8 NHWC.
+
+  Args:
+    name: one of ``DATASETS`` or ``npz:PATH``.
+    split: 'train' or 'test' ('validation' for waterbirds).
+    data_dir: where to look first (npz files, idx files, prepared tfds data, archives).
+    download: allow downloading (CIFAR archives, checksummed) when nothing is found locally and
+      the network is reachable. Offline, a missing dataset fails at once.
+
+  Raises:
+    DataNotFoundError: the data is not available; the message says where we looked and how to
+      supply it.
+    ValueError: unknown name or split, or a malformed file (the message names the file).
+
+  >>> load_dataset("digits", "test").image_shape
+  (32, 32, 3)
+  """
+  validate_name(name)
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if name.startswith("npz:"):
+    path = npz_split_path(name[4:], split)
+    if not os.path.isfile(path):
+      raise DataNotFoundError(name, [path], f"Write the {split} split to {path} (an .npz with "
+                              "'images' uint8 [N, H, W, C] and 'labels' int [N]).")
+    return load_npz(path, name=f"{os.path.basename(path)}")
+  if name == "digits":
+    from drojax.data.digits import load_digits
+
+    return load_digits(split)
+  if name == "fashion_mnist":
+    from drojax.data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist(split, data_dir=data_dir)
+  if name in ("cifar10", "cifar100"):
+    from drojax.data.tfds_builders import load_cifar
+
+    return load_cifar(name, split, data_dir=data_dir, download=download)
+  if name == "waterbirds":
+    from drojax.data.waterbirds import load_waterbirds
+
+    if not data_dir:
+      raise DataNotFoundError("waterbirds", [], "Pass --data_dir=DIR, a folder with "
+                              "metadata.csv (img_filename, y, place, split) and the images.")
+    return load_waterbirds(data_dir, split)
+  raise AssertionError(name)
