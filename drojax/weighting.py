@@ -1,0 +1,396 @@
+"""Var-DRO example weighting: water-filling, an online variance tracker, radius schedules.
+
+Var-DRO (arXiv 2511.05568) gives example ``i`` of a mini-batch of ``B`` examples a radius
+``eps_i >= 0`` and solves, per mini-batch, the linear program
+
+.. math::
+
+  \\max_q \\sum_i q_i \\ell_i \\quad \\text{s.t.} \\quad \\sum_i q_i = 1, \\quad
+  e^{-\\epsilon_i} / B \\le q_i \\le e^{\\epsilon_i} / B,
+
+whose solution is found by water-filling (sort, cumulative sum, clip): every example starts at its
+lower bound and the remaining mass is poured into the highest losses up to their upper bounds.
+The radii come from a per-example exponential moving average (EMA) of the loss variance,
+normalized within the batch, with a warm-up and a linear ramp of the largest radius.
+
+Everything here is pure: arrays in, arrays out; the tracker is a pytree (``TrackerState``).
+The module imports JAX only (no Flax, Optax, Orbax or TensorFlow Datasets). The library's images
+are NHWC float32 in [0, 1], but this module only sees per-example losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "TrackerState",
+    "eps_max_schedule",
+    "init_tracker",
+    "radii",
+    "update_tracker",
+    "var_dro_weights",
+    "water_filling",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks (trace-time: shapes and dtypes always; values only when they are concrete).
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_float_array(name: str, x: Any, *, rank: int | None = None) -> jax.Array:
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}; cast it with "
+                    f".astype(jnp.float32).")
+  if rank is not None and x.ndim != rank:
+    raise ValueError(f"{name} must have rank {rank}, got shape {x.shape} (rank {x.ndim}).")
+  return x
+
+
+def _check_nonnegative(name: str, x: Any) -> None:
+  if _is_concrete(x):
+    v = np.asarray(x)
+    if v.size and (np.any(v < 0) or np.any(np.isnan(v))):
+      raise ValueError(f"{name} must be >= 0, got {v if v.size <= 8 else f'min {v.min()}'}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Water-filling.
+
+
+def _water_filling(losses: jax.Array, eps: jax.Array) -> jax.Array:
+  """Unguarded solver; see ``water_filling``."""
+  b = losses.shape[0]
+  dtype = jnp.result_type(losses.dtype, eps.dtype)
+  losses = losses.astype(dtype)
+  eps = jnp.broadcast_to(eps.astype(dtype), (b,))
+  lower = jnp.exp(-eps) / b
+  capacity = jnp.exp(eps) / b - lower  # [B] room above the lower bound
+  budget = 1.0 - jnp.sum(lower)  # mass left to pour, >= 0 since every lower bound <= 1/B
+
+  # Descending order of loss; a stable sort keeps equal losses in index order, and ties are then
+  # merged into groups below so the result does not depend on that order.
+  order = jnp.argsort(-losses, stable=True)
+  neg_sorted = -losses[order]  # ascending
+  cap_sorted = capacity[order]
+  cum = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(cap_sorted)])  # [B + 1]
+  # Group of equal losses around each sorted position: [start, end).
+  start = jnp.searchsorted(neg_sorted, neg_sorted, side="left")
+  end = jnp.searchsorted(neg_sorted, neg_sorted, side="right")
+  before = cum[start]  # capacity of strictly larger losses
+  group = cum[end] - before  # capacity of the tie group
+  group_fill = jnp.clip(budget - before, 0.0, group)
+  # Inside a tie group the poured mass is shared in proportion to capacity (the same fraction of
+  # room for every member), which is symmetric in the members.
+  safe_group = jnp.where(group > 0, group, 1.0)
+  extra_sorted = jnp.where(group > 0, cap_sorted * (group_fill / safe_group), 0.0)
+  extra = jnp.zeros((b,), dtype).at[order].set(extra_sorted)
+  return lower + extra
+
+
+def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
+  r"""Var-DRO's inner maximization: the worst-case weights in a box around uniform.
+
+  Solves exactly
+
+  .. math::
+
+    q^\star = \arg\max_q \sum_i q_i \ell_i \quad \text{s.t.} \quad \sum_i q_i = 1, \quad
+    e^{-\epsilon_i}/B \le q_i \le e^{\epsilon_i}/B.
+
+  Every :math:`q_i` starts at its lower bound; the remaining mass
+  :math:`1 - \sum_i e^{-\epsilon_i}/B` is poured into the examples in decreasing order of loss,
+  each up to its upper bound (KKT threshold structure). It is computed with one sort, one
+  cumulative sum and a clip: :math:`O(B \log B)`, no Python loop over the batch, ``jit``- and
+  ``vmap``-compatible (vmap over a leading axis solves independent problems).
+
+  Ties: examples with exactly equal losses form a group that receives its share of the mass in
+  proportion to each member's room :math:`(e^{\epsilon_i} - e^{-\epsilon_i})/B`, so the result
+  is deterministic and permutation-equivariant (any split of a tie group has the same objective).
+
+  Differentiation: the weights are treated as constants. Both the inputs and the output pass
+  through ``jax.lax.stop_gradient``, so ``jax.grad`` of ``sum(q * losses)`` with respect to the
+  model parameters is ``sum(q * dlosses)`` — the envelope-theorem gradient of the max, which is
+  what Var-DRO trains with.
+
+  Args:
+    losses: ``[B]`` float per-example losses.
+    eps: radius, a scalar or ``[B]`` float, every entry ``>= 0`` (``eps = 0`` gives uniform
+      weights ``1/B``). Values are checked when concrete (outside ``jit``).
+
+  Returns:
+    ``[B]`` weights ``q`` in the dtype of ``result_type(losses, eps)``, summing to 1.
+
+  Raises:
+    TypeError: if ``losses`` or ``eps`` is not floating point.
+    ValueError: on a wrong rank, a batch-size mismatch, an empty batch or a negative ``eps``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> q = water_filling(jnp.array([0.1, 2.0, 0.5, 1.0]), jnp.log(2.0))
+    >>> [round(float(v), 4) for v in q]
+    [0.125, 0.5, 0.125, 0.25]
+  """
+  losses = _check_float_array("losses", losses, rank=1)
+  if isinstance(eps, (int, float)) and not isinstance(eps, bool):
+    eps = jnp.asarray(eps, dtype=losses.dtype)
+  eps = _check_float_array("eps", eps)
+  if eps.ndim not in (0, 1):
+    raise ValueError(f"eps must be a scalar or have shape [B]={losses.shape}, got shape "
+                     f"{eps.shape}.")
+  if eps.ndim == 1 and eps.shape[0] != losses.shape[0]:
+    raise ValueError(f"eps must be a scalar or have shape [B]={losses.shape} like losses, got "
+                     f"shape {eps.shape}.")
+  if losses.shape[0] == 0:
+    raise ValueError("losses must hold at least one example, got shape (0,).")
+  _check_nonnegative("eps", eps)
+  q = _water_filling(jax.lax.stop_gradient(losses), jax.lax.stop_gradient(eps))
+  return jax.lax.stop_gradient(q)
+
+
+# ----------------------------------------------------------------------------------------------
+# Online variance tracker.
+
+
+class TrackerState(NamedTuple):
+  """Per-example EMA of the loss mean and variance, indexed by dataset example id (a pytree).
+
+  Attributes:
+    mean: ``[N]`` float32 EMA of the loss.
+    var: ``[N]`` float32 EMA of the loss variance.
+    count: ``[N]`` int32 number of updates in which the example appeared (0: never seen).
+  """
+
+  mean: jax.Array  # [N] float32
+  var: jax.Array  # [N] float32
+  count: jax.Array  # [N] int32
+
+  @property
+  def seen(self) -> jax.Array:
+    """``[N]`` bool, whether each example has been seen at least once."""
+    return self.count > 0
+
+
+def init_tracker(num_examples: int) -> TrackerState:
+  """An empty tracker for a dataset of ``num_examples`` examples (ids ``0..N-1``).
+
+  Args:
+    num_examples: ``N``, a positive Python int (static: it fixes the shapes).
+
+  Returns:
+    A ``TrackerState`` of zeros (``count == 0``: nothing seen).
+
+  Example:
+    >>> s = init_tracker(3)
+    >>> s.mean.shape, s.count.tolist()
+    ((3,), [0, 0, 0])
+  """
+  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)):
+    raise TypeError(f"num_examples must be a Python int, got {type(num_examples).__name__}.")
+  if num_examples <= 0:
+    raise ValueError(f"num_examples must be positive, got {num_examples}.")
+  n = int(num_examples)
+  return TrackerState(mean=jnp.zeros((n,), jnp.float32), var=jnp.zeros((n,), jnp.float32),
+                      count=jnp.zeros((n,), jnp.int32))
+
+
+def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
+                   alpha: float = 0.1) -> TrackerState:
+  r"""One EMA update of the per-example loss mean and variance.
+
+  For each example id seen in the batch, with loss :math:`\ell` and
+  :math:`\delta = \ell - m`:
+
+  .. math::
+
+    m \leftarrow m + \alpha\,\delta, \qquad v \leftarrow (1 - \alpha)\,(v + \alpha\,\delta^2),
+
+  the exponentially weighted mean and variance (the variance of the EMA-weighted history; with
+  :math:`\alpha = 1` it is 0). A first sighting (``count == 0``) initializes ``m = loss``,
+  ``v = 0`` instead of mixing with the zero initial state. Ids not in the batch are unchanged.
+
+  Duplicate ids in one batch (deterministic rule): the duplicates' losses are averaged and the
+  example gets ONE update with that average (its ``count`` grows by 1, not by the number of
+  copies). The result does not depend on the order of the duplicates.
+
+  Args:
+    state: the tracker.
+    ids: ``[B]`` integer example ids in ``[0, N)``; out-of-range ids are dropped by JAX's scatter
+      semantics (checked when concrete).
+    losses: ``[B]`` float losses (treated as constants: ``stop_gradient``).
+    alpha: EMA rate in ``(0, 1]`` (Var-DRO uses 0.1).
+
+  Returns:
+    The updated ``TrackerState``.
+
+  Example:
+    >>> s = update_tracker(init_tracker(2), jnp.array([1]), jnp.array([2.0]))
+    >>> s = update_tracker(s, jnp.array([1]), jnp.array([4.0]), alpha=0.5)
+    >>> float(s.mean[1]), float(s.var[1]), s.count.tolist()
+    (3.0, 1.0, [0, 2])
+  """
+  if not isinstance(state, TrackerState):
+    raise TypeError(f"state must be a TrackerState (from init_tracker), got "
+                    f"{type(state).__name__}.")
+  ids = jnp.asarray(ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}.")
+  if ids.ndim != 1:
+    raise ValueError(f"ids must have rank 1 ([B]), got shape {ids.shape}.")
+  losses = _check_float_array("losses", losses, rank=1)
+  if losses.shape != ids.shape:
+    raise ValueError(f"losses must have the shape of ids {ids.shape}, got {losses.shape}.")
+  if _is_concrete(alpha) and not 0.0 < float(alpha) <= 1.0:
+    raise ValueError(f"alpha must be in (0, 1], got {alpha}.")
+  n = state.mean.shape[0]
+  if _is_concrete(ids) and ids.size:
+    lo, hi = int(np.min(ids)), int(np.max(ids))
+    if lo < 0 or hi >= n:
+      raise ValueError(f"ids must be in [0, {n}) (the tracker's num_examples), got values in "
+                       f"[{lo}, {hi}].")
+  losses = jax.lax.stop_gradient(losses).astype(state.mean.dtype)
+
+  # Average duplicates: per-id sum and count over the batch, then read back per slot.
+  sums = jnp.zeros((n,), losses.dtype).at[ids].add(losses)
+  hits = jnp.zeros((n,), jnp.int32).at[ids].add(1)
+  batch_loss = sums[ids] / hits[ids].astype(losses.dtype)  # [B], equal for duplicates
+
+  old_mean, old_var, old_count = state.mean[ids], state.var[ids], state.count[ids]
+  delta = batch_loss - old_mean
+  first = old_count == 0
+  new_mean = jnp.where(first, batch_loss, old_mean + alpha * delta)
+  new_var = jnp.where(first, 0.0, (1.0 - alpha) * (old_var + alpha * delta * delta))
+  # Duplicates write identical values, so the scatter order does not matter.
+  return TrackerState(mean=state.mean.at[ids].set(new_mean),
+                      var=state.var.at[ids].set(new_var.astype(state.var.dtype)),
+                      count=state.count.at[ids].set(old_count + 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Radii and schedule.
+
+
+def radii(variances: jax.Array, *, eps_min: float | jax.Array,
+          eps_max: float | jax.Array) -> jax.Array:
+  r"""Var-DRO's per-example radii from the batch's tracked variances.
+
+  .. math::
+
+    \epsilon_i = \epsilon_{\min} + (\epsilon_{\max} - \epsilon_{\min})\,
+      \frac{\sigma_i^2}{\max_j \sigma_j^2},
+
+  with :math:`\epsilon_i = \epsilon_{\min}` for all ``i`` when every variance is 0.
+
+  Args:
+    variances: ``[B]`` float, non-negative (e.g. ``state.var[ids]``).
+    eps_min: smallest radius, ``>= 0``.
+    eps_max: largest radius, ``>= eps_min`` (checked when concrete); may be a traced scalar
+      (the output of ``eps_max_schedule``).
+
+  Returns:
+    ``[B]`` radii in ``[eps_min, eps_max]``.
+
+  Example:
+    >>> radii(jnp.array([0.0, 1.0, 4.0]), eps_min=0.5, eps_max=1.0).tolist()
+    [0.5, 0.625, 1.0]
+  """
+  variances = _check_float_array("variances", variances, rank=1)
+  _check_nonnegative("eps_min", eps_min)
+  _check_nonnegative("eps_max", eps_max)
+  if _is_concrete(eps_min) and _is_concrete(eps_max):
+    if np.any(np.asarray(eps_max) < np.asarray(eps_min)):
+      raise ValueError(f"eps_max must be >= eps_min, got eps_max={eps_max}, eps_min={eps_min}.")
+  variances = jax.lax.stop_gradient(variances)
+  top = jnp.max(variances)
+  ratio = jnp.where(top > 0, variances / jnp.where(top > 0, top, 1.0), 0.0)
+  eps_min = jnp.asarray(eps_min, variances.dtype)
+  eps_max = jnp.asarray(eps_max, variances.dtype)
+  return eps_min + (eps_max - eps_min) * ratio
+
+
+def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: int,
+                     eps_max: float) -> jax.Array:
+  r"""The largest radius over training: 0 during warm-up, then a linear ramp to ``eps_max``.
+
+  .. math::
+
+    \epsilon_{\max}(t) = \epsilon_{\max}\,\mathrm{clip}\!\left(
+      \frac{t - T_{\mathrm{warm}}}{T_{\mathrm{ramp}}}, 0, 1\right),
+
+  so it is 0 for ``t <= warmup_steps`` and reaches ``eps_max`` at
+  ``t = warmup_steps + ramp_steps``. With ``ramp_steps = 0`` it jumps to ``eps_max`` at
+  ``t = warmup_steps``.
+
+  Args:
+    step: the optimizer step, an int or a traced ``[]`` integer array.
+    warmup_steps: ``>= 0`` Python int.
+    ramp_steps: ``>= 0`` Python int.
+    eps_max: final radius, ``>= 0``.
+
+  Returns:
+    ``[]`` float32.
+
+  Example:
+    >>> [float(eps_max_schedule(t, warmup_steps=2, ramp_steps=4, eps_max=1.0)) for t in (0, 4, 9)]
+    [0.0, 0.5, 1.0]
+  """
+  for name, v in (("warmup_steps", warmup_steps), ("ramp_steps", ramp_steps)):
+    if _is_concrete(v) and int(v) < 0:
+      raise ValueError(f"{name} must be >= 0, got {v}.")
+  _check_nonnegative("eps_max", eps_max)
+  t = jnp.asarray(step, jnp.float32) - jnp.asarray(warmup_steps, jnp.float32)
+  eps_max = jnp.asarray(eps_max, jnp.float32)
+  if isinstance(ramp_steps, (int, np.integer)) and ramp_steps == 0:
+    return jnp.where(t >= 0, eps_max, 0.0)
+  frac = jnp.clip(t / jnp.asarray(ramp_steps, jnp.float32), 0.0, 1.0)
+  return eps_max * frac
+
+
+def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | int, *,
+                    eps_min: float, eps_max: float, warmup_steps: int,
+                    ramp_steps: int) -> jax.Array:
+  """Var-DRO weights for one batch: schedule -> radii -> water-filling.
+
+  ``eps_max(t) = eps_max_schedule(step, ...)``; the radii use ``min(eps_min, eps_max(t))`` as
+  their floor, so during warm-up (``eps_max(t) = 0``) every radius is 0 and the weights are
+  uniform (plain ERM), as in the paper; after the ramp the floor is ``eps_min``.
+
+  Args:
+    losses: ``[B]`` float per-example losses.
+    variances: ``[B]`` float tracked variances of the same examples (``state.var[ids]``).
+    step: optimizer step (int or traced ``[]`` integer).
+    eps_min, eps_max: radius floor and final cap (``0 <= eps_min <= eps_max``).
+    warmup_steps, ramp_steps: the schedule (Python ints).
+
+  Returns:
+    ``[B]`` weights (constants for differentiation), summing to 1.
+
+  Example:
+    >>> q = var_dro_weights(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), 0, eps_min=0.0,
+    ...                     eps_max=1.0, warmup_steps=5, ramp_steps=5)
+    >>> q.tolist()
+    [0.5, 0.5]
+  """
+  losses = _check_float_array("losses", losses, rank=1)
+  variances = _check_float_array("variances", variances, rank=1)
+  if variances.shape != losses.shape:
+    raise ValueError(f"variances must have the shape of losses {losses.shape}, got "
+                     f"{variances.shape}.")
+  if _is_concrete(eps_min) and _is_concrete(eps_max) and np.any(
+      np.asarray(eps_max) < np.asarray(eps_min)):
+    raise ValueError(f"eps_max must be >= eps_min, got eps_max={eps_max}, eps_min={eps_min}.")
+  cap = eps_max_schedule(step, warmup_steps=warmup_steps, ramp_steps=ramp_steps,
+                         eps_max=eps_max)
+  _check_nonnegative("eps_min", eps_min)
+  floor = jnp.minimum(jnp.asarray(eps_min, jnp.float32), cap)
+  eps = radii(variances.astype(jnp.float32), eps_min=floor, eps_max=cap)
+  return water_filling(losses, eps.astype(losses.dtype))
+
