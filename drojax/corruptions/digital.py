@@ -1,0 +1,358 @@
+"""Digital corruptions: brightness, contrast, saturate, pixelate, JPEG and elastic transform.
+
+Images are NHWC float32 in [0, 1]; every function is ``f(key, images, params)`` (``key`` is
+unused by the deterministic ones but kept for a uniform signature) and returns the image
+clipped to [0, 1]. Following ``make_cifar_c.py`` (hendrycks/robustness); our own code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drojax.corruptions import _common
+
+Array = jax.Array
+
+# Bound on elastic's smoothing sigma (a fraction of the image side) used to size the filter
+# when the parameters are traced; static parameters size it exactly.
+ELASTIC_SIGMA_BOUND = 0.25
+
+
+def brightness(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  """Adds ``c`` to the HSV value channel (scikit-image's HSV), clipped to [0, 1].
+
+  Args:
+    key: unused.
+    images: ``[N, H, W, 3]`` float32 in [0, 1].
+    params: ``(c,)``.
+
+  Returns:
+    ``[N, H, W, 3]`` float32 in [0, 1].
+
+  >>> import jax, jax.numpy as jnp
+  >>> float(brightness(None, jnp.full((1, 2, 2, 3), .5), (.1,))[0, 0, 0, 0])
+  0.6...
+  """
+  del key
+  (c,) = params
+  hsv = _common.rgb_to_hsv(images)
+  v = jnp.clip(hsv[..., 2] + c, 0.0, 1.0)
+  hsv = jnp.stack([hsv[..., 0], hsv[..., 1], v], axis=-1)
+  return jnp.clip(_common.hsv_to_rgb(hsv), 0.0, 1.0)
+
+
+def saturate(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  """HSV saturation ``s -> clip(s * scale + offset, 0, 1)`` (scikit-image's HSV).
+
+  Args:
+    key: unused.
+    images: ``[N, H, W, 3]`` float32 in [0, 1].
+    params: ``(scale, offset)``.
+
+  Returns:
+    ``[N, H, W, 3]`` float32 in [0, 1].
+  """
+  del key
+  scale, offset = params
+  hsv = _common.rgb_to_hsv(images)
+  s = jnp.clip(hsv[..., 1] * scale + offset, 0.0, 1.0)
+  hsv = jnp.stack([hsv[..., 0], s, hsv[..., 2]], axis=-1)
+  return jnp.clip(_common.hsv_to_rgb(hsv), 0.0, 1.0)
+
+
+def contrast(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  r"""Scales each channel about its per-image mean: :math:`(x - \bar x_c)\,c + \bar x_c`.
+
+  Args:
+    key: unused.
+    images: ``[N, H, W, C]`` float32 in [0, 1].
+    params: ``(c,)``.
+
+  Returns:
+    ``[N, H, W, C]`` float32 in [0, 1].
+  """
+  del key
+  (c,) = params
+  means = jnp.mean(images, axis=(1, 2), keepdims=True)
+  return jnp.clip((images - means) * c + means, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- pixelate
+
+
+def _box_matrix(size: int, factor: Any) -> Array:
+  """``[size, size]`` map of PIL's BOX resize to ``int(size * factor)`` pixels and back.
+
+  PIL's box filter gives weight 1 to each input pixel whose centre falls in the output pixel's
+  footprint ``(c - s/2, c + s/2]`` (``s`` the scale, ``c`` the footprint centre), normalized;
+  upscaling with it picks the nearest input pixel.
+  """
+  if _common.is_static(factor):
+    n = jnp.asarray(float(int(size * float(factor))), jnp.float32)
+  else:
+    n = jnp.floor(size * jnp.asarray(factor, jnp.float32) + 1e-4)
+  n = jnp.clip(n, 1.0, float(size))
+  j = jnp.arange(size, dtype=jnp.float32)  # candidate small-image pixels (at most ``size``)
+  i = jnp.arange(size, dtype=jnp.float32)  # big-image pixels
+  live = j < n
+  # Down: rows are small pixels j, columns big pixels i.
+  scale = size / n
+  centre = (j + 0.5) * scale
+  pos = i + 0.5
+  down = ((pos[None, :] > centre[:, None] - scale / 2)
+          & (pos[None, :] <= centre[:, None] + scale / 2) & live[:, None])
+  down = down.astype(jnp.float32)
+  down = down / jnp.maximum(jnp.sum(down, axis=1, keepdims=True), 1.0)
+  # Up: rows are big pixels i, columns small pixels j (support 1/2 around the centre).
+  centre_up = (i + 0.5) * (n / size)
+  posj = j + 0.5
+  up = ((posj[None, :] > centre_up[:, None] - 0.5)
+        & (posj[None, :] <= centre_up[:, None] + 0.5) & live[None, :]).astype(jnp.float32)
+  up = up / jnp.maximum(jnp.sum(up, axis=1, keepdims=True), 1.0)
+  return up @ down
+
+
+def pixelate(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  """PIL BOX downscale to ``int(side * c)`` pixels and BOX upscale back (as the reference).
+
+  The reference works on uint8 PIL images and rounds after each resize; we stay in float.
+
+  Args:
+    key: unused.
+    images: ``[N, H, W, C]`` float32 in [0, 1].
+    params: ``(c,)``, the downscale factor in (0, 1].
+
+  Returns:
+    ``[N, H, W, C]`` float32 in [0, 1].
+  """
+  del key
+  (c,) = params
+  mh = _box_matrix(images.shape[1], c)
+  mw = _box_matrix(images.shape[2], c)
+  out = jnp.einsum("ih,nhwc->niwc", mh, images)
+  out = jnp.einsum("jw,niwc->nijc", mw, out)
+  return jnp.clip(out, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- JPEG
+
+# ITU-T T.81 Annex K quantization tables (luminance, chrominance), natural order.
+_LUMA_Q = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float32)
+_CHROMA_Q = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99], np.float32)
+
+
+def _dct_matrix() -> np.ndarray:
+  u = np.arange(8)[:, None]
+  x = np.arange(8)[None, :]
+  c = np.where(u == 0, math.sqrt(1 / 8), math.sqrt(2 / 8))
+  return (c * np.cos((2 * x + 1) * u * math.pi / 16)).astype(np.float32)
+
+
+_DCT = _dct_matrix()
+
+
+def jpeg_quant_tables(quality: Any) -> tuple[Array, Array]:
+  """IJG quality-scaled baseline tables ``([8, 8] luma, [8, 8] chroma)``, as ``jpeg_set_quality``.
+
+  ``scale = 5000 / q`` (integer division) for ``q < 50``, else ``200 - 2 q``; each entry
+  ``clip(floor((base * scale + 50) / 100), 1, 255)``.
+  """
+  q = jnp.clip(jnp.asarray(quality, jnp.float32), 1.0, 100.0)
+  scale = jnp.where(q < 50, jnp.floor(5000.0 / q), 200.0 - 2.0 * q)
+
+  def make(base):
+    t = jnp.floor((jnp.asarray(base) * scale + 50.0) / 100.0)
+    return jnp.clip(t, 1.0, 255.0).reshape(8, 8)
+
+  return make(_LUMA_Q), make(_CHROMA_Q)
+
+
+def _blocks_roundtrip(plane: Array, table: Array) -> Array:
+  """Level shift, 8x8 DCT, quantize (round), dequantize, inverse DCT, round and clamp.
+
+  ``plane``: ``[N, H, W]`` samples 0..255 with H, W multiples of 8.
+  """
+  n, h, w = plane.shape
+  d = jnp.asarray(_DCT)
+  blocks = (plane - 128.0).reshape(n, h // 8, 8, w // 8, 8)
+  coef = jnp.einsum("ux,nbxcy,vy->nbucv", d, blocks, d)
+  q = jnp.round(coef / table[None, None, :, None, :])
+  deq = q * table[None, None, :, None, :]
+  rec = jnp.einsum("ux,nbucv,vy->nbxcy", d, deq, d)
+  return jnp.clip(jnp.round(rec + 128.0), 0.0, 255.0).reshape(n, h, w)
+
+
+def _downsample_2x2(plane: Array) -> Array:
+  """libjpeg's h2v2 downsampling: ``(sum of 2x2 + bias) >> 2`` with bias 1, 2, 1, 2, ..."""
+  n, h, w = plane.shape
+  s = plane.reshape(n, h // 2, 2, w // 2, 2).sum(axis=(2, 4))
+  bias = 1.0 + (jnp.arange(w // 2) % 2).astype(jnp.float32)
+  return jnp.floor((s + bias[None, None, :]) / 4.0)
+
+
+def _fancy_upsample_2x2(plane: Array) -> Array:
+  """libjpeg's h2v2 "fancy" (triangle) upsampling with its rounding biases."""
+  up = jnp.concatenate([plane[:, :1], plane[:, :-1]], axis=1)
+  down = jnp.concatenate([plane[:, 1:], plane[:, -1:]], axis=1)
+  rows_top = 3 * plane + up      # output row 2r
+  rows_bot = 3 * plane + down    # output row 2r + 1
+  cols = jnp.stack([rows_top, rows_bot], axis=2)  # [n, h, 2, w]
+  n, h, _, w = cols.shape
+  cols = cols.reshape(n, 2 * h, w)
+  left = jnp.concatenate([cols[:, :, :1], cols[:, :, :-1]], axis=2)
+  right = jnp.concatenate([cols[:, :, 1:], cols[:, :, -1:]], axis=2)
+  even = jnp.floor((3 * cols + left + 8) / 16)
+  odd = jnp.floor((3 * cols + right + 7) / 16)
+  return jnp.stack([even, odd], axis=3).reshape(n, 2 * h, 2 * w)
+
+
+def jpeg_roundtrip(images: Array, quality: Any) -> Array:
+  """Encodes and decodes NHWC RGB images as baseline JPEG at ``quality``, in JAX.
+
+  Steps (as libjpeg with PIL's defaults): quantize to 8 bits, RGB -> YCbCr (JFIF), pad to a
+  multiple of 16 by edge replication, 4:2:0 chroma subsampling, 8x8 DCT, division by the IJG
+  quality-scaled tables and rounding, then the inverse: dequantize, inverse DCT, fancy chroma
+  upsampling, YCbCr -> RGB with rounding and clamping. We use a float DCT where libjpeg uses
+  its integer one (``JDCT_ISLOW``), so outputs differ from PIL by about one level in places.
+
+  Args:
+    images: ``[N, H, W, 3]`` float32 in [0, 1].
+    quality: 1..100 (Python number or JAX scalar).
+
+  Returns:
+    ``[N, H, W, 3]`` float32 in [0, 1], multiples of 1/255.
+  """
+  n, h, w, _ = images.shape
+  x = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0)
+  hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
+  x = jnp.pad(x, [(0, 0), (0, hp - h), (0, wp - w), (0, 0)], mode="edge")
+  r, g, b = x[..., 0], x[..., 1], x[..., 2]
+  y = jnp.round(0.299 * r + 0.587 * g + 0.114 * b)
+  cb = jnp.round(-0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0 - 1e-3)
+  cr = jnp.round(0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0 - 1e-3)
+  cb = jnp.clip(cb, 0, 255)
+  cr = jnp.clip(cr, 0, 255)
+  luma_t, chroma_t = jpeg_quant_tables(quality)
+  y2 = _blocks_roundtrip(y, luma_t)
+  cb2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cb), chroma_t)) - 128.0
+  cr2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cr), chroma_t)) - 128.0
+  r2 = y2 + 1.402 * cr2
+  g2 = y2 - 0.344136286 * cb2 - 0.714136286 * cr2
+  b2 = y2 + 1.772 * cb2
+  out = jnp.clip(jnp.round(jnp.stack([r2, g2, b2], axis=-1)), 0.0, 255.0)
+  return out[:, :h, :w] / 255.0
+
+
+def jpeg_compression(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  """JPEG round trip at quality ``q`` (see :func:`jpeg_roundtrip`).
+
+  Args:
+    key: unused.
+    images: ``[N, H, W, 3]`` float32 in [0, 1].
+    params: ``(q,)``.
+
+  Returns:
+    ``[N, H, W, 3]`` float32 in [0, 1].
+  """
+  del key
+  (q,) = params
+  return jpeg_roundtrip(images, q)
+
+
+# ----------------------------------------------------------------------------- elastic
+
+
+def _reflect_index(i: Array, n: int, mode: str) -> Array:
+  if mode == "symmetric":  # scipy 'reflect'
+    period = 2 * n
+    i = jnp.mod(i, period)
+    return jnp.where(i >= n, period - 1 - i, i)
+  period = max(2 * n - 2, 1)  # OpenCV REFLECT_101
+  i = jnp.mod(i, period)
+  return jnp.where(i >= n, period - i, i)
+
+
+def bilinear_sample(image: Array, ys: Array, xs: Array, *, mode: str) -> Array:
+  """Samples ``image [H, W, C]`` at float coordinates ``ys, xs [H, W]`` (bilinear, reflected)."""
+  h, w = image.shape[0], image.shape[1]
+  y0 = jnp.floor(ys)
+  x0 = jnp.floor(xs)
+  fy = (ys - y0)[..., None]
+  fx = (xs - x0)[..., None]
+  y0 = y0.astype(jnp.int32)
+  x0 = x0.astype(jnp.int32)
+  ya, yb = _reflect_index(y0, h, mode), _reflect_index(y0 + 1, h, mode)
+  xa, xb = _reflect_index(x0, w, mode), _reflect_index(x0 + 1, w, mode)
+  return ((1 - fy) * ((1 - fx) * image[ya, xa] + fx * image[ya, xb])
+          + fy * ((1 - fx) * image[yb, xa] + fx * image[yb, xb]))
+
+
+def _affine_from_points(src: Array, dst: Array) -> Array:
+  """``[2, 3]`` affine ``A`` with ``A @ [src; 1] = dst`` for three points ``[3, 2]`` (x, y)."""
+  m = jnp.concatenate([src, jnp.ones((3, 1), src.dtype)], axis=1)  # [3, 3]
+  return jnp.linalg.solve(m, dst).T
+
+
+def elastic_transform(key: Array, images: Array, params: Sequence[Any]) -> Array:
+  r"""Random affine jitter, then a Gaussian-smoothed random displacement field.
+
+  As the reference: three points around the centre (``side // 2 +- side // 3``) move by
+  ``U(-jitter, jitter)``; the image is warped by that affine (bilinear, OpenCV's REFLECT_101
+  border); then each pixel is displaced by ``alpha * G_sigma * U(-1, 1)`` per axis (scipy's
+  ``gaussian_filter``, 'reflect' border, truncate 3) and resampled bilinearly (scipy's
+  ``map_coordinates(order=1, mode='reflect')``). OpenCV's warp quantizes its bilinear weights
+  to 1/32; we do not.
+
+  Args:
+    key: PRNG key.
+    images: ``[N, H, W, C]`` float32 in [0, 1].
+    params: ``(alpha, sigma, jitter)`` as fractions of the image side (``min(H, W)``; the
+      reference's tables are "x 32"). A traced ``sigma`` must be at most
+      ``ELASTIC_SIGMA_BOUND``.
+
+  Returns:
+    ``[N, H, W, C]`` float32 in [0, 1].
+  """
+  alpha, sigma, jitter = params
+  n, h, w, _ = images.shape
+  side = float(min(h, w))
+  alpha_px = alpha * side
+  sigma_px = sigma * side if _common.is_static(sigma) else jnp.asarray(sigma) * side
+  jitter_px = jitter * side
+  taps = _common.gaussian_taps_truncated(sigma_px, 3.0, ELASTIC_SIGMA_BOUND * side)
+  cx, cy = float(w // 2), float(h // 2)
+  sq = float(min(h, w) // 3)
+  pts1 = jnp.asarray([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], jnp.float32)
+  gy, gx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+
+  keys = jax.random.split(key, n)
+
+  def one(k, img):
+    k1, k2, k3 = jax.random.split(k, 3)
+    pts2 = pts1 + jax.random.uniform(k1, (3, 2), minval=-1.0, maxval=1.0) * jitter_px
+    # warpAffine samples the source at M^-1 p, M the map from pts1 to pts2.
+    inv = _affine_from_points(pts2, pts1)
+    sx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+    sy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
+    warped = bilinear_sample(img, sy, sx, mode="reflect")
+    fields = jax.random.uniform(k2, (2, h, w), minval=-1.0, maxval=1.0)
+    del k3
+    smooth = _common.separable_filter(fields, taps, taps, mode="symmetric") * alpha_px
+    dx, dy = smooth[0], smooth[1]
+    return bilinear_sample(warped, gy + dy, gx + dx, mode="symmetric")
+
+  return jnp.clip(jax.vmap(one)(keys, images), 0.0, 1.0)
