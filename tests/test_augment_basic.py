@@ -130,12 +130,10 @@ class MixupTest(parameterized.TestCase):
 
   def test_lambda_distribution_is_beta(self):
     from scipy import stats
-    keys = jax.random.split(jax.random.key(0), 4000)
-    lam = jax.vmap(lambda k: sample_mixup_params(k, 4, alpha=0.4)[0])(keys)
+    lam = sample_mixup_params(jax.random.key(0), 4000, alpha=0.4, per_example=True)[0]
+    self.assertEqual(lam.shape, (4000,))
     self.assertGreater(stats.kstest(np.asarray(lam), stats.beta(0.4, 0.4).cdf).pvalue, 1e-3)
-    lam_b = sample_mixup_params(jax.random.key(1), 64, alpha=1.0, per_example=True)[0]
-    self.assertEqual(lam_b.shape, (64,))
-    self.assertGreater(np.unique(np.asarray(lam_b)).size, 60)
+    self.assertEqual(sample_mixup_params(jax.random.key(1), 4, alpha=1.0)[0].shape, ())
 
   def test_bad_input(self):
     x = jnp.zeros((4, 2, 2, 1))
