@@ -1,0 +1,243 @@
+"""Shared command-line plumbing of the experiment mains.
+
+* ``split_config_overrides(argv)`` pulls ``--config.<a.b>=VALUE`` out of argv (absl does not
+  know these flags); ``apply_overrides`` writes them into a locked ``ConfigDict``, parsing each
+  value with the type of the field it replaces, and suggests the closest field on a typo.
+* ``UsageError``: a bad flag or config. ``run_main`` prints ``error: <one line>`` on stderr and
+  exits with status 2 for it (and for a missing dataset), with no traceback.
+* ``enable_compilation_cache``: JAX's persistent compilation cache (CLIs may change
+  ``jax.config``; the library never does).
+* ``prepare_workdir``: writes ``config.json``, or checks that a re-run uses the same config.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+PREFIX = "--config."
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
+# Fields that may differ between runs in the same workdir (where data comes from, caches, and
+# evaluation-only settings do not change what is trained).
+RUN_ONLY_FIELDS = ("data_dir", "download", "compilation_cache_dir", "progress")
+
+
+class UsageError(Exception):
+  """A bad flag, config field or workdir: reported as one line, exit status 2."""
+
+
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separates ``--config.a.b=v`` (or ``--config.a.b v``) from the other arguments.
+
+  >>> split_config_overrides(["prog", "--config.lr=0.1", "--method=erm"])
+  (['prog', '--method=erm'], [('lr', '0.1')])
+  """
+  rest, overrides = [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith(PREFIX):
+      body = arg[len(PREFIX):]
+      if "=" in body:
+        key, value = body.split("=", 1)
+      elif i + 1 < len(args):
+        key, value = body, args[i + 1]
+        i += 1
+      else:
+        raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
+      overrides.append((key, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def _suggest(name: str, options: Sequence[str]) -> str:
+  close = difflib.get_close_matches(name, list(options), n=1)
+  return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _parse_value(text: str, current: Any, field: str) -> Any:
+  if isinstance(current, bool):
+    low = text.strip().lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise UsageError(f"--config.{field} expects true/false, got {text!r}")
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError:
+      raise UsageError(f"--config.{field} expects an integer, got {text!r}") from None
+  if isinstance(current, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise UsageError(f"--config.{field} expects a number, got {text!r}") from None
+  if isinstance(current, (tuple, list)):
+    text = text.strip()
+    if not text:
+      return type(current)()
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not isinstance(value, (tuple, list)):
+      value = (value,)
+    return type(current)(value)
+  if current is None:
+    try:
+      return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+  return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[tuple[str, str]]) -> ml_collections.ConfigDict:
+  """Applies ``(dotted_field, text)`` overrides in place; unknown fields raise ``UsageError``.
+
+  >>> c = ml_collections.ConfigDict({"lr": 0.1, "eps": (1, 2)})
+  >>> apply_overrides(c, [("lr", "0.5"), ("eps", "3,4")]).lr
+  0.5
+  """
+  for dotted, text in overrides:
+    node = config
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+      keys = list(node.keys())
+      if part not in keys:
+        where = ".".join(parts[:depth]) or "config"
+        raise UsageError(f"unknown config field '{dotted}' ('{part}' is not in {where})."
+                         f"{_suggest(part, keys)}")
+      if depth < len(parts) - 1:
+        node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+          raise UsageError(f"config field '{'.'.join(parts[:depth + 1])}' has no sub-fields")
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise UsageError(f"config field '{dotted}' is a group; set one of its fields: "
+                       f"{', '.join(current.keys())}")
+    with node.unlocked():
+      node[parts[-1]] = _parse_value(text, current, dotted)
+  return config
+
+
+def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
+  """Raises ``UsageError`` (with a suggestion) unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise UsageError(f"unknown {flag} '{value}'; expected one of {', '.join(choices)}."
+                     f"{_suggest(value, choices)}")
+  return value
+
+
+def enable_compilation_cache(cache_dir: str | None) -> str | None:
+  """Turns on JAX's persistent compilation cache in ``cache_dir`` ('' or 'none' disables)."""
+  import jax
+
+  if not cache_dir or cache_dir.lower() == "none":
+    return None
+  path = os.path.expanduser(cache_dir)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    return None  # a read-only home must not stop a run
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return path
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A JSON-able dict of the config (tuples become lists)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    if not prefix and key in RUN_ONLY_FIELDS:
+      continue
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _diff(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
+
+  Returns:
+    True when the workdir already held this config (the run resumes).
+
+  Raises:
+    UsageError naming the differing fields when the workdir holds another config.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  new = config_to_dict(config)
+  if os.path.isfile(path):
+    with open(path) as f:
+      try:
+        old = json.load(f)
+      except json.JSONDecodeError:
+        raise UsageError(f"{path} is not valid JSON; use a fresh --workdir") from None
+    diff = _diff(old, new)
+    if diff:
+      shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+      raise UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
+                       "use another --workdir or the same flags")
+    return True
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(new, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+  return False
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls ``jax.distributed.initialize()`` when ``DROJAX_DISTRIBUTED=1`` (multi-host runs).
+
+  JAX reads the coordinator, process count and id from the cluster environment (SLURM, Cloud
+  TPU, GKE) or from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``.
+  """
+  if os.environ.get("DROJAX_DISTRIBUTED", "") in ("1", "true", "True"):
+    import jax
+
+    jax.distributed.initialize()
+
+
+def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
+             argv: Sequence[str] | None = None) -> None:
+  """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exit 2.
+
+  ``main(argv, overrides)`` receives the positional leftovers and the config overrides.
+  """
+  from absl import flags
+
+  from drojax.data import DataNotFoundError
+
+  argv = list(sys.argv if argv is None else argv)
+  prog = os.path.basename(argv[0]) if argv else "drojax"
+  try:
+    rest, overrides = split_config_overrides(argv)
+    try:
+      leftovers = flags.FLAGS(rest)
+    except flags.Error as e:
+      raise UsageError(str(e).replace("\n", " ")) from None
+    if len(leftovers) > 1:
+      raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
+    maybe_initialize_distributed()
+    main(leftovers, overrides)
+  except (UsageError, DataNotFoundError) as e:
+    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,38 @@
+r"""One table and one chart from several finished workdirs.
+
+  python -m experiments.compare --workdirs=runs/c10_erm,runs/c10_dro_augmix --out=runs/compare
+
+Writes ``OUT/comparison.md`` / ``.csv`` / ``.png`` (``drojax.results.compare_runs``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from experiments import cli, multi
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdirs", None, "Comma-separated workdirs holding results.json.")
+flags.DEFINE_string("out", None, "Output directory (default: the current directory).")
+
+
+def main(argv, overrides):
+  del argv
+  if overrides:
+    raise cli.UsageError("compare takes no --config.* overrides")
+  workdirs = multi.parse_list(FLAGS.workdirs, "--workdirs")
+  for w in workdirs:
+    if not os.path.isfile(os.path.join(w, "results.json")):
+      raise cli.UsageError(f"{w} has no results.json (is the run finished?)")
+  out = FLAGS.out or "."
+  os.makedirs(out, exist_ok=True)
+  from experiments import engine
+
+  paths = engine.compare(workdirs, out)
+  print(f"compare: wrote {paths}")
+
+
+if __name__ == "__main__":
+  cli.run_main(main)

@@ -1,0 +1,51 @@
+"""Running several configs into sub-workdirs of one root, then one comparison table/chart."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from experiments import cli
+
+
+def parse_list(text: str, flag: str) -> list[str]:
+  """Splits a comma-separated flag value; an empty list is a usage error."""
+  items = [s.strip() for s in (text or "").split(",") if s.strip()]
+  if not items:
+    raise cli.UsageError(f"{flag} needs at least one value (comma-separated)")
+  return items
+
+
+def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
+            compare: bool = True) -> list[str]:
+  """Validates every config first, then runs each into ``root/<name>``; compares at the end.
+
+  Args:
+    configs: ``(name, config)`` pairs; ``name`` becomes the sub-workdir.
+    root: the parent workdir.
+    run_kwargs: passed to ``runner.run`` (data_dir, download, compilation_cache_dir).
+    compare: write ``root/comparison.*`` with ``drojax.results.compare_runs``.
+
+  Returns:
+    The sub-workdirs.
+  """
+  import jax
+
+  from experiments import runner
+
+  for _, config in configs:  # fail on a bad value before the first run trains for an hour
+    runner.validate(config, num_devices=jax.device_count())
+  workdirs = []
+  for name, config in configs:
+    workdir = os.path.join(root, name)
+    runner.run(config, workdir, **run_kwargs)
+    workdirs.append(workdir)
+  if compare and jax.process_index() == 0:
+    from experiments import engine
+
+    engine.compare(workdirs, root)
+  return workdirs
+
+
+def for_methods(make: Callable[[str], Any], methods: Sequence[str]) -> list[tuple[str, Any]]:
+  return [(m, make(m)) for m in methods]

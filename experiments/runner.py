@@ -1,0 +1,167 @@
+"""The train-and-evaluate flow shared by the experiment CLIs.
+
+``run(config, workdir)``: validate the config, prepare the workdir (``config.json``; a re-run
+with the same config resumes, another config is refused), load the data, train with
+``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints, NaN guard), evaluate
+(clean, corruptions x severities, PGD, groups) with ``drojax.evaluate`` and write
+``results.json/csv/md`` and the plots with ``drojax.results.write_results``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from experiments import cli
+from experiments.configs import common
+
+DATA_DIR_ENV = "DROJAX_DATA_DIR"
+
+
+# ------------------------------------------------------------------------------- validation
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
+  """Checks the config before anything heavy runs; raises ``cli.UsageError`` (one line)."""
+  from drojax import methods, models
+  from drojax.data.registry import validate_name
+
+  names = list(methods.method_names())
+  cli.check_choice(config.method, names, "method")
+  try:
+    validate_name(config.dataset)
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from None
+  cli.check_choice(config.model, list(models.model_names()), "model")
+  cli.check_choice(config.eval.corruptions, common.EVAL_CORRUPTIONS, "eval.corruptions")
+  mc = config.method_config
+  for field in ("rho", "q", "mixup_alpha", "jsd_weight", "kl_temperature", "var_dro_eps_min",
+                "var_dro_eps_max", "label_smoothing", "penalty_subsample"):
+    if mc[field] < 0:
+      raise cli.UsageError(f"method_config.{field} must be >= 0, got {mc[field]}")
+  if not 0 <= mc.label_smoothing < 1:
+    raise cli.UsageError(f"method_config.label_smoothing must be in [0, 1), got "
+                         f"{mc.label_smoothing}")
+  for field in ("num_epochs", "batch_size", "width", "log_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints"):
+    if config[field] < 1:
+      raise cli.UsageError(f"{field} must be >= 1, got {config[field]}")
+  if config.learning_rate <= 0:
+    raise cli.UsageError(f"learning_rate must be > 0, got {config.learning_rate}")
+  if config.batch_size % num_devices:
+    raise cli.UsageError(
+        f"batch_size {config.batch_size} is not divisible by the {num_devices} devices; use a "
+        f"multiple of {num_devices} (e.g. --config.batch_size="
+        f"{max(num_devices, config.batch_size // num_devices * num_devices)})")
+  if config.eval.batch_size < 1:
+    raise cli.UsageError(f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
+  for s in config.eval.severities:
+    if s not in (1, 2, 3, 4, 5):
+      raise cli.UsageError(f"eval.severities must be in 1..5, got {tuple(config.eval.severities)}")
+  for eps in config.eval.adv_eps:
+    if eps < 0:
+      raise cli.UsageError(f"eval.adv_eps must be >= 0, got {tuple(config.eval.adv_eps)}")
+  names = tuple(config.eval.corruption_names)
+  if names and names != ("none",):
+    from drojax import corruptions
+
+    for name in names:
+      cli.check_choice(name, list(corruptions.NAMES), "corruption")
+  if config.train_subset < 0 or config.eval.images < 0:
+    raise cli.UsageError("train_subset and eval.images must be >= 0 (0 = all)")
+
+
+# ------------------------------------------------------------------------------- data
+
+def resolve_data_dir(data_dir: str | None, config: ml_collections.ConfigDict) -> str | None:
+  """The flag, then the config field, then ``$DROJAX_DATA_DIR``."""
+  return data_dir or config.data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, download: bool):
+  """Train and test ``ArrayDataset``s (subsets as configured)."""
+  from drojax import data
+
+  if config.dataset == "waterbirds":
+    from drojax.data.waterbirds import load_waterbirds
+
+    if not data_dir:
+      raise data.DataNotFoundError("waterbirds", [], "Pass --data_dir=DIR, a folder with "
+                                   "metadata.csv (img_filename, y, place, split) and the images.")
+    size = config.get("image_size", 64)
+    train = load_waterbirds(data_dir, "train", image_size=size)
+    test = load_waterbirds(data_dir, "test", image_size=size)
+  else:
+    train = data.load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
+    test = data.load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
+  if train.image_shape != test.image_shape:
+    raise cli.UsageError(f"train images {train.image_shape} and test images "
+                         f"{test.image_shape} differ in shape")
+  train = train.subset(config.train_subset or None, seed=config.seed)
+  test = test.subset(config.eval.images or None, seed=config.seed + 1)
+  return train, test
+
+
+# ------------------------------------------------------------------------------- run
+
+def make_mesh():
+  import jax
+
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None = None,
+        download: bool = False, compilation_cache_dir: str | None = None) -> dict[str, Any]:
+  """Validates, trains (resuming), evaluates and writes the results of one run.
+
+  Returns:
+    The results dict written to ``results.json``.
+  """
+  import jax
+
+  with config.unlocked():
+    if data_dir:
+      config.data_dir = data_dir
+    if download:
+      config.download = True
+    if compilation_cache_dir is not None:
+      config.compilation_cache_dir = compilation_cache_dir
+  validate(config, num_devices=jax.device_count())
+  cli.enable_compilation_cache(config.compilation_cache_dir)
+  resumed = cli.prepare_workdir(workdir, config)
+  data_dir = resolve_data_dir(None, config)
+  train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
+  if jax.process_index() == 0:
+    print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
+          f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
+          f"devices={jax.device_count()} workdir={workdir}"
+          + (" (resuming)" if resumed else ""), flush=True)
+  from experiments import engine
+
+  trained = engine.train(config, workdir, train_ds, mesh=make_mesh())
+  results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, mesh=make_mesh())
+  results.update({
+      "experiment": config.experiment,
+      "method": config.method,
+      "dataset": config.dataset,
+      "preset": config.preset,
+      "train_seconds": trained.train_seconds,
+      "steps": trained.steps,
+      "num_train": len(train_ds),
+      "num_test": len(test_ds),
+  })
+  if jax.process_index() == 0:
+    engine.write(workdir, results)
+  return results
+
+
+def read_results(workdir: str) -> dict[str, Any]:
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+__all__ = ["validate", "load_data", "resolve_data_dir", "run", "read_results", "make_mesh",
+           "DATA_DIR_ENV"]
