@@ -207,13 +207,22 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
 def maybe_initialize_distributed() -> None:
   """Calls ``jax.distributed.initialize()`` when ``DROJAX_DISTRIBUTED=1`` (multi-host runs).
 
-  JAX reads the coordinator, process count and id from the cluster environment (SLURM, Cloud
-  TPU, GKE) or from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``.
+  JAX detects the coordinator, process count and id on SLURM, Cloud TPU and GKE clusters. Else
+  set ``JAX_COORDINATOR_ADDRESS=host:port`` (read by JAX) and ``DROJAX_NUM_PROCESSES`` /
+  ``DROJAX_PROCESS_ID`` (passed to ``initialize`` as ``num_processes`` / ``process_id``).
   """
-  if os.environ.get("DROJAX_DISTRIBUTED", "") in ("1", "true", "True"):
-    import jax
+  if os.environ.get("DROJAX_DISTRIBUTED", "") not in ("1", "true", "True"):
+    return
+  import jax
 
-    jax.distributed.initialize()
+  kwargs = {}
+  for env, arg in (("DROJAX_NUM_PROCESSES", "num_processes"), ("DROJAX_PROCESS_ID", "process_id")):
+    if os.environ.get(env):
+      try:
+        kwargs[arg] = int(os.environ[env])
+      except ValueError:
+        raise UsageError(f"{env} must be an integer, got {os.environ[env]!r}") from None
+  jax.distributed.initialize(**kwargs)
 
 
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
@@ -231,6 +240,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   try:
     rest, overrides = split_config_overrides(argv)
     try:
+      flags.FLAGS.unparse_flags()  # a second run in one process (tests) starts from defaults
       leftovers = flags.FLAGS(rest)
     except flags.Error as e:
       raise UsageError(str(e).replace("\n", " ")) from None

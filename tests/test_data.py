@@ -328,3 +328,11 @@ def test_shard_batch_places_on_the_data_axis():
   out = list(data.device_batches(iter([batch]), mesh))[0]
   assert out["image"].sharding == data.batch_sharding(mesh)
   np.testing.assert_array_equal(np.asarray(out["id"]), batch["id"])
+
+
+@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_the_debian_package():
+  ds = data.load_dataset("fashion_mnist", "test")  # no data_dir: found in the package
+  assert ds.images.shape == (10000, 32, 32, 3)
+  assert np.bincount(ds.labels).tolist() == [1000] * 10  # the official test set is balanced
