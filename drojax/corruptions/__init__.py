@@ -56,8 +56,9 @@ try:
       "snow": weather.snow,
       "frost": weather.frost,
       "fog": weather.fog,
-      "spatter": weather.spatter,
   })
+  if hasattr(weather, "spatter"):
+    _REGISTRY["spatter"] = weather.spatter
 except ImportError:
   pass
 
