@@ -212,17 +212,22 @@ def _safe_pow(x: jax.Array, p: float) -> jax.Array:
   return jnp.where(pos, jnp.where(pos, x, 1.0) ** p, 0.0)
 
 
+def _abs(x: jax.Array) -> jax.Array:
+  """``|x|`` whose gradient at exactly 0 is 0 (the minimal-norm subgradient)."""
+  return jnp.where(x != 0, jnp.abs(x), 0.0)
+
+
 def _dual_norms(grads: jax.Array, norm: float) -> jax.Array:
   """``[B]`` dual norms over all non-batch axes, with finite gradients at zero."""
   flat = grads.reshape(grads.shape[0], -1)
   r = _dual_exponent(norm)
   if math.isinf(r):
-    return jnp.max(jnp.abs(flat), axis=1)
+    return jnp.max(_abs(flat), axis=1)
   if r == 1.0:
-    return jnp.sum(jnp.abs(flat), axis=1)
+    return jnp.sum(_abs(flat), axis=1)
   if r == 2.0:
     return _safe_pow(jnp.sum(flat * flat, axis=1), 0.5)
-  return _safe_pow(jnp.sum(_safe_pow(jnp.abs(flat), r), axis=1), 1.0 / r)
+  return _safe_pow(jnp.sum(_safe_pow(_abs(flat), r), axis=1), 1.0 / r)
 
 
 def _reduce_norms(norms: jax.Array, q: float, axis_name: Any) -> jax.Array:

@@ -1,0 +1,514 @@
+"""Tests for drojax.losses against independent references (NumPy, finite differences)."""
+
+import itertools
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax.test_util import check_grads
+
+from drojax import losses as L
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ----------------------------------------------------------------------------------------------
+# Tiny pure-JAX models (test-only).
+
+
+def _mlp_params(key, d=12, h=8, k=4, dtype=jnp.float32):
+  k1, k2, k3 = jax.random.split(key, 3)
+  return {"w1": (jax.random.normal(k1, (d, h)) / np.sqrt(d)).astype(dtype),
+          "b1": (0.1 * jax.random.normal(k3, (h,))).astype(dtype),
+          "w2": (jax.random.normal(k2, (h, k)) / np.sqrt(h)).astype(dtype)}
+
+
+def _mlp(params, x):
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"][None])
+  return h @ params["w2"]
+
+
+def _conv_params(key, c=3, f=4, k=4):
+  k1, k2 = jax.random.split(key)
+  return {"conv": jax.random.normal(k1, (3, 3, c, f)) / np.sqrt(9 * c),
+          "dense": jax.random.normal(k2, (f, k)) / np.sqrt(f)}
+
+
+def _conv(params, x):
+  y = jax.lax.conv_general_dilated(x, params["conv"], (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jax.nn.relu(y)
+  return jnp.mean(y, axis=(1, 2)) @ params["dense"]
+
+
+def _ce_loss_fn(model, params):
+  def loss_fn(x, y):
+    return L.cross_entropy(model(params, x), y)
+  return loss_fn
+
+
+def _mlp_data(key, b=8, d=12, k=4, dtype=jnp.float32):
+  kx, ky = jax.random.split(key)
+  x = jax.random.uniform(kx, (b, d), dtype)
+  y = jax.nn.softmax(jax.random.normal(ky, (b, k))).astype(dtype)
+  return x, y
+
+
+def _cos(a, b):
+  a = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(a)]).astype(np.float64)
+  b = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(b)]).astype(np.float64)
+  return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# ----------------------------------------------------------------------------------------------
+# NumPy references.
+
+
+def _np_dual_norms(g, norm):
+  flat = np.asarray(g, np.float64).reshape(len(g), -1)
+  if norm == 1:
+    return np.abs(flat).max(axis=1)
+  if math.isinf(norm):
+    return np.abs(flat).sum(axis=1)
+  r = norm / (norm - 1)
+  return (np.abs(flat) ** r).sum(axis=1) ** (1 / r)
+
+
+def _np_penalty(g, q, norm):
+  n = _np_dual_norms(g, norm)
+  if math.isinf(q):
+    return n.max()
+  return np.mean(n ** q) ** (1 / q)
+
+
+def _np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  m = z.max(axis=-1, keepdims=True)
+  return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+Q_VALUES = [1.0, 2.0, 3.0, math.inf]
+NORMS = [1, 2, 3.0, math.inf]
+
+
+class CrossEntropyTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.0, 0.1)
+  def test_matches_numpy(self, smoothing):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 5)).astype(np.float32) * 3
+    labels = rng.integers(0, 5, size=6).astype(np.int32)
+    probs = rng.dirichlet(np.ones(5), size=6).astype(np.float32)
+    fn = self.variant(lambda z, y: L.cross_entropy(z, y, label_smoothing=smoothing))
+    logp = _np_log_softmax(logits)
+    onehot = np.eye(5)[labels]
+    for y, t in [(labels, onehot), (probs, probs.astype(np.float64))]:
+      t = (1 - smoothing) * t + smoothing / 5
+      np.testing.assert_allclose(fn(logits, y), -(t * logp).sum(-1), rtol=1e-5)
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(ValueError, "logits must have rank 2"):
+      L.cross_entropy(jnp.ones(3), jnp.array([0, 1, 2]))
+    with self.assertRaisesRegex(ValueError, r"labels must have shape \[B\]"):
+      L.cross_entropy(jnp.ones((3, 2)), jnp.array([0, 1]))
+    with self.assertRaisesRegex(ValueError, "probability labels must have the shape of logits"):
+      L.cross_entropy(jnp.ones((3, 2)), jnp.ones((3, 3)))
+    with self.assertRaisesRegex(TypeError, "logits must be a floating-point array"):
+      L.cross_entropy(jnp.ones((3, 2), jnp.int32), jnp.array([0, 1, 1]))
+    with self.assertRaisesRegex(ValueError, "label_smoothing must be in"):
+      L.cross_entropy(jnp.ones((3, 2)), jnp.array([0, 1, 1]), label_smoothing=1.5)
+
+
+class InputGradientsTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_per_example_gradients(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    fn = self.variant(lambda x, y: L.input_gradients(_ce_loss_fn(_mlp, params), x, y))
+    g = fn(x, y)
+    self.assertEqual(g.shape, x.shape)
+    # Independent: per-example jax.grad of the single example's scalar loss.
+    for i in range(x.shape[0]):
+      gi = jax.grad(lambda xi: L.cross_entropy(_mlp(params, xi[None]), y[i:i + 1])[0])(x[i])
+      np.testing.assert_allclose(g[i], gi, rtol=1e-5, atol=1e-7)
+
+  def test_has_aux_and_central_differences(self):
+    with jax.enable_x64(True):
+      x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2)))
+
+      def loss_fn(x):
+        return jnp.sin(x[:, 0]) * x[:, 1] ** 2, {"aux": jnp.sum(x)}
+
+      g, aux = L.input_gradients(loss_fn, x, has_aux=True)
+      np.testing.assert_allclose(aux["aux"], np.sum(x))
+      h = 1e-6
+      for j in range(2):
+        e = np.zeros((3, 2))
+        e[:, j] = h
+        fd = (loss_fn(x + e)[0] - loss_fn(x - e)[0]) / (2 * h)
+        np.testing.assert_allclose(g[:, j], fd, rtol=1e-7)
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(TypeError, "x must be a floating-point array"):
+      L.input_gradients(lambda x: x, jnp.ones(3, jnp.int32))
+    with self.assertRaisesRegex(ValueError, r"args\[0\] must be batched along axis 0"):
+      L.input_gradients(lambda x, y: x[:, 0] * y[:, 0], jnp.ones((3, 2)), jnp.ones((2, 2)))
+    with self.assertRaisesRegex(ValueError, r"loss_fn must return per-example losses of shape"):
+      L.input_gradients(lambda x: jnp.sum(x), jnp.ones((3, 2)))
+
+
+class VariationPenaltyTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_matches_numpy(self):
+    g = np.random.default_rng(0).normal(size=(5, 2, 3, 2)).astype(np.float32)
+    g[1] = 0.0
+    for q, norm in itertools.product(Q_VALUES, NORMS):
+      fn = self.variant(lambda g, q=q, norm=norm: L.variation_penalty(g, q=q, norm=norm))
+      np.testing.assert_allclose(fn(g), _np_penalty(g, q, norm), rtol=1e-5,
+                                 err_msg=f"q={q} norm={norm}")
+
+  def test_gradient_vs_finite_differences(self):
+    with jax.enable_x64(True):
+      g = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))
+      for q, norm in [(1.0, 2), (2.0, 2), (3.0, math.inf), (2.0, 3.0), (math.inf, 2)]:
+        check_grads(lambda g, q=q, norm=norm: L.variation_penalty(g, q=q, norm=norm), (g,),
+                    order=1, modes=["rev"], eps=1e-6)
+
+  def test_gradient_finite_at_zero(self):
+    g = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32).at[0].set(0.0)
+    for q, norm in itertools.product(Q_VALUES, NORMS):
+      for grads in (g, jnp.zeros_like(g)):
+        d = jax.grad(lambda g: L.variation_penalty(g, q=q, norm=norm))(grads)
+        self.assertTrue(np.all(np.isfinite(d)), f"q={q} norm={norm}")
+      # A zero row beside non-zero ones gets a zero (sub)gradient.
+      d = jax.grad(lambda g: L.variation_penalty(g, q=q, norm=norm))(g)
+      np.testing.assert_array_equal(d[0], 0.0)
+
+  @parameterized.parameters(*Q_VALUES)
+  def test_axis_name_matches_global_batch(self, q):
+    g = jnp.asarray(np.random.default_rng(3).normal(size=(8, 3)), jnp.float32)
+    full = L.variation_penalty(g, q=q)
+    split = jax.vmap(lambda gl: L.variation_penalty(gl, q=q, axis_name="d"), axis_name="d")(
+        g.reshape(4, 2, 3))
+    np.testing.assert_allclose(split, np.full(4, full), rtol=1e-6)
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(ValueError, r"q must be in \[1, inf\]"):
+      L.variation_penalty(jnp.ones((2, 2)), q=0.5)
+    with self.assertRaisesRegex(ValueError, r"norm must be in \[1, inf\]"):
+      L.variation_penalty(jnp.ones((2, 2)), norm=0)
+    with self.assertRaisesRegex(TypeError, "q must be a Python number"):
+      L.variation_penalty(jnp.ones((2, 2)), q=jnp.array(2.0))
+    with self.assertRaisesRegex(TypeError, "grads must be a floating-point array"):
+      L.variation_penalty(jnp.ones((2, 2), jnp.int32))
+    with self.assertRaisesRegex(ValueError, "grads must have rank >= 1"):
+      L.variation_penalty(jnp.float32(1.0))
+
+
+class WDROLossTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_matches_independent_reference(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    fn = self.variant(lambda x, y: L.wdro_loss(_ce_loss_fn(_mlp, params), x, y, rho=0.3, q=2.0,
+                                               norm=math.inf))
+    total, aux = fn(x, y)
+    logits = np.asarray(_mlp(params, x), np.float64)
+    ce = -(np.asarray(y) * _np_log_softmax(logits)).sum(-1)
+    per_ex = np.stack([jax.grad(lambda xi, i=i: L.cross_entropy(_mlp(params, xi[None]),
+                                                                 y[i:i + 1])[0])(x[i])
+                       for i in range(8)])
+    pen = _np_penalty(per_ex, 2.0, math.inf)
+    np.testing.assert_allclose(aux.losses, ce, rtol=1e-5)
+    np.testing.assert_allclose(aux.mean_loss, ce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(aux.penalty, pen, rtol=1e-5)
+    np.testing.assert_allclose(total, ce.mean() + 0.3 * pen, rtol=1e-5)
+    self.assertIsNone(aux.fn_aux)
+
+  @parameterized.parameters((2.0, 2), (1.0, math.inf), (math.inf, 2))
+  def test_parameter_gradient_vs_finite_differences(self, q, norm):
+    with jax.enable_x64(True):
+      params = _mlp_params(jax.random.key(0), d=5, h=4, k=3, dtype=jnp.float64)
+      x, y = _mlp_data(jax.random.key(1), b=4, d=5, k=3, dtype=jnp.float64)
+
+      def total(p):
+        return L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, norm=norm)[0]
+
+      check_grads(total, (params,), order=1, modes=["rev"], eps=1e-6)
+
+  def test_parameter_gradient_changes_with_rho(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    grad = jax.jit(jax.grad(lambda p, rho: L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=rho)[0]))
+    g0, g1, g2 = (grad(params, jnp.float32(r)) for r in (0.0, 1.0, 2.0))
+    erm = jax.grad(lambda p: jnp.mean(_ce_loss_fn(_mlp, p)(x, y)))(params)
+    chex.assert_trees_all_close(g0, erm, rtol=1e-5, atol=1e-7)
+    diff = jax.tree_util.tree_map(lambda a, b: a - b, g1, g0)
+    size = np.sqrt(sum(float(jnp.sum(d ** 2)) for d in jax.tree_util.tree_leaves(diff)))
+    self.assertGreater(size, 1e-3)
+    # Affine in rho: g(2) - g(0) = 2 (g(1) - g(0)).
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, b: a - b, g2, g0),
+                                jax.tree_util.tree_map(lambda d: 2 * d, diff), rtol=1e-4,
+                                atol=1e-6)
+
+  @parameterized.parameters("exact", "finite_difference")
+  def test_finite_when_some_input_gradients_are_zero(self, mode):
+    params = _mlp_params(jax.random.key(0))
+    params["b1"] = jnp.zeros_like(params["b1"])
+    x, _ = _mlp_data(jax.random.key(1))
+
+    def loss_fn(p):
+      return lambda x: jnp.sum(_mlp(p, x), axis=1) ** 2  # g_i = 0 exactly at x_i = 0
+
+    for xs in (x.at[0].set(0.0), jnp.zeros_like(x)):
+      for q, norm in itertools.product([1.0, 2.0, math.inf], [2, math.inf]):
+        grads = jax.grad(lambda p: L.wdro_loss(loss_fn(p), xs, rho=1.0, q=q, norm=norm,
+                                               mode=mode)[0])(params)
+        for leaf in jax.tree_util.tree_leaves(grads):
+          self.assertTrue(np.all(np.isfinite(leaf)), f"{mode} q={q} norm={norm}")
+
+  def test_has_aux_returns_unperturbed_aux(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+
+    def loss_fn(x, y):
+      return L.cross_entropy(_mlp(params, x), y), {"batch_mean": jnp.mean(x, axis=0)}
+
+    for mode in L.PENALTY_MODES:
+      _, aux = L.wdro_loss(loss_fn, x, y, rho=1.0, has_aux=True, mode=mode, fd_step=0.5)
+      np.testing.assert_allclose(aux.fn_aux["batch_mean"], np.mean(x, axis=0), rtol=1e-6)
+
+  def test_bad_inputs(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    f = _ce_loss_fn(_mlp, params)
+    with self.assertRaisesRegex(ValueError, "rho must be >= 0"):
+      L.wdro_loss(f, x, y, rho=-0.1)
+    with self.assertRaisesRegex(ValueError, r"mode must be one of \('exact', 'finite_difference'\)"):
+      L.wdro_loss(f, x, y, rho=1.0, mode="fast")
+    with self.assertRaisesRegex(ValueError, "subsample must be a Python float in"):
+      L.wdro_loss(f, x, y, rho=1.0, subsample=0.0)
+    with self.assertRaisesRegex(ValueError, "key is required when subsample < 1"):
+      L.wdro_loss(f, x, y, rho=1.0, subsample=0.5)
+    with self.assertRaisesRegex(ValueError, "fd_step must be a positive"):
+      L.wdro_loss(f, x, y, rho=1.0, mode="finite_difference", fd_step=0.0)
+    with self.assertRaisesRegex(TypeError, "x must be a floating-point array"):
+      L.wdro_loss(f, jnp.ones((8, 12), jnp.int32), y, rho=1.0)
+    with self.assertRaisesRegex(ValueError, r"args\[0\] must be batched along axis 0"):
+      L.wdro_loss(f, x, y[:4], rho=1.0)
+    with self.assertRaisesRegex(ValueError, "x must have rank >= 1"):
+      L.wdro_loss(lambda x: x, jnp.float32(1.0), rho=1.0)
+
+
+class PenaltyModesTest(parameterized.TestCase):
+  """Issue 7's cheaper penalty gradients, against the exact grad of grad."""
+
+  def _grads(self, model, params, x, y, **kw):
+    def total(p):
+      return L.wdro_loss(_ce_loss_fn(model, p), x, y, rho=1.0, **kw)[0]
+
+    def penalty_only(p):
+      t, aux = L.wdro_loss(_ce_loss_fn(model, p), x, y, rho=1.0, **kw)
+      return t - aux.mean_loss
+
+    return jax.jit(jax.grad(total))(params), jax.jit(jax.grad(penalty_only))(params)
+
+  @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf), ("conv", 2.0, 2))
+  def test_finite_difference_close_to_exact(self, model_name, q, norm):
+    if model_name == "mlp":
+      model, params = _mlp, _mlp_params(jax.random.key(0))
+      x, y = _mlp_data(jax.random.key(1))
+    else:
+      model, params = _conv, _conv_params(jax.random.key(0))
+      x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
+      y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
+    ex_total, ex_pen = self._grads(model, params, x, y, q=q, norm=norm)
+    fd_total, fd_pen = self._grads(model, params, x, y, q=q, norm=norm,
+                                   mode="finite_difference")
+    self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
+    self.assertGreaterEqual(_cos(ex_total, fd_total), 0.99)
+    t_ex, a_ex = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, q=q, norm=norm)
+    t_fd, a_fd = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, q=q, norm=norm,
+                             mode="finite_difference")
+    np.testing.assert_allclose(t_fd, t_ex, rtol=1e-6)
+    np.testing.assert_allclose(a_fd.penalty, a_ex.penalty, rtol=1e-6)
+
+  def test_subsample_one_equals_full(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    f = _ce_loss_fn(_mlp, params)
+    full = L.wdro_loss(f, x, y, rho=0.5)
+    one = L.wdro_loss(f, x, y, rho=0.5, subsample=1.0)
+    chex.assert_trees_all_close(full, one)
+    # A fraction that rounds to the whole batch draws a permutation of it: same penalty.
+    perm = L.wdro_loss(f, x, y, rho=0.5, subsample=0.99, key=jax.random.key(3))
+    np.testing.assert_allclose(perm[0], full[0], rtol=1e-5)
+    np.testing.assert_allclose(perm[1].penalty, full[1].penalty, rtol=1e-5)
+
+  def test_subsample_unbiased_for_q1(self):
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
+    f = _ce_loss_fn(_mlp, params)
+    full = L.wdro_loss(f, x, y, rho=1.0, q=1.0)[1].penalty
+    keys = jax.random.split(jax.random.key(7), 4000)
+    est = jax.jit(jax.vmap(lambda k: L.wdro_loss(f, x, y, rho=1.0, q=1.0, subsample=0.25,
+                                                 key=k)[1]))(keys)
+    pens = np.asarray(est.penalty, np.float64)
+    np.testing.assert_allclose(est.mean_loss, np.full(4000, np.mean(f(x, y))), rtol=1e-6)
+    se = pens.std() / np.sqrt(len(pens))
+    self.assertGreater(pens.std(), 0.0)  # the subsets really differ
+    self.assertLess(abs(pens.mean() - float(full)), 4 * se)
+    # Every value is the mean norm of m = 2 of the 8 examples.
+    g = L.input_gradients(f, x, y)
+    norms = np.linalg.norm(np.asarray(g, np.float64), axis=1)
+    pairs = {round((norms[i] + norms[j]) / 2, 4) for i in range(8) for j in range(i + 1, 8)}
+    self.assertTrue(set(np.round(pens, 4)) <= pairs)
+
+  def test_subsample_composes_with_finite_difference(self):
+    model, params = _conv, _conv_params(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
+    y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
+    key = jax.random.key(5)
+    ex_total, ex_pen = self._grads(model, params, x, y, subsample=0.5, key=key)
+    fd_total, fd_pen = self._grads(model, params, x, y, subsample=0.5, key=key,
+                                   mode="finite_difference")
+    self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
+    # The subsampled penalty differs from the full one, the loss mean does not.
+    _, full = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0)
+    _, sub = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, subsample=0.5, key=key)
+    np.testing.assert_allclose(sub.mean_loss, full.mean_loss, rtol=1e-6)
+    self.assertNotAlmostEqual(float(sub.penalty), float(full.penalty), places=5)
+
+
+_SHARDED_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import math
+    import jax, jax.numpy as jnp, numpy as np
+    from jax import shard_map
+    from jax.sharding import PartitionSpec as P
+    sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+    from drojax import losses as L
+    from test_losses import _mlp, _mlp_params, _mlp_data, _ce_loss_fn, _cos
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1), b=8)
+    for q in (1.0, 2.0, math.inf):
+      for mode in ("exact", "finite_difference"):
+        def local(p, x, y):
+          t, aux = L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode=mode,
+                               axis_name="data")
+          return jax.lax.pmean(t, "data")
+        step = jax.jit(shard_map(jax.value_and_grad(local), mesh=mesh,
+                                 in_specs=(P(), P("data"), P("data")), out_specs=P()))
+        v4, g4 = step(params, x, y)
+        v1, g1 = jax.value_and_grad(lambda p: L.wdro_loss(
+            _ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode="exact")[0])(params)
+        np.testing.assert_allclose(v4, v1, rtol=1e-5)
+        if mode == "exact":
+          for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        else:
+          assert _cos(g4, g1) > 0.999, (q, _cos(g4, g1))
+    print("OK")
+""")
+
+
+class ShardedTest(parameterized.TestCase):
+
+  def test_four_devices_equal_one(self):
+    # A fresh process: the forced device count must be set before JAX starts.
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, REPO], capture_output=True,
+                         text=True, env=env, timeout=300)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn("OK", out.stdout)
+
+
+class RobustObjectivesTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_kl_dro(self):
+    losses = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
+    fn = self.variant(lambda l, t: L.kl_dro_loss(l, temperature=t))
+    for t in [0.7, 2.0]:
+      ref = t * np.log(np.mean(np.exp(losses.astype(np.float64) / t)))
+      np.testing.assert_allclose(fn(losses, t), ref, rtol=1e-6)
+    np.testing.assert_allclose(fn(losses, 1e4), losses.mean(), rtol=1e-3)
+    np.testing.assert_allclose(fn(losses, 1e-3), losses.max(), atol=2e-3)
+    big = fn(losses + 1000.0, 0.01)  # exp(1e5) would overflow without logsumexp
+    self.assertTrue(np.isfinite(big))
+    np.testing.assert_allclose(big, 1003.0, atol=0.02)
+    # Gradient: softmax weights.
+    g = jax.grad(lambda l: L.kl_dro_loss(l, temperature=2.0))(jnp.asarray(losses))
+    w = np.exp(losses / 2.0)
+    np.testing.assert_allclose(g, w / w.sum(), rtol=1e-5)
+
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1),
+                    alpha=st.sampled_from([0.05, 0.1, 0.25, 0.3, 0.5, 0.7, 0.999, 1.0]))
+  def test_cvar_vs_sorting(self, seed, alpha):
+    losses = np.random.default_rng(seed).normal(size=10).astype(np.float32)
+    k = {0.05: 1, 0.1: 1, 0.25: 3, 0.3: 3, 0.5: 5, 0.7: 7, 0.999: 10, 1.0: 10}[alpha]
+    ref = np.sort(losses.astype(np.float64))[::-1][:k].mean()
+    np.testing.assert_allclose(L.cvar_loss(losses, alpha=alpha), ref, rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jsd_vs_numpy(self):
+    rng = np.random.default_rng(0)
+    z = (rng.normal(size=(3, 6, 5)) * 12).astype(np.float32)  # peaked: exercises the clamp
+    got = self.variant(L.jsd_consistency)(z)
+    p = np.exp(_np_log_softmax(z))
+    m = np.clip(p.mean(0), 1e-7, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      kl = np.where(p > 0, p * (np.log(p) - np.log(m)[None]), 0.0).sum(-1)
+    np.testing.assert_allclose(got, kl.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(L.jsd_consistency(list(z)), got, rtol=1e-6)
+    self.assertEqual(got.shape, (6,))
+
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), views=st.sampled_from([2, 3]),
+                    scale=st.sampled_from([0.1, 1.0, 20.0]))
+  def test_jsd_nonnegative_and_zero_for_equal_views(self, seed, views, scale):
+    z = (np.random.default_rng(seed).normal(size=(views, 4, 3)) * scale).astype(np.float32)
+    self.assertTrue(np.all(np.asarray(L.jsd_consistency(z)) >= -1e-7))
+    same = np.broadcast_to(z[:1], z.shape)
+    np.testing.assert_allclose(L.jsd_consistency(same), 0.0, atol=1e-6)
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
+      L.kl_dro_loss(jnp.ones(3), temperature=0.0)
+    with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
+      L.kl_dro_loss(jnp.ones(3), temperature=-1.0)
+    with self.assertRaisesRegex(ValueError, "losses must have rank 1"):
+      L.kl_dro_loss(jnp.ones((3, 1)), temperature=1.0)
+    with self.assertRaisesRegex(TypeError, "losses must be a floating-point array"):
+      L.kl_dro_loss(jnp.ones(3, jnp.int32), temperature=1.0)
+    for alpha in (0.0, -0.5, 1.5):
+      with self.assertRaisesRegex(ValueError, r"alpha must be in \(0, 1\]"):
+        L.cvar_loss(jnp.ones(3), alpha=alpha)
+    with self.assertRaisesRegex(ValueError, "V >= 2"):
+      L.jsd_consistency(jnp.ones((1, 3, 2)))
+    with self.assertRaisesRegex(ValueError, "V >= 2"):
+      L.jsd_consistency([jnp.ones((3, 2))])
+    with self.assertRaisesRegex(ValueError, "logits_views must have rank 3"):
+      L.jsd_consistency(jnp.ones((3, 2)))
+    with self.assertRaisesRegex(ValueError, "same"):
+      L.jsd_consistency([jnp.ones((3, 2)), jnp.ones((2, 2))])
+
+
+if __name__ == "__main__":
+  pytest.main([__file__])
