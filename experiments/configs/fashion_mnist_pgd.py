@@ -31,6 +31,7 @@ def make_config(method: str, *, preset: str = "paper",
   c.eval.pgd_steps = 20
   if preset == "quick":
     common.apply_quick(c)
+    c.eval.corruption_names = ("none",)
     c.learning_rate = 2e-3
     c.eval.adv_eps = (4 / 255, 8 / 255, 16 / 255)
     c.eval.pgd_steps = 5

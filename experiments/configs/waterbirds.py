@@ -31,6 +31,7 @@ def make_config(method: str, *, preset: str = "paper",
   c.eval.groups = True
   if preset == "quick":
     common.apply_quick(c)
+    c.eval.corruption_names = ("none",)
     c.image_size = 32
     c.eval.adv_eps = ()
   c.lock()
