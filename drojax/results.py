@@ -1,0 +1,404 @@
+"""Result files of an evaluation: ``results.json``, ``results.csv``, ``results.md`` and PNG plots.
+
+This is an I/O module: it writes files into a run's work directory. Plots use matplotlib's
+Agg backend (no display needed) and are imported lazily.
+
+``results.json`` schema (keys the writers understand; others are kept as they are):
+
+* ``method``, ``dataset`` (str), ``train_seconds`` (float), filled by the experiment CLIs;
+* ``clean_accuracy`` (float in [0, 1]);
+* ``corruption_source`` (``'generated:<table>'``, ``'published'`` or None);
+* ``corruption_accuracy``: ``{name: {"1": acc, ..., "5": acc}}``;
+* ``mean_corruption_accuracy``: mean over the 15 standard corruptions x 5 severities (of those
+  present); ``extra_corruption_accuracy``: the same over the 4 extras;
+* ``adversarial_accuracy``: ``{eps_key: acc}`` with ``eps_key = '%.6g' % eps`` (pixel space),
+  and ``adversarial``: the attack settings;
+* ``group_accuracy``: ``{"per_group": {g: acc}, "worst_group", "average", ...}``.
+
+Accuracies are fractions in the files and percentages in the markdown tables and plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+from drojax.evaluate import FAMILIES, summarize_corruptions
+
+REQUIRED_KEYS = ("method", "dataset", "clean_accuracy", "mean_corruption_accuracy",
+                 "corruption_accuracy", "adversarial_accuracy", "train_seconds")
+
+
+def _clean_json(value: Any) -> Any:
+  """NaN/inf -> None and NumPy scalars -> Python, recursively (strict JSON)."""
+  if isinstance(value, Mapping):
+    return {str(k): _clean_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean_json(v) for v in value]
+  if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def _pct(v: Any) -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "-"
+  return f"{100.0 * float(v):.2f}"
+
+
+def _eps_label(key: str) -> str:
+  """``'0.0313725' -> '8/255 (0.0314)'`` when eps is a whole number of 1/255 steps."""
+  e = float(key)
+  k = e * 255.0
+  if abs(k - round(k)) < 1e-3 and e > 0:
+    return f"{round(k)}/255 ({e:.4g})"
+  return f"{e:.4g}"
+
+
+def _sorted_sev(d: Mapping[str, Any]) -> list[str]:
+  return sorted(d, key=float)
+
+
+def _name_order(acc: Mapping[str, Any]) -> list[str]:
+  from drojax.corruptions import tables
+
+  order = list(tables.STANDARD_NAMES) + list(tables.EXTRA_NAMES)
+  return [n for n in order if n in acc] + sorted(n for n in acc if n not in order)
+
+
+# ------------------------------------------------------------------------------- tables
+
+
+def results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """The results as long-format rows ``{metric, name, level, value}`` (the CSV's rows)."""
+  rows = [{"metric": "clean_accuracy", "name": "", "level": "",
+           "value": results.get("clean_accuracy")}]
+  acc = results.get("corruption_accuracy") or {}
+  for name in _name_order(acc):
+    for sev in _sorted_sev(acc[name]):
+      rows.append({"metric": "corruption_accuracy", "name": name, "level": sev,
+                   "value": acc[name][sev]})
+  for k in ("mean_corruption_accuracy", "extra_corruption_accuracy"):
+    if results.get(k) is not None:
+      rows.append({"metric": k, "name": "", "level": "", "value": results[k]})
+  adv = results.get("adversarial_accuracy") or {}
+  norm = (results.get("adversarial") or {}).get("norm", "")
+  for e in sorted(adv, key=float):
+    rows.append({"metric": "adversarial_accuracy", "name": norm, "level": e, "value": adv[e]})
+  groups = results.get("group_accuracy") or {}
+  for g, v in (groups.get("per_group") or {}).items():
+    rows.append({"metric": "group_accuracy", "name": "", "level": g, "value": v})
+  for k in ("worst_group", "average"):
+    if k in groups:
+      rows.append({"metric": f"group_{k}", "name": "", "level": "", "value": groups[k]})
+  if results.get("train_seconds") is not None:
+    rows.append({"metric": "train_seconds", "name": "", "level": "",
+                 "value": results["train_seconds"]})
+  return rows
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+  """Readable markdown tables: summary, corruptions x severities, adversarial, groups."""
+  r = results
+  title = " / ".join(str(r[k]) for k in ("method", "dataset") if r.get(k)) or "results"
+  lines = [f"# {title}", ""]
+  lines += ["| metric | value |", "|---|---|"]
+  lines.append(f"| clean accuracy (%) | {_pct(r.get('clean_accuracy'))} |")
+  if r.get("corruption_accuracy"):
+    src = r.get("corruption_source") or "corruptions"
+    lines.append(f"| mean corruption accuracy, 15 standard x severities (%) [{src}] | "
+                 f"{_pct(r.get('mean_corruption_accuracy'))} |")
+    if r.get("extra_corruption_accuracy") is not None:
+      lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
+                   f"{_pct(r.get('extra_corruption_accuracy'))} |")
+  for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
+    lines.append(f"| adversarial accuracy, eps {_eps_label(e)} (%) | {_pct(v)} |")
+  g = r.get("group_accuracy") or {}
+  if g:
+    lines.append(f"| worst-group accuracy (%) | {_pct(g.get('worst_group'))} |")
+    lines.append(f"| average accuracy, {g.get('weights_from', 'train')}-weighted (%) | "
+                 f"{_pct(g.get('average'))} |")
+  if r.get("train_seconds") is not None:
+    lines.append(f"| train time (s) | {float(r['train_seconds']):.1f} |")
+  lines.append("")
+
+  acc = r.get("corruption_accuracy") or {}
+  if acc:
+    sevs = sorted({s for d in acc.values() for s in d}, key=float)
+    summary = summarize_corruptions(acc)
+    lines += [f"## Corruption accuracy (%) — {r.get('corruption_source') or ''}".rstrip(" —"), "",
+              "| corruption | " + " | ".join(f"sev {s}" for s in sevs) + " | mean |",
+              "|---|" + "---|" * (len(sevs) + 1)]
+    from drojax.corruptions import tables
+
+    for name in _name_order(acc):
+      tag = "" if name in tables.STANDARD_NAMES else " (extra)"
+      cells = [_pct(acc[name].get(s)) for s in sevs]
+      lines.append(f"| {name}{tag} | " + " | ".join(cells) +
+                   f" | {_pct(summary['per_corruption_mean'][name])} |")
+    per_sev = summary["per_severity_mean"]
+    lines.append("| **mean, standard** | " + " | ".join(_pct(per_sev.get(s)) for s in sevs) +
+                 f" | **{_pct(summary['mean_corruption_accuracy'])}** |")
+    if summary["extra_corruption_accuracy"] is not None:
+      ex = [n for n in acc if n in tables.EXTRA_NAMES]
+      cells = []
+      for s in sevs:
+        vals = [acc[n][s] for n in ex if s in acc[n] and acc[n][s] is not None]
+        cells.append(_pct(sum(vals) / len(vals)) if vals else "-")
+      lines.append("| mean, extras | " + " | ".join(cells) +
+                   f" | {_pct(summary['extra_corruption_accuracy'])} |")
+    if not summary["complete"]:
+      lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
+                "those present._"]
+    lines.append("")
+
+  adv = r.get("adversarial_accuracy") or {}
+  if adv:
+    a = r.get("adversarial") or {}
+    desc = ", ".join(f"{k} {v}" for k, v in a.items())
+    lines += ["## Adversarial accuracy (%)", "", f"PGD in pixel space [0, 1]; {desc}.", "",
+              "| eps | accuracy |", "|---|---|"]
+    for e in sorted(adv, key=float):
+      lines.append(f"| {_eps_label(e)} | {_pct(adv[e])} |")
+    lines.append("")
+
+  if g:
+    lines += ["## Group accuracy (%)", "", "| group | accuracy | eval count | weight |",
+              "|---|---|---|---|"]
+    for k, v in g.get("per_group", {}).items():
+      lines.append(f"| {k} | {_pct(v)} | {g.get('counts', {}).get(k, '-')} | "
+                   f"{g.get('weights', {}).get(k, float('nan')):.3f} |")
+    lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {_pct(g.get('worst_group'))} "
+                 f"| | |")
+    lines.append(f"| **average** ({g.get('weights_from', 'train')} proportions) | "
+                 f"{_pct(g.get('average'))} | | |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
+                  *, title: str | None = None) -> str:
+  """Accuracy vs severity, one panel per corruption family, one line per corruption.
+
+  With several runs (``results_by_label`` of length > 1) each panel shows the family mean
+  per run instead. Severity 0 is the clean accuracy.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 4, figsize=(17, 4), sharey=True)
+  multi = len(results_by_label) > 1
+  for ax, (fam, members) in zip(axes, FAMILIES.items()):
+    for label, res in results_by_label.items():
+      acc = res.get("corruption_accuracy") or {}
+      clean = res.get("clean_accuracy")
+      present = [n for n in members if n in acc]
+      if not present:
+        continue
+      if multi:
+        sevs = sorted({s for n in present for s in acc[n]}, key=float)
+        ys = [100 * sum(acc[n][s] for n in present if s in acc[n]) /
+              max(1, sum(1 for n in present if s in acc[n])) for s in sevs]
+        xs = [float(s) for s in sevs]
+        if clean is not None:
+          xs, ys = [0.0] + xs, [100 * clean] + ys
+        ax.plot(xs, ys, marker="o", label=label)
+      else:
+        for n in present:
+          sevs = _sorted_sev(acc[n])
+          xs = [float(s) for s in sevs]
+          ys = [100 * acc[n][s] for s in sevs]
+          if clean is not None:
+            xs, ys = [0.0] + xs, [100 * clean] + ys
+          ax.plot(xs, ys, marker="o", label=n)
+    ax.set_title(fam)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  axes[0].set_ylabel("accuracy (%)")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
+  """Accuracy vs eps (in 1/255 units), one line per run."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for label, res in results_by_label.items():
+    adv = res.get("adversarial_accuracy") or {}
+    es = sorted(adv, key=float)
+    ax.plot([255 * float(e) for e in es], [100 * adv[e] for e in es], marker="o", label=label)
+  ax.set_xlabel("eps (x 1/255, pixel space)")
+  ax.set_ylabel("robust accuracy (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+# ------------------------------------------------------------------------------- writers
+
+
+def write_results(workdir: str, results: Mapping[str, Any]) -> dict[str, str]:
+  """Writes ``results.json``, ``results.csv``, ``results.md`` and the PNG plots.
+
+  Args:
+    workdir: the run directory (created if missing).
+    results: the results dict (see the module docstring for the schema); keys in
+      ``REQUIRED_KEYS`` that are missing are written as null.
+
+  Returns:
+    ``{kind: path}`` of the files written (``json``, ``csv``, ``md``, and ``severity_png`` /
+    ``adversarial_png`` when there is something to plot).
+
+  Example:
+    >>> import tempfile
+    >>> paths = write_results(tempfile.mkdtemp(), {"method": "erm", "clean_accuracy": 0.9})
+    >>> sorted(paths)
+    ['csv', 'json', 'md']
+  """
+  os.makedirs(workdir, exist_ok=True)
+  res = {k: results.get(k) for k in REQUIRED_KEYS}
+  res.update(results)
+  res = _clean_json(res)
+  if res.get("corruption_accuracy") is None:
+    res["corruption_accuracy"] = {}
+  if res.get("adversarial_accuracy") is None:
+    res["adversarial_accuracy"] = {}
+  paths = {"json": os.path.join(workdir, "results.json"),
+           "csv": os.path.join(workdir, "results.csv"),
+           "md": os.path.join(workdir, "results.md")}
+  tmp = paths["json"] + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(res, f, indent=2, allow_nan=False)
+    f.write("\n")
+  os.replace(tmp, paths["json"])  # a reader never sees half a file
+  with open(paths["csv"], "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=["metric", "name", "level", "value"])
+    w.writeheader()
+    w.writerows(results_rows(res))
+  with open(paths["md"], "w") as f:
+    f.write(results_markdown(res))
+  label = res.get("method") or "run"
+  if res["corruption_accuracy"]:
+    paths["severity_png"] = plot_severity(
+        {label: res}, os.path.join(workdir, "accuracy_vs_severity.png"),
+        title=f"{label} on {res.get('dataset') or ''} ({res.get('corruption_source') or ''})")
+  if res["adversarial_accuracy"]:
+    paths["adversarial_png"] = plot_adversarial({label: res},
+                                                os.path.join(workdir, "adversarial.png"))
+  return paths
+
+
+def _labels(workdirs: Sequence[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
+  base = [str(r.get("method") or os.path.basename(os.path.normpath(w)))
+          for w, r in zip(workdirs, results)]
+  out = []
+  for b, w in zip(base, workdirs):
+    out.append(b if base.count(b) == 1 else f"{b} ({os.path.basename(os.path.normpath(w))})")
+  # Still equal (same method, same folder name under different parents): number them.
+  return [f"{o} #{i}" if out.count(o) > 1 else o for i, o in enumerate(out)]
+
+
+def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
+  """One table and one bar chart comparing several runs' ``results.json``.
+
+  Writes ``comparison.md``, ``comparison.csv`` and ``comparison.png`` (grouped bars: clean,
+  mean corruption, extras, each eps, worst group) and, when the runs have corruption results,
+  ``comparison_severity.png`` (family means vs severity per run).
+
+  Args:
+    workdirs: run directories, each holding ``results.json``.
+    out: directory for the comparison files (created if missing).
+
+  Returns:
+    ``{kind: path}`` of the files written.
+
+  Raises:
+    FileNotFoundError: a workdir has no ``results.json`` (named in the message).
+  """
+  if not workdirs:
+    raise ValueError("compare_runs needs at least one workdir.")
+  results = []
+  for w in workdirs:
+    p = os.path.join(w, "results.json")
+    if not os.path.isfile(p):
+      raise FileNotFoundError(f"{p} not found: is the run in {w} finished?")
+    with open(p) as f:
+      results.append(json.load(f))
+  labels = _labels(workdirs, results)
+  eps = sorted({e for r in results for e in (r.get("adversarial_accuracy") or {})}, key=float)
+  cols = [("clean", lambda r: r.get("clean_accuracy")),
+          ("mean corruption", lambda r: r.get("mean_corruption_accuracy")),
+          ("extras", lambda r: r.get("extra_corruption_accuracy"))]
+  cols += [(f"PGD {_eps_label(e)}", (lambda e: lambda r: (r.get("adversarial_accuracy") or {})
+                                     .get(e))(e)) for e in eps]
+  cols += [("worst group", lambda r: (r.get("group_accuracy") or {}).get("worst_group")),
+           ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
+  cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]
+  os.makedirs(out, exist_ok=True)
+  paths = {"md": os.path.join(out, "comparison.md"), "csv": os.path.join(out, "comparison.csv"),
+           "png": os.path.join(out, "comparison.png")}
+  lines = ["# Comparison (accuracy, %)", "",
+           "| run | dataset | " + " | ".join(c for c, _ in cols) + " | train s |",
+           "|---|---|" + "---|" * (len(cols) + 1)]
+  with open(paths["csv"], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["run", "workdir", "method", "dataset"] + [c for c, _ in cols] + ["train_seconds"])
+    for label, wd, r in zip(labels, workdirs, results):
+      vals = [fn(r) for _, fn in cols]
+      ts = r.get("train_seconds")
+      lines.append(f"| {label} | {r.get('dataset') or '-'} | " +
+                   " | ".join(_pct(v) for v in vals) +
+                   f" | {'-' if ts is None else f'{float(ts):.0f}'} |")
+      w.writerow([label, wd, r.get("method"), r.get("dataset")] +
+                 ["" if v is None else v for v in vals] + ["" if ts is None else ts])
+  with open(paths["md"], "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 0.4 * len(labels)), 4.5))
+  width = 0.8 / max(1, len(labels))
+  for i, (label, r) in enumerate(zip(labels, results)):
+    xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(cols))]
+    ys = [100 * (fn(r) or 0.0) for _, fn in cols]
+    ax.bar(xs, ys, width=width, label=label)
+  ax.set_xticks(range(len(cols)))
+  ax.set_xticklabels([c for c, _ in cols], rotation=20, ha="right")
+  ax.set_ylabel("accuracy (%)")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(paths["png"], dpi=100)
+  plt.close(fig)
+  if any(r.get("corruption_accuracy") for r in results):
+    paths["severity_png"] = plot_severity(dict(zip(labels, results)),
+                                          os.path.join(out, "comparison_severity.png"),
+                                          title="family mean accuracy vs severity")
+  return paths
+
+
+__all__ = ["REQUIRED_KEYS", "write_results", "compare_runs", "results_markdown", "results_rows",
+           "plot_severity", "plot_adversarial"]
