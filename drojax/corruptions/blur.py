@@ -168,10 +168,10 @@ def glass_blur(key: Array, images: Array, params: Sequence[Any]) -> Array:
   sweeps = (int(math.ceil(float(iterations))) if _common.is_static(iterations)
             else GLASS_ITERATIONS_BOUND)
   iters = jnp.asarray(iterations, jnp.float32)
-  keys = jax.random.split(key, max(sweeps, 1))
   for k in range(sweeps):
     share = jnp.clip(iters - k, 0.0, 1.0)  # 1 for a full sweep, the fraction for a last one
-    ka, kb, kc = jax.random.split(keys[k], 3)
+    # fold_in, not split: sweep k draws the same numbers whatever the number of sweeps.
+    ka, kb, kc = jax.random.split(jax.random.fold_in(key, k), 3)
     if ratio is None:
       hs = np.arange(h - d, d, -1)
       ws = np.arange(w - d, d, -1)

@@ -12,7 +12,8 @@ A severity ``s`` is an int 1..5 (a table row) or a float in [0, 5]: the paramete
 interpolated linearly between the rows ``floor(s)`` and ``ceil(s)``, where row 0 is the
 *identity row* below (the parameters that leave the image unchanged, where such exist).
 Shot noise's Poisson rate is interpolated as its reciprocal (so row 0, rate = infinity, is
-noise-free). JPEG interpolates its quality between 100 (row 0) and row 1; quality 100 is *not*
+noise-free). Zoom blur interpolates the number of zoom factors (``np.arange(1, max_zoom,
+0.01)`` has 7 factors at 1.06 but 16 at 1.16), rounded to the nearest count. JPEG interpolates its quality between 100 (row 0) and row 1; quality 100 is *not*
 the identity (it still rounds DCT coefficients and subsamples chroma). Motion blur's row 0 is
 radius 0 (no blur; ImageMagick would pick a radius from sigma instead). Parameters
 that are integers in the reference are handled by the corruption itself (glass blur's
@@ -25,6 +26,7 @@ import math
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 STANDARD_NAMES = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
@@ -110,10 +112,10 @@ REFINED_CIFAR100 = {
 }
 
 # Row 0 of the interpolation: parameters with no effect, where the corruption has them.
-# For shot noise the entry is the reciprocal rate (0 = no noise); see _INVERSE.
+# Shot noise's infinite rate is noise-free (interpolated as the reciprocal; see _INVERSE).
 IDENTITY = {
     "gaussian_noise": (0.,),
-    "shot_noise": (0.,),
+    "shot_noise": (math.inf,),
     "impulse_noise": (0.,),
     "defocus_blur": (0., 0.),
     "glass_blur": (0., 1., 0.),
@@ -168,17 +170,20 @@ def _identity_row(name: str, table: str) -> tuple[float, ...]:
     if v is None:
       v = first[i]
     out.append(v)
-  # Store in the interpolation space.
   return tuple(out)
 
 
 def _to_space(name: str, i: int, v: float) -> float:
   if (name, i) in _INVERSE:
     return 1.0 / v
+  if name == "zoom_blur":  # the number of zoom factors, as np.arange(1, v, 0.01) counts them
+    return float(len(np.arange(1.0, v, 0.01)))
   return v
 
 
 def _from_space(name: str, i: int, v: Any) -> Any:
+  if name == "zoom_blur":  # a max zoom whose factor count is unambiguous in float32 too
+    return 1.0 + 0.01 * (v - 0.5)
   if (name, i) in _INVERSE:
     if isinstance(v, float):
       return math.inf if v == 0 else 1.0 / v
