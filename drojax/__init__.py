@@ -19,6 +19,8 @@ _SUBMODULES = (
     "losses",
     "methods",
     "models",
+    "published_c",
+    "results",
     "train",
     "weighting",
 )
