@@ -138,10 +138,10 @@ class InputGradientsTest(parameterized.TestCase):
     fn = self.variant(lambda x, y: L.input_gradients(_ce_loss_fn(_mlp, params), x, y))
     g = fn(x, y)
     self.assertEqual(g.shape, x.shape)
-    # Independent: per-example jax.grad of the single example's scalar loss.
-    for i in range(x.shape[0]):
-      gi = jax.grad(lambda xi: L.cross_entropy(_mlp(params, xi[None]), y[i:i + 1])[0])(x[i])
-      np.testing.assert_allclose(g[i], gi, rtol=1e-5, atol=1e-7)
+    # Independent: per-example jax.grad of the single example's scalar loss, vmapped.
+    per_ex = jax.jit(jax.vmap(jax.grad(
+        lambda xi, yi: L.cross_entropy(_mlp(params, xi[None]), yi[None])[0])))(x, y)
+    np.testing.assert_allclose(g, per_ex, rtol=1e-5, atol=1e-7)
 
   def test_has_aux_and_central_differences(self):
     with jax.enable_x64(True):
@@ -228,9 +228,8 @@ class WDROLossTest(parameterized.TestCase):
     total, aux = fn(x, y)
     logits = np.asarray(_mlp(params, x), np.float64)
     ce = -(np.asarray(y) * _np_log_softmax(logits)).sum(-1)
-    per_ex = np.stack([jax.grad(lambda xi, i=i: L.cross_entropy(_mlp(params, xi[None]),
-                                                                 y[i:i + 1])[0])(x[i])
-                       for i in range(8)])
+    per_ex = jax.vmap(jax.grad(
+        lambda xi, yi: L.cross_entropy(_mlp(params, xi[None]), yi[None])[0]))(x, y)
     pen = _np_penalty(per_ex, 2.0, math.inf)
     np.testing.assert_allclose(aux.losses, ce, rtol=1e-5)
     np.testing.assert_allclose(aux.mean_loss, ce.mean(), rtol=1e-5)
@@ -247,7 +246,7 @@ class WDROLossTest(parameterized.TestCase):
       def total(p):
         return L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, norm=norm)[0]
 
-      check_grads(total, (params,), order=1, modes=["rev"], eps=1e-6)
+      check_grads(jax.jit(total), (params,), order=1, modes=["rev"], eps=1e-6)
 
   def test_parameter_gradient_changes_with_rho(self):
     params = _mlp_params(jax.random.key(0))
@@ -273,11 +272,11 @@ class WDROLossTest(parameterized.TestCase):
     def loss_fn(p):
       return lambda x: jnp.sum(_mlp(p, x), axis=1) ** 2  # g_i = 0 exactly at x_i = 0
 
-    for xs in (x.at[0].set(0.0), jnp.zeros_like(x)):
-      for q, norm in itertools.product([1.0, 2.0, math.inf], [2, math.inf]):
-        grads = jax.grad(lambda p: L.wdro_loss(loss_fn(p), xs, rho=1.0, q=q, norm=norm,
-                                               mode=mode)[0])(params)
-        for leaf in jax.tree_util.tree_leaves(grads):
+    for q, norm in [(1.0, 2), (2.0, math.inf), (math.inf, 2)]:
+      grad = jax.jit(jax.grad(lambda p, xs: L.wdro_loss(loss_fn(p), xs, rho=1.0, q=q, norm=norm,
+                                                        mode=mode)[0]))
+      for xs in (x.at[0].set(0.0), jnp.zeros_like(x)):
+        for leaf in jax.tree_util.tree_leaves(grad(params, xs)):
           self.assertTrue(np.all(np.isfinite(leaf)), f"{mode} q={q} norm={norm}")
 
   def test_has_aux_returns_unperturbed_aux(self):
@@ -317,16 +316,15 @@ class PenaltyModesTest(parameterized.TestCase):
   """Issue 7's cheaper penalty gradients, against the exact grad of grad."""
 
   def _grads(self, model, params, x, y, **kw):
-    def total(p):
-      return L.wdro_loss(_ce_loss_fn(model, p), x, y, rho=1.0, **kw)[0]
-
-    def penalty_only(p):
+    """Parameter gradients of (total, penalty term), and (total, penalty), in one jit."""
+    def terms(p):
       t, aux = L.wdro_loss(_ce_loss_fn(model, p), x, y, rho=1.0, **kw)
-      return t - aux.mean_loss
+      return (t, t - aux.mean_loss), (t, aux.penalty, aux.mean_loss)
 
-    return jax.jit(jax.grad(total))(params), jax.jit(jax.grad(penalty_only))(params)
+    (g_total, g_pen), values = jax.jit(jax.jacrev(terms, has_aux=True))(params)
+    return g_total, g_pen, values
 
-  @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf), ("conv", 2.0, 2))
+  @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf))
   def test_finite_difference_close_to_exact(self, model_name, q, norm):
     if model_name == "mlp":
       model, params = _mlp, _mlp_params(jax.random.key(0))
@@ -335,16 +333,13 @@ class PenaltyModesTest(parameterized.TestCase):
       model, params = _conv, _conv_params(jax.random.key(0))
       x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
       y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
-    ex_total, ex_pen = self._grads(model, params, x, y, q=q, norm=norm)
-    fd_total, fd_pen = self._grads(model, params, x, y, q=q, norm=norm,
-                                   mode="finite_difference")
+    ex_total, ex_pen, ex_values = self._grads(model, params, x, y, q=q, norm=norm)
+    fd_total, fd_pen, fd_values = self._grads(model, params, x, y, q=q, norm=norm,
+                                              mode="finite_difference")
     self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
     self.assertGreaterEqual(_cos(ex_total, fd_total), 0.99)
-    t_ex, a_ex = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, q=q, norm=norm)
-    t_fd, a_fd = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, q=q, norm=norm,
-                             mode="finite_difference")
-    np.testing.assert_allclose(t_fd, t_ex, rtol=1e-6)
-    np.testing.assert_allclose(a_fd.penalty, a_ex.penalty, rtol=1e-6)
+    # Same value (total and penalty) in both modes.
+    np.testing.assert_allclose(fd_values, ex_values, rtol=1e-6)
 
   def test_subsample_one_equals_full(self):
     params = _mlp_params(jax.random.key(0))
@@ -354,7 +349,8 @@ class PenaltyModesTest(parameterized.TestCase):
     one = L.wdro_loss(f, x, y, rho=0.5, subsample=1.0)
     chex.assert_trees_all_close(full, one)
     # A fraction that rounds to the whole batch draws a permutation of it: same penalty.
-    perm = L.wdro_loss(f, x, y, rho=0.5, subsample=0.99, key=jax.random.key(3))
+    perm = jax.jit(lambda x, y, k: L.wdro_loss(f, x, y, rho=0.5, subsample=0.99, key=k))(
+        x, y, jax.random.key(3))
     np.testing.assert_allclose(perm[0], full[0], rtol=1e-5)
     np.testing.assert_allclose(perm[1].penalty, full[1].penalty, rtol=1e-5)
 
@@ -378,19 +374,19 @@ class PenaltyModesTest(parameterized.TestCase):
     self.assertTrue(set(np.round(pens, 4)) <= pairs)
 
   def test_subsample_composes_with_finite_difference(self):
-    model, params = _conv, _conv_params(jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
-    y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
+    params = _mlp_params(jax.random.key(0))
+    x, y = _mlp_data(jax.random.key(1))
     key = jax.random.key(5)
-    ex_total, ex_pen = self._grads(model, params, x, y, subsample=0.5, key=key)
-    fd_total, fd_pen = self._grads(model, params, x, y, subsample=0.5, key=key,
-                                   mode="finite_difference")
+    _, ex_pen, ex_values = self._grads(_mlp, params, x, y, subsample=0.5, key=key)
+    _, fd_pen, fd_values = self._grads(_mlp, params, x, y, subsample=0.5, key=key,
+                                       mode="finite_difference")
     self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
-    # The subsampled penalty differs from the full one, the loss mean does not.
-    _, full = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0)
-    _, sub = L.wdro_loss(_ce_loss_fn(model, params), x, y, rho=1.0, subsample=0.5, key=key)
-    np.testing.assert_allclose(sub.mean_loss, full.mean_loss, rtol=1e-6)
-    self.assertNotAlmostEqual(float(sub.penalty), float(full.penalty), places=5)
+    np.testing.assert_allclose(fd_values, ex_values, rtol=1e-6)
+    # The subsampled penalty differs from the full one; the loss mean does not.
+    f = _ce_loss_fn(_mlp, params)
+    np.testing.assert_allclose(ex_values[2], jnp.mean(f(x, y)), rtol=1e-6)
+    full_penalty = L.variation_penalty(L.input_gradients(f, x, y))
+    self.assertNotAlmostEqual(float(ex_values[1]), float(full_penalty), places=5)
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""
@@ -408,23 +404,22 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     params = _mlp_params(jax.random.key(0))
     x, y = _mlp_data(jax.random.key(1), b=8)
-    for q in (1.0, 2.0, math.inf):
-      for mode in ("exact", "finite_difference"):
-        def local(p, x, y):
-          t, aux = L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode=mode,
-                               axis_name="data")
-          return jax.lax.pmean(t, "data")
-        step = jax.jit(shard_map(jax.value_and_grad(local), mesh=mesh,
-                                 in_specs=(P(), P("data"), P("data")), out_specs=P()))
-        v4, g4 = step(params, x, y)
-        v1, g1 = jax.value_and_grad(lambda p: L.wdro_loss(
-            _ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode="exact")[0])(params)
-        np.testing.assert_allclose(v4, v1, rtol=1e-5)
-        if mode == "exact":
-          for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        else:
-          assert _cos(g4, g1) > 0.999, (q, _cos(g4, g1))
+    for q, mode in ((2.0, "exact"), (math.inf, "exact"), (2.0, "finite_difference")):
+      def local(p, x, y):
+        t, aux = L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode=mode,
+                             axis_name="data")
+        return jax.lax.pmean(t, "data")
+      step = jax.jit(shard_map(jax.value_and_grad(local), mesh=mesh,
+                               in_specs=(P(), P("data"), P("data")), out_specs=P()))
+      v4, g4 = step(params, x, y)
+      v1, g1 = jax.value_and_grad(lambda p: L.wdro_loss(
+          _ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode="exact")[0])(params)
+      np.testing.assert_allclose(v4, v1, rtol=1e-5)
+      if mode == "exact":
+        for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
+          np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+      else:
+        assert _cos(g4, g1) > 0.999, (q, _cos(g4, g1))
     print("OK")
 """)
 
