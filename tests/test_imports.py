@@ -1,0 +1,57 @@
+"""The pure core is light to import, and its public API follows the project's conventions."""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "torch")
+
+_PROBE = """
+import json, sys
+import drojax.losses, drojax.weighting
+heavy = %r
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+
+
+def test_core_imports_no_heavy_dependencies():
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _PROBE % (HEAVY,)], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  loaded = json.loads(out.stdout.strip().splitlines()[-1])
+  assert loaded == [], f"import drojax.losses, drojax.weighting loaded {loaded}"
+
+
+@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.weighting"])
+def test_public_api_conventions(module_name):
+  module = __import__(module_name, fromlist=["_"])
+  for name in module.__all__:
+    obj = getattr(module, name)
+    if not callable(obj) or isinstance(obj, type) and issubclass(obj, tuple):
+      assert obj.__doc__, f"{module_name}.{name} has no docstring"
+      continue
+    doc = inspect.getdoc(obj) or ""
+    assert ">>>" in doc, f"{module_name}.{name} has no doctest example"
+    assert "Args:" in doc and "Returns:" in doc, f"{module_name}.{name} lacks Args/Returns"
+    # Options are keyword-only: at most the data arguments are positional.
+    params = inspect.signature(obj).parameters.values()
+    positional_defaults = [p.name for p in params
+                           if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty]
+    assert not positional_defaults, (
+        f"{module_name}.{name}: options {positional_defaults} should be keyword-only")
+
+
+@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.weighting"])
+def test_doctests(module_name):
+  import doctest
+  module = __import__(module_name, fromlist=["_"])
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0
+  assert result.failed == 0
