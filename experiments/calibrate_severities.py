@@ -1,0 +1,532 @@
+r"""Calibrate CIFAR-C severities so accuracy falls linearly from clean to a floor, for every type.
+
+The refined benchmark of DRO-Augment re-tuned each corruption's parameters so that a reference
+model's accuracy drops about linearly with severity, and at the same rate for every type. This
+tool does that for our own reference model and our corruptions:
+
+1. Measure the clean accuracy ``a_0`` and, for each corruption, the accuracy at the base
+   table's severities 1..5 ("before").
+2. Targets: ``t_k = a_0 - (k / 5) (a_0 - floor)`` for ``k = 1..5``; ``floor`` defaults to the
+   mean "before" accuracy at severity 5 over the corruptions calibrated, so the sev-5
+   difficulty is kept on average and equalized across types.
+3. For each corruption and ``k``, bisect on the continuous severity ``s`` in ``[s_{k-1}, 5]``
+   of ``drojax.corruptions.corrupt(..., severity=s, table=base_table)`` (parameters interpolated
+   between the table's rows, row 0 being the identity) until ``acc(s)`` meets ``t_k``. This
+   assumes accuracy is non-increasing in ``s`` (true for the parameter paths of the tables up to
+   evaluation noise; the same corruption key is used for every ``s`` so the noise is common
+   and the measured curve is as smooth as the data allows). Where even ``s = 5`` stays above a
+   target, ``s = 5`` is kept and the row is marked capped (the interpolation does not
+   extrapolate past the table).
+4. Print and save the calibrated table in the format of the refined section of
+   ``shared/reference/cifar_c_severities.md`` (parameters per severity), the continuous
+   severities, the accuracies before/after, ``calibration.json`` and a PNG of accuracy vs
+   severity before and after.
+
+The severity is traced under ``jit`` (one compilation per corruption, not per bisection step).
+
+Usage (a trained run's workdir, evaluated on an .npz of uint8 ``images`` and ``labels``)::
+
+  python -m experiments.calibrate_severities --workdir=runs/c10_erm \
+      --images=../shared/data/cifar10_test_lossless_first1000.npz --out=runs/calibration
+
+Self-contained demo (trains a small reference CNN on the first half of the .npz for
+``--train_steps`` steps and calibrates on the second half)::
+
+  python -m experiments.calibrate_severities \
+      --images=../shared/data/cifar10_test_lossless_first1000.npz --train_steps=300 \
+      --names=gaussian_noise,contrast,brightness --out=/tmp/calibration
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_SEVERITIES = 5
+
+
+# ------------------------------------------------------------------------------- pure helpers
+
+
+def target_accuracies(clean: float, floor: float, num_severities: int = NUM_SEVERITIES
+                      ) -> list[float]:
+  """Linear targets ``t_k = clean - (k / n) (clean - floor)`` for ``k = 1..n``.
+
+  >>> [round(t, 3) for t in target_accuracies(0.9, 0.4)]
+  [0.8, 0.7, 0.6, 0.5, 0.4]
+  """
+  return [clean - (k / num_severities) * (clean - floor) for k in range(1, num_severities + 1)]
+
+
+def solve_monotone(acc_fn: Callable[[float], float], target: float, lo: float, hi: float, *,
+                   iterations: int = 7) -> tuple[float, float, bool]:
+  """Bisection for ``acc_fn(s) = target`` with ``acc_fn`` non-increasing on ``[lo, hi]``.
+
+  Returns the evaluated point whose accuracy is closest to the target (ties: the smaller
+  ``s``), its accuracy, and whether the target lay below ``acc_fn(hi)`` (capped at ``hi``).
+
+  Args:
+    acc_fn: ``s -> accuracy``, assumed non-increasing (evaluations are not cached here).
+    target: the accuracy to reach.
+    lo, hi: the search interval.
+    iterations: bisection steps after the end points (resolution ``(hi - lo) / 2^iterations``).
+
+  >>> s, a, capped = solve_monotone(lambda s: 1 - s / 5, 0.5, 0.0, 5.0, iterations=10)
+  >>> round(s, 2), capped
+  (2.5, False)
+  """
+  evaluated = {}
+
+  def f(s):
+    if s not in evaluated:
+      evaluated[s] = float(acc_fn(s))
+    return evaluated[s]
+
+  capped = f(hi) > target
+  if not capped and f(lo) > target:
+    a, b = lo, hi
+    for _ in range(iterations):
+      mid = 0.5 * (a + b)
+      if f(mid) > target:
+        a = mid
+      else:
+        b = mid
+  best = min(evaluated, key=lambda s: (abs(evaluated[s] - target), s))
+  if capped:
+    best = hi
+  return best, evaluated[best], capped
+
+
+def format_value(v: float) -> str:
+  """A parameter as the reference tables write it: 3 significant digits, no leading zero.
+
+  >>> [format_value(v) for v in (0.035, 450.0, 1.04, 0.0, 12.0, float("inf"))]
+  ['.035', '450', '1.04', '0', '12', 'inf']
+  """
+  if math.isinf(v):
+    return "inf"
+  text = f"{v:.3g}"
+  if "e" in text:
+    text = f"{v:.4f}".rstrip("0").rstrip(".")
+  if text.startswith("0."):
+    text = text[1:]
+  elif text.startswith("-0."):
+    text = "-" + text[2:]
+  return text
+
+
+def format_row(params: Sequence[Sequence[float]]) -> str:
+  """Five parameter tuples as a table cell: ``.035 .065 ...`` or ``(.35,.45)(.4,.65)...``."""
+  if all(len(p) == 1 for p in params):
+    return " ".join(format_value(p[0]) for p in params)
+  return "".join("(" + ",".join(format_value(v) for v in p) + ")" for p in params)
+
+
+def markdown_table(calibration: Mapping[str, Any], *, label: str) -> str:
+  """The calibrated parameters as the refined section of ``cifar_c_severities.md``, followed
+  by the continuous severities and the accuracies before and after."""
+  rows = calibration["corruptions"]
+  lines = [f"## Calibrated ({label}; base table {calibration['base_table']})", "",
+           f"Clean accuracy {100 * calibration['clean_accuracy']:.2f}%, floor "
+           f"{100 * calibration['floor']:.2f}%, targets " +
+           ", ".join(f"{100 * t:.1f}" for t in calibration["targets"]) +
+           f" (%), {calibration['num_images']} images.", "",
+           f"| corruption | {label} sev 1..5 |", "|---|---|"]
+  for name, r in rows.items():
+    lines.append(f"| {name} | {format_row(r['params'])} |")
+  lines += ["", "| corruption | continuous severity (base table) | accuracy before (%) | "
+            "accuracy after (%) | capped |", "|---|---|---|---|---|"]
+  for name, r in rows.items():
+    lines.append(
+        f"| {name} | " + " ".join(f"{s:.3f}" for s in r["severity"]) + " | " +
+        " ".join(f"{100 * a:.1f}" for a in r["before"]) + " | " +
+        " ".join(f"{100 * a:.1f}" for a in r["after"]) + " | " +
+        ("yes" if any(r["capped"]) else "") + " |")
+  lines += ["", f"Mean absolute distance to the linear targets: before "
+            f"{100 * calibration['mean_abs_error_before']:.2f} points, after "
+            f"{100 * calibration['mean_abs_error_after']:.2f} points."]
+  return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+def _as_rgb_float(images: np.ndarray) -> np.ndarray:
+  x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+  if x.shape[-1] == 1:
+    x = np.repeat(x, 3, axis=-1)
+  if x.shape[-1] != 3:
+    raise ValueError(f"images must have 1 or 3 channels; got shape {images.shape}.")
+  return x
+
+
+@functools.lru_cache(maxsize=64)
+def _corrupt_traced(name: str, table: str) -> Callable:
+  from drojax import corruptions
+
+  def f(key, x, s):
+    return corruptions.corrupt(key, x, name=name, severity=s, table=table)
+  return jax.jit(f)
+
+
+def make_accuracy_fn(model, images: np.ndarray, labels: np.ndarray, name: str, *, table: str,
+                     key: jax.Array, batch_size: int = 256) -> Callable[[float], float]:
+  """``s -> accuracy`` of ``model`` on ``images`` corrupted by ``name`` at continuous
+  severity ``s`` (traced: one compilation per corruption), with a fixed key per batch."""
+  from drojax import evaluate as ev
+
+  pred = ev._predictor(model)  # noqa: SLF001 - the evaluator's jitted argmax, shared
+  fn = _corrupt_traced(name, table)
+  x = _as_rgb_float(images)
+  n = x.shape[0]
+  bs = min(batch_size, n)
+  spans = ev._batches(n, bs)  # noqa: SLF001
+  batches = [ev._padded(x[s:e], bs) for s, e in spans]  # noqa: SLF001
+
+  def acc(s: float) -> float:
+    correct = 0
+    for b, ((s0, e0), xb) in enumerate(zip(spans, batches)):
+      xc = fn(jax.random.fold_in(key, b), xb, jnp.float32(s))
+      correct += int(np.sum(pred(xc)[: e0 - s0] == labels[s0:e0]))
+    return correct / n
+  return acc
+
+
+def calibrate(model, images: np.ndarray, labels: np.ndarray, *,
+              names: Sequence[str] | None = None, base_table: str = "standard",
+              floor: float | None = None, iterations: int = 7, seed: int = 0,
+              batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
+  """Chooses, per corruption, continuous severities whose accuracies follow linear targets.
+
+  Args:
+    model: ``logits_fn(x) -> [B, K]`` or a ``drojax.evaluate.BoundModel``.
+    images: ``[N, H, W, C]`` uint8 or float in [0, 1] (C = 1 is repeated to RGB).
+    labels: ``[N]`` integer labels.
+    names: corruptions (default: the 15 standard ones).
+    base_table: the table whose rows define the continuous severity path.
+    floor: target accuracy at severity 5 (default: mean base-table sev-5 accuracy).
+    iterations: bisection steps per severity.
+    seed: corruption key seed (the same key for every strength of a corruption).
+    batch_size: rows per call.
+    progress: print one line per corruption.
+
+  Returns:
+    A JSON-ready dict: ``clean_accuracy``, ``floor``, ``targets``, ``base_table``,
+    ``num_images``, ``corruptions`` ``{name: {severity [5], params [5][P], before [5],
+    after [5], capped [5]}}``, ``mean_abs_error_before`` / ``_after``.
+  """
+  from drojax import corruptions
+  from drojax import evaluate as ev
+
+  names = tuple(corruptions.STANDARD_NAMES if not names else names)
+  for n_ in names:
+    corruptions.tables.check_name(n_)
+  corruptions.tables.check_table(base_table)
+  labels = np.asarray(labels)
+  x = _as_rgb_float(np.asarray(images))
+  clean = ev.clean_accuracy(model, x, labels, batch_size=batch_size, progress=False)
+  key = jax.random.key(seed)
+  acc_fns, before = {}, {}
+  for i, name in enumerate(names):
+    acc_fns[name] = make_accuracy_fn(model, x, labels, name, table=base_table,
+                                     key=jax.random.fold_in(key, i), batch_size=batch_size)
+    before[name] = [acc_fns[name](float(k)) for k in range(1, NUM_SEVERITIES + 1)]
+    if progress:
+      print(f"  {name}: before " + " ".join(f"{100 * a:.1f}" for a in before[name]), flush=True)
+  if floor is None:
+    floor = float(np.mean([before[n_][-1] for n_ in names]))
+  targets = target_accuracies(clean, floor)
+  rows = {}
+  for name in names:
+    cache: dict[float, float] = {}
+
+    def cached(s, _f=acc_fns[name], _c=cache):
+      if s not in _c:
+        _c[s] = _f(s)
+      return _c[s]
+
+    lo, sev, after, capped = 0.0, [], [], []
+    for t in targets:
+      s, a, c = solve_monotone(cached, t, lo, float(NUM_SEVERITIES), iterations=iterations)
+      sev.append(s)
+      after.append(a)
+      capped.append(c)
+      lo = s
+    params = [[float(v) for v in corruptions.params_at(name, float(s), base_table)]
+              for s in sev]
+    rows[name] = {"severity": sev, "params": params, "before": before[name], "after": after,
+                  "capped": capped}
+    if progress:
+      print(f"  {name}: after  " + " ".join(f"{100 * a:.1f}" for a in after) +
+            f"  (severity {' '.join(f'{s:.2f}' for s in sev)})", flush=True)
+  err = lambda key_: float(np.mean([abs(a - t) for r in rows.values()
+                                    for a, t in zip(r[key_], targets)]))
+  return {"clean_accuracy": clean, "floor": floor, "targets": targets,
+          "base_table": base_table, "num_images": int(x.shape[0]), "iterations": iterations,
+          "seed": seed, "corruptions": rows, "mean_abs_error_before": err("before"),
+          "mean_abs_error_after": err("after")}
+
+
+def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
+  """Accuracy vs severity before (base table) and after calibration, with the targets."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+  xs = list(range(NUM_SEVERITIES + 1))
+  clean = 100 * calibration["clean_accuracy"]
+  tgt = [clean] + [100 * t for t in calibration["targets"]]
+  for ax, key, title in ((axes[0], "before", f"before ({calibration['base_table']} table)"),
+                         (axes[1], "after", "after calibration")):
+    for name, r in calibration["corruptions"].items():
+      ax.plot(xs, [clean] + [100 * a for a in r[key]], marker="o", lw=1, label=name)
+    ax.plot(xs, tgt, "k--", lw=2, label="linear target")
+    ax.set_title(title)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("accuracy (%)")
+  axes[1].legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def write_calibration(calibration: Mapping[str, Any], out: str, *, label: str) -> dict[str, str]:
+  """Writes ``calibrated_severities.md``, ``calibration.json`` and ``calibration.png``."""
+  os.makedirs(out, exist_ok=True)
+  paths = {"md": os.path.join(out, "calibrated_severities.md"),
+           "json": os.path.join(out, "calibration.json"),
+           "png": os.path.join(out, "calibration.png")}
+  with open(paths["md"], "w") as f:
+    f.write(markdown_table(calibration, label=label))
+  with open(paths["json"], "w") as f:
+    json.dump(calibration, f, indent=2, allow_nan=False,
+              default=lambda v: None)
+  plot_calibration(calibration, paths["png"])
+  return paths
+
+
+# ------------------------------------------------------------------------------- models
+
+
+def _cnn_init(key, width, channels, num_classes):
+  ks = jax.random.split(key, 4)
+  conv = lambda k, cin, cout: jax.random.normal(k, (3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5
+  return {"c1": conv(ks[0], channels, width), "c2": conv(ks[1], width, 2 * width),
+          "c3": conv(ks[2], 2 * width, 2 * width),
+          "w": jax.random.normal(ks[3], (2 * width, num_classes)) * 0.05,
+          "b": jnp.zeros((num_classes,))}
+
+
+def cnn_apply(params, x):
+  """A small reference CNN (3 strided 3x3 convs + global pool + dense); input normalized
+  with mean/std 0.5 inside, so it works in pixel space like drojax's models."""
+  h = (x - 0.5) / 0.5
+  for name in ("c1", "c2", "c3"):
+    h = jax.lax.conv_general_dilated(h, params[name], (2, 2), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jax.nn.relu(h)
+  return h.mean(axis=(1, 2)) @ params["w"] + params["b"][None]
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(learning_rate: float):
+  """The jitted Adam step of the demo model (cached so repeated trainings compile once)."""
+  import optax
+
+  opt = optax.adam(learning_rate)
+
+  @jax.jit
+  def step(params, state, xb, yb, k):
+    flip = jax.random.bernoulli(k, 0.5, (xb.shape[0], 1, 1, 1))
+    xb = jnp.where(flip, xb[:, :, ::-1], xb)
+
+    def loss(p):
+      return optax.softmax_cross_entropy_with_integer_labels(cnn_apply(p, xb), yb).mean()
+
+    g = jax.grad(loss)(params)
+    upd, state = opt.update(g, state, params)
+    return optax.apply_updates(params, upd), state
+
+  return opt, step
+
+
+def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes: int,
+                          steps: int = 300, width: int = 16, batch_size: int = 128,
+                          learning_rate: float = 3e-3, seed: int = 0):
+  """Trains :func:`cnn_apply` with Adam and random flips; returns a ``BoundModel``.
+
+  For the self-contained demo and tests only; a real calibration uses a trained run.
+  """
+  from drojax import evaluate as ev
+
+  x = _as_rgb_float(np.asarray(images))
+  y = np.asarray(labels).astype(np.int32)
+  key = jax.random.key(seed)
+  params = _cnn_init(key, width, 3, num_classes)
+  opt, step = _train_step(float(learning_rate))
+  state = opt.init(params)
+  rng = np.random.default_rng(seed)
+  bs = min(batch_size, x.shape[0])
+  for i in range(steps):
+    idx = rng.choice(x.shape[0], bs, replace=False)
+    params, state = step(params, state, x[idx], y[idx], jax.random.fold_in(key, i))
+  return ev.BoundModel(cnn_apply, params)
+
+
+def load_workdir_model(workdir: str, num_classes: int):
+  """The trained model of an experiment workdir as a ``BoundModel`` (eval mode).
+
+  Uses ``drojax.checkpoint.load_eval_model(workdir)`` when the training loop provides it;
+  otherwise reads ``config.json`` (model, width) and restores the latest orbax checkpoint
+  under ``workdir/checkpoints`` (item ``state`` with ``params`` and ``batch_stats``).
+  """
+  from drojax import evaluate as ev
+
+  try:
+    from drojax import checkpoint as ckpt  # the training engine's module, when present
+  except ImportError:
+    ckpt = None
+  if ckpt is not None and hasattr(ckpt, "load_eval_model"):
+    model, variables = ckpt.load_eval_model(workdir)
+    return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise FileNotFoundError(f"{cfg_path} not found: --workdir must be a finished training run.")
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  import orbax.checkpoint as ocp
+
+  from drojax import models
+
+  model = models.get_model(cfg["model"], num_classes=num_classes, width=cfg.get("width"))
+  ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  mngr = ocp.CheckpointManager(ckpt_dir)
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint under {ckpt_dir}.")
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  state = restored["state"]
+  get = (lambda k: state[k]) if isinstance(state, Mapping) else (lambda k: getattr(state, k))
+  variables = {"params": get("params")}
+  try:
+    bs = get("batch_stats")
+    if bs:
+      variables["batch_stats"] = bs
+  except (KeyError, AttributeError):
+    pass
+  return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
+
+
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """``images`` (uint8 NHWC) and ``labels`` from an .npz, never unpickling."""
+  with np.load(path, allow_pickle=False) as z:
+    missing = {"images", "labels"} - set(z.files)
+    if missing:
+      raise ValueError(f"{path}: missing keys {sorted(missing)} (has {z.files}).")
+    images, labels = z["images"], z["labels"]
+  if images.ndim != 4 or images.dtype != np.uint8:
+    raise ValueError(f"{path}: images must be uint8 [N, H, W, C]; got {images.dtype} "
+                     f"{images.shape}.")
+  if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{path}: labels must be integers [N]; got {labels.dtype} {labels.shape}.")
+  return images, labels
+
+
+def run(*, images_path: str, out: str, workdir: str | None = None,
+        names: Sequence[str] | None = None, base_table: str = "standard",
+        floor: float | None = None, iterations: int = 7, num_images: int = 0,
+        train_steps: int = 300, width: int = 16, label: str | None = None, seed: int = 0,
+        batch_size: int = 256) -> dict[str, Any]:
+  """The CLI's work, callable from Python: load, (train,) calibrate, print and write."""
+  images, labels = load_npz(images_path)
+  num_classes = int(labels.max()) + 1
+  if workdir:
+    model = load_workdir_model(workdir, num_classes)
+    cal_x, cal_y = images, labels
+  else:
+    # Demo: a reference model trained on the first half, calibrated on the second.
+    half = images.shape[0] // 2
+    print(f"training a reference CNN (width {width}, {train_steps} steps) on {half} images",
+          flush=True)
+    model = train_reference_model(images[:half], labels[:half], num_classes=num_classes,
+                                  steps=train_steps, width=width, seed=seed)
+    cal_x, cal_y = images[half:], labels[half:]
+  if num_images:
+    cal_x, cal_y = cal_x[:num_images], cal_y[:num_images]
+  cal = calibrate(model, cal_x, cal_y, names=names, base_table=base_table, floor=floor,
+                  iterations=iterations, seed=seed, batch_size=batch_size)
+  label = label or os.path.splitext(os.path.basename(images_path))[0]
+  paths = write_calibration(cal, out, label=label)
+  print(markdown_table(cal, label=label))
+  print(f"wrote {paths}")
+  cal["paths"] = paths
+  return cal
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _define_flags():
+  from absl import flags
+
+  flags.DEFINE_string("images", None, ".npz with uint8 images [N, H, W, C] and labels [N].")
+  flags.DEFINE_string("workdir", None, "A trained run's workdir (default: train a demo CNN).")
+  flags.DEFINE_string("out", "calibration", "Output directory.")
+  flags.DEFINE_string("names", "", "Comma-separated corruptions (default: the 15 standard).")
+  flags.DEFINE_string("base_table", "standard", "standard | refined | refined_cifar100.")
+  flags.DEFINE_float("floor", None, "Target accuracy at severity 5 (default: mean sev-5).")
+  flags.DEFINE_integer("iterations", 7, "Bisection steps per severity.")
+  flags.DEFINE_integer("num_images", 0, "Calibrate on the first N images (0 = all).")
+  flags.DEFINE_integer("train_steps", 300, "Demo model: training steps.")
+  flags.DEFINE_integer("width", 16, "Demo model: width.")
+  flags.DEFINE_string("label", None, "Column label of the table (default: the .npz name).")
+  flags.DEFINE_integer("seed", 0, "Seed of the corruption keys (and the demo model).")
+  flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+
+
+def main(argv, overrides):
+  del argv
+  from absl import flags
+
+  from experiments import cli
+
+  f = flags.FLAGS
+  if overrides:
+    raise cli.UsageError("calibrate_severities takes no --config.* overrides")
+  if not f.images:
+    raise cli.UsageError("--images=PATH.npz is required")
+  if not os.path.isfile(f.images):
+    raise cli.UsageError(f"--images: {f.images} not found")
+  from drojax import corruptions
+
+  names = [n for n in f.names.split(",") if n] or None
+  for n in names or ():
+    cli.check_choice(n, list(corruptions.NAMES), "--names")
+  cli.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
+  if f.floor is not None and not 0.0 <= f.floor <= 1.0:
+    raise cli.UsageError(f"--floor must be in [0, 1]; got {f.floor}")
+  if f.iterations < 1 or f.num_images < 0 or f.train_steps < 1 or f.batch_size < 1:
+    raise cli.UsageError("--iterations, --train_steps, --batch_size must be >= 1 and "
+                         "--num_images >= 0")
+  run(images_path=f.images, out=f.out, workdir=f.workdir, names=names,
+      base_table=f.base_table, floor=f.floor, iterations=f.iterations,
+      num_images=f.num_images, train_steps=f.train_steps, width=f.width, label=f.label,
+      seed=f.seed, batch_size=f.batch_size)
+
+
+if __name__ == "__main__":
+  from experiments import cli as _cli
+
+  _define_flags()
+  _cli.run_main(main)
