@@ -1,0 +1,212 @@
+"""The training loop: epochs, progress bar, ``metrics.jsonl``, checkpoints, resume, NaN guard.
+
+``fit`` drives a jitted train step (:func:`drojax.train.make_train_step`) over batches from a
+callable ``batches_for_epoch(epoch, start_batch)``; it does not know where data comes from.
+Resuming is exact: the checkpoint holds the state (with its RNG key) and the data position,
+and the data source must yield the same batches for the same ``(epoch, start_batch)``
+(deterministic shuffling from seed and epoch), so a run killed at any point and re-run ends
+with the same parameters as an uninterrupted run.
+
+This is an I/O module (it writes the work directory and a progress bar to stderr).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from drojax.checkpoint import Checkpointer
+
+BatchesFn = Callable[[int, int], Iterable[Mapping[str, Any]]]
+
+# Which training term a metric belongs to, for the NaN guard's message.
+_TERMS = (("penalty", "penalty"), ("weight", "weights"), ("grad", "gradient"), ("loss", "loss"))
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a non-finite value; the CLI maps it to a non-zero exit code.
+
+  Attributes:
+    step: the optimizer step (1-based: the step whose update produced it).
+    term: ``loss``, ``penalty``, ``weights`` or ``gradient``.
+    metric: the metric's name; value: its value.
+    last_checkpoint: the step of the last good checkpoint, or ``None``.
+  """
+
+  def __init__(self, step: int, term: str, metric: str, value: float,
+               last_checkpoint: int | None, directory: str | None):
+    self.step, self.term, self.metric, self.value = step, term, metric, value
+    self.last_checkpoint = last_checkpoint
+    kept = (f"the last good checkpoint (step {last_checkpoint}) is kept in {directory}"
+            if last_checkpoint is not None else "no checkpoint was written")
+    super().__init__(f"non-finite {term} at step {step} ({metric}={value}); training stopped, "
+                     f"{kept}. Lower the learning rate or the robustness strength (rho, eps_max) "
+                     f"and re-run.")
+
+
+@dataclasses.dataclass
+class FitResult:
+  """What ``fit`` returns."""
+
+  state: Any
+  steps: int  # optimizer steps at the end (state.step)
+  resumed_from: int | None  # checkpoint step the run resumed from, or None
+  train_seconds: float  # wall time spent in this call's training (not restoring)
+  last_metrics: dict[str, float]
+
+
+def _term(metric: str) -> str:
+  for key, term in _TERMS:
+    if key in metric:
+      return term
+  return metric
+
+
+def _check_finite(metrics: Mapping[str, float], step: int, ckpt: Checkpointer | None) -> None:
+  for name, value in metrics.items():
+    if not math.isfinite(value):
+      last = ckpt.latest_step() if ckpt is not None else None
+      raise NonFiniteError(step, _term(name), name, value, last,
+                           ckpt.directory if ckpt is not None else None)
+
+
+def _truncate_metrics(path: str, max_step: int) -> None:
+  """Drops records written after the checkpoint we resume from (they will be re-done)."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line cut by a kill
+      if int(rec.get("step", 0)) <= max_step:
+        kept.append(json.dumps(rec))
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write("".join(line + "\n" for line in kept))
+  os.replace(tmp, path)
+
+
+def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any]]],
+        batches_for_epoch: BatchesFn, *, num_epochs: int, steps_per_epoch: int,
+        workdir: str | None = None, checkpoint_every_steps: int = 0, keep_checkpoints: int = 3,
+        place_batch: Callable[[Mapping[str, Any]], Any] | None = None,
+        eval_fn: Callable[[Any, int], Mapping[str, float]] | None = None,
+        on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+        log_every_steps: int = 1, progress: bool = True,
+        images_per_batch: int | None = None) -> FitResult:
+  """Trains for ``num_epochs`` epochs, resuming from ``workdir``'s latest checkpoint.
+
+  Args:
+    state: the initial ``TrainState`` (also the restore target: structure and shardings).
+    train_step: ``train_step(state, batch) -> (state, metrics)``; it may donate ``state``.
+    batches_for_epoch: ``fn(epoch, start_batch)`` yielding the batches of ``epoch`` from index
+      ``start_batch`` on, the same ones for the same arguments.
+    num_epochs: epochs to train in total (a resumed run continues to this number).
+    steps_per_epoch: batches per epoch (progress bar, data position).
+    workdir: where ``checkpoints/`` and ``metrics.jsonl`` go; ``None``: no files, no resume.
+    checkpoint_every_steps: also save every this many steps (0: only at epoch ends).
+    keep_checkpoints: how many checkpoints to keep.
+    place_batch: e.g. ``lambda b: drojax.train.shard_batch(b, mesh)``; identity when ``None``.
+    eval_fn: ``fn(state, epoch) -> metrics`` run after each epoch (logged with ``eval_``).
+    on_step: ``fn(step, metrics)`` after each step (host floats).
+    log_every_steps: write a ``metrics.jsonl`` record every this many steps.
+    progress: show a tqdm bar on stderr (rate, ETA, loss, accuracy).
+    images_per_batch: to show images/s in the bar.
+
+  Returns:
+    A :class:`FitResult`.
+
+  Raises:
+    NonFiniteError: a metric (loss, penalty, weights, gradient norm) was NaN/inf; the state of
+      that step is not saved.
+  """
+  if num_epochs < 0 or steps_per_epoch < 1:
+    raise ValueError(f"need num_epochs >= 0 and steps_per_epoch >= 1, got {num_epochs}, "
+                     f"{steps_per_epoch}")
+  ckpt = None
+  metrics_path = None
+  resumed_from = None
+  epoch, start_batch = 0, 0
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=keep_checkpoints)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+      state, resumed_from = restored.state, restored.step
+      epoch, start_batch = int(restored.meta["epoch"]), int(restored.meta["batch"])
+      _truncate_metrics(metrics_path, resumed_from)
+  step = int(jax.device_get(state.step))
+  last: dict[str, float] = {}
+  seconds = 0.0
+  log = open(metrics_path, "a") if metrics_path else None
+
+  def record(rec: dict[str, Any]) -> None:
+    if log is not None:
+      log.write(json.dumps(rec) + "\n")
+      log.flush()
+
+  def save(epoch_: int, batch_: int) -> None:
+    if ckpt is not None:
+      if batch_ >= steps_per_epoch:
+        epoch_, batch_ = epoch_ + 1, 0
+      ckpt.save(state, meta={"epoch": epoch_, "batch": batch_, "step": step})
+
+  try:
+    from tqdm.auto import tqdm
+    while epoch < num_epochs:
+      bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{num_epochs}",
+                 unit="step", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+                 leave=True)
+      t0 = time.perf_counter()
+      batch_index = start_batch
+      for batch in batches_for_epoch(epoch, start_batch):
+        if place_batch is not None:
+          batch = place_batch(batch)
+        state, metrics = train_step(state, batch)
+        metrics = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+        step += 1
+        batch_index += 1
+        _check_finite(metrics, step, ckpt)
+        last = metrics
+        if step % log_every_steps == 0:
+          record({"step": step, "epoch": epoch, "batch": batch_index, **metrics})
+        if on_step is not None:
+          on_step(step, metrics)
+        postfix = {"loss": f"{metrics.get('loss', float('nan')):.4f}",
+                   "acc": f"{metrics.get('accuracy', float('nan')):.3f}"}
+        if images_per_batch and bar.format_dict.get("rate"):
+          postfix["img/s"] = f"{bar.format_dict['rate'] * images_per_batch:.0f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        if (checkpoint_every_steps and step % checkpoint_every_steps == 0
+            and batch_index < steps_per_epoch):
+          save(epoch, batch_index)
+      bar.close()
+      seconds += time.perf_counter() - t0
+      save(epoch, steps_per_epoch)
+      if eval_fn is not None:
+        ev = {f"eval_{k}": float(v) for k, v in dict(eval_fn(state, epoch)).items()}
+        record({"step": step, "epoch": epoch, **ev})
+      epoch, start_batch = epoch + 1, 0
+  finally:
+    if log is not None:
+      log.close()
+    if ckpt is not None:
+      ckpt.close()
+  return FitResult(state=state, steps=step, resumed_from=resumed_from, train_seconds=seconds,
+                   last_metrics=last)
+
+
+__all__ = ["BatchesFn", "FitResult", "NonFiniteError", "fit"]
