@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drojax.augment import _random
+
 
 def _check_pair(x: jax.Array, y: jax.Array) -> None:
   if x.ndim < 1:
@@ -75,7 +77,7 @@ def sample_mixup_params(key: jax.Array, batch_size: int, *, alpha: float,
     raise ValueError(f"alpha must be > 0; received {alpha!r}.")
   k_lam, k_perm = jax.random.split(key)
   shape = (batch_size,) if per_example else ()
-  lam = jax.random.beta(k_lam, alpha, alpha, shape, dtype=jnp.float32)
+  lam = _random.beta(k_lam, alpha, alpha, shape)
   partner = jax.random.permutation(k_perm, batch_size).astype(jnp.int32)
   return lam, partner
 

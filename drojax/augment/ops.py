@@ -170,7 +170,7 @@ def translate_y_matrix(pixels: jax.Array) -> jax.Array:
 
 
 def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array = 0.0,
-                resample: str = "bilinear") -> jax.Array:
+                resample: str = "bilinear", lut: jax.Array | None = None) -> jax.Array:
   """Resamples ``levels [H, W, C]`` through PIL affine ``coeffs [6]`` (output -> input).
 
   Args:
@@ -180,6 +180,11 @@ def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array
     fill: level (0..255) written where the sample falls outside the image.
     resample: static, ``"bilinear"`` (PIL ``BILINEAR``, result truncated to an integer level)
       or ``"nearest"``.
+    lut: optional ``[C, 256]`` table applied to every sampled input pixel before
+      interpolating. With the identity matrix this is exactly ``apply_lut(levels, lut)``; with
+      an identity table it is the plain warp. ``augmix`` uses it to run a point op and a warp
+      as one gather pass (gathering from a gathered image makes XLA recompute the inner gather
+      per tap).
 
   Returns:
     ``[H, W, C]`` float32 levels. The identity matrix returns ``levels`` exactly.
@@ -192,9 +197,15 @@ def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array
   v = coeffs[3] * xs + coeffs[4] * ys + coeffs[5]  # [H, W] input y
   inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
   flat = levels.reshape(h * w, c)
+  if lut is not None:
+    lut_flat = jnp.broadcast_to(lut, (c, 256)).reshape(-1)
+    lut_offsets = 256 * jnp.arange(c, dtype=jnp.int32)[None, :]
 
   def gather(yy, xx):
-    return flat[(yy * w + xx).reshape(-1)].reshape(h, w, c)
+    taps = flat[(yy * w + xx).reshape(-1)]  # [H * W, C]
+    if lut is not None:
+      taps = lut_flat[taps.astype(jnp.int32) + lut_offsets]
+    return taps.reshape(h, w, c)
 
   if resample == "nearest":
     xi = jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32)
