@@ -142,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
   from experiments import engine
 
   trained = engine.train(config, workdir, train_ds, mesh=make_mesh())
-  results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, mesh=make_mesh())
+  results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
   results.update({
       "experiment": config.experiment,
       "method": config.method,

@@ -61,6 +61,7 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   c.eval.images = 0  # 0 = the whole test split; else a fixed random subset
   c.eval.batch_size = 500
   c.eval.corruptions = "generated"  # published | generated | refined
+  c.eval.published_dir = ""  # the extracted CIFAR-10-C / CIFAR-100-C folder (published only)
   c.eval.corruption_names = ()  # () = all 15
   c.eval.severities = (1, 2, 3, 4, 5)
   c.eval.adv_eps = (2 / 255, 8 / 255)

@@ -1,0 +1,148 @@
+"""The calls from the experiment flow into the library: build, train, evaluate, write.
+
+Kept in one module so that ``runner.py`` stays about configs and workdirs, and the library's
+training and evaluation APIs are met in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+
+@dataclasses.dataclass
+class Trained:
+  """What evaluation needs from a finished (or resumed-and-finished) training run."""
+
+  model: Any  # the Flax module
+  variables: Any  # {'params': ..., 'batch_stats': ...} for model.apply in eval mode
+  train_seconds: float  # wall time spent training, summed over resumed runs
+  steps: int  # optimizer steps taken
+
+
+def method_config(config: ml_collections.ConfigDict):
+  from drojax.methods import MethodConfig
+
+  return MethodConfig(**config.method_config.to_dict())
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  from drojax import models
+
+  return models.get_model(config.model, num_classes=num_classes, width=config.width)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
+  """SGD (the DRO-Augment recipe, ``drojax.train.make_optimizer``) or Adam, per ``config``."""
+  import optax
+
+  from drojax import train as train_lib
+
+  warmup = config.warmup_epochs * total_steps // max(config.num_epochs, 1)
+  if config.optimizer == "sgd":
+    return train_lib.make_optimizer(
+        total_steps, learning_rate=config.learning_rate, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay, warmup_steps=warmup,
+        schedule=config.lr_schedule, end_learning_rate=config.lr_min)
+  lr = train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
+                                    warmup_steps=warmup, schedule=config.lr_schedule,
+                                    end_learning_rate=config.lr_min)
+  parts = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
+  return optax.chain(*parts, optax.adam(lr))
+
+
+def learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int):
+  from drojax import train as train_lib
+
+  warmup = config.warmup_epochs * total_steps // max(config.num_epochs, 1)
+  return train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
+                                      warmup_steps=warmup, schedule=config.lr_schedule,
+                                      end_learning_rate=config.lr_min)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) -> Trained:
+  """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``."""
+  import jax
+
+  from drojax import data, loop, methods
+  from drojax import train as train_lib
+
+  model = build_model(config, train_ds.num_classes)
+  method = methods.get_method(config.method, method_config(config))
+  steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
+  if steps_per_epoch < 1:
+    from experiments import cli
+
+    raise cli.UsageError(f"batch_size {config.batch_size} is larger than the {len(train_ds)} "
+                         "training examples")
+  total_steps = steps_per_epoch * config.num_epochs
+  optimizer = make_optimizer(config, total_steps)
+  state = train_lib.create_train_state(
+      jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
+      num_examples=int(train_ds.ids.max()) + 1)
+  train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
+                                         learning_rate_fn=learning_rate_fn(config, total_steps))
+
+  def batches_for_epoch(epoch: int, start_batch: int):
+    return data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
+                              epoch=epoch, start_batch=start_batch,
+                              shard_index=jax.process_index(), num_shards=jax.process_count())
+
+  raise NotImplementedError("drojax.loop has not landed yet")
+
+
+def _table(config: ml_collections.ConfigDict) -> str:
+  if config.eval.corruptions == "refined":
+    return "refined_cifar100" if config.dataset == "cifar100" else "refined"
+  return "standard"
+
+
+def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
+  from experiments import cli
+
+  if config.dataset not in ("cifar10", "cifar100"):
+    raise cli.UsageError(f"--eval_corruptions=published needs cifar10 or cifar100 (the published "
+                         f"CIFAR-C arrays), not {config.dataset}; use generated or refined")
+  from drojax import published_c
+
+  return published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
+                                 data_dir=data_dir)
+
+
+def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
+             data_dir: str | None = None) -> dict[str, Any]:
+  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
+  from drojax import evaluate as ev
+
+  model = trained.model
+  bound = ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+  names = tuple(config.eval.corruption_names)
+  if names == ("none",):
+    corruptions, names_arg, loader = None, None, None
+  else:
+    corruptions = "published" if config.eval.corruptions == "published" else "generated"
+    names_arg = names or None
+    loader = _published_loader(config, data_dir) if corruptions == "published" else None
+  groups = test_ds.groups if config.eval.groups else None
+  train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
+  return ev.evaluate(
+      bound, test_ds.images, test_ds.labels, corruptions=corruptions, table=_table(config),
+      corruption_names=names_arg, severities=tuple(config.eval.severities),
+      published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
+      adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts, groups=groups,
+      train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress)
+
+
+def write(workdir: str, results: dict[str, Any]) -> dict[str, str]:
+  from drojax import results as results_lib
+
+  return results_lib.write_results(workdir, results)
+
+
+def compare(workdirs, out: str) -> dict[str, str]:
+  from drojax import results as results_lib
+
+  return results_lib.compare_runs(list(workdirs), out)
+
