@@ -35,6 +35,13 @@ Self-contained demo (trains a small reference CNN on the first half of the .npz 
   python -m experiments.calibrate_severities \
       --images=../shared/data/cifar10_test_lossless_first1000.npz --train_steps=300 \
       --names=gaussian_noise,contrast,brightness --out=/tmp/calibration
+
+or, with the demo model trained on other data (here 20,000 CIFAR-10 training images)::
+
+  python -m experiments.calibrate_severities \
+      --images=../shared/data/cifar10_test_lossless_first1000.npz \
+      --train_images=../shared/data/cifar10_train.npz --train_size=20000 --train_steps=1500 \
+      --width=32 --label=CIFAR-10 --out=/tmp/calibration
 """
 
 from __future__ import annotations
@@ -447,7 +454,8 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
         names: Sequence[str] | None = None, base_table: str = "standard",
         floor: float | None = None, iterations: int = 7, num_images: int = 0,
         train_steps: int = 300, width: int = 16, label: str | None = None, seed: int = 0,
-        batch_size: int = 256) -> dict[str, Any]:
+        batch_size: int = 256, train_images_path: str | None = None,
+        train_size: int = 0) -> dict[str, Any]:
   """The CLI's work, callable from Python: load, (train,) calibrate, print and write."""
   images, labels = load_npz(images_path)
   num_classes = int(labels.max()) + 1
@@ -455,13 +463,22 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
     model = load_workdir_model(workdir, num_classes)
     cal_x, cal_y = images, labels
   else:
-    # Demo: a reference model trained on the first half, calibrated on the second.
-    half = images.shape[0] // 2
-    print(f"training a reference CNN (width {width}, {train_steps} steps) on {half} images",
-          flush=True)
-    model = train_reference_model(images[:half], labels[:half], num_classes=num_classes,
-                                  steps=train_steps, width=width, seed=seed)
-    cal_x, cal_y = images[half:], labels[half:]
+    if train_images_path:
+      # Demo: a reference model trained on another .npz (e.g. the training set).
+      tr_x, tr_y = load_npz(train_images_path)
+      num_classes = max(num_classes, int(tr_y.max()) + 1)
+      cal_x, cal_y = images, labels
+    else:
+      # Demo: a reference model trained on the first half, calibrated on the second.
+      half = images.shape[0] // 2
+      tr_x, tr_y = images[:half], labels[:half]
+      cal_x, cal_y = images[half:], labels[half:]
+    if train_size:
+      tr_x, tr_y = tr_x[:train_size], tr_y[:train_size]
+    print(f"training a reference CNN (width {width}, {train_steps} steps) on "
+          f"{tr_x.shape[0]} images", flush=True)
+    model = train_reference_model(tr_x, tr_y, num_classes=num_classes, steps=train_steps,
+                                  width=width, seed=seed)
   if num_images:
     cal_x, cal_y = cal_x[:num_images], cal_y[:num_images]
   cal = calibrate(model, cal_x, cal_y, names=names, base_table=base_table, floor=floor,
@@ -488,6 +505,9 @@ def _define_flags():
   flags.DEFINE_float("floor", None, "Target accuracy at severity 5 (default: mean sev-5).")
   flags.DEFINE_integer("iterations", 7, "Bisection steps per severity.")
   flags.DEFINE_integer("num_images", 0, "Calibrate on the first N images (0 = all).")
+  flags.DEFINE_string("train_images", None, "Demo model: train on this .npz (default: the "
+                      "first half of --images, calibrating on the second).")
+  flags.DEFINE_integer("train_size", 0, "Demo model: train on the first N images (0 = all).")
   flags.DEFINE_integer("train_steps", 300, "Demo model: training steps.")
   flags.DEFINE_integer("width", 16, "Demo model: width.")
   flags.DEFINE_string("label", None, "Column label of the table (default: the .npz name).")
@@ -516,13 +536,17 @@ def main(argv, overrides):
   cli.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
   if f.floor is not None and not 0.0 <= f.floor <= 1.0:
     raise cli.UsageError(f"--floor must be in [0, 1]; got {f.floor}")
-  if f.iterations < 1 or f.num_images < 0 or f.train_steps < 1 or f.batch_size < 1:
+  if f.train_images and not os.path.isfile(f.train_images):
+    raise cli.UsageError(f"--train_images: {f.train_images} not found")
+  if (f.iterations < 1 or f.num_images < 0 or f.train_steps < 1 or f.batch_size < 1
+      or f.train_size < 0):
     raise cli.UsageError("--iterations, --train_steps, --batch_size must be >= 1 and "
                          "--num_images >= 0")
   run(images_path=f.images, out=f.out, workdir=f.workdir, names=names,
       base_table=f.base_table, floor=f.floor, iterations=f.iterations,
       num_images=f.num_images, train_steps=f.train_steps, width=f.width, label=f.label,
-      seed=f.seed, batch_size=f.batch_size)
+      seed=f.seed, batch_size=f.batch_size, train_images_path=f.train_images,
+      train_size=f.train_size)
 
 
 if __name__ == "__main__":
