@@ -251,3 +251,6 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   except (UsageError, DataNotFoundError) as e:
     print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:  # drojax.loop.NonFiniteError: training diverged
+    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(3)

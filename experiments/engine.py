@@ -82,6 +82,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
   state = train_lib.create_train_state(
       jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
       num_examples=int(train_ds.ids.max()) + 1)
+  # Replicated on the mesh from the start: the step's output state has this sharding, so the
+  # second step reuses the first step's executable instead of compiling again.
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
   train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
                                          learning_rate_fn=learning_rate_fn(config, total_steps))
 
@@ -90,7 +95,94 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
                               epoch=epoch, start_batch=start_batch,
                               shard_index=jax.process_index(), num_shards=jax.process_count())
 
-  raise NotImplementedError("drojax.loop has not landed yet")
+    # Shuffled gather in a background thread, placed on the mesh as it is produced.
+    return data.device_batches(
+        data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
+                           epoch=epoch, start_batch=start_batch,
+                           shard_index=jax.process_index(), num_shards=jax.process_count()),
+        mesh)
+
+  clock = TrainClock(workdir, save_every=config.checkpoint_every_steps,
+                     steps_per_epoch=steps_per_epoch)
+  result = loop.fit(
+      state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
+      steps_per_epoch=steps_per_epoch, workdir=workdir,
+      checkpoint_every_steps=config.checkpoint_every_steps,
+      keep_checkpoints=config.keep_checkpoints, on_step=clock.on_step,
+      log_every_steps=config.log_every_steps,
+      progress=config.progress and jax.process_index() == 0,
+      images_per_batch=config.batch_size)
+  clock.finish(result.steps, result.resumed_from)
+  final = result.state
+  variables = {"params": final.params, "batch_stats": final.batch_stats}
+  return Trained(model=model, variables=variables, train_seconds=clock.total(),
+                 steps=int(result.steps))
+
+
+class TrainClock:
+  """Training wall time summed over resumed runs (``train_seconds.json`` in the workdir).
+
+  The time is saved at every step where ``drojax.loop.fit`` checkpoints, keyed by the step, so
+  a run resumed from checkpoint step ``s`` adds its own time to the time it had at ``s``
+  (time spent after the last checkpoint of a killed run is lost, like its steps).
+  """
+
+  FILE = "train_seconds.json"
+
+  def __init__(self, workdir: str, *, save_every: int, steps_per_epoch: int):
+    import os
+    import time
+
+    self._path = os.path.join(workdir, self.FILE)
+    self._save_every = save_every
+    self._steps_per_epoch = steps_per_epoch
+    self._table = self._read()
+    self._start = time.perf_counter()
+    self._prior = None
+    self._now = 0.0
+
+  def _read(self) -> dict[int, float]:
+    import json
+
+    try:
+      with open(self._path) as f:
+        return {int(k): float(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError):
+      return {}
+
+  def _write(self) -> None:
+    import json
+    import os
+
+    keep = dict(sorted(self._table.items())[-20:])
+    tmp = self._path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump({str(k): v for k, v in keep.items()}, f)
+    os.replace(tmp, self._path)
+
+  def _prior_seconds(self, first_step: int) -> float:
+    earlier = [s for s in self._table if s <= first_step - 1]
+    return self._table[max(earlier)] if earlier else 0.0
+
+  def on_step(self, step: int, metrics) -> None:
+    import time
+
+    del metrics
+    if self._prior is None:
+      self._prior = self._prior_seconds(step)
+    self._now = self._prior + time.perf_counter() - self._start
+    if step % self._save_every == 0 or step % self._steps_per_epoch == 0:
+      self._table[step] = self._now
+      self._write()
+
+  def finish(self, steps: int, resumed_from: int | None) -> None:
+    if self._prior is None:  # nothing trained in this call (the run had already finished)
+      self._now = self._table.get(steps, self._prior_seconds(steps + 1))
+    self._table[steps] = self._now
+    self._write()
+
+  def total(self) -> float:
+    return float(self._now)
 
 
 def _table(config: ml_collections.ConfigDict) -> str:

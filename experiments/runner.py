@@ -132,6 +132,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
   validate(config, num_devices=jax.device_count())
   cli.enable_compilation_cache(config.compilation_cache_dir)
   resumed = cli.prepare_workdir(workdir, config)
+  if os.path.isfile(os.path.join(workdir, "results.json")):
+    if jax.process_index() == 0:
+      print(f"{workdir} already holds the finished run (results.json); nothing to do",
+            flush=True)
+    return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   if jax.process_index() == 0:
