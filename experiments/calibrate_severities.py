@@ -174,15 +174,6 @@ def _as_rgb_float(images: np.ndarray) -> np.ndarray:
   return x
 
 
-@functools.lru_cache(maxsize=64)
-def _corrupt_traced(name: str, table: str) -> Callable:
-  from drojax import corruptions
-
-  def f(key, x, s):
-    return corruptions.corrupt(key, x, name=name, severity=s, table=table)
-  return jax.jit(f)
-
-
 def make_accuracy_fn(model, images: np.ndarray, labels: np.ndarray, name: str, *, table: str,
                      key: jax.Array, batch_size: int = 256) -> Callable[[float], float]:
   """``s -> accuracy`` of ``model`` on ``images`` corrupted by ``name`` at continuous
@@ -190,7 +181,7 @@ def make_accuracy_fn(model, images: np.ndarray, labels: np.ndarray, name: str, *
   from drojax import evaluate as ev
 
   pred = ev._predictor(model)  # noqa: SLF001 - the evaluator's jitted argmax, shared
-  fn = _corrupt_traced(name, table)
+  fn = ev.jit_corrupt_traced(name, table)
   x = _as_rgb_float(images)
   n = x.shape[0]
   bs = min(batch_size, n)

@@ -50,12 +50,14 @@ def test_clean_accuracy_matches_numpy_with_padding(problem, kind):
   assert got_f == pytest.approx(ref, abs=1e-12)
 
 
-def test_contrast_corruption_accuracy_matches_numpy(problem):
+@pytest.mark.parametrize("compile_once", [False, True])
+def test_contrast_corruption_accuracy_matches_numpy(problem, compile_once):
   """Contrast is deterministic: (x - per-image channel mean) * c + mean, clipped (make_cifar_c)."""
   w, b, images, labels = problem
   model = _models(w, b)["bound"]
   got = evaluate.corruption_accuracy(model, images, labels, names=["contrast"],
-                                     severities=[1, 5], batch_size=4, progress=False)
+                                     severities=[1, 5], batch_size=4, progress=False,
+                                     compile_once=compile_once)
   x = images / 255.0
   m = x.mean(axis=(1, 2), keepdims=True)
   for sev, c in ((1, 0.75), (5, 0.15)):
