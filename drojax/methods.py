@@ -417,3 +417,4 @@ register("kl_dro", lambda c: Method("kl_dro", _plain(c), cross_entropy_criterion
                                     kl_dro_objective(c), description="KL-DRO (log-sum-exp)"))
 register("cvar", lambda c: Method("cvar", _plain(c), cross_entropy_criterion, cvar_objective(c),
                                   description="CVaR of the per-example losses"))
+from drojax import augmented_methods  # noqa: E402,F401  (registers the augmentation methods)

@@ -1,0 +1,222 @@
+"""Tests for drojax.methods: the table, the building blocks, and each objective's value and
+gradient against NumPy references on a linear softmax model (closed-form input gradients)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from drojax import methods, weighting
+
+B, K, H, W, C = 8, 3, 2, 2, 1
+D = H * W * C
+
+
+def _data(seed=0, views=1):
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(size=(B, views, H, W, C)).astype(np.float32)
+  labels = rng.integers(0, K, B)
+  targets = np.eye(K, dtype=np.float32)[labels]
+  weight = rng.normal(size=(D, K)).astype(np.float32)
+  return images, targets, weight
+
+
+def _np_losses(images, targets, weight):
+  """float64 per-example CE of the linear model, averaged over views; and d loss_i / d x_i."""
+  x = images.reshape(B, -1, D).astype(np.float64)  # [B, V, D]
+  z = x @ weight.astype(np.float64)
+  z = z - z.max(-1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  ce = -(targets[:, None] * logp).sum(-1)  # [B, V]
+  p = np.exp(logp)
+  v = x.shape[1]
+  grads = (p - targets[:, None]) @ weight.T.astype(np.float64) / v  # [B, V, D]
+  return ce.mean(1), grads
+
+
+def _loss_fn(weight):
+  def loss_fn(images, targets):
+    x = methods.views_to_model_batch(images).reshape(-1, D)
+    logits = x @ weight
+    return methods.cross_entropy_criterion(logits, targets), {"logits": logits}
+  return loss_fn
+
+
+def _ctx(step=0, tracker=None, key=0):
+  return methods.ObjectiveContext(key=jax.random.key(key), step=jnp.asarray(step, jnp.int32),
+                                  ids=jnp.arange(B, dtype=jnp.int32), tracker=tracker,
+                                  axis_name=None)
+
+
+def test_table_has_the_issue_methods_and_rejects_unknown_names():
+  assert {"erm", "dro", "var_dro", "kl_dro", "cvar"} <= set(methods.method_names())
+  with pytest.raises(ValueError, match=r"valid methods: .*erm.*Did you mean 'var_dro'"):
+    methods.get_method("var_drro")
+  with pytest.raises(TypeError, match="MethodConfig"):
+    methods.get_method("erm", {"rho": 1.0})
+  with pytest.raises(ValueError, match="already registered"):
+    methods.register("erm", lambda c: None)
+  with pytest.raises(ValueError, match="rho"):
+    methods.get_method("dro", methods.MethodConfig(rho=-1.0))
+  with pytest.raises(ValueError, match="penalty_mode"):
+    methods.get_method("dro", methods.MethodConfig(penalty_mode="approx"))
+  for name in methods.method_names():
+    m = methods.get_method(name)
+    assert m.name == name and isinstance(m, methods.Method)
+  assert methods.get_method("var_dro").uses_tracker
+  assert not methods.get_method("dro").uses_tracker
+
+
+def test_plain_views_and_smoothed_targets():
+  rng = np.random.default_rng(1)
+  batch = methods.Batch(jnp.asarray(rng.uniform(size=(4, 2, 2, 3)), jnp.float32),
+                        jnp.array([0, 2, 1, 2]), jnp.arange(4))
+  views = methods.get_method("erm", methods.MethodConfig(label_smoothing=0.1)).augment(
+      jax.random.key(0), batch, 3)
+  np.testing.assert_array_equal(views.images[:, 0], batch.images)
+  expected = np.full((4, 3), 0.1 / 3)
+  expected[np.arange(4), [0, 2, 1, 2]] += 0.9
+  np.testing.assert_allclose(views.targets, expected, rtol=1e-6)
+  assert views.mix is None
+
+
+def test_criterion_averages_views_in_view_major_order():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(3 * 4, 5)).astype(np.float32)
+  targets = rng.dirichlet(np.ones(5), 4).astype(np.float32)
+  z = logits.astype(np.float64).reshape(3, 4, 5)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  expected = -(targets[None] * logp).sum(-1).mean(0)
+  np.testing.assert_allclose(methods.cross_entropy_criterion(logits, targets), expected,
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="logits"):
+    methods.cross_entropy_criterion(logits[:5], targets)
+
+
+def _value_and_grad(objective, images, targets, weight, ctx):
+  def f(w):
+    value, aux = objective(_loss_fn(w), images, targets, ctx)
+    return value, aux
+  return jax.value_and_grad(f, has_aux=True)(jnp.asarray(weight))
+
+
+def _np_param_grads(images, targets, weight):
+  """[B, D, K] per-example d loss_i / d W of the linear model (float64)."""
+  x = images.reshape(B, -1, D).astype(np.float64)
+  z = x @ weight.astype(np.float64)
+  p = np.exp(z - z.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  return np.einsum("bvd,bvk->bdk", x, p - targets[:, None]) / x.shape[1]
+
+
+def test_erm_objective_is_the_mean():
+  images, targets, weight = _data()
+  (value, aux), grad = _value_and_grad(methods.get_method("erm").objective, images, targets,
+                                       weight, _ctx())
+  losses, _ = _np_losses(images, targets, weight)
+  np.testing.assert_allclose(value, losses.mean(), rtol=1e-5)
+  np.testing.assert_allclose(aux.losses, losses, rtol=1e-5)
+  np.testing.assert_allclose(grad, _np_param_grads(images, targets, weight).mean(0),
+                             rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("q,norm,views", [(1.0, 2.0, 1), (2.0, 2.0, 3), (2.0, math.inf, 1)])
+def test_wdro_objective_penalizes_input_gradients_of_all_views(q, norm, views):
+  images, targets, weight = _data(3, views)
+  rho = 0.7
+  m = methods.get_method("dro", methods.MethodConfig(rho=rho, q=q, norm=norm))
+  (value, aux), grad = _value_and_grad(m.objective, images, targets, weight, _ctx())
+  losses, g = _np_losses(images, targets, weight)
+  flat = g.reshape(B, -1)
+  dual = np.abs(flat).sum(1) if math.isinf(norm) else np.sqrt((flat**2).sum(1))
+  penalty = np.mean(dual**q) ** (1 / q)
+  np.testing.assert_allclose(aux.metrics["penalty"], penalty, rtol=1e-4)
+  np.testing.assert_allclose(value, losses.mean() + rho * penalty, rtol=1e-4)
+  # The penalty has a real parameter gradient: it differs from the plain mean's.
+  erm_grad = _np_param_grads(images, targets, weight).mean(0)
+  assert np.abs(np.asarray(grad) - erm_grad).max() > 1e-3
+
+  # ... and it is the gradient of the NumPy objective (central differences in float64).
+  def np_objective(w):
+    ls, gs = _np_losses(images, targets, w)
+    fl = gs.reshape(B, -1)
+    du = np.abs(fl).sum(1) if math.isinf(norm) else np.sqrt((fl**2).sum(1))
+    return ls.mean() + rho * np.mean(du**q) ** (1 / q)
+
+  w64 = weight.astype(np.float64)
+  fd = np.zeros_like(w64)
+  for idx in np.ndindex(w64.shape):
+    e = np.zeros_like(w64)
+    e[idx] = 1e-5
+    fd[idx] = (np_objective(w64 + e) - np_objective(w64 - e)) / 2e-5
+  np.testing.assert_allclose(grad, fd, rtol=2e-3, atol=2e-4)
+
+
+def test_kl_dro_objective_value_and_softmax_weighted_gradient():
+  images, targets, weight = _data(4)
+  t = 0.5
+  m = methods.get_method("kl_dro", methods.MethodConfig(kl_temperature=t))
+  (value, _), grad = _value_and_grad(m.objective, images, targets, weight, _ctx())
+  losses, _ = _np_losses(images, targets, weight)
+  np.testing.assert_allclose(value, t * np.log(np.mean(np.exp(losses / t))), rtol=1e-5)
+  w = np.exp(losses / t) / np.exp(losses / t).sum()
+  expected = np.einsum("b,bdk->dk", w, _np_param_grads(images, targets, weight))
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_cvar_objective_is_the_mean_of_the_top_fraction():
+  images, targets, weight = _data(5)
+  m = methods.get_method("cvar", methods.MethodConfig(cvar_alpha=0.25))
+  (value, _), _ = _value_and_grad(m.objective, images, targets, weight, _ctx())
+  losses, _ = _np_losses(images, targets, weight)
+  np.testing.assert_allclose(value, np.sort(losses)[-2:].mean(), rtol=1e-5)
+
+
+def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
+  images, targets, weight = _data(6)
+  rng = np.random.default_rng(6)
+  var = rng.uniform(0.0, 2.0, B).astype(np.float32)
+  tracker = weighting.TrackerState(mean=jnp.zeros(B), var=jnp.asarray(var),
+                                   count=jnp.ones(B, jnp.int32))
+  eps_min, eps_max = 0.1, 1.5
+  m = methods.get_method("var_dro", methods.MethodConfig(
+      var_dro_eps_min=eps_min, var_dro_eps_max=eps_max, var_dro_warmup_steps=0,
+      var_dro_ramp_steps=0))
+  (value, aux), grad = _value_and_grad(m.objective, images, targets, weight,
+                                       _ctx(step=5, tracker=tracker))
+  losses, _ = _np_losses(images, targets, weight)
+  eps = eps_min + (eps_max - eps_min) * var / var.max()  # the paper's radius mapping
+  res = scipy.optimize.linprog(-losses, A_eq=np.ones((1, B)), b_eq=[1.0],
+                               bounds=list(zip(np.exp(-eps) / B, np.exp(eps) / B)))
+  np.testing.assert_allclose(value, -res.fun, rtol=1e-5)
+  expected = np.einsum("b,bdk->dk", res.x, _np_param_grads(images, targets, weight))
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(aux.metrics["weights_sum"], 1.0, rtol=1e-6)
+  with pytest.raises(ValueError, match="tracker"):
+    m.objective(_loss_fn(jnp.asarray(weight)), images, targets, _ctx(tracker=None))
+
+
+@pytest.mark.parametrize("name", ["erm", "dro", "kl_dro", "cvar", "var_dro"])
+def test_objectives_over_a_split_batch_equal_the_whole_batch(name):
+  """Under a named axis (vmap over 4 shards) pmean(objective) equals the unsplit objective."""
+  images, targets, weight = _data(7)
+  var = np.linspace(0.0, 1.0, B).astype(np.float32)
+  tracker = weighting.TrackerState(mean=jnp.zeros(B), var=jnp.asarray(var),
+                                   count=jnp.ones(B, jnp.int32))
+  m = methods.get_method(name, methods.MethodConfig(rho=0.5, q=2.0, cvar_alpha=0.25))
+  whole, _ = m.objective(_loss_fn(jnp.asarray(weight)), images, targets,
+                         _ctx(step=3, tracker=tracker))
+
+  def shard(im, tg, ids):
+    ctx = methods.ObjectiveContext(jax.random.key(0), jnp.asarray(3, jnp.int32), ids, tracker,
+                                   "data")
+    value, _ = m.objective(_loss_fn(jnp.asarray(weight)), im, tg, ctx)
+    return jax.lax.pmean(value, "data")
+
+  split = lambda a: a.reshape((4, B // 4) + a.shape[1:])
+  out = jax.vmap(shard, axis_name="data")(split(images), split(targets),
+                                          split(np.arange(B, dtype=np.int32)))
+  np.testing.assert_allclose(out, np.full(4, whole), rtol=1e-5)
