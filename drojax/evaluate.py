@@ -65,8 +65,15 @@ def _names():
 def eval_key(seed: int = EVAL_SEED) -> jax.Array:
   """The fixed PRNG key of an evaluation (same seed -> same corrupted images and attacks).
 
-  >>> bool((jax.random.key_data(eval_key()) == jax.random.key_data(eval_key())).all())
-  True
+  Args:
+    seed: the evaluation seed (default :data:`EVAL_SEED`).
+
+  Returns:
+    A typed PRNG key.
+
+  Example:
+    >>> bool((jax.random.key_data(eval_key()) == jax.random.key_data(eval_key())).all())
+    True
   """
   return jax.random.key(seed)
 
@@ -357,6 +364,14 @@ def published_corruption_accuracy(model: Model,
 
   Returns:
     ``{name: {"1": acc, ..., "5": acc}}``.
+
+  Example:
+    >>> import numpy as np, jax.numpy as jnp
+    >>> f = lambda x: jnp.stack([0.5 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 0.5], -1)
+    >>> loader = lambda name, s: (np.full((4, 2, 2, 3), 60 * s, np.uint8), np.ones(4, int))
+    >>> published_corruption_accuracy(f, loader, names=["fog"], severities=[1, 3],
+    ...                               progress=False)
+    {'fog': {'1': 0.0, '3': 1.0}}
   """
   names = _check_corruption_names(names)
   severities = _check_severities(severities)
@@ -413,10 +428,17 @@ def summarize_corruptions(acc: Mapping[str, Mapping[str, float]]) -> dict[str, A
 
 
 def eps_key(eps: float) -> str:
-  """The JSON key of a budget: ``'%.6g'`` of the pixel-space eps (``8/255 -> '0.0313725'``).
+  """The JSON key of a budget: ``'%.6g'`` of the pixel-space eps.
 
-  >>> eps_key(8 / 255)
-  '0.0313725'
+  Args:
+    eps: the budget in pixel units.
+
+  Returns:
+    Its key in ``adversarial_accuracy`` dicts.
+
+  Example:
+    >>> eps_key(8 / 255)
+    '0.0313725'
   """
   return f"{float(eps):.6g}"
 
@@ -462,6 +484,14 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
 
   Returns:
     ``{eps_key(eps): accuracy}``.
+
+  Example:
+    >>> import numpy as np, jax.numpy as jnp
+    >>> f = lambda x: jnp.stack([0.5 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 0.5], -1)
+    >>> x = np.array([0.9, 0.7], np.float32).reshape(2, 1, 1, 1)  # fooled past 0.4, 0.2
+    >>> adversarial_accuracy(f, x, np.array([1, 1]), eps=[0.0, 0.3, 0.5], num_steps=5,
+    ...                      step_size=[0.1, 0.15, 0.25], progress=False)
+    {'0': 1.0, '0.3': 0.5, '0.5': 0.0}
   """
   images, labels = _check_arrays(images, labels, "adversarial_accuracy")
   batch_size = _check_batch_size(batch_size)
@@ -615,6 +645,15 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy``, ``adversarial`` (settings), ``group_accuracy`` (when groups),
     ``eval_seed``, ``num_eval``.
+
+  Example:
+    >>> import numpy as np, jax.numpy as jnp
+    >>> f = lambda x: jnp.stack([0.5 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 0.5], -1)
+    >>> x = np.full((4, 8, 8, 3), 200, np.uint8)
+    >>> r = evaluate(f, x, np.ones(4, int), corruption_names=["brightness"], severities=[1],
+    ...              adv_eps=[8 / 255], adv_steps=2, progress=False)
+    >>> r["clean_accuracy"], r["mean_corruption_accuracy"], r["adversarial_accuracy"]
+    (1.0, 1.0, {'0.0313725': 1.0})
   """
   images, labels = _check_arrays(images, labels, "evaluate")
   key = eval_key(seed)

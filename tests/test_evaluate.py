@@ -214,3 +214,24 @@ def test_bad_arrays(problem):
     evaluate.evaluate(m, images, labels, corruptions="published", progress=False)
   with pytest.raises(ValueError, match="groups"):
     evaluate.group_accuracy(np.zeros(3), np.zeros(3), np.zeros(2, int))
+
+
+@pytest.mark.parametrize("module_name", ["drojax.attacks", "drojax.evaluate"])
+def test_public_api_conventions_and_doctests(module_name):
+  import doctest
+  import inspect
+
+  module = __import__(module_name, fromlist=["_"])
+  for name in module.__all__:
+    obj = getattr(module, name)
+    if not inspect.isfunction(obj):
+      continue
+    doc = inspect.getdoc(obj) or ""
+    assert ">>>" in doc, f"{module_name}.{name} has no doctest example"
+    assert "Args:" in doc and "Returns:" in doc, f"{module_name}.{name} lacks Args/Returns"
+    params = list(inspect.signature(obj).parameters.values())
+    positional_defaults = [p.name for p in params
+                           if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty]
+    assert positional_defaults in ([], ["seed"], ["backend"]), (module_name, name)
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0
