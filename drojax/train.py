@@ -132,7 +132,7 @@ def make_optimizer(total_steps: int, *, learning_rate: float = 0.1, momentum: fl
 def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
                        image_shape: tuple[int, int, int], *,
                        method: _methods.Method | None = None,
-                       num_examples: int | None = None) -> TrainState:
+                       num_examples: int | None = None, mesh: Mesh | None = None) -> TrainState:
   """Initializes parameters, optimizer state, step 0, the run key and (Var-DRO) the tracker.
 
   Args:
@@ -142,6 +142,7 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
     image_shape: ``(H, W, C)`` of the training images.
     method: the training method; its ``uses_tracker`` decides whether a tracker is created.
     num_examples: dataset size ``N`` (ids are in ``[0, N)``), required for a tracker.
+    mesh: when given, the state is replicated over it (as the train step returns it).
 
   Example:
     >>> from drojax.models import TinyNet
@@ -164,9 +165,10 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
       raise ValueError(f"method {method.name!r} tracks per-example loss variance: pass "
                        f"num_examples (the training set size)")
     tracker = _weighting.init_tracker(int(num_examples))
-  return TrainState(params=params, batch_stats=variables.get("batch_stats", {}),
-                    opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                    key=jax.random.key_data(run_key), tracker=tracker)
+  state = TrainState(params=params, batch_stats=variables.get("batch_stats", {}),
+                     opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
+                     key=jax.random.key_data(run_key), tracker=tracker)
+  return state if mesh is None else replicate(state, mesh)
 
 
 def to_float_images(images: jax.Array) -> jax.Array:
@@ -315,11 +317,20 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
 
   sharded = shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
 
-  def train_step(state: TrainState, batch: Mapping[str, Any]):
+  def step_fn(state: TrainState, batch: Mapping[str, Any]):
     _check_batch(batch, num_devices, need_ids=True)
     return sharded(state, {k: batch[k] for k in ("image", "label", "id")})
 
-  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+  jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else ())
+  replicated = NamedSharding(mesh, P())
+
+  def train_step(state: TrainState, batch: Mapping[str, Any]):
+    # The step returns the state replicated over the mesh; a state placed otherwise (fresh from
+    # create_train_state without a mesh) is moved once, so the second call hits the jit cache.
+    return jitted(replicate(state, mesh) if _sharding_of(state) != replicated else state, batch)
+
+  train_step.jitted = jitted  # for ahead-of-time lowering (benchmarks): jitted.lower(...)
+  return train_step
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[TrainState, Mapping[str, Any]],
@@ -349,13 +360,29 @@ def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[TrainState, Mappin
   sharded = shard_map(local_eval, mesh=mesh, in_specs=(P(), P(AXIS)),
                       out_specs=(P(AXIS), P()))
 
-  def eval_step(state: TrainState, batch: Mapping[str, Any]):
+  def eval_fn(state: TrainState, batch: Mapping[str, Any]):
     _check_batch(batch, num_devices, need_ids=False)
     keys = ("image", "label") + (("mask",) if "mask" in batch else ())
     logits, sums = sharded(state, {k: batch[k] for k in keys})
     return {"logits": logits, **sums}
 
-  return jax.jit(eval_step)
+  jitted = jax.jit(eval_fn)
+  replicated = NamedSharding(mesh, P())
+
+  def eval_step(state: TrainState, batch: Mapping[str, Any]):
+    return jitted(replicate(state, mesh) if _sharding_of(state) != replicated else state, batch)
+
+  eval_step.jitted = jitted
+  return eval_step
+
+
+def _sharding_of(state: TrainState) -> Any:
+  return getattr(state.step, "sharding", None)
+
+
+def replicate(state: TrainState, mesh: Mesh) -> TrainState:
+  """The state placed on every device of ``mesh`` (how the train step returns it)."""
+  return jax.device_put(state, NamedSharding(mesh, P()))
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
@@ -366,4 +393,5 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
 
 
 __all__ = ["AXIS", "TrainState", "create_train_state", "make_eval_step", "make_learning_rate",
-           "make_mesh", "make_optimizer", "make_train_step", "shard_batch", "to_float_images"]
+           "make_mesh", "make_optimizer", "make_train_step", "replicate", "shard_batch",
+           "to_float_images"]
