@@ -13,9 +13,11 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "attacks",
     "augment",
+    "checkpoint",
     "corruptions",
     "data",
     "evaluate",
+    "loop",
     "losses",
     "methods",
     "models",
