@@ -385,19 +385,13 @@ def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes
 def load_workdir_model(workdir: str, num_classes: int):
   """The trained model of an experiment workdir as a ``BoundModel`` (eval mode).
 
-  Uses ``drojax.checkpoint.load_eval_model(workdir)`` when the training loop provides it;
-  otherwise reads ``config.json`` (model, width) and restores the latest orbax checkpoint
-  under ``workdir/checkpoints`` (item ``state`` with ``params`` and ``batch_stats``).
+  Reads ``config.json`` (``model``, ``width``) and restores the latest checkpoint that
+  ``drojax.checkpoint.Checkpointer`` wrote under ``workdir/checkpoints`` (its ``state`` item, a
+  ``TrainState``), without a target tree: only ``params`` and ``batch_stats`` are used, so
+  the optimizer's configuration does not need to be rebuilt.
   """
   from drojax import evaluate as ev
 
-  try:
-    from drojax import checkpoint as ckpt  # the training engine's module, when present
-  except ImportError:
-    ckpt = None
-  if ckpt is not None and hasattr(ckpt, "load_eval_model"):
-    model, variables = ckpt.load_eval_model(workdir)
-    return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{cfg_path} not found: --workdir must be a finished training run.")

@@ -121,3 +121,23 @@ def test_cli_bad_flags_exit_2(tmp_path):
                       f"--images={tmp_path}/missing.npz"], cwd=ROOT, env=env,
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 2 and "missing.npz" in p.stderr
+
+
+def test_load_workdir_model_restores_a_training_checkpoint(tmp_path):
+  """A workdir as the training loop leaves it (config.json + orbax checkpoints/) gives back
+  the same eval-mode logits as the saved state's variables."""
+  import jax
+
+  from drojax import models, train
+  from drojax.checkpoint import Checkpointer
+
+  model = models.get_model("tiny", num_classes=3)
+  state = train.create_train_state(jax.random.key(0), model, train.make_optimizer(10), (8, 8, 3))
+  Checkpointer(str(tmp_path / "checkpoints")).save(state, meta={"epoch": 0, "batch": 0})
+  (tmp_path / "config.json").write_text(json.dumps({"model": "tiny", "width": None}))
+  bound = cs.load_workdir_model(str(tmp_path), 3)
+  x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 3))
+  ref = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+  np.testing.assert_allclose(np.asarray(bound(x)), np.asarray(ref), atol=1e-6)
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    cs.load_workdir_model(str(tmp_path / "nothing"), 3)
