@@ -41,16 +41,21 @@ def _instance(seed, b, *, scalar_eps=False, ties=False):
   return losses.astype(np.float32), np.asarray(eps, np.float32)
 
 
-_jit_water_filling = jax.jit(W.water_filling)
+_SOLVERS = {
+    "auto": jax.jit(W.water_filling),  # dense up to B = 256, sort above
+    "sort": jax.jit(lambda l, e: W._water_filling(l, e, method="sort")),
+    "dense": jax.jit(lambda l, e: W._water_filling(l, e, method="dense")),
+}
 
 
 class WaterFillingTest(parameterized.TestCase):
 
-  @parameterized.product(scalar_eps=[False, True], ties=[False, True])
-  def test_matches_linprog(self, scalar_eps, ties):
-    for b in [1, 2, 3, 7, 16, 64, 256]:
+  @parameterized.product(method=["sort", "dense"], scalar_eps=[False, True], ties=[False, True])
+  def test_matches_linprog(self, method, scalar_eps, ties):
+    sizes = [1, 2, 3, 7, 16, 64, 256] + ([700] if method == "sort" else [])
+    for b in sizes:
       losses, eps = _instance(b * 7 + scalar_eps + 3 * ties, b, scalar_eps=scalar_eps, ties=ties)
-      q = _jit_water_filling(losses, eps)
+      q = _SOLVERS[method](losses, eps)
       ref = _linprog_weights(losses, eps)
       l64 = losses.astype(np.float64)
       np.testing.assert_allclose(np.dot(np.asarray(q, np.float64), l64), np.dot(ref, l64),
@@ -91,13 +96,19 @@ class WaterFillingTest(parameterized.TestCase):
     np.testing.assert_allclose(q[[0, 4, 5]], np.full(3, 1 / 9), rtol=1e-6)
 
   @hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([1, 5, 12]),
-                    ties=st.booleans())
-  def test_permutation_equivariant(self, seed, b, ties):
+                    ties=st.booleans(), method=st.sampled_from(["sort", "dense"]))
+  def test_permutation_equivariant(self, seed, b, ties, method):
     losses, eps = _instance(seed, b, ties=ties)
     perm = np.random.default_rng(seed + 1).permutation(b)
-    q = np.asarray(W.water_filling(losses, eps))
-    q_perm = np.asarray(W.water_filling(losses[perm], eps[perm]))
+    q = np.asarray(_SOLVERS[method](losses, eps))
+    q_perm = np.asarray(_SOLVERS[method](losses[perm], eps[perm]))
     np.testing.assert_allclose(q_perm, q[perm], rtol=1e-6, atol=1e-9)
+
+  def test_sort_and_dense_agree(self):
+    for seed, ties in [(0, False), (1, True), (2, True)]:
+      losses, eps = _instance(seed, 200, ties=ties)
+      np.testing.assert_allclose(_SOLVERS["sort"](losses, eps), _SOLVERS["dense"](losses, eps),
+                                 rtol=1e-5, atol=1e-8)
 
   @hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([1, 5, 12]),
                     scalar_eps=st.booleans())
@@ -115,6 +126,8 @@ class WaterFillingTest(parameterized.TestCase):
     losses = rng.normal(size=(4, 9)).astype(np.float32)
     eps = rng.uniform(0, 1, size=(4, 9)).astype(np.float32)
     batched = jax.jit(jax.vmap(W.water_filling))(losses, eps)
+    batched_sort = jax.jit(jax.vmap(_SOLVERS["sort"]))(losses, eps)
+    np.testing.assert_allclose(batched_sort, batched, rtol=1e-6)
     for i in range(4):
       ref = _linprog_weights(losses[i], eps[i])
       np.testing.assert_allclose(np.dot(batched[i], losses[i]), np.dot(ref, losses[i]),
