@@ -18,10 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = [
     "--preset=quick", "--dataset=digits",
-    "--config.width=4", "--config.train_subset=192", "--config.batch_size=32",
+    "--config.model=tiny", "--config.train_subset=192", "--config.batch_size=32",
     "--config.eval.images=64", "--config.eval.batch_size=64",
-    "--config.eval.corruption_names=gaussian_noise,contrast", "--config.eval.severities=1,5",
-    "--config.eval.adv_eps=0.03", "--config.eval.pgd_steps=2",
+    "--config.eval.corruption_names=contrast", "--config.eval.severities=1,5",
+    "--config.eval.adv_eps=0.03", "--config.eval.pgd_steps=1",
     "--config.checkpoint_every_steps=3", "--config.log_every_steps=2",
 ]
 
@@ -46,7 +46,7 @@ def _check_outputs(workdir, method, epochs):
   for key in ("clean_accuracy", "mean_corruption_accuracy", "train_seconds"):
     assert isinstance(r[key], (int, float)), key
   assert 0.0 <= r["clean_accuracy"] <= 1.0 and r["train_seconds"] > 0
-  assert set(r["corruption_accuracy"]) == {"gaussian_noise", "contrast"}
+  assert set(r["corruption_accuracy"]) == {"contrast"}
   assert set(r["corruption_accuracy"]["contrast"]) == {"1", "5"}
   assert len(r["adversarial_accuracy"]) == 1
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -59,12 +59,20 @@ def _check_outputs(workdir, method, epochs):
     assert json.load(f)["num_epochs"] == epochs
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """One JAX compilation cache for the session (shared by xdist workers): the runs share the
+  evaluation programs."""
+  path = tmp_path_factory.getbasetemp().parent / "drojax_e2e_jax_cache"
+  path.mkdir(exist_ok=True)
+  return path
+
+
 @pytest.mark.slow
-def test_quick_preset_erm_end_to_end(tmp_path):
-  cache = tmp_path / "cache"
+def test_quick_preset_erm_end_to_end(tmp_path, cache):
   workdir = tmp_path / "erm"
   proc = subprocess.run(_cmd("erm", workdir, cache, "--config.num_epochs=2"), cwd=ROOT,
-                        env=_env(cache), capture_output=True, text=True, timeout=300)
+                        env=_env(cache), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _check_outputs(str(workdir), "erm", 2)
   # Same workdir, another config: refused in one line with exit status 2.
@@ -85,14 +93,13 @@ def _checkpoint_steps(workdir):
 
 
 @pytest.mark.slow
-def test_quick_preset_dro_augmix_resumes_after_sigkill(tmp_path):
-  cache = tmp_path / "cache"
+def test_quick_preset_dro_augmix_resumes_after_sigkill(tmp_path, cache):
   workdir = tmp_path / "dro_augmix"
   cmd = _cmd("dro_augmix", workdir, cache, "--config.num_epochs=3")
   proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, start_new_session=True)
   try:
-    deadline = time.time() + 240
+    deadline = time.time() + 500
     while time.time() < deadline and proc.poll() is None and not _checkpoint_steps(workdir):
       time.sleep(0.5)
     assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()[-2000:]}"
@@ -104,6 +111,6 @@ def test_quick_preset_dro_augmix_resumes_after_sigkill(tmp_path):
       os.killpg(proc.pid, signal.SIGKILL)
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   done = subprocess.run(cmd, cwd=ROOT, env=_env(cache), capture_output=True, text=True,
-                        timeout=300)
+                        timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   _check_outputs(str(workdir), "dro_augmix", 3)
