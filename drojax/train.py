@@ -305,7 +305,7 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
         "mean_loss": jax.lax.pmean(jnp.mean(aux.losses), AXIS),
         "accuracy": jax.lax.pmean(jnp.mean((jnp.argmax(logits, -1) == labels).astype(
             jnp.float32)), AXIS),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     for name, value in aux.metrics.items():
       metrics[name] = jax.lax.pmean(jnp.asarray(value, jnp.float32), AXIS)

@@ -82,6 +82,8 @@ def _plan(layer, lam, partner, add=0.0, mult=0.0):
 def test_mixing_at_input_equals_mixing_the_pixels(name, shape):
   model = models.get_model(name, num_classes=3, width=4, mean=(0.5,) * shape[-1],
                            std=(0.3,) * shape[-1])
+  if name == "preact_resnet18":  # one block per stage: the same hook code, half the compile
+    model = model.clone(blocks_per_stage=(1, 1, 1, 1))
   x = np.random.default_rng(1).uniform(size=shape).astype(np.float32)
   variables = _init(model, shape)
   lam = np.array([0.3, 0.9, 0.5, 1.0], np.float32)

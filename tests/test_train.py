@@ -1,0 +1,188 @@
+"""Tests for drojax.train: optimizer vs the PyTorch SGD formula, the sharded step vs a manual
+update, no recompilation, the Var-DRO tracker, eval, 8 devices vs 1, and real-data training."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from drojax import methods, models, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR = "/work/shared/data/cifar10_test_lossless_first1000.npz"
+
+
+def test_learning_rate_schedule_is_warmup_then_cosine():
+  lr = train.make_learning_rate(100, learning_rate=0.2, warmup_steps=10, end_learning_rate=0.01)
+  for t in (0, 5, 10, 40, 99, 100):
+    if t < 10:
+      expected = 0.2 * t / 10
+    else:
+      expected = 0.01 + (0.2 - 0.01) * 0.5 * (1 + math.cos(math.pi * (t - 10) / 90))
+    np.testing.assert_allclose(float(lr(t)), expected, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    train.make_learning_rate(10, warmup_steps=10)
+  with pytest.raises(ValueError, match="schedule"):
+    train.make_learning_rate(10, schedule="step")
+
+
+def _torch_sgd(params, grads_seq, lrs, *, momentum, weight_decay):
+  """PyTorch's SGD(nesterov=True, weight_decay) update rule in float64."""
+  p = params.astype(np.float64)
+  buf = None
+  for g, lr in zip(grads_seq, lrs):
+    d = g + weight_decay * p
+    buf = d if buf is None else momentum * buf + d
+    p = p - lr * (d + momentum * buf)
+  return p
+
+
+def test_optimizer_matches_pytorch_nesterov_sgd_with_weight_decay():
+  rng = np.random.default_rng(0)
+  p0 = rng.normal(size=5).astype(np.float32)
+  grads = [rng.normal(size=5).astype(np.float32) for _ in range(3)]
+  opt = train.make_optimizer(3, learning_rate=0.1, weight_decay=5e-4, end_learning_rate=0.0)
+  lr = train.make_learning_rate(3, learning_rate=0.1, end_learning_rate=0.0)
+  p, state = jnp.asarray(p0), opt.init(jnp.asarray(p0))
+  for g in grads:
+    updates, state = opt.update(jnp.asarray(g), state, p)
+    p = p + updates
+  # optax's first momentum step starts its trace at 0: buf_1 = g_1, as PyTorch's.
+  expected = _torch_sgd(p0, grads, [float(lr(t)) for t in range(3)], momentum=0.9,
+                        weight_decay=5e-4)
+  np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-7)
+
+
+def _batch(seed, b=8, hw=8, n=32):
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 256, (b, hw, hw, 3), dtype=np.uint8),
+          "label": rng.integers(0, 3, b).astype(np.int32),
+          "id": rng.choice(n, b, replace=False).astype(np.int32)}
+
+
+def test_erm_step_equals_a_manual_update_and_does_not_retrace():
+  model = models.TinyNet(num_classes=3, width=4)
+  opt = train.make_optimizer(10, learning_rate=0.1)
+  mesh = train.make_mesh(1)
+  traces = []
+  erm = methods.get_method("erm")
+
+  def counting_objective(*args):
+    traces.append(1)
+    return erm.objective(*args)
+
+  method = dataclasses.replace(erm, objective=counting_objective)
+  state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3))
+  start = jax.device_get(state)
+  step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False)
+  batch = _batch(0)
+  state, metrics = step(state, batch)
+
+  # Independent computation: plain grad of the mean cross-entropy, PyTorch's SGD rule.
+  x = jnp.asarray(batch["image"], jnp.float32) / 255.0
+  def loss(params):
+    logits, upd = model.apply({"params": params, "batch_stats": start.batch_stats}, x,
+                              train=True, mutable=["batch_stats"])
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(logp[jnp.arange(8), batch["label"]]), (upd, logits)
+  (value, (upd, logits)), grads = jax.value_and_grad(loss, has_aux=True)(start.params)
+  expected = jax.tree.map(
+      lambda p, g: _torch_sgd(np.asarray(p), [np.asarray(g)], [0.1], momentum=0.9,
+                              weight_decay=5e-4), start.params, grads)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-6),
+               state.params, expected)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6),
+               state.batch_stats, upd["batch_stats"])
+  np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5)
+  np.testing.assert_allclose(metrics["accuracy"],
+                             np.mean(np.argmax(logits, -1) == batch["label"]))
+  assert int(state.step) == 1
+  for seed in (1, 2):  # new values, same shapes: no new trace
+    state, metrics = step(state, _batch(seed))
+  assert len(traces) == 1 and int(state.step) == 3
+  with pytest.raises(ValueError, match="missing 'id'"):
+    step(state, {"image": batch["image"], "label": batch["label"]})
+
+
+def test_var_dro_step_tracks_losses_by_id_and_eval_counts():
+  model = models.TinyNet(num_classes=3, width=4)
+  opt = train.make_optimizer(10)
+  mesh = train.make_mesh(1)
+  method = methods.get_method("var_dro")
+  with pytest.raises(ValueError, match="num_examples"):
+    train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method)
+  state = train.create_train_state(jax.random.key(1), model, opt, (8, 8, 3), method=method,
+                                   num_examples=32)
+  start = jax.device_get(state)
+  batch = _batch(3)
+  step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False)
+  state, metrics = step(state, batch)
+  x = jnp.asarray(batch["image"], jnp.float32) / 255.0
+  logits, _ = model.apply({"params": start.params, "batch_stats": start.batch_stats}, x,
+                          train=True, mutable=["batch_stats"])
+  logp = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  ce = -logp[np.arange(8), batch["label"]]
+  count = np.zeros(32, int)
+  count[batch["id"]] = 1
+  np.testing.assert_array_equal(state.tracker.count, count)
+  np.testing.assert_allclose(np.asarray(state.tracker.mean)[batch["id"]], ce, rtol=1e-5)
+  # All variances were 0 at the first sighting: uniform weights, i.e. the mean loss.
+  np.testing.assert_allclose(metrics["loss"], ce.mean(), rtol=1e-5)
+
+  evaluate = train.make_eval_step(model, mesh)
+  mask = np.array([1, 1, 1, 0, 1, 1, 0, 1], bool)
+  out = evaluate(state, dict(batch, mask=mask))
+  ref = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+  np.testing.assert_allclose(out["logits"], ref, rtol=1e-5, atol=1e-6)
+  correct = (np.argmax(ref, -1) == batch["label"]) & mask
+  assert float(out["correct"]) == correct.sum() and float(out["count"]) == mask.sum()
+
+
+@pytest.mark.slow
+def test_eight_devices_equal_one_device():
+  """Three steps of erm, dro and var_dro on 8 forced CPU devices vs 1 device (a subprocess,
+  so the rest of the suite keeps one device)."""
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_worker.py"),
+                        "erm", "dro", "var_dro"], capture_output=True, text=True, timeout=900,
+                       cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+  assert [r["method"] for r in rows] == ["erm", "dro", "var_dro"]
+  for r in rows:
+    assert r["steps"] == 3 and math.isfinite(r["loss"])
+    assert r["max_diff"] < 2e-5 * max(1.0, r["param_scale"]), r
+    assert "not divisible by the number of devices 8" in r["divisible_error"], r
+  var_dro = rows[2]  # non-uniform weights on the third step: weighted loss > mean loss
+  assert var_dro["loss"] > var_dro["mean_loss"] + 1e-4, var_dro
+
+
+@pytest.mark.slow
+def test_every_method_reduces_the_loss_on_real_images():
+  if not os.path.exists(CIFAR):
+    pytest.skip(f"{CIFAR} not found")
+  with np.load(CIFAR, allow_pickle=False) as f:
+    images, labels = f["images"][:16], f["labels"][:16].astype(np.int32)
+  batch = {"image": images[:, ::2, ::2], "label": labels,
+           "id": np.arange(16, dtype=np.int32)}
+  model = models.TinyNet(num_classes=10, width=8)
+  mesh = train.make_mesh(1)
+  config = methods.MethodConfig(rho=0.1, q=1.0, var_dro_eps_max=0.5, kl_temperature=1.0,
+                                cvar_alpha=0.5)
+  for name in ("erm", "dro", "var_dro", "kl_dro", "cvar"):
+    method = methods.get_method(name, config)
+    opt = train.make_optimizer(20, learning_rate=0.05, schedule="constant")
+    state = train.create_train_state(jax.random.key(0), model, opt, (16, 16, 3), method=method,
+                                     num_examples=16)
+    step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False)
+    losses = []
+    for _ in range(12):
+      state, metrics = step(state, batch)
+      losses.append(float(metrics["mean_loss"]))
+    assert losses[-1] < 0.7 * losses[0], (name, losses)
