@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from drojax.corruptions import digital, noise, tables
+from drojax.corruptions import blur, digital, noise, tables, weather
 from drojax.corruptions.tables import EXTRA_NAMES, NAMES, STANDARD_NAMES, TABLES, params_at
 
 Array = jax.Array
@@ -30,37 +30,24 @@ _REGISTRY: dict[str, Callable[..., Array]] = {
     "gaussian_noise": noise.gaussian_noise,
     "shot_noise": noise.shot_noise,
     "impulse_noise": noise.impulse_noise,
-    "speckle_noise": noise.speckle_noise,
+    "defocus_blur": blur.defocus_blur,
+    "glass_blur": blur.glass_blur,
+    "motion_blur": blur.motion_blur,
+    "zoom_blur": blur.zoom_blur,
+    "snow": weather.snow,
+    "frost": weather.frost,
+    "fog": weather.fog,
     "brightness": digital.brightness,
     "contrast": digital.contrast,
-    "saturate": digital.saturate,
+    "elastic_transform": digital.elastic_transform,
     "pixelate": digital.pixelate,
     "jpeg_compression": digital.jpeg_compression,
-    "elastic_transform": digital.elastic_transform,
+    "speckle_noise": noise.speckle_noise,
+    "gaussian_blur": blur.gaussian_blur,
+    "spatter": weather.spatter,
+    "saturate": digital.saturate,
 }
-
-try:  # the blur and weather families land in their own modules
-  from drojax.corruptions import blur  # noqa: F401
-  _REGISTRY.update({
-      "defocus_blur": blur.defocus_blur,
-      "glass_blur": blur.glass_blur,
-      "motion_blur": blur.motion_blur,
-      "zoom_blur": blur.zoom_blur,
-      "gaussian_blur": blur.gaussian_blur,
-  })
-except ImportError:
-  pass
-try:
-  from drojax.corruptions import weather  # noqa: F401
-  _REGISTRY.update({
-      "snow": weather.snow,
-      "frost": weather.frost,
-      "fog": weather.fog,
-  })
-  if hasattr(weather, "spatter"):
-    _REGISTRY["spatter"] = weather.spatter
-except ImportError:
-  pass
+assert tuple(_REGISTRY) == NAMES
 
 
 def _check_images(images: Any) -> Array:
@@ -108,9 +95,7 @@ def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str =
   tables.check_table(table)
   images = _check_images(images)
   params = params_at(name, severity, table)
-  fn = _REGISTRY.get(name)
-  if fn is None:
-    raise NotImplementedError(f"corruption {name!r} is not implemented yet")
+  fn = _REGISTRY[name]
   dtype = images.dtype
   x = images.astype(jnp.float32)
   if name == "frost":
@@ -121,4 +106,4 @@ def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str =
 
 
 __all__ = ["NAMES", "STANDARD_NAMES", "EXTRA_NAMES", "TABLES", "corrupt", "params_at",
-           "noise", "digital", "tables"]
+           "blur", "digital", "noise", "tables", "weather"]
