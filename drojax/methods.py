@@ -87,7 +87,8 @@ class ObjectiveAux(NamedTuple):
 AugmentFn = Callable[[jax.Array, Batch, int], Views]
 CriterionFn = Callable[[jax.Array, jax.Array], jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]
-ObjectiveFn = Callable[[LossFn, jax.Array, jax.Array, ObjectiveContext], tuple[jax.Array, ObjectiveAux]]
+ObjectiveFn = Callable[[LossFn, jax.Array, jax.Array, ObjectiveContext],
+                       tuple[jax.Array, ObjectiveAux]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -284,8 +284,8 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
       def loss_fn(view_images, targets):
         logits, updates = model.apply(variables, _methods.views_to_model_batch(view_images),
                                       train=True, mix=views.mix, mutable=["batch_stats"])
-        return method.criterion(logits, targets), {"batch_stats": updates["batch_stats"],
-                                                   "logits": logits}
+        stats = updates.get("batch_stats", {})
+        return method.criterion(logits, targets), {"batch_stats": stats, "logits": logits}
 
       value, aux = method.objective(loss_fn, views.images, views.targets, ctx)
       return jax.lax.pmean(value, AXIS), aux

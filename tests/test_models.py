@@ -78,7 +78,8 @@ def _plan(layer, lam, partner, add=0.0, mult=0.0):
       key=jax.random.key(1))
 
 
-@pytest.mark.parametrize("name,shape", [("tiny", (4, 16, 16, 1)), ("preact_resnet18", (4, 8, 8, 3))])
+@pytest.mark.parametrize("name,shape", [("tiny", (4, 16, 16, 1)),
+                                        ("preact_resnet18", (4, 8, 8, 3))])
 def test_mixing_at_input_equals_mixing_the_pixels(name, shape):
   model = models.get_model(name, num_classes=3, width=4, mean=(0.5,) * shape[-1],
                            std=(0.3,) * shape[-1])
