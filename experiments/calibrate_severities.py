@@ -12,11 +12,14 @@ tool does that for our own reference model and our corruptions:
 3. For each corruption and ``k``, bisect on the continuous severity ``s`` in ``[s_{k-1}, 5]``
    of ``drojax.corruptions.corrupt(..., severity=s, table=base_table)`` (parameters interpolated
    between the table's rows, row 0 being the identity) until ``acc(s)`` meets ``t_k``. This
-   assumes accuracy is non-increasing in ``s`` (true for the parameter paths of the tables up to
-   evaluation noise; the same corruption key is used for every ``s`` so the noise is common
-   and the measured curve is as smooth as the data allows). Where even ``s = 5`` stays above a
-   target, ``s = 5`` is kept and the row is marked capped (the interpolation does not
-   extrapolate past the table).
+   assumes accuracy is non-increasing in ``s``: roughly true along the tables' parameter
+   paths, but not exactly (pixel distance is not monotone for glass blur, elastic, frost,
+   saturate, spatter, and small evaluation sets add noise; the same corruption key is used for
+   every ``s`` so the noise is common). So the chosen ``s`` is the evaluated point (bisection
+   points and the integer severities) closest to the target. Where no point in
+   ``[s_{k-1}, 5]`` gets down to a target, the row is marked capped: the interpolation does
+   not extrapolate past the table's severity 5, so use a harder ``--base_table`` (the refined
+   tables' severity 5 is stronger for most types) or a higher ``--floor``.
 4. Print and save the calibrated table in the format of the refined section of
    ``shared/reference/cifar_c_severities.md`` (parameters per severity), the continuous
    severities, the accuracies before/after, ``calibration.json`` and a PNG of accuracy vs
@@ -73,31 +76,39 @@ def target_accuracies(clean: float, floor: float, num_severities: int = NUM_SEVE
 
 
 def solve_monotone(acc_fn: Callable[[float], float], target: float, lo: float, hi: float, *,
-                   iterations: int = 7) -> tuple[float, float, bool]:
+                   iterations: int = 7, known: Mapping[float, float] | None = None
+                   ) -> tuple[float, float, bool]:
   """Bisection for ``acc_fn(s) = target`` with ``acc_fn`` non-increasing on ``[lo, hi]``.
 
-  Returns the evaluated point whose accuracy is closest to the target (ties: the smaller
-  ``s``), its accuracy, and whether the target lay below ``acc_fn(hi)`` (capped at ``hi``).
+  Bisects assuming monotonicity, then returns, among every point evaluated (and the ``known``
+  evaluations inside ``[lo, hi]``), the one whose accuracy is closest to the target (ties: the
+  smaller ``s``), so a curve that is only roughly monotone still gets its best evaluated
+  point. ``capped`` says that no evaluated point reached the target (all stayed above it).
 
   Args:
-    acc_fn: ``s -> accuracy``, assumed non-increasing (evaluations are not cached here).
+    acc_fn: ``s -> accuracy``, assumed non-increasing.
     target: the accuracy to reach.
     lo, hi: the search interval.
     iterations: bisection steps after the end points (resolution ``(hi - lo) / 2^iterations``).
+    known: earlier evaluations ``{s: accuracy}`` to consider too (e.g. the integer
+      severities).
 
-  >>> s, a, capped = solve_monotone(lambda s: 1 - s / 5, 0.5, 0.0, 5.0, iterations=10)
-  >>> round(s, 2), capped
-  (2.5, False)
+  Returns:
+    ``(s, acc_fn(s), capped)``.
+
+  Example:
+    >>> s, a, capped = solve_monotone(lambda s: 1 - s / 5, 0.5, 0.0, 5.0, iterations=10)
+    >>> round(s, 2), capped
+    (2.5, False)
   """
-  evaluated = {}
+  evaluated = {float(k): float(v) for k, v in (known or {}).items() if lo <= k <= hi}
 
   def f(s):
     if s not in evaluated:
       evaluated[s] = float(acc_fn(s))
     return evaluated[s]
 
-  capped = f(hi) > target
-  if not capped and f(lo) > target:
+  if f(hi) <= target < f(lo):
     a, b = lo, hi
     for _ in range(iterations):
       mid = 0.5 * (a + b)
@@ -105,9 +116,8 @@ def solve_monotone(acc_fn: Callable[[float], float], target: float, lo: float, h
         a = mid
       else:
         b = mid
+  capped = min(evaluated.values()) > target
   best = min(evaluated, key=lambda s: (abs(evaluated[s] - target), s))
-  if capped:
-    best = hi
   return best, evaluated[best], capped
 
 
@@ -231,11 +241,12 @@ def calibrate(model, images: np.ndarray, labels: np.ndarray, *,
   x = _as_rgb_float(np.asarray(images))
   clean = ev.clean_accuracy(model, x, labels, batch_size=batch_size, progress=False)
   key = jax.random.key(seed)
-  acc_fns, before = {}, {}
+  acc_fns, before, caches = {}, {}, {}
   for i, name in enumerate(names):
     acc_fns[name] = make_accuracy_fn(model, x, labels, name, table=base_table,
                                      key=jax.random.fold_in(key, i), batch_size=batch_size)
     before[name] = [acc_fns[name](float(k)) for k in range(1, NUM_SEVERITIES + 1)]
+    caches[name] = {float(k): a for k, a in zip(range(1, NUM_SEVERITIES + 1), before[name])}
     if progress:
       print(f"  {name}: before " + " ".join(f"{100 * a:.1f}" for a in before[name]), flush=True)
   if floor is None:
@@ -243,7 +254,7 @@ def calibrate(model, images: np.ndarray, labels: np.ndarray, *,
   targets = target_accuracies(clean, floor)
   rows = {}
   for name in names:
-    cache: dict[float, float] = {}
+    cache = caches[name]
 
     def cached(s, _f=acc_fns[name], _c=cache):
       if s not in _c:
@@ -252,7 +263,8 @@ def calibrate(model, images: np.ndarray, labels: np.ndarray, *,
 
     lo, sev, after, capped = 0.0, [], [], []
     for t in targets:
-      s, a, c = solve_monotone(cached, t, lo, float(NUM_SEVERITIES), iterations=iterations)
+      s, a, c = solve_monotone(cached, t, lo, float(NUM_SEVERITIES), iterations=iterations,
+                               known=cache)
       sev.append(s)
       after.append(a)
       capped.append(c)

@@ -40,6 +40,14 @@ def test_solve_monotone_caps_and_lower_end():
   assert not capped and s == 1.0  # already below the target at the lower end
 
 
+def test_solve_monotone_uses_known_points_on_a_non_monotone_curve():
+  acc = lambda s: 0.8 if s > 4.5 else 0.9 - 0.1 * s  # dips to 0.45 at 4.5, then recovers
+  s, a, capped = cs.solve_monotone(acc, 0.5, 0.0, 5.0)
+  assert capped and s == 5.0  # end points only: the dip is invisible to bisection
+  s, a, capped = cs.solve_monotone(acc, 0.5, 0.0, 5.0, known={4.0: acc(4.0), 1.0: acc(1.0)})
+  assert not capped and s == 4.0 and a == pytest.approx(0.5)
+
+
 def test_format_matches_reference_table_style():
   assert cs.format_row([(.35, .45), (.4, .65), (.44, .9), (.89, 1.8), (1.2, 1.9)]) == \
       "(.35,.45)(.4,.65)(.44,.9)(.89,1.8)(1.2,1.9)"
