@@ -138,15 +138,19 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
   metrics_path = None
   resumed_from = None
   epoch, start_batch = 0, 0
+  # Several hosts share the work directory: only the first writes metrics (orbax coordinates
+  # the checkpoint writes itself).
+  is_main = jax.process_index() == 0
   if workdir is not None:
     os.makedirs(workdir, exist_ok=True)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    metrics_path = os.path.join(workdir, "metrics.jsonl") if is_main else None
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=keep_checkpoints)
     restored = ckpt.restore_latest(state)
     if restored is not None:
       state, resumed_from = restored.state, restored.step
       epoch, start_batch = int(restored.meta["epoch"]), int(restored.meta["batch"])
-      _truncate_metrics(metrics_path, resumed_from)
+      if metrics_path is not None:
+        _truncate_metrics(metrics_path, resumed_from)
   step = int(jax.device_get(state.step))
   last: dict[str, float] = {}
   seconds = 0.0

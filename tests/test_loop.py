@@ -59,8 +59,11 @@ def _records(workdir):
 def test_fit_logs_checkpoints_and_resumes_exactly(tmp_path):
   full = loop.fit(_state(), _make_step(), _batches, num_epochs=3, steps_per_epoch=4,
                   workdir=str(tmp_path / "a"), checkpoint_every_steps=3, keep_checkpoints=10,
-                  progress=False)
+                  progress=False, eval_fn=lambda state, epoch: {"accuracy": float(epoch) / 10})
   assert full.steps == 12 and full.resumed_from is None
+  evals = [r for r in _records(tmp_path / "a") if "eval_accuracy" in r]
+  assert [(r["epoch"], r["step"], r["eval_accuracy"]) for r in evals] == [
+      (0, 4, 0.0), (1, 8, 0.1), (2, 12, 0.2)]
   recs = [r for r in _records(tmp_path / "a") if "loss" in r]
   assert [r["step"] for r in recs] == list(range(1, 13))
   # Every 3 steps (not at an epoch end) plus each epoch end.
