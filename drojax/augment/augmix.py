@@ -135,22 +135,41 @@ def op_magnitudes(level: jax.Array, sign: jax.Array, height: int, width: int) ->
   )
 
 
-def _equalize_luts(levels: jax.Array) -> jax.Array:
-  """``ops.equalize_lut`` for a batch ``[M, H, W, C]`` -> ``[M, C, 256]`` via one 1-D scatter.
+def _histograms(levels: jax.Array) -> jax.Array:
+  """Per-image, per-channel 256-bin histograms ``[M, C, 256]`` of ``levels [M, H, W, C]``.
 
-  Written batched instead of vmapped: the vmapped scatter builds a 4-column index array that
-  cost XLA:CPU more than the histogram itself.
+  One flat 1-D scatter: the vmapped per-image scatter built a 4-column index array that cost
+  XLA:CPU more than the histogram itself.
   """
-  m, h, w, c = levels.shape
+  m, _, _, c = levels.shape
   q = levels.astype(jnp.int32)
   row = (jnp.arange(m, dtype=jnp.int32)[:, None, None, None] * c
          + jnp.arange(c, dtype=jnp.int32)[None, None, None, :])
   hist = jnp.zeros((m * c * 256,), jnp.int32).at[(q + 256 * row).reshape(-1)].add(1)
-  hist = hist.reshape(m, c, 256)
+  return hist.reshape(m, c, 256)
+
+
+def _lo_hi(hist: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Lowest and highest level present, ``[M, C, 1]`` float32 each, from ``hist [M, C, 256]``."""
+  present = hist > 0
+  lo = jnp.argmax(present, axis=-1)
+  hi = 255 - jnp.argmax(present[..., ::-1], axis=-1)
+  return lo[..., None].astype(jnp.float32), hi[..., None].astype(jnp.float32)
+
+
+def _autocontrast_luts(lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """``ops.autocontrast_lut`` from each channel's ``lo, hi [M, C, 1]`` -> ``[M, C, 256]``."""
+  levels = jnp.arange(256, dtype=jnp.float32)[None, None, :]
+  span = jnp.where(hi > lo, hi - lo, 1.0)
+  stretched = jnp.clip(jnp.floor((levels - lo) * 255.0 / span), 0.0, 255.0)
+  return jnp.where(hi > lo, stretched, levels)
+
+
+def _equalize_luts(hist: jax.Array, hi: jax.Array, num_pixels: int) -> jax.Array:
+  """``ops.equalize_lut`` from ``hist [M, C, 256]`` and the top level ``hi [M, C, 1]``."""
   below = jnp.cumsum(hist, axis=-1) - hist  # #{pixels < i}
-  top = jnp.max(q, axis=(1, 2))  # [M, C]
-  count_top = jnp.take_along_axis(hist, top[..., None], axis=-1)  # [M, C, 1]
-  step = (h * w - count_top) // 255
+  count_top = jnp.take_along_axis(hist, hi.astype(jnp.int32), axis=-1)  # [M, C, 1]
+  step = (num_pixels - count_top) // 255
   safe = jnp.maximum(step, 1)
   lut = jnp.minimum((safe // 2 + below) // safe, 255).astype(jnp.float32)
   return jnp.where(step > 0, lut, jnp.arange(256, dtype=jnp.float32)[None, None, :])
@@ -158,7 +177,13 @@ def _equalize_luts(levels: jax.Array) -> jax.Array:
 
 def _warp_batched(levels: jax.Array, coeffs: jax.Array, lut: jax.Array, *, fill: jax.Array,
                   resample: str) -> jax.Array:
-  """``ops.warp_levels(levels[i], coeffs[i], lut=lut[i])`` for ``[M, H, W, C]`` with 1-D gathers."""
+  """``ops.warp_levels(levels[i], coeffs[i], lut=lut[i])`` for ``[M, H, W, C]`` with 1-D gathers.
+
+  Valid only when, per image, the matrix or the table is the identity (one op per chain
+  step): the table is then applied to the top-left tap alone. With the identity matrix the
+  bilinear weights of the other taps are exactly 0, so the output is ``lut[levels]``; with the
+  identity table it is the plain warp. This saves three table lookups per pixel.
+  """
   m, h, w, c = levels.shape
   ys = jnp.arange(h, dtype=jnp.float32)[None, :, None] + 0.5
   xs = jnp.arange(w, dtype=jnp.float32)[None, None, :] + 0.5
@@ -173,12 +198,14 @@ def _warp_batched(levels: jax.Array, coeffs: jax.Array, lut: jax.Array, *, fill:
                     + jnp.arange(c, dtype=jnp.int32)[None, None, None, :])
 
   def gather(yy, xx):
-    taps = flat[(base + yy * w + xx).reshape(-1)].reshape(m, h, w, c)
-    return lut_flat[taps.astype(jnp.int32) + lut_rows]
+    return flat[(base + yy * w + xx).reshape(-1)].reshape(m, h, w, c)
+
+  def gather_lut(yy, xx):
+    return lut_flat[gather(yy, xx).astype(jnp.int32) + lut_rows]
 
   if resample == "nearest":
-    out = gather(jnp.clip(jnp.floor(v), 0, h - 1).astype(jnp.int32),
-                 jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32))
+    out = gather_lut(jnp.clip(jnp.floor(v), 0, h - 1).astype(jnp.int32),
+                     jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32))
   else:
     u = u - 0.5
     v = v - 0.5
@@ -192,7 +219,7 @@ def _warp_batched(levels: jax.Array, coeffs: jax.Array, lut: jax.Array, *, fill:
     xb = jnp.clip(x0 + 1, 0, w - 1)
     ya = jnp.clip(y0, 0, h - 1)
     yb = jnp.clip(y0 + 1, 0, h - 1)
-    top_a = gather(ya, xa)
+    top_a = gather_lut(ya, xa)
     row1 = top_a + (gather(ya, xb) - top_a) * dx
     bot_a = gather(yb, xa)
     row2 = bot_a + (gather(yb, xb) - bot_a) * dx
@@ -228,10 +255,12 @@ def apply_ops(levels: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Arra
   # does not fuse a dot into its consumers, so the selection is computed once per image
   # instead of once per gathered pixel (the `where` version ran ~5x slower on CPU).
   identity = jnp.broadcast_to(jnp.arange(256, dtype=jnp.float32), (m, c, 256))
+  hist = _histograms(levels)  # shared by autocontrast and equalize
+  lo, hi = _lo_hi(hist)
   point = jnp.stack([
       identity,
-      jax.vmap(ops.autocontrast_lut)(levels),
-      _equalize_luts(levels),
+      _autocontrast_luts(lo, hi),
+      _equalize_luts(hist, hi, h * w),
       jnp.broadcast_to(jax.vmap(ops.posterize_lut)(mag["posterize"])[:, None, :], (m, c, 256)),
       jnp.broadcast_to(jax.vmap(ops.solarize_lut)(mag["solarize"])[:, None, :], (m, c, 256)),
   ], axis=1)  # [M, 5, C, 256]
