@@ -282,6 +282,11 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
       variables = {"params": params, "batch_stats": state.batch_stats}
 
       def loss_fn(view_images, targets):
+        if views.mix is not None and view_images.shape[0] != b:
+          raise ValueError(
+              f"the objective evaluated the model on {view_images.shape[0]} of the {b} examples "
+              f"(penalty_subsample < 1), but this method mixes hidden layers with a plan over "
+              f"the whole batch; use penalty_subsample=1.0 with {method.name!r}")
         logits, updates = model.apply(variables, _methods.views_to_model_batch(view_images),
                                       train=True, mix=views.mix, mutable=["batch_stats"])
         stats = updates.get("batch_stats", {})
