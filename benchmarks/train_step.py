@@ -122,7 +122,7 @@ class _StepRunner:
                               dtype=dtype)
     optimizer = _train.make_optimizer(10_000)
     self.state = _train.create_train_state(jax.random.key(seed), model, optimizer, IMAGE_SHAPE,
-                                           method=method, num_examples=batch_size)
+                                           method=method, num_examples=batch_size, mesh=mesh)
     self.num_params = sum(int(p.size) for p in jax.tree_util.tree_leaves(self.state.params))
     self.step = _train.make_train_step(method, model, mesh, optimizer=optimizer,
                                        crop_flip=crop_flip, donate=True)
@@ -135,8 +135,9 @@ class _StepRunner:
     self._jax.block_until_ready(self.state)
 
   def cache_size(self) -> int | None:
+    jitted = getattr(self.step, "jitted", self.step)
     try:
-      return int(self.step._cache_size())  # pylint: disable=protected-access
+      return int(jitted._cache_size())  # pylint: disable=protected-access
     except AttributeError:
       return None
 
