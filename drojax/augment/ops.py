@@ -52,7 +52,7 @@ def to_levels(image: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(image.astype(jnp.float32), 0.0, 1.0) * 255.0)
 
 
-def from_levels(levels: jax.Array, dtype=jnp.float32) -> jax.Array:
+def from_levels(levels: jax.Array, *, dtype=jnp.float32) -> jax.Array:
   """Float levels in [0, 255] -> image in [0, 1] of ``dtype``."""
   return (levels / 255.0).astype(dtype)
 
@@ -279,20 +279,20 @@ def contrast_degenerate(levels: jax.Array) -> jax.Array:
 def _point(image: jax.Array, lut_fn) -> jax.Array:
   _check_image(image)
   levels = to_levels(image)
-  return from_levels(apply_lut(levels, lut_fn(levels)), image.dtype)
+  return from_levels(apply_lut(levels, lut_fn(levels)), dtype=image.dtype)
 
 
 def _affine(image: jax.Array, coeffs: jax.Array, fill: float, resample: str) -> jax.Array:
   _check_image(image)
   levels = warp_levels(to_levels(image), coeffs, fill=jnp.round(jnp.asarray(fill) * 255.0),
                        resample=resample)
-  return from_levels(levels, image.dtype)
+  return from_levels(levels, dtype=image.dtype)
 
 
 def _enhance(image: jax.Array, degenerate_fn, factor: jax.Array) -> jax.Array:
   _check_image(image)
   levels = to_levels(image)
-  return from_levels(enhance_levels(degenerate_fn(levels), levels, factor), image.dtype)
+  return from_levels(enhance_levels(degenerate_fn(levels), levels, factor), dtype=image.dtype)
 
 
 def autocontrast(image: jax.Array) -> jax.Array:
