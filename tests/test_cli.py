@@ -8,7 +8,7 @@ import sys
 import ml_collections
 import pytest
 
-from experiments import cli, runner, sweep
+from experiments import cli, pareto, runner
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import fashion_mnist_pgd as fm_config
 from experiments.configs import waterbirds as wb_config
@@ -126,7 +126,7 @@ def test_pareto_front_matches_a_scan(seed):
   import numpy as np
 
   pts = [tuple(p) for p in np.random.default_rng(seed).random((9, 2)).round(6)]
-  assert sweep.pareto_front(pts) == _pareto_brute(pts)
+  assert pareto.pareto_front(pts) == _pareto_brute(pts)
 
 
 # ---------------------------------------------------------------- the real entry point

@@ -205,6 +205,11 @@ def read_prepared(builder: tfds.core.DatasetBuilder, split: str, *, num_classes:
   return read_data_source(source, num_classes=num_classes, name=name)
 
 
+def _has_info(path) -> bool:
+  # Checked before ``is_prepared``, which logs a warning for every missing variant folder.
+  return os.path.isfile(os.path.join(os.fspath(path), "dataset_info.json"))
+
+
 def _reachable(url: str, timeout: float = 3.0) -> bool:
   from urllib.parse import urlparse
 
@@ -244,13 +249,13 @@ def load_cifar(name: str, split: str, *, data_dir: str | None = None,
     looked.append(npz)
   tfds_dir = os.path.expanduser(data_dir or DEFAULT_TFDS_DIR)
   builder = cls(data_dir=tfds_dir)
-  if builder.is_prepared():
+  if _has_info(builder.data_path) and builder.is_prepared():
     return read_prepared(builder, split, num_classes=cls.NUM_CLASSES, name=f"{name}/{split}")
   looked.append(os.fspath(builder.data_path))
   # tfds's own builder, if someone prepared it as ArrayRecord (it needs TensorFlow to do so).
   try:
     own = tfds.builder(name, data_dir=tfds_dir)
-    own_prepared = own.is_prepared() and own.info.file_format == (
+    own_prepared = _has_info(own.data_path) and own.is_prepared() and own.info.file_format == (
         tfds.core.file_adapters.FileFormat.ARRAY_RECORD)
   except Exception:  # noqa: BLE001 - a missing/broken registration only means "not there"
     own_prepared = False

@@ -1,0 +1,91 @@
+"""Sweep summaries: the Pareto front of (clean, corrupted) accuracy, tables and the plot.
+
+No flags here, so tests and other tools can import it next to any CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from experiments import cli
+from experiments import multi
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+  """Indices of the points no other point dominates (higher is better in both coordinates),
+  sorted by the first coordinate.
+
+  >>> pareto_front([(0.9, 0.5), (0.8, 0.6), (0.7, 0.55), (0.9, 0.4)])
+  [1, 0]
+  """
+  front = []
+  for i, (x, y) in enumerate(points):
+    dominated = any((a >= x and b >= y) and (a > x or b > y) for j, (a, b) in enumerate(points)
+                    if j != i)
+    if not dominated:
+      front.append(i)
+  return sorted(front, key=lambda i: points[i][0])
+
+
+def parse_values(text: str, param: str = "rho") -> list[float]:
+  values = []
+  for item in multi.parse_list(text, "--values"):
+    try:
+      v = float(item)
+    except ValueError:
+      raise cli.UsageError(f"--values must be numbers, got {item!r}") from None
+    if v < 0:
+      raise cli.UsageError(f"--values must be >= 0 (a {param} of {v} is not allowed)")
+    values.append(v)
+  return values
+
+
+def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence[str]) -> dict:
+  """Writes ``sweep.json``, ``sweep.md`` and ``pareto.png`` under ``root``."""
+  rows = []
+  for v, w in zip(values, workdirs):
+    with open(os.path.join(w, "results.json")) as f:
+      r = json.load(f)
+    rows.append({param: v, "workdir": w, "clean_accuracy": r.get("clean_accuracy"),
+                 "mean_corruption_accuracy": r.get("mean_corruption_accuracy"),
+                 "train_seconds": r.get("train_seconds")})
+  pts = [(r["clean_accuracy"] or 0.0, r["mean_corruption_accuracy"] or 0.0) for r in rows]
+  front = pareto_front(pts)
+  for i, r in enumerate(rows):
+    r["pareto_optimal"] = i in front
+  summary = {"param": param, "runs": rows}
+  with open(os.path.join(root, "sweep.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  lines = [f"| {param} | clean accuracy | mean corruption accuracy | train s | Pareto |",
+           "|---|---|---|---|---|"]
+  fmt = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"
+  for r in rows:
+    lines.append(f"| {r[param]:g} | {fmt(r['clean_accuracy'])} | "
+                 f"{fmt(r['mean_corruption_accuracy'])} | {r['train_seconds'] or 0:.0f} | "
+                 f"{'yes' if r['pareto_optimal'] else ''} |")
+  with open(os.path.join(root, "sweep.md"), "w") as f:
+    f.write(f"# Sweep of {param}\n\n" + "\n".join(lines) + "\n")
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 4))
+  ax.scatter([100 * p[0] for p in pts], [100 * p[1] for p in pts], color="tab:blue")
+  for (x, y), r in zip(pts, rows):
+    ax.annotate(f"{param}={r[param]:g}", (100 * x, 100 * y), textcoords="offset points",
+                xytext=(4, 4), fontsize=8)
+  ax.plot([100 * pts[i][0] for i in front], [100 * pts[i][1] for i in front], color="tab:red",
+          label="Pareto front")
+  ax.set_xlabel("clean accuracy (%)")
+  ax.set_ylabel("mean corruption accuracy (%)")
+  ax.set_title(f"{param} sweep")
+  ax.legend(loc="best")
+  fig.tight_layout()
+  fig.savefig(os.path.join(root, "pareto.png"), dpi=120)
+  plt.close(fig)
+  return summary
+
+
