@@ -82,7 +82,10 @@ def test_waterbirds_reports_group_accuracy(tmp_path, cache):
     r = json.loads((root / method / "results.json").read_text())
     groups = r["group_accuracy"]
     assert r["method"] == method and r["dataset"] == "waterbirds"
-    assert "worst_group_accuracy" in json.dumps(groups) or "worst" in json.dumps(groups)
+    per_group = groups["per_group"]
+    assert len(per_group) == 4  # 2 * y + place over the 16 test images
+    assert groups["worst_group"] == pytest.approx(min(per_group.values()))
+    assert groups["weights_from"] == "train"  # average weighted by the training groups
   assert any(f.startswith("comparison") for f in os.listdir(root))
 
 
