@@ -10,7 +10,9 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from scipy import stats
 
-from drojax.augment import augmix as am
+import importlib
+
+am = importlib.import_module("drojax.augment.augmix")  # the package re-exports the function augmix
 
 _DATA = "/work/shared/data/cifar10_test_lossless_first1000.npz"
 # Shared jitted entry points and one batch shape (8 x 32 x 32 x 3) keep compiles few.
@@ -147,13 +149,20 @@ class AugMixPropertiesTest(chex.TestCase):
     self.assertLessEqual(float(a.max()), 1.0)
 
   def test_batch_equals_loop(self):
-    x = jnp.asarray(_images(B), jnp.float32) / 255.0
-    p = _SAMPLE(jax.random.key(5), B)
+    # 64 examples x 3 chains is large enough for _run_chains to run the later steps on the
+    # depth-sorted prefix only (random depths), or to fall back to the full step (all depth 3);
+    # one example alone always takes the full step.
+    b = 64
+    x = jnp.asarray(_images(b), jnp.float32) / 255.0
     f = _WITH_PARAMS
-    batch = np.asarray(f(x, p))
-    for i in (0, 3, 7):
-      one = f(x[i:i + 1], jax.tree.map(lambda t: t[i:i + 1], p))
-      np.testing.assert_allclose(batch[i], one[0], atol=1e-6)
+    random_depth = _SAMPLE(jax.random.key(5), b)
+    all_deep = random_depth._replace(
+        ops=jnp.where(random_depth.ops < 0, 0, random_depth.ops))  # autocontrast instead
+    for p in (random_depth, all_deep):
+      batch = np.asarray(f(x, p))
+      for i in (0, 17, 40, 63):
+        one = f(x[i:i + 1], jax.tree.map(lambda t, i=i: t[i:i + 1], p))
+        np.testing.assert_allclose(batch[i], one[0], atol=1e-6)
 
   def test_skip_zero_is_identity_and_views(self):
     x = jnp.asarray(_images(B), jnp.float32) / 255.0
