@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     with np.load(args.images, allow_pickle=False) as f:
       pool = f["images"][:args.batch]
   else:
-    pool = np.random.default_rng(0).integers(0, 256, size=(args.batch, 32, 32, 3), np.uint8)
+    pool = np.random.default_rng(0).integers(0, 256, size=(args.batch, 32, 32, 3), dtype=np.uint8)
   if len(pool) < args.batch:
     pool = np.concatenate([pool] * (-(-args.batch // len(pool))))[:args.batch]
   x = jax.device_put(pool.astype(np.float32) / 255.0)
