@@ -248,6 +248,10 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     replicated scalars: ``loss`` (the objective), ``mean_loss``, ``accuracy`` (first view),
     ``grad_norm``, and the objective's own (``penalty``, ``weights_*``).
 
+  The state comes back replicated over ``mesh``; pass ``mesh=`` to :func:`create_train_state`
+  (or :func:`replicate` the state) so the first call does not copy it. The jitted function
+  is ``train_step.jitted`` (for ``.lower(...)``).
+
   Raises:
     ValueError: at trace time, for a batch size not divisible by the device count or
       missing keys.
