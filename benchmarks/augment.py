@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 
 def _parse(argv):
@@ -121,6 +123,21 @@ def pil_augmix_batch(images_u8, rng, *, width=3, depth=-1, severity=3.0):
 
 # ------------------------------------------------------------------------- main
 
+def _cpu_ms(fns, rounds):
+  """Median process CPU milliseconds per call of each function, interleaved.
+
+  Wall time on a shared machine includes waiting for other processes; the CPU time this
+  process spends is the work itself (with ``--cores 1`` both sides run on one thread).
+  """
+  samples = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      start = time.process_time()
+      fn()
+      samples[name].append(1e3 * (time.process_time() - start))
+  return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def _load(path, batch):
   if path and os.path.exists(path):
     with np.load(path, allow_pickle=False) as d:
@@ -169,14 +186,18 @@ def main() -> int:
         "pil": lambda d=depth: pil_augmix_batch(images_u8, rng, depth=d),
     }
     t = _common.time_interleaved(fns, iters=args.iters, rounds=args.rounds)
+    cpu = _cpu_ms(fns, args.rounds)
     rows.append({
         "benchmark": "augmix", "depth": depth, "width": 3, "batch": b,
         "jax_img_per_s": t["jax"].per_second(b), "pil_img_per_s": t["pil"].per_second(b),
         "speedup_jax_over_pil": t["pil"].median_s / t["jax"].median_s,
         "jax_ms": 1e3 * t["jax"].median_s, "pil_ms": 1e3 * t["pil"].median_s,
+        "jax_cpu_ms": cpu["jax"], "pil_cpu_ms": cpu["pil"],
+        "cpu_speedup_jax_over_pil": cpu["pil"] / cpu["jax"],
         "utc": _common.utc_now(), **info})
   print(_common.markdown_table(rows, ["depth", "batch", "jax_img_per_s", "pil_img_per_s",
-                                      "speedup_jax_over_pil", "jax_ms", "pil_ms"]))
+                                      "speedup_jax_over_pil", "jax_ms", "pil_ms", "jax_cpu_ms",
+                                      "pil_cpu_ms", "cpu_speedup_jax_over_pil"]))
   step_rows = []
   if not args.no_step:
     views = jax.jit(augmix_views)
@@ -187,14 +208,18 @@ def main() -> int:
     fns = {"views": lambda: jax.block_until_ready(views(jax.random.key(next(counter)), x)),
            "erm_step": step}
     t = _common.time_interleaved(fns, iters=args.iters, rounds=args.rounds)
+    cpu = _cpu_ms(fns, args.rounds)
     step_rows.append({
         "benchmark": "augmix_views_vs_erm_step", "width": args.width, "batch": b,
         "views_ms": 1e3 * t["views"].median_s, "erm_step_ms": 1e3 * t["erm_step"].median_s,
         "views_fraction_of_step": t["views"].median_s / t["erm_step"].median_s,
+        "views_cpu_ms": cpu["views"], "erm_step_cpu_ms": cpu["erm_step"],
+        "cpu_fraction_of_step": cpu["views"] / cpu["erm_step"],
         "utc": _common.utc_now(), **info})
     print()
     print(_common.markdown_table(step_rows, ["width", "batch", "views_ms", "erm_step_ms",
-                                             "views_fraction_of_step"]))
+                                             "views_fraction_of_step", "views_cpu_ms",
+                                             "erm_step_cpu_ms", "cpu_fraction_of_step"]))
   _common.append_jsonl(args.json, rows + step_rows)
   return 0
 
