@@ -7,7 +7,8 @@ where the dataset has groups). This package is an I/O module: it reads files, no
 
 Main entry points:
   ``ArrayDataset``, ``epoch_batches`` (deterministic from ``(seed, epoch)``), ``num_batches``,
-  ``load_npz``, ``load_digits``, ``load_dataset(name, split, ...)``, ``prefetch``,
+  ``load_npz``, ``load_digits``, ``load_fashion_mnist``, ``load_waterbirds``,
+  ``load_dataset(name, split, ...)`` (CIFAR through ``drojax.data.tfds_builders``), ``prefetch``,
   ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh).
 """
 
@@ -20,8 +21,10 @@ from drojax.data.arrays import (
 )
 from drojax.data.digits import load_digits
 from drojax.data.errors import DataNotFoundError
+from drojax.data.fashion_mnist import load_fashion_mnist
 from drojax.data.pipeline import batch_sharding, device_batches, prefetch, shard_batch
 from drojax.data.registry import DATASETS, load_dataset
+from drojax.data.waterbirds import load_waterbirds
 
 __all__ = [
     "ArrayDataset",
@@ -33,7 +36,9 @@ __all__ = [
     "epoch_permutation",
     "load_dataset",
     "load_digits",
+    "load_fashion_mnist",
     "load_npz",
+    "load_waterbirds",
     "num_batches",
     "prefetch",
     "shard_batch",
