@@ -67,7 +67,8 @@ def _check_nonnegative(name: str, x: Any) -> None:
 
 
 # Up to this batch size the thresholds are computed by O(B^2) comparisons instead of a sort:
-# XLA's CPU sort costs ~20 us at B=128 where the comparisons cost ~8 us (benchmarks/water_filling.py).
+# XLA's CPU sort costs ~20 us at B=128 where the comparisons cost ~8 us
+# (benchmarks/water_filling.py).
 _DENSE_MAX_B = 256
 
 
@@ -129,9 +130,9 @@ def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
   Every :math:`q_i` starts at its lower bound; the remaining mass
   :math:`1 - \sum_i e^{-\epsilon_i}/B` is poured into the examples in decreasing order of loss,
   each up to its upper bound (KKT threshold structure):
-  :math:`q_i = e^{-\epsilon_i}/B + \mathrm{clip}(R - C_i, 0, c_i)` with :math:`R` the remaining mass,
-  :math:`c_i` the room of example ``i`` and :math:`C_i` the room of all larger losses
-  (ties: see below). For
+  :math:`q_i = e^{-\epsilon_i}/B + \mathrm{clip}(R - C_i, 0, c_i)` with :math:`R` the
+  remaining mass, :math:`c_i` the room of example ``i`` and :math:`C_i` the room of all larger
+  losses (ties: see below). For
   ``B > 256`` it is one sort, one cumulative sum and a clip, :math:`O(B \log B)`; for
   ``B <= 256`` the same :math:`C_i` are summed from an :math:`O(B^2)` comparison, which is faster
   than a sort on CPU at those sizes. No Python loop over the batch; ``jit``- and

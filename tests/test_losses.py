@@ -296,7 +296,8 @@ class WDROLossTest(parameterized.TestCase):
     f = _ce_loss_fn(_mlp, params)
     with self.assertRaisesRegex(ValueError, "rho must be >= 0"):
       L.wdro_loss(f, x, y, rho=-0.1)
-    with self.assertRaisesRegex(ValueError, r"mode must be one of \('exact', 'finite_difference'\)"):
+    with self.assertRaisesRegex(ValueError,
+                                r"mode must be one of \('exact', 'finite_difference'\)"):
       L.wdro_loss(f, x, y, rho=1.0, mode="fast")
     with self.assertRaisesRegex(ValueError, "subsample must be a Python float in"):
       L.wdro_loss(f, x, y, rho=1.0, subsample=0.0)
