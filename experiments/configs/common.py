@@ -82,7 +82,9 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.width = 8
   c.num_epochs = 3
   c.batch_size = 64
-  c.learning_rate = 0.05
+  # 0.02: with the JSD weight 12 and the penalty, dro_augmix collapsed to uniform predictions
+  # at 0.05 and 0.1 in 66 steps (clean 29% / diverging); 0.02 reached 46.5% (erm: 82.5% at 0.05).
+  c.learning_rate = 0.02
   c.eval.images = 200
   c.eval.batch_size = 200
   # Compiling all 15 corruptions costs ~2.5 min on 2 CPU cores (fog, frost, elastic and snow
