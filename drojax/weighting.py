@@ -278,7 +278,9 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
     raise ValueError(f"alpha must be in (0, 1], got {alpha}.")
   n = state.mean.shape[0]
   if _is_concrete(ids) and ids.size:
-    lo, hi = int(np.min(ids)), int(np.max(ids))
+    # np.asarray first: np.min on a jax.Array dispatches to its traced .min() inside jit.
+    ids_host = np.asarray(ids)
+    lo, hi = int(ids_host.min()), int(ids_host.max())
     if lo < 0 or hi >= n:
       raise ValueError(f"ids must be in [0, {n}) (the tracker's num_examples), got values in "
                        f"[{lo}, {hi}].")

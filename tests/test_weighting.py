@@ -227,6 +227,14 @@ class TrackerTest(parameterized.TestCase):
     np.testing.assert_allclose(s.var, 0.0)
     np.testing.assert_array_equal(s.count, [0, 0, 1, 0])
 
+  def test_ids_closed_over_by_jit(self):
+    # Constant ids captured by a jitted function are concrete arrays whose .min() is traced.
+    ids = jnp.array([2, 0])
+    update = jax.jit(lambda s, losses: W.update_tracker(s, ids, losses))
+    s = update(W.init_tracker(3), jnp.array([5.0, 1.0]))
+    np.testing.assert_allclose(s.mean, [1.0, 0.0, 5.0])
+    np.testing.assert_array_equal(s.count, [1, 0, 1])
+
   def test_duplicates_average_and_count_once(self):
     s0 = W.update_tracker(W.init_tracker(3), jnp.array([1]), jnp.array([1.0]))
     dup = W.update_tracker(s0, jnp.array([1, 0, 1, 1]), jnp.array([2.0, 7.0, 6.0, 1.0]),
