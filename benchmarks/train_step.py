@@ -222,6 +222,7 @@ def run_width(specs, *, width: int, batch_size: int, dtype_name: str, iters: int
         "torch_img_per_s": torch_peer,
         "jax_over_torch": img_per_s / torch_peer if torch_peer else None,
         "crop_flip": crop_flip,
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir or None,
         "rho": rho if spec.penalty_mode else None,
         "q": q if spec.penalty_mode else None,
         "rounds": rounds,
@@ -293,6 +294,9 @@ def parse_args(argv=None):
                  help="also time the PyTorch peer in the same rounds (needs torch installed)")
   p.add_argument("--torch_threads", type=int, default=cores,
                  help="torch intra-op threads (default: the cores of this process, as XLA)")
+  p.add_argument("--compilation_cache_dir", default=None,
+                 help="enable JAX's persistent compilation cache here (as the CLIs do); run "
+                      "twice to measure the second run's start-up")
   p.add_argument("--json", default=None, help="append one JSON object per row to this file")
   args = p.parse_args(argv)
   if args.batch < 1 or args.iters < 1 or args.rounds < 1:
@@ -310,6 +314,12 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"train_step: {e}", file=sys.stderr)
     return 2
+  if args.compilation_cache_dir:
+    import jax  # pylint: disable=import-outside-toplevel
+    os.makedirs(args.compilation_cache_dir, exist_ok=True)
+    # The same settings as experiments/cli.enable_compilation_cache.
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   all_rows = []
   for width in args.width:
     rows = run_width(specs, width=width, batch_size=args.batch, dtype_name=args.dtype,
