@@ -98,7 +98,8 @@ def _pil_ops(size):
                                     (1, 0, signed(r, int(_level(r, s) * size[0] / 3 / 10)), 0, 1,
                                      0), resample=bil),
       lambda im, s, r: im.transform(size, Image.AFFINE,
-                                    (1, 0, 0, 0, 1, signed(r, int(_level(r, s) * size[1] / 3 / 10))),
+                                    (1, 0, 0, 0, 1,
+                                     signed(r, int(_level(r, s) * size[1] / 3 / 10))),
                                     resample=bil),
   ]
 

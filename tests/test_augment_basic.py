@@ -107,7 +107,8 @@ class MixupTest(parameterized.TestCase):
     np.testing.assert_array_equal(ym, y)
     lam = jnp.array([1.0, 0.0, 0.5, 0.25])
     xm, ym = mixup_with_lambda(x, y, lam, perm)
-    ref = np.asarray(lam)[:, None, None, None] * x + (1 - np.asarray(lam))[:, None, None, None] * np.asarray(x)[perm]
+    lam4 = np.asarray(lam)[:, None, None, None]
+    ref = lam4 * np.asarray(x) + (1 - lam4) * np.asarray(x)[perm]
     np.testing.assert_allclose(xm, ref, atol=1e-6)
     np.testing.assert_allclose(ym[3], [0.75, 0, 0, 0.25], atol=1e-6)
 

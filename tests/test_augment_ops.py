@@ -118,11 +118,13 @@ def test_op_matches_pil(name):
 
 @pytest.mark.parametrize("name", sorted(_RESAMPLING))
 def test_affine_nearest_with_fill_matches_pil(name):
-  fn = jax.jit(jax.vmap(lambda a, t: getattr(ops, name)(a, t, fill=128 / 255, resample="nearest")))
+  op = getattr(ops, name)
+  fn = jax.jit(jax.vmap(lambda a, t: op(a, t, fill=128 / 255, resample="nearest")))
   x = jnp.asarray(IMAGES, jnp.float32) / 255.0
   m = _MAGNITUDES[name]
   ours = np.asarray(fn(x, m))
-  ref = np.stack([_pil(name, a, m[i], Image.NEAREST, (128, 128, 128)) for i, a in enumerate(IMAGES)])
+  ref = np.stack([_pil(name, a, m[i], Image.NEAREST, (128, 128, 128))
+                  for i, a in enumerate(IMAGES)])
   diff = np.abs(np.round(ours * 255.0) - ref)
   assert diff.mean() <= 1.0 and np.mean(diff > 1e-3) <= 0.02, (diff.mean(), np.mean(diff > 1e-3))
 
@@ -142,7 +144,8 @@ def test_grayscale_images_supported():
   ref = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(a[..., 0]))) for a in g])
   np.testing.assert_array_equal(ours, ref)
   ours = np.round(np.asarray(jax.vmap(lambda a: ops.contrast(a, 0.4))(x))[..., 0] * 255)
-  ref = np.stack([np.asarray(ImageEnhance.Contrast(Image.fromarray(a[..., 0])).enhance(0.4)) for a in g])
+  ref = np.stack([np.asarray(ImageEnhance.Contrast(Image.fromarray(a[..., 0])).enhance(0.4))
+                  for a in g])
   np.testing.assert_array_equal(ours, ref)
 
 

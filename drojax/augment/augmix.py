@@ -367,7 +367,7 @@ def augmix_with_params(images: jax.Array, params: AugMixParams, *, all_ops: bool
 
   Example:
     >>> p = sample_augmix_params(jax.random.key(0), 2)
-    >>> augmix_with_params(jnp.zeros((2, 8, 8, 3)), p).shape
+    >>> jax.eval_shape(augmix_with_params, jnp.zeros((2, 8, 8, 3)), p).shape
     (2, 8, 8, 3)
   """
   _check_images(images)
@@ -401,7 +401,7 @@ def augmix(key: jax.Array, images: jax.Array, *, width: int = 3, depth: int = -1
 
   Example:
     >>> x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
-    >>> augmix(jax.random.key(1), x).shape
+    >>> jax.jit(augmix)(jax.random.key(1), x).shape  # jit it: eager dispatch is slow
     (4, 32, 32, 3)
   """
   _check_images(images)
@@ -423,7 +423,7 @@ def augmix_views(key: jax.Array, images: jax.Array, **kwargs) -> jax.Array:
 
   Example:
     >>> x = jnp.zeros((2, 8, 8, 3))
-    >>> augmix_views(jax.random.key(0), x).shape
+    >>> jax.eval_shape(augmix_views, jax.random.key(0), x).shape
     (2, 3, 8, 8, 3)
   """
   _check_images(images)
