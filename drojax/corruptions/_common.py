@@ -41,14 +41,9 @@ def gaussian_taps(sigma: Any, radius: int) -> Array:
   return jnp.where(sigma > 0, w, delta)
 
 
-def gaussian_radius(sigma: Any, truncate: float, bound: float) -> int:
-  """Static support radius ``int(truncate * sigma + 0.5)`` (scipy's), using ``bound`` if traced."""
-  return int(truncate * static_bound(sigma, bound) + 0.5)
-
-
 def gaussian_taps_truncated(sigma: Any, truncate: float, bound: float) -> Array:
   """Gaussian taps with scipy's truncation, sized statically; traced sigma masks the extra taps."""
-  radius = gaussian_radius(sigma, truncate, bound)
+  radius = int(truncate * static_bound(sigma, bound) + 0.5)  # scipy's support radius
   x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
   sigma_arr = jnp.asarray(sigma, jnp.float32)
   live = jnp.abs(x) <= jnp.floor(truncate * sigma_arr + 0.5)
@@ -57,14 +52,6 @@ def gaussian_taps_truncated(sigma: Any, truncate: float, bound: float) -> Array:
   w = w / jnp.sum(w)
   delta = (x == 0).astype(jnp.float32)
   return jnp.where(sigma_arr > 0, w, delta)
-
-
-def _pad_hw(images: Array, ph: int, pw: int, mode: str) -> Array:
-  """Pads H and W of NHWC (or NHW) images; ``mode`` as in ``jnp.pad``."""
-  widths = [(0, 0), (ph, ph), (pw, pw)] + [(0, 0)] * (images.ndim - 3)
-  if ph == 0 and pw == 0:
-    return images
-  return jnp.pad(images, widths, mode=mode)
 
 
 def _pad_safe(images: Array, axis: int, pad: int, mode: str) -> Array:

@@ -342,7 +342,7 @@ def elastic_transform(key: Array, images: Array, params: Sequence[Any]) -> Array
   keys = jax.random.split(key, n)
 
   def one(k, img):
-    k1, k2, k3 = jax.random.split(k, 3)
+    k1, k2 = jax.random.split(k)
     pts2 = pts1 + jax.random.uniform(k1, (3, 2), minval=-1.0, maxval=1.0) * jitter_px
     # warpAffine samples the source at M^-1 p, M the map from pts1 to pts2.
     inv = _affine_from_points(pts2, pts1)
@@ -350,7 +350,6 @@ def elastic_transform(key: Array, images: Array, params: Sequence[Any]) -> Array
     sy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
     warped = bilinear_sample(img, sy, sx, mode="reflect")
     fields = jax.random.uniform(k2, (2, h, w), minval=-1.0, maxval=1.0)
-    del k3
     smooth = _common.separable_filter(fields, taps, taps, mode="symmetric") * alpha_px
     dx, dy = smooth[0], smooth[1]
     return bilinear_sample(warped, gy + dy, gx + dx, mode="symmetric")

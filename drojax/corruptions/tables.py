@@ -246,8 +246,3 @@ def params_at(name: str, severity: Any, table: str = "standard") -> tuple[Any, .
     ys = jnp.asarray([r[i] for r in grid], jnp.float32)
     out.append(_from_space(name, i, jnp.interp(s, xs, ys)))
   return tuple(out)
-
-
-def max_param(name: str, index: int, table: str = "standard") -> float:
-  """Largest value of parameter ``index`` over the rows: a static bound for traced severities."""
-  return max(float(r[index]) for r in rows(name, table))

@@ -163,8 +163,7 @@ def procedural_frost(key: Array, h: int, w: int) -> Array:
   textures to :func:`frost` for the photographic look.
   """
   size = _mapsize(h, w)
-  k1, k2, k3, k4 = jax.random.split(key, 4)
-  del k2
+  k1, k3, k4 = jax.random.split(key, 3)
   cloud = plasma_fractal(k1, size, 1.8)[:h, :w]
   seeds = (jax.random.uniform(k3, (3, h, w)) < _FROST_SEED_RATE).astype(jnp.float32)
   angles = jax.random.uniform(k4, (3,), minval=0.0, maxval=360.0)
