@@ -205,28 +205,7 @@ def _warp_batched(levels: jax.Array, coeffs: jax.Array, lut: jax.Array, *, fill:
   def gather_lut(yy, xx):
     return lut_flat[gather(yy, xx).astype(jnp.int32) + lut_rows]
 
-  if resample == "nearest":
-    out = gather_lut(jnp.clip(jnp.floor(v), 0, h - 1).astype(jnp.int32),
-                     jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32))
-  else:
-    u = u - 0.5
-    v = v - 0.5
-    x0 = jnp.floor(u)
-    y0 = jnp.floor(v)
-    dx = (u - x0)[..., None]
-    dy = (v - y0)[..., None]
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
-    xa = jnp.clip(x0, 0, w - 1)
-    xb = jnp.clip(x0 + 1, 0, w - 1)
-    ya = jnp.clip(y0, 0, h - 1)
-    yb = jnp.clip(y0 + 1, 0, h - 1)
-    top_a = gather_lut(ya, xa)
-    row1 = top_a + (gather(ya, xb) - top_a) * dx
-    bot_a = gather(yb, xa)
-    row2 = bot_a + (gather(yb, xb) - bot_a) * dx
-    row2 = jnp.where(((y0 + 1) < h)[..., None], row2, row1)
-    out = jnp.floor(row1 + (row2 - row1) * dy)
+  out = ops._sample_pil(gather, u, v, h, w, resample=resample, first_tap=gather_lut)
   return jnp.where(inside[..., None], out, fill)
 
 

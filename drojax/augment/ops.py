@@ -38,6 +38,7 @@ one parametrized warp.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +170,49 @@ def translate_y_matrix(pixels: jax.Array) -> jax.Array:
   return _coeffs(1.0, 0.0, 0.0, 0.0, 1.0, pixels)
 
 
+
+def _sample_pil(gather: Callable[[jax.Array, jax.Array], jax.Array], u: jax.Array, v: jax.Array,
+               h: int, w: int, *, resample: str,
+               first_tap: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+               ) -> jax.Array:
+  """PIL's nearest or bilinear sample at input coordinates ``(u, v)`` (pixel centres at +0.5).
+
+  Args:
+    gather: ``gather(yy, xx) -> [..., C]`` reads the image at integer rows/columns.
+    u, v: ``[...]`` input x and y coordinates of every output pixel.
+    h, w: static image height and width (taps are clamped to the image).
+    resample: static, ``"nearest"`` or ``"bilinear"`` (truncated to an integer level, as PIL).
+    first_tap: reads the top-left tap instead of ``gather`` (``augmix`` applies its lookup
+      table there alone); defaults to ``gather``.
+
+  Returns:
+    ``[..., C]`` float32 levels (the caller masks pixels that fall outside the image).
+  """
+  first_tap = gather if first_tap is None else first_tap
+  if resample == "nearest":
+    return first_tap(jnp.clip(jnp.floor(v), 0, h - 1).astype(jnp.int32),
+                     jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32))
+  u = u - 0.5
+  v = v - 0.5
+  x0 = jnp.floor(u)
+  y0 = jnp.floor(v)
+  dx = (u - x0)[..., None]
+  dy = (v - y0)[..., None]
+  x0 = x0.astype(jnp.int32)
+  y0 = y0.astype(jnp.int32)
+  xa = jnp.clip(x0, 0, w - 1)
+  xb = jnp.clip(x0 + 1, 0, w - 1)
+  ya = jnp.clip(y0, 0, h - 1)
+  yb = jnp.clip(y0 + 1, 0, h - 1)
+  top_a = first_tap(ya, xa)
+  row1 = top_a + (gather(ya, xb) - top_a) * dx
+  bot_a = gather(yb, xa)
+  row2 = bot_a + (gather(yb, xb) - bot_a) * dx
+  # PIL uses the first row again when the second falls below the image.
+  row2 = jnp.where(((y0 + 1) < h)[..., None], row2, row1)
+  return jnp.floor(row1 + (row2 - row1) * dy)
+
+
 def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array = 0.0,
                 resample: str = "bilinear", lut: jax.Array | None = None) -> jax.Array:
   """Resamples ``levels [H, W, C]`` through PIL affine ``coeffs [6]`` (output -> input).
@@ -207,30 +251,7 @@ def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array
       taps = lut_flat[taps.astype(jnp.int32) + lut_offsets]
     return taps.reshape(h, w, c)
 
-  if resample == "nearest":
-    xi = jnp.clip(jnp.floor(u), 0, w - 1).astype(jnp.int32)
-    yi = jnp.clip(jnp.floor(v), 0, h - 1).astype(jnp.int32)
-    out = gather(yi, xi)
-  else:
-    u = u - 0.5
-    v = v - 0.5
-    x0 = jnp.floor(u)
-    y0 = jnp.floor(v)
-    dx = (u - x0)[..., None]
-    dy = (v - y0)[..., None]
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
-    xa = jnp.clip(x0, 0, w - 1)
-    xb = jnp.clip(x0 + 1, 0, w - 1)
-    ya = jnp.clip(y0, 0, h - 1)
-    yb = jnp.clip(y0 + 1, 0, h - 1)
-    top_a = gather(ya, xa)
-    row1 = top_a + (gather(ya, xb) - top_a) * dx
-    bot_a = gather(yb, xa)
-    row2 = bot_a + (gather(yb, xb) - bot_a) * dx
-    # PIL uses the first row again when the second falls below the image.
-    row2 = jnp.where(((y0 + 1) < h)[..., None], row2, row1)
-    out = jnp.floor(row1 + (row2 - row1) * dy)
+  out = _sample_pil(gather, u, v, h, w, resample=resample)
   fill = jnp.asarray(fill, jnp.float32)
   return jnp.where(inside[..., None], out, fill)
 
