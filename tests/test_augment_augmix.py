@@ -12,9 +12,11 @@ from scipy import stats
 
 import importlib
 
+from _shared_data import SHARED_DATA
+
 am = importlib.import_module("drojax.augment.augmix")  # the package re-exports the function augmix
 
-_DATA = "/work/shared/data/cifar10_test_lossless_first1000.npz"
+_DATA = str(SHARED_DATA / "cifar10_test_lossless_first1000.npz")
 # Shared jitted entry points and one batch shape (8 x 32 x 32 x 3) keep compiles few.
 _WITH_PARAMS = jax.jit(am.augmix_with_params, static_argnames=("all_ops", "resample"))
 _AUGMIX = jax.jit(am.augmix, static_argnames=("width", "depth", "severity", "alpha", "all_ops",

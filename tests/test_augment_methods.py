@@ -14,9 +14,11 @@ from drojax.augment import mix_and_perturb
 from drojax.augment.noisymix import sample_noisymix_plan
 from drojax.models import TinyNet
 
+from _shared_data import SHARED_DATA
+
 AUG_METHODS = ("mixup", "augmix", "noisymix", "dro_mixup", "dro_augmix", "dro_noisymix",
                "var_dro_mixup", "var_dro_augmix")
-_DATA = "/work/shared/data/cifar10_test_lossless_first1000.npz"
+_DATA = str(SHARED_DATA / "cifar10_test_lossless_first1000.npz")
 
 
 # ------------------------------------------------------------------------------ NoisyMix

@@ -21,7 +21,9 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from drojax.augment import ops
 
-_DATA = "/work/shared/data/cifar10_test_lossless_first1000.npz"
+from _shared_data import SHARED_DATA
+
+_DATA = str(SHARED_DATA / "cifar10_test_lossless_first1000.npz")
 _RNG = np.random.default_rng(0)
 
 

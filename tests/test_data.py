@@ -13,7 +13,9 @@ from PIL import Image
 from drojax import data
 from drojax.data import arrays, fashion_mnist, images as images_lib, registry, waterbirds
 
-SHARED = "/work/shared/data"
+from _shared_data import SHARED_DATA
+
+SHARED = str(SHARED_DATA)
 
 
 def _toy(n=10, hw=4, classes=3, groups=False):

@@ -15,8 +15,10 @@ import pytest
 
 from drojax import methods, models, train
 
+from _shared_data import SHARED_DATA
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR = "/work/shared/data/cifar10_test_lossless_first1000.npz"
+CIFAR = str(SHARED_DATA / "cifar10_test_lossless_first1000.npz")
 
 
 def test_learning_rate_schedule_is_warmup_then_cosine():
