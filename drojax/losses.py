@@ -25,6 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_float as _check_float
+from drojax._checks import is_concrete as _is_concrete
+
 __all__ = [
     "DEFAULT_FD_STEP",
     "PENALTY_MODES",
@@ -50,23 +53,6 @@ _JSD_CLAMP = 1e-7
 
 # ----------------------------------------------------------------------------------------------
 # Input checks: shapes and dtypes at trace time, values only when concrete (outside jit).
-
-
-def _is_concrete(x: Any) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check_float(name: str, x: Any, *, min_rank: int | None = None,
-                 rank: int | None = None) -> jax.Array:
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}; cast it with "
-                    f".astype(jnp.float32).")
-  if rank is not None and x.ndim != rank:
-    raise ValueError(f"{name} must have rank {rank}, got shape {x.shape} (rank {x.ndim}).")
-  if min_rank is not None and x.ndim < min_rank:
-    raise ValueError(f"{name} must have rank >= {min_rank} (batch first), got shape {x.shape}.")
-  return x
 
 
 def _check_scalar_range(name: str, value: Any, *, low: float, high: float = math.inf,

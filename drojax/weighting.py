@@ -26,6 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_float as _check_float_array
+from drojax._checks import is_concrete as _is_concrete
+
 __all__ = [
     "TrackerState",
     "eps_max_schedule",
@@ -39,20 +42,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------
 # Input checks (trace-time: shapes and dtypes always; values only when they are concrete).
-
-
-def _is_concrete(x: Any) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check_float_array(name: str, x: Any, *, rank: int | None = None) -> jax.Array:
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}; cast it with "
-                    f".astype(jnp.float32).")
-  if rank is not None and x.ndim != rank:
-    raise ValueError(f"{name} must have rank {rank}, got shape {x.shape} (rank {x.ndim}).")
-  return x
 
 
 def _check_nonnegative(name: str, x: Any) -> None:
