@@ -34,12 +34,9 @@ def build_configs(overrides):
     validate_name(FLAGS.dataset)
   except ValueError as e:
     raise cli.UsageError(str(e)) from None
-  out = []
-  for method in multi.parse_list(FLAGS.methods, "--methods"):
-    config = fm_config.make_config(method, preset=FLAGS.preset, dataset=FLAGS.dataset)
-    cli.apply_overrides(config, overrides)
-    out.append((method, config))
-  return out
+  return multi.method_configs(
+      FLAGS.methods,
+      lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset), overrides)
 
 
 def main(argv, overrides):

@@ -47,5 +47,16 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
   return workdirs
 
 
-def for_methods(make: Callable[[str], Any], methods: Sequence[str]) -> list[tuple[str, Any]]:
-  return [(m, make(m)) for m in methods]
+def method_configs(methods: str, make: Callable[[str], Any],
+                   overrides: Sequence[tuple[str, str]]) -> list[tuple[str, Any]]:
+  """One ``(method, config)`` per name in the comma-separated ``--methods`` value.
+
+  ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides are applied to
+  each.
+  """
+  out = []
+  for method in parse_list(methods, "--methods"):
+    config = make(method)
+    cli.apply_overrides(config, overrides)
+    out.append((method, config))
+  return out

@@ -27,12 +27,8 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none
 
 def build_configs(overrides):
   cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
-  out = []
-  for method in multi.parse_list(FLAGS.methods, "--methods"):
-    config = wb_config.make_config(method, preset=FLAGS.preset)
-    cli.apply_overrides(config, overrides)
-    out.append((method, config))
-  return out
+  return multi.method_configs(
+      FLAGS.methods, lambda m: wb_config.make_config(m, preset=FLAGS.preset), overrides)
 
 
 def main(argv, overrides):
