@@ -1,0 +1,486 @@
+r"""The reduced-scale reproduction of both papers' claims (issue #8), resumable, on real data.
+
+  python -m experiments.reproduce --data_dir=../shared/data --root=runs/reproduce --workers=2
+
+Four studies, each run a workdir ``ROOT/<study>/<run>/seed<k>`` (re-running skips finished runs
+and resumes unfinished ones from their last checkpoint):
+
+1. ``fmnist_pgd``: Fashion-MNIST, a small CNN, ``erm``, ``dro``, ``mixup``, ``dro_mixup``; clean
+   accuracy and L-inf PGD accuracy (20 steps, random start) at eps 4/255, 8/255, 16/255.
+2. ``cifar_augment``: CIFAR-10, PreActResNet-18 at a small width, ``mixup`` vs ``dro_mixup`` and
+   ``augmix`` vs ``dro_augmix``; clean accuracy and the mean over the 15 generated corruptions x
+   5 severities, for the standard and the refined severity tables.
+3. ``cifar_var_dro``: the same data and evaluation for ``erm``, ``kl_dro``, ``var_dro``.
+4. ``fmnist_rho``: ``dro_mixup`` on setting 1 at more values of rho (rho = 0 is the ``mixup`` run
+   and the default rho is the ``dro_mixup`` run of study 1).
+
+The corrupted CIFAR test sets are made once per table (a fixed class-balanced subset of the test
+split, corrupted with a fixed key, stored as uint8 like the published CIFAR-10-C) under
+``ROOT/corrupted/<table>`` and every model is scored on the same arrays. ``--workers=N`` runs N
+processes (one CPU core and one XLA thread each), which claim runs through lock files; the main
+process shows one progress bar over all runs and writes the report
+(``ROOT/report/results.md``, the plots and ``summary.json``; see
+``experiments.reproduction_report``) when they finish. ``--report_only`` rewrites the report from
+whatever has finished. ``--scale=smoke`` is a seconds-long version for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import flags
+
+from experiments import cli, multi
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
+flags.DEFINE_string("data_dir", None, "Folder with cifar10_{train,test}.npz and "
+                    "fashion_mnist_{train,test}.npz (default $DROJAX_DATA_DIR).")
+flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho",
+                    "Comma-separated studies to run.")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
+flags.DEFINE_string("scale", "reduced", "reduced (the documented study) | smoke (tests)")
+flags.DEFINE_integer("workers", 1, "Worker processes (each pinned to one core when it can be).")
+flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
+flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/report).")
+flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
+flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+
+STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho")
+TABLES = ("standard", "refined")
+CLAIM = ".claim"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """The sizes of one version of the study."""
+
+  fmnist_width: int
+  fmnist_train: int
+  fmnist_epochs: int
+  fmnist_eval: int  # test images (clean and PGD); 0 = all
+  pgd_steps: int
+  cifar_width: int
+  cifar_train: int
+  cifar_epochs: int
+  cifar_eval: int  # clean test images; 0 = all 10,000
+  corrupted_images: int  # the fixed class-balanced subset that is corrupted
+  corruption_names: tuple[str, ...]  # () = the 15 standard corruptions
+  rho_values: tuple[float, ...]  # the extra rho values of study 4
+  checkpoint_every: int
+  batch_size: int = 128
+
+
+SCALES = {
+    # ~2 hours of this 2-core CPU with two workers (docs/reproduction.md has the measurements).
+    "reduced": Scale(fmnist_width=8, fmnist_train=10_000, fmnist_epochs=5, fmnist_eval=1000,
+                     pgd_steps=20, cifar_width=8, cifar_train=4000, cifar_epochs=10,
+                     cifar_eval=0, corrupted_images=1000, corruption_names=(),
+                     rho_values=(0.02, 0.3, 1.0), checkpoint_every=100),
+    "smoke": Scale(fmnist_width=4, fmnist_train=32, fmnist_epochs=1, fmnist_eval=16,
+                   pgd_steps=2, cifar_width=4, cifar_train=32, cifar_epochs=1, cifar_eval=16,
+                   corrupted_images=10, corruption_names=("brightness", "contrast"),
+                   rho_values=(0.5,), checkpoint_every=100, batch_size=16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training run of the study."""
+
+  study: str
+  name: str  # the run's name within its study (a method, or method + rho)
+  method: str
+  seed: int
+  config: Any  # locked ml_collections.ConfigDict
+  corrupted: bool  # scored on the pre-made corrupted CIFAR sets
+
+  def workdir(self, root: str) -> str:
+    return os.path.join(root, self.study, self.name, f"seed{self.seed}")
+
+
+# ------------------------------------------------------------------------------- the plan
+
+def _fmnist_config(method: str, seed: int, scale: Scale, rho: float | None = None):
+  from experiments.configs import fashion_mnist_pgd as fm_config
+
+  c = fm_config.make_config(method, preset="paper", dataset="fashion_mnist")
+  with c.unlocked():
+    c.model = "small_cnn"
+    c.width = scale.fmnist_width
+    c.train_subset = scale.fmnist_train
+    c.num_epochs = scale.fmnist_epochs
+    c.seed = seed
+    c.eval.images = scale.fmnist_eval
+    c.eval.pgd_steps = scale.pgd_steps
+    c.checkpoint_every_steps = scale.checkpoint_every
+    c.batch_size = scale.batch_size
+    c.progress = False
+    if rho is not None:
+      c.method_config.rho = rho
+  return c
+
+
+def _cifar_config(method: str, seed: int, scale: Scale):
+  from experiments.configs import cifar_c as cifar_config
+
+  c = cifar_config.make_config(method, preset="paper", dataset="cifar10")
+  with c.unlocked():
+    c.width = scale.cifar_width
+    c.train_subset = scale.cifar_train
+    c.num_epochs = scale.cifar_epochs
+    c.seed = seed
+    c.eval.images = scale.cifar_eval
+    c.eval.corruption_names = ("none",)  # the corrupted sets are scored by this module
+    c.eval.adv_eps = ()
+    c.checkpoint_every_steps = scale.checkpoint_every
+    c.batch_size = scale.batch_size
+    c.progress = False
+  return c
+
+
+def plan(studies: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
+  """Every run, seed-major (all of seed 0 first), so a partial study is balanced over methods."""
+  for study in studies:
+    cli.check_choice(study, list(STUDIES), "--studies")
+  runs = []
+  for seed in seeds:
+    if "fmnist_pgd" in studies:
+      for m in ("erm", "dro", "mixup", "dro_mixup"):
+        runs.append(RunSpec("fmnist_pgd", m, m, seed, _fmnist_config(m, seed, scale), False))
+    if "cifar_augment" in studies:
+      for m in ("mixup", "dro_mixup", "augmix", "dro_augmix"):
+        runs.append(RunSpec("cifar_augment", m, m, seed, _cifar_config(m, seed, scale), True))
+    if "cifar_var_dro" in studies:
+      for m in ("erm", "kl_dro", "var_dro"):
+        runs.append(RunSpec("cifar_var_dro", m, m, seed, _cifar_config(m, seed, scale), True))
+    if "fmnist_rho" in studies:
+      for rho in scale.rho_values:
+        runs.append(RunSpec("fmnist_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
+                            _fmnist_config("dro_mixup", seed, scale, rho=rho), False))
+  for spec in runs:
+    spec.config.lock()
+  return runs
+
+
+def finished(spec: RunSpec, root: str) -> bool:
+  return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
+
+
+# ------------------------------------------------------------------------------- corrupted sets
+
+def corrupted_dir(root: str, table: str) -> str:
+  return os.path.join(root, "corrupted", table)
+
+
+def balanced_subset(labels, n: int, seed: int):
+  """Sorted indices of ``n`` examples, ``n // K`` per class (``K`` classes), chosen by ``seed``."""
+  import numpy as np
+
+  classes = np.unique(labels)
+  per = n // len(classes)
+  if per < 1:
+    raise ValueError(f"corrupted_images={n} is fewer than the {len(classes)} classes")
+  rng = np.random.default_rng(seed)
+  picks = []
+  for c in classes:
+    idx = np.flatnonzero(labels == c)
+    if len(idx) < per:
+      raise ValueError(f"class {c} has {len(idx)} test images, fewer than {per}")
+    picks.append(rng.choice(idx, per, replace=False))
+  return np.sort(np.concatenate(picks))
+
+
+def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
+                        subset_seed: int = 1234, key_seed: int = 20261122,
+                        progress: bool = True) -> None:
+  """Writes ``ROOT/corrupted/<table>/{<name>.npy, labels.npy, indices.npy}`` for both tables.
+
+  The Hendrycks layout (``<name>.npy`` holds severity 1's images, then 2's, ..., uint8), so
+  ``drojax.published_c.make_loader(folder=...)`` reads it. A table is written to a temporary
+  folder and renamed into place, so a killed run never leaves a half-written table.
+  """
+  import shutil
+
+  import jax
+  import numpy as np
+  from tqdm import tqdm
+
+  from drojax import corruptions, data
+
+  test = data.load_dataset("cifar10", "test", data_dir=data_dir)
+  idx = balanced_subset(np.asarray(test.labels), scale.corrupted_images, subset_seed)
+  images = np.asarray(test.images)[idx]
+  labels = np.asarray(test.labels)[idx]
+  names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
+  x = images.astype(np.float32) / 255.0
+  for t, table in enumerate(TABLES):
+    final = corrupted_dir(root, table)
+    if os.path.isfile(os.path.join(final, "labels.npy")):
+      continue
+    tmp = final + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    key = jax.random.fold_in(jax.random.key(key_seed), t)
+    with tqdm(total=len(names) * 5, desc=f"corrupting ({table})", disable=not progress) as bar:
+      for c, name in enumerate(names):
+        per_sev = []
+        for sev in range(1, 6):
+          fn = jax.jit(lambda k, im, name=name, sev=sev: corruptions.corrupt(
+              k, im, name=name, severity=sev, table=table))
+          k = jax.random.fold_in(jax.random.fold_in(key, c), sev)
+          out = np.concatenate([np.asarray(fn(jax.random.fold_in(k, b), x[s:s + 250]))
+                                for b, s in enumerate(range(0, len(x), 250))])
+          per_sev.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8))
+          bar.update(1)
+        np.save(os.path.join(tmp, f"{name}.npy"), np.concatenate(per_sev))
+    np.save(os.path.join(tmp, "labels.npy"), np.tile(labels, 5))
+    np.save(os.path.join(tmp, "indices.npy"), idx)
+    with open(os.path.join(tmp, "README.txt"), "w") as f:
+      f.write(f"{len(idx)} class-balanced cifar10_test.npz images (indices.npy; subset seed "
+              f"{subset_seed}), corrupted with drojax.corruptions ({table} table, key seed "
+              f"{key_seed}), severities 1..5 stacked in order, uint8.\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
+  """``extra_evaluation`` for ``runner.run``: accuracy on both pre-made corrupted tables."""
+
+  def extra(trained, test_ds) -> dict[str, Any]:
+    del test_ds
+    from drojax import corruptions, evaluate as ev, published_c
+
+    model = trained.model
+    bound = ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+    names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
+    out = {}
+    for table in TABLES:
+      folder = corrupted_dir(root, table)
+      deadline = time.monotonic() + wait_s
+      while not os.path.isfile(os.path.join(folder, "labels.npy")):  # the main process makes it
+        if time.monotonic() > deadline:
+          raise RuntimeError(f"{folder} did not appear within {wait_s:.0f} s")
+        time.sleep(5)
+      loader = published_c.make_loader("cifar10", folder=folder)
+      acc = ev.published_corruption_accuracy(bound, loader, names=names, batch_size=500,
+                                             progress=False)
+      summary = ev.summarize_corruptions(acc)
+      out[f"corrupted_{table}"] = {
+          "mean_corruption_accuracy": summary["mean_corruption_accuracy"],
+          "per_corruption_mean": summary["per_corruption_mean"],
+          "per_severity_mean": summary["per_severity_mean"],
+          "corruption_accuracy": acc,
+          "folder": os.path.relpath(folder, root),
+      }
+    return out
+
+  return extra
+
+
+# ------------------------------------------------------------------------------- workers
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def try_claim(workdir: str) -> bool:
+  """Atomically claims ``workdir`` for this process; a claim by a dead process is taken over."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CLAIM)
+  me = {"pid": os.getpid(), "host": socket.gethostname()}
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          owner = json.load(f)
+      except (OSError, ValueError):
+        owner = {}
+      stale = (owner.get("host") == me["host"] and isinstance(owner.get("pid"), int)
+               and not _pid_alive(owner["pid"]))
+      if not stale:
+        return False
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
+      continue
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+    return True
+  return False
+
+
+def release(workdir: str) -> None:
+  try:
+    os.remove(os.path.join(workdir, CLAIM))
+  except FileNotFoundError:
+    pass
+
+
+def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
+             cache_dir: str | None) -> None:
+  from experiments import runner
+
+  extra = score_corrupted(root, scale) if spec.corrupted else None
+  runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache_dir,
+             extra_evaluation=extra)
+
+
+def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
+         cache_dir: str | None, *, log=print, bar=None) -> int:
+  """Runs every unfinished, unclaimed run in order; returns how many this process finished.
+
+  ``bar``: an optional tqdm bar over ``runs``, advanced for each run finished or found finished.
+  """
+  done = 0
+  for spec in runs:
+    workdir = spec.workdir(root)
+    if bar is not None:
+      bar.set_postfix_str(f"{spec.study}/{spec.name}/s{spec.seed}")
+    if finished(spec, root) or not try_claim(workdir):
+      if bar is not None and finished(spec, root):
+        bar.update(1)
+      continue
+    try:
+      if finished(spec, root):  # finished between the check and the claim
+        continue
+      start = time.monotonic()
+      log(f"start {spec.study}/{spec.name}/seed{spec.seed}")
+      run_spec(spec, root, scale, data_dir, cache_dir)
+      log(f"done  {spec.study}/{spec.name}/seed{spec.seed} in {time.monotonic() - start:.0f} s")
+      done += 1
+    finally:
+      release(workdir)
+      if bar is not None and finished(spec, root):
+        bar.update(1)
+  return done
+
+
+def _spawn_workers(n: int, argv: list[str], root: str) -> list[subprocess.Popen]:
+  cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  pin = len(cores) >= n > 1
+  logs = os.path.join(root, "logs")
+  os.makedirs(logs, exist_ok=True)
+  procs = []
+  for i in range(n):
+    env = dict(os.environ)
+    if pin:  # one core, one XLA thread each: two such workers beat one 2-thread process here
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                          "intra_op_parallelism_threads=1").strip()
+    out = open(os.path.join(logs, f"worker{i}.log"), "a")
+    cmd = [sys.executable, "-m", "experiments.reproduce", *argv, f"--worker_index={i}"]
+    core = cores[i] if pin else None
+    procs.append(subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=(lambda c=core: os.sched_setaffinity(0, {c})) if pin else None))
+  return procs
+
+
+def _watch(procs: list[subprocess.Popen], runs: list[RunSpec], root: str) -> None:
+  """One progress bar over all runs (rate and ETA in runs), until the workers exit."""
+  from tqdm import tqdm
+
+  with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
+    while True:
+      n = sum(finished(s, root) for s in runs)
+      bar.update(n - bar.n)
+      active = [f"{s.study}/{s.name}/s{s.seed}" for s in runs
+                if os.path.isfile(os.path.join(s.workdir(root), CLAIM)) and not finished(s, root)]
+      bar.set_postfix_str(", ".join(active)[:80])
+      if all(p.poll() is not None for p in procs):
+        break
+      time.sleep(10)
+  bad = [p.returncode for p in procs if p.returncode]
+  if bad:
+    raise cli.UsageError(f"{len(bad)} worker(s) failed (exit {bad}); see "
+                         f"{os.path.join(root, 'logs')} and re-run the same command to resume")
+
+
+# ------------------------------------------------------------------------------- main
+
+def _worker_argv() -> list[str]:
+  """The flags a worker needs (everything but --workers / --worker_index / --report*)."""
+  out = [f"--root={FLAGS.root}", f"--studies={FLAGS.studies}", f"--seeds={FLAGS.seeds}",
+         f"--scale={FLAGS.scale}"]
+  if FLAGS.data_dir:
+    out.append(f"--data_dir={FLAGS.data_dir}")
+  if FLAGS.compilation_cache_dir is not None:
+    out.append(f"--compilation_cache_dir={FLAGS.compilation_cache_dir}")
+  return out
+
+
+def main(argv, overrides):
+  del argv
+  if overrides:
+    raise cli.UsageError("reproduce takes no --config.* overrides: the study is fixed by "
+                         "--scale (edit SCALES to change it)")
+  if not FLAGS.root:
+    raise cli.UsageError("--root is required")
+  cli.check_choice(FLAGS.scale, list(SCALES), "--scale")
+  if FLAGS.workers < 1:
+    raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
+  scale = SCALES[FLAGS.scale]
+  studies = multi.parse_list(FLAGS.studies, "--studies")
+  try:
+    seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
+  except ValueError:
+    raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
+  runs = plan(studies, seeds, scale)
+  root = os.path.abspath(FLAGS.root)
+  from experiments import reproduction_report as report
+  from experiments import runner
+
+  report_dir = FLAGS.report_dir or os.path.join(root, "report")
+  if FLAGS.report_only:
+    report.write_report(runs, root, report_dir, scale_name=FLAGS.scale)
+    print(f"report: {os.path.join(report_dir, 'results.md')}")
+    return
+  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+  cache = FLAGS.compilation_cache_dir
+  if FLAGS.worker_index >= 0:
+    work(runs, root, scale, data_dir, cache,
+         log=lambda m: print(f"[worker {FLAGS.worker_index}] {m}", flush=True))
+    return
+  import jax
+
+  for spec in runs:  # a bad value fails here, not an hour in
+    runner.validate(spec.config, num_devices=jax.device_count())
+  os.makedirs(root, exist_ok=True)
+  procs = _spawn_workers(FLAGS.workers, _worker_argv(), root) if FLAGS.workers > 1 else []
+  try:
+    if any(s.corrupted for s in runs):
+      cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
+      make_corrupted_sets(root, data_dir, scale)
+    if procs:
+      _watch(procs, runs, root)
+    else:
+      from tqdm import tqdm
+
+      with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
+        work(runs, root, scale, data_dir, cache, log=bar.write, bar=bar)
+  except KeyboardInterrupt:
+    for p in procs:
+      p.terminate()
+    raise
+  report.write_report(runs, root, report_dir, scale_name=FLAGS.scale)
+  print(f"report: {os.path.join(report_dir, 'results.md')}")
+
+
+if __name__ == "__main__":
+  cli.run_main(main)

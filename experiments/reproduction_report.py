@@ -1,0 +1,256 @@
+"""Tables and plots of the reproduction study (``experiments.reproduce``) from its workdirs.
+
+Every cell is the mean over seeds with a 95% Student-t interval (half-width shown as ``±``);
+the difference rows pair runs of the same seed (same data order, initialisation and test
+subset), so they are the sharper test of a claim. Unfinished runs are left out and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Sequence
+
+# Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (beyond that the normal's 1.960).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+PGD_EPS = (4, 8, 16)  # in 1/255
+PAIRS = {
+    "fmnist_pgd": (("dro", "erm"), ("dro_mixup", "mixup")),
+    "cifar_augment": (("dro_mixup", "mixup"), ("dro_augmix", "augmix")),
+    "cifar_var_dro": (("var_dro", "erm"), ("var_dro", "kl_dro"), ("kl_dro", "erm")),
+}
+TITLES = {
+    "fmnist_pgd": "1. DRO-Augment under PGD (Fashion-MNIST, small CNN)",
+    "cifar_augment": "2. DRO-Augment under corruptions (CIFAR-10, PreActResNet-18)",
+    "cifar_var_dro": "3. Var-DRO vs ERM and KL-DRO (CIFAR-10, PreActResNet-18)",
+    "fmnist_rho": "4. rho sweep of dro_mixup (Fashion-MNIST, small CNN)",
+}
+
+
+def t975(df: int) -> float:
+  """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
+  if df < 1:
+    raise ValueError(f"df must be >= 1, got {df}")
+  return T975[df - 1] if df <= len(T975) else 1.960
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
+  """``(mean, 95% half-width or None when n < 2, n)`` of ``values`` (NaN/None dropped).
+
+  >>> m, h, n = mean_ci([1.0, 2.0, 3.0])
+  >>> m, round(h, 3), n
+  (2.0, 2.484, 3)
+  """
+  vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+  n = len(vals)
+  if n == 0:
+    return math.nan, None, 0
+  mean = sum(vals) / n
+  if n < 2:
+    return mean, None, n
+  sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+  return mean, t975(n - 1) * sd / math.sqrt(n), n
+
+
+def fmt(cell: tuple[float, float | None, int], *, signed: bool = False) -> str:
+  """A cell in percentage points: ``'83.12 ± 0.45'`` (``'n/a'`` without data)."""
+  mean, half, n = cell
+  if n == 0:
+    return "n/a"
+  text = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+  return text + (f" ± {100 * half:.2f}" if half is not None else " (1 seed)")
+
+
+# ------------------------------------------------------------------------------- collection
+
+def metrics_of(results: dict[str, Any]) -> dict[str, float | None]:
+  """The headline numbers of one ``results.json``."""
+  from drojax.evaluate import eps_key
+
+  out: dict[str, float | None] = {"clean": results.get("clean_accuracy")}
+  adv = results.get("adversarial_accuracy") or {}
+  for e in PGD_EPS:
+    out[f"pgd{e}"] = adv.get(eps_key(e / 255))
+  for table in ("standard", "refined"):
+    block = results.get(f"corrupted_{table}") or {}
+    out[f"mca_{table}"] = block.get("mean_corruption_accuracy")
+  out["train_seconds"] = results.get("train_seconds")
+  return out
+
+
+def collect(runs, root: str) -> list[dict[str, Any]]:
+  """One row per finished run: study, name, method, seed, rho and :func:`metrics_of`."""
+  rows = []
+  for spec in runs:
+    path = os.path.join(spec.workdir(root), "results.json")
+    if not os.path.isfile(path):
+      continue
+    with open(path) as f:
+      results = json.load(f)
+    rows.append({"study": spec.study, "name": spec.name, "method": spec.method,
+                 "seed": spec.seed, "rho": float(spec.config.method_config.rho),
+                 **metrics_of(results)})
+  return rows
+
+
+def _cells(rows, name: str, columns: Sequence[str]):
+  sel = [r for r in rows if r["name"] == name]
+  return {c: mean_ci([r[c] for r in sel]) for c in columns}
+
+
+def _paired(rows, a: str, b: str, columns: Sequence[str]):
+  by_seed = {}
+  for r in rows:
+    by_seed.setdefault(r["seed"], {})[r["name"]] = r
+  out = {}
+  for c in columns:
+    diffs = [d[a][c] - d[b][c] for d in by_seed.values()
+             if a in d and b in d and d[a][c] is not None and d[b][c] is not None]
+    out[c] = mean_ci(diffs)
+  return out
+
+
+def _columns(study: str) -> tuple[list[str], list[str]]:
+  if study in ("fmnist_pgd", "fmnist_rho"):
+    return (["clean"] + [f"pgd{e}" for e in PGD_EPS],
+            ["clean"] + [f"PGD {e}/255" for e in PGD_EPS])
+  return ["clean", "mca_standard", "mca_refined"], ["clean", "mean corrupted (standard)",
+                                                    "mean corrupted (refined)"]
+
+
+def study_table(rows, study: str, names: Sequence[str]) -> str:
+  """The markdown table of ``study``: one row per run name, then the paired differences."""
+  cols, heads = _columns(study)
+  sel = [r for r in rows if r["study"] == study]
+  lines = ["| run | seeds | " + " | ".join(heads) + " | train min/run |",
+           "|---|---|" + "---|" * len(cols) + "---|"]
+  for name in names:
+    cells = _cells(sel, name, cols)
+    n = max(c[2] for c in cells.values())
+    secs = mean_ci([r["train_seconds"] for r in sel if r["name"] == name])
+    mins = "n/a" if secs[2] == 0 else f"{secs[0] / 60:.1f}"
+    lines.append(f"| {name} | {n} | " + " | ".join(fmt(cells[c]) for c in cols)
+                 + f" | {mins} |")
+  for a, b in PAIRS.get(study, ()):
+    cells = _paired(sel, a, b, cols)
+    n = max(c[2] for c in cells.values())
+    lines.append(f"| **{a} − {b}** (paired) | {n} | "
+                 + " | ".join(fmt(cells[c], signed=True) for c in cols) + " | |")
+  return "\n".join(lines)
+
+
+def rho_rows(rows) -> list[dict[str, Any]]:
+  """Study 4's points: the sweep's runs plus mixup (rho = 0) and dro_mixup from study 1."""
+  out = [dict(r) for r in rows if r["study"] == "fmnist_rho"]
+  for r in rows:
+    if r["study"] == "fmnist_pgd" and r["name"] in ("mixup", "dro_mixup"):
+      out.append({**r, "rho": 0.0 if r["name"] == "mixup" else r["rho"]})
+  return out
+
+
+def rho_table(rows) -> tuple[str, list[tuple[float, dict]]]:
+  pts = rho_rows(rows)
+  cols, heads = _columns("fmnist_rho")
+  lines = ["| rho | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(cols)]
+  summary = []
+  for rho in sorted({r["rho"] for r in pts}):
+    sel = [r for r in pts if r["rho"] == rho]
+    cells = {c: mean_ci([r[c] for r in sel]) for c in cols}
+    summary.append((rho, cells))
+    lines.append(f"| {rho:g} | {len(sel)} | " + " | ".join(fmt(cells[c]) for c in cols) + " |")
+  return "\n".join(lines), summary
+
+
+# ------------------------------------------------------------------------------- plots
+
+def _bar_plot(rows, study: str, names: Sequence[str], path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  cols, heads = _columns(study)
+  sel = [r for r in rows if r["study"] == study]
+  fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 3.6))
+  width = 0.8 / max(len(names), 1)
+  for i, name in enumerate(names):
+    cells = _cells(sel, name, cols)
+    xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(cols))]
+    means = [100 * cells[c][0] if cells[c][2] else 0.0 for c in cols]
+    errs = [100 * cells[c][1] if cells[c][1] is not None else 0.0 for c in cols]
+    ax.bar(xs, means, width, yerr=errs, capsize=3, label=name)
+  ax.set_xticks(range(len(cols)))
+  ax.set_xticklabels(heads, fontsize=8)
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(TITLES[study], fontsize=9)
+  ax.legend(fontsize=7, loc="upper right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _pareto_plot(summary, path: str, robust: str = "pgd8") -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from experiments.pareto import pareto_front
+
+  pts = [(rho, cells) for rho, cells in summary if cells["clean"][2] and cells[robust][2]]
+  fig, ax = plt.subplots(figsize=(5, 4))
+  xy = [(100 * c["clean"][0], 100 * c[robust][0]) for _, c in pts]
+  for (rho, c), (x, y) in zip(pts, xy):
+    ax.errorbar(x, y, xerr=100 * (c["clean"][1] or 0), yerr=100 * (c[robust][1] or 0),
+                fmt="o", color="tab:blue", capsize=3)
+    ax.annotate(f"rho={rho:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+  front = pareto_front(xy)
+  ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red",
+          label="Pareto front (means)")
+  ax.set_xlabel("clean accuracy (%)")
+  ax.set_ylabel(f"PGD {robust[3:]}/255 accuracy (%)")
+  ax.set_title("dro_mixup on Fashion-MNIST: clean vs robust", fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- report
+
+def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced") -> dict:
+  """Writes ``results.md``, ``summary.json`` and a PNG per study into ``out_dir``."""
+  os.makedirs(out_dir, exist_ok=True)
+  rows = collect(runs, root)
+  names: dict[str, list[str]] = {}
+  for spec in runs:
+    if spec.name not in names.setdefault(spec.study, []):
+      names[spec.study].append(spec.name)
+  parts = [f"# Reproduction results (scale `{scale_name}`)\n",
+           f"{len(rows)} of {len(runs)} runs finished. Accuracy in %, mean ± 95% t-interval "
+           "half-width over seeds; paired rows are per-seed differences.\n"]
+  plots = {}
+  for study in (s for s in TITLES if s in names):
+    parts.append(f"## {TITLES[study]}\n")
+    if study == "fmnist_rho":
+      table, summary = rho_table(rows)
+      parts.append(table + "\n")
+      if summary:
+        plots[study] = os.path.join(out_dir, "fmnist_rho_pareto.png")
+        _pareto_plot(summary, plots[study])
+    else:
+      parts.append(study_table(rows, study, names[study]) + "\n")
+      if any(r["study"] == study for r in rows):
+        plots[study] = os.path.join(out_dir, f"{study}.png")
+        _bar_plot(rows, study, names[study], plots[study])
+    if study in plots:
+      parts.append(f"![{study}]({os.path.basename(plots[study])})\n")
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write("\n".join(parts))
+  summary = {"scale": scale_name, "finished": len(rows), "planned": len(runs), "runs": rows}
+  with open(os.path.join(out_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
