@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
@@ -114,8 +114,13 @@ def make_mesh():
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None = None,
-        download: bool = False, compilation_cache_dir: str | None = None) -> dict[str, Any]:
+        download: bool = False, compilation_cache_dir: str | None = None,
+        extra_evaluation: Callable[[Any, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
   """Validates, trains (resuming), evaluates and writes the results of one run.
+
+  Args:
+    extra_evaluation: ``f(trained, test_ds) -> dict`` run after the configured evaluation; its
+      keys are added to ``results.json`` (e.g. accuracy on pre-made corrupted test sets).
 
   Returns:
     The results dict written to ``results.json``.
@@ -148,6 +153,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
 
   trained = engine.train(config, workdir, train_ds, mesh=make_mesh())
   results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
+  if extra_evaluation is not None:
+    results.update(extra_evaluation(trained, test_ds))
   results.update({
       "experiment": config.experiment,
       "method": config.method,
