@@ -111,14 +111,14 @@ class _StepRunner:
   """Holds one method's (donated) state and runs its jitted step on a fixed batch."""
 
   def __init__(self, spec: MethodSpec, method, *, width: int, batch_size: int, dtype,
-               crop_flip: bool, seed: int):
+               crop_flip: bool, seed: int, model_name: str = "preact_resnet18"):
     import jax  # pylint: disable=import-outside-toplevel
     from drojax import models as _models  # pylint: disable=import-outside-toplevel
     from drojax import train as _train  # pylint: disable=import-outside-toplevel
 
     self.spec = spec
     mesh = _train.make_mesh()
-    model = _models.get_model("preact_resnet18", num_classes=NUM_CLASSES, width=width,
+    model = _models.get_model(model_name, num_classes=NUM_CLASSES, width=width,
                               dtype=dtype)
     optimizer = _train.make_optimizer(10_000)
     self.state = _train.create_train_state(jax.random.key(seed), model, optimizer, IMAGE_SHAPE,
@@ -143,6 +143,7 @@ class _StepRunner:
 
 
 def run_width(specs, *, width: int, batch_size: int, dtype_name: str, iters: int, rounds: int,
+              model_name: str = "preact_resnet18",
               warmup: int, crop_flip: bool, torch: bool, torch_threads: int, rho: float, q: float,
               seed: int = 0) -> list[dict]:
   """Compiles and times every method at one width; returns the JAX rows then the torch rows."""
@@ -155,6 +156,7 @@ def run_width(specs, *, width: int, batch_size: int, dtype_name: str, iters: int
     rss_before = _common.current_rss_mb()
     with _common.PeakRss() as peak:
       runner = _StepRunner(spec, method, width=width, batch_size=batch_size, dtype=dtype,
+                           model_name=model_name,
                            crop_flip=crop_flip, seed=seed)
       start = time.perf_counter()
       runner()
@@ -282,6 +284,8 @@ def parse_args(argv=None):
                  help=f"comma list of method specs (default: {DEFAULT_METHODS})")
   p.add_argument("--width", type=_int_list, default=[16], help="comma list of widths (16,64)")
   p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--model", default="preact_resnet18",
+                 help="a drojax.models name (small_cnn for the Fashion-MNIST setting)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="model computation dtype (parameters/optimizer state stay float32)")
   p.add_argument("--iters", type=int, default=3, help="steps per method per round")
@@ -323,6 +327,7 @@ def main(argv=None) -> int:
   all_rows = []
   for width in args.width:
     rows = run_width(specs, width=width, batch_size=args.batch, dtype_name=args.dtype,
+                     model_name=args.model,
                      iters=args.iters, rounds=args.rounds, warmup=args.warmup,
                      crop_flip=args.crop_flip, torch=args.torch,
                      torch_threads=args.torch_threads, rho=args.rho, q=args.q)
