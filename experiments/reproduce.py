@@ -48,6 +48,7 @@ flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rh
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
 flags.DEFINE_string("scale", "reduced", "reduced (the documented study) | smoke (tests)")
 flags.DEFINE_integer("workers", 1, "Worker processes (each pinned to one core when it can be).")
+flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (FAILED files).")
 flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
 flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/report).")
 flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
@@ -56,6 +57,7 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho")
 TABLES = ("standard", "refined")
 CLAIM = ".claim"
+FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +174,20 @@ def plan(studies: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
 
 def finished(spec: RunSpec, root: str) -> bool:
   return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
+
+
+def failed(spec: RunSpec, root: str) -> str | None:
+  """The recorded error of a run that raised (e.g. diverged), or None."""
+  path = os.path.join(spec.workdir(root), FAILED)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return f.read().strip()
+
+
+def settled(spec: RunSpec, root: str) -> bool:
+  """Finished, or failed (and not to be retried unless asked)."""
+  return finished(spec, root) or failed(spec, root) is not None
 
 
 # ------------------------------------------------------------------------------- corrupted sets
@@ -346,15 +362,17 @@ def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
          cache_dir: str | None, *, log=print, bar=None) -> int:
   """Runs every unfinished, unclaimed run in order; returns how many this process finished.
 
-  ``bar``: an optional tqdm bar over ``runs``, advanced for each run finished or found finished.
+  A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
+  from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
+  advanced for each run settled here or found settled.
   """
   done = 0
   for spec in runs:
     workdir = spec.workdir(root)
     if bar is not None:
       bar.set_postfix_str(f"{spec.study}/{spec.name}/s{spec.seed}")
-    if finished(spec, root) or not try_claim(workdir):
-      if bar is not None and finished(spec, root):
+    if finished(spec, root) or failed(spec, root) or not try_claim(workdir):
+      if bar is not None and settled(spec, root):
         bar.update(1)
       continue
     try:
@@ -362,12 +380,19 @@ def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
         continue
       start = time.monotonic()
       log(f"start {spec.study}/{spec.name}/seed{spec.seed}")
-      run_spec(spec, root, scale, data_dir, cache_dir)
+      try:
+        run_spec(spec, root, scale, data_dir, cache_dir)
+      except FloatingPointError as e:  # drojax.loop.NonFiniteError: diverged; the rest goes on
+        message = " ".join(f"{type(e).__name__}: {e}".split())
+        with open(os.path.join(workdir, FAILED), "w") as f:
+          f.write(message + "\n")
+        log(f"FAILED {spec.study}/{spec.name}/seed{spec.seed}: {message}")
+        continue
       log(f"done  {spec.study}/{spec.name}/seed{spec.seed} in {time.monotonic() - start:.0f} s")
       done += 1
     finally:
       release(workdir)
-      if bar is not None and finished(spec, root):
+      if bar is not None and settled(spec, root):
         bar.update(1)
   return done
 
@@ -398,7 +423,7 @@ def _watch(procs: list[subprocess.Popen], runs: list[RunSpec], root: str) -> Non
 
   with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
     while True:
-      n = sum(finished(s, root) for s in runs)
+      n = sum(settled(s, root) for s in runs)
       bar.update(n - bar.n)
       active = [f"{s.study}/{s.name}/s{s.seed}" for s in runs
                 if os.path.isfile(os.path.join(s.workdir(root), CLAIM)) and not finished(s, root)]
@@ -443,12 +468,11 @@ def main(argv, overrides):
     raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
   runs = plan(studies, seeds, scale)
   root = os.path.abspath(FLAGS.root)
-  from experiments import reproduction_report as report
   from experiments import runner
 
   report_dir = FLAGS.report_dir or os.path.join(root, "report")
   if FLAGS.report_only:
-    report.write_report(runs, root, report_dir, scale_name=FLAGS.scale)
+    _write_report(runs, root, report_dir)
     print(f"report: {os.path.join(report_dir, 'results.md')}")
     return
   data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
@@ -462,6 +486,10 @@ def main(argv, overrides):
   for spec in runs:  # a bad value fails here, not an hour in
     runner.validate(spec.config, num_devices=jax.device_count())
   os.makedirs(root, exist_ok=True)
+  if FLAGS.retry_failed:
+    for spec in runs:
+      if failed(spec, root):
+        os.remove(os.path.join(spec.workdir(root), FAILED))
   procs = _spawn_workers(FLAGS.workers, _worker_argv(), root) if FLAGS.workers > 1 else []
   try:
     if any(s.corrupted for s in runs):
@@ -474,12 +502,20 @@ def main(argv, overrides):
 
       with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
         work(runs, root, scale, data_dir, cache, log=bar.write, bar=bar)
-  except KeyboardInterrupt:
+  except BaseException:  # Ctrl-C or an error here: the workers must not run on unwatched
     for p in procs:
       p.terminate()
     raise
-  report.write_report(runs, root, report_dir, scale_name=FLAGS.scale)
+  _write_report(runs, root, report_dir)
   print(f"report: {os.path.join(report_dir, 'results.md')}")
+
+
+def _write_report(runs: list[RunSpec], root: str, report_dir: str) -> None:
+  from experiments import reproduction_report as report
+
+  failures = {f"{s.study}/{s.name}/seed{s.seed}": failed(s, root) for s in runs}
+  report.write_report(runs, root, report_dir, scale_name=FLAGS.scale,
+                      failures={k: v for k, v in failures.items() if v})
 
 
 if __name__ == "__main__":

@@ -221,8 +221,13 @@ def _pareto_plot(summary, path: str, robust: str = "pgd8") -> None:
 
 # ------------------------------------------------------------------------------- report
 
-def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced") -> dict:
-  """Writes ``results.md``, ``summary.json`` and a PNG per study into ``out_dir``."""
+def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced",
+                 failures: dict[str, str] | None = None) -> dict:
+  """Writes ``results.md``, ``summary.json`` and a PNG per study into ``out_dir``.
+
+  ``failures``: ``{"study/name/seedK": error}`` of the runs that diverged; they are listed.
+  """
+  failures = failures or {}
   os.makedirs(out_dir, exist_ok=True)
   rows = collect(runs, root)
   names: dict[str, list[str]] = {}
@@ -248,9 +253,14 @@ def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced") 
         _bar_plot(rows, study, names[study], plots[study])
     if study in plots:
       parts.append(f"![{study}]({os.path.basename(plots[study])})\n")
+  if failures:
+    parts.append("## Runs that failed\n")
+    parts.extend(f"- `{run}`: {error}" for run, error in sorted(failures.items()))
+    parts.append("")
   with open(os.path.join(out_dir, "results.md"), "w") as f:
     f.write("\n".join(parts))
-  summary = {"scale": scale_name, "finished": len(rows), "planned": len(runs), "runs": rows}
+  summary = {"scale": scale_name, "finished": len(rows), "planned": len(runs), "runs": rows,
+             "failed": failures}
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary

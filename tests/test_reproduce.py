@@ -111,6 +111,45 @@ def test_claims_are_exclusive_and_a_dead_owner_s_claim_is_taken_over(tmp_path):
   assert not reproduce.try_claim(workdir)  # cannot tell whether a remote owner lives
 
 
+def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tmp_path,
+                                                                             monkeypatch):
+  runs = reproduce.plan(["fmnist_rho"], [0, 1], SMOKE)
+  calls = []
+
+  def fake_run(spec, root, *args):
+    calls.append(spec.seed)
+    if spec.seed == 0:
+      raise FloatingPointError("non-finite loss at step 3")
+    os.makedirs(spec.workdir(root), exist_ok=True)
+    with open(os.path.join(spec.workdir(root), "results.json"), "w") as f:
+      json.dump({"clean_accuracy": 0.5, "adversarial_accuracy": {}, "train_seconds": 1.0}, f)
+
+  monkeypatch.setattr(reproduce, "run_spec", fake_run)
+  root = str(tmp_path)
+  assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 1
+  assert calls == [0, 1]
+  assert "non-finite loss" in reproduce.failed(runs[0], root)
+  assert reproduce.settled(runs[0], root) and reproduce.finished(runs[1], root)
+  assert not os.path.exists(os.path.join(runs[0].workdir(root), reproduce.CLAIM))
+  assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 0
+  assert calls == [0, 1]  # neither run again
+
+  summary = report.write_report(runs, root, str(tmp_path / "report"), scale_name="smoke",
+                                failures={"fmnist_rho/x/seed0": "FloatingPointError: boom"})
+  assert summary["finished"] == 1 and summary["planned"] == 2
+  md = (tmp_path / "report" / "results.md").read_text()
+  assert "Runs that failed" in md and "boom" in md and "1 of 2 runs finished" in md
+
+  def broken(spec, root, *args):
+    raise ValueError("a bug, not a divergence")
+
+  monkeypatch.setattr(reproduce, "run_spec", broken)
+  os.remove(os.path.join(runs[0].workdir(root), reproduce.FAILED))
+  with pytest.raises(ValueError, match="a bug"):
+    reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None)
+  assert not os.path.exists(os.path.join(runs[0].workdir(root), reproduce.CLAIM))
+
+
 # ------------------------------------------------------------------------------- end to end
 
 def _tiny_data(path):
