@@ -2,7 +2,7 @@ r"""The reduced-scale reproduction of both papers' claims (issue #8), resumable,
 
   python -m experiments.reproduce --data_dir=../shared/data --root=runs/reproduce --workers=2
 
-Four studies, each run a workdir ``ROOT/<study>/<run>/seed<k>`` (re-running skips finished runs
+Five studies, each run a workdir ``ROOT/<study>/<run>/seed<k>`` (re-running skips finished runs
 and resumes unfinished ones from their last checkpoint):
 
 1. ``fmnist_pgd``: Fashion-MNIST, a small CNN, ``erm``, ``dro``, ``mixup``, ``dro_mixup``; clean
@@ -11,8 +11,8 @@ and resumes unfinished ones from their last checkpoint):
    ``augmix`` vs ``dro_augmix``; clean accuracy and the mean over the 15 generated corruptions x
    5 severities, for the standard and the refined severity tables.
 3. ``cifar_var_dro``: the same data and evaluation for ``erm``, ``kl_dro``, ``var_dro``.
-4. ``fmnist_rho``: ``dro_mixup`` on setting 1 at more values of rho (rho = 0 is the ``mixup`` run
-   and the default rho is the ``dro_mixup`` run of study 1).
+4. ``fmnist_rho`` and ``cifar_rho``: ``dro_mixup`` at more values of rho on settings 1 and 2
+   (rho = 0 is that setting's ``mixup`` run and its default rho its ``dro_mixup`` run).
 
 The corrupted CIFAR test sets are made once per table (a fixed class-balanced subset of the test
 split, corrupted with a fixed key, stored as uint8 like the published CIFAR-10-C) under
@@ -43,7 +43,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
 flags.DEFINE_string("data_dir", None, "Folder with cifar10_{train,test}.npz and "
                     "fashion_mnist_{train,test}.npz (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho",
+flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho,cifar_rho",
                     "Comma-separated studies to run.")
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
 flags.DEFINE_string("scale", "reduced", "reduced (the documented study) | smoke (tests)")
@@ -54,7 +54,7 @@ flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/rep
 flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
 flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
 
-STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho")
+STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
 TABLES = ("standard", "refined")
 CLAIM = ".claim"
 FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
@@ -75,7 +75,8 @@ class Scale:
   cifar_eval: int  # clean test images; 0 = all 10,000
   corrupted_images: int  # the fixed class-balanced subset that is corrupted
   corruption_names: tuple[str, ...]  # () = the 15 standard corruptions
-  rho_values: tuple[float, ...]  # the extra rho values of study 4
+  rho_values: tuple[float, ...]  # the extra rho values of study 4 on Fashion-MNIST
+  cifar_rho_values: tuple[float, ...]  # and on CIFAR-10
   checkpoint_every: int
   batch_size: int = 128
 
@@ -85,11 +86,13 @@ SCALES = {
     "reduced": Scale(fmnist_width=8, fmnist_train=10_000, fmnist_epochs=5, fmnist_eval=1000,
                      pgd_steps=20, cifar_width=8, cifar_train=4000, cifar_epochs=10,
                      cifar_eval=0, corrupted_images=1000, corruption_names=(),
-                     rho_values=(0.02, 0.3, 1.0), checkpoint_every=100),
+                     rho_values=(0.02, 0.3, 1.0), cifar_rho_values=(0.01, 0.1),
+                     checkpoint_every=100),
     "smoke": Scale(fmnist_width=4, fmnist_train=32, fmnist_epochs=1, fmnist_eval=16,
                    pgd_steps=2, cifar_width=4, cifar_train=32, cifar_epochs=1, cifar_eval=16,
                    corrupted_images=10, corruption_names=("brightness", "contrast"),
-                   rho_values=(0.5,), checkpoint_every=100, batch_size=16),
+                   rho_values=(0.5,), cifar_rho_values=(0.1,), checkpoint_every=100,
+                   batch_size=16),
 }
 
 
@@ -130,7 +133,7 @@ def _fmnist_config(method: str, seed: int, scale: Scale, rho: float | None = Non
   return c
 
 
-def _cifar_config(method: str, seed: int, scale: Scale):
+def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None):
   from experiments.configs import cifar_c as cifar_config
 
   c = cifar_config.make_config(method, preset="paper", dataset="cifar10")
@@ -145,6 +148,8 @@ def _cifar_config(method: str, seed: int, scale: Scale):
     c.checkpoint_every_steps = scale.checkpoint_every
     c.batch_size = scale.batch_size
     c.progress = False
+    if rho is not None:
+      c.method_config.rho = rho
   return c
 
 
@@ -167,6 +172,10 @@ def plan(studies: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
       for rho in scale.rho_values:
         runs.append(RunSpec("fmnist_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
                             _fmnist_config("dro_mixup", seed, scale, rho=rho), False))
+    if "cifar_rho" in studies:
+      for rho in scale.cifar_rho_values:
+        runs.append(RunSpec("cifar_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
+                            _cifar_config("dro_mixup", seed, scale, rho=rho), True))
   for spec in runs:
     spec.config.lock()
   return runs
@@ -273,9 +282,9 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
   def extra(trained, test_ds) -> dict[str, Any]:
     del test_ds
     from drojax import corruptions, evaluate as ev, published_c
+    from experiments import engine
 
-    model = trained.model
-    bound = ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+    bound = engine.bound_model(trained)
     names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
     out = {}
     for table in TABLES:

@@ -26,7 +26,14 @@ TITLES = {
     "fmnist_pgd": "1. DRO-Augment under PGD (Fashion-MNIST, small CNN)",
     "cifar_augment": "2. DRO-Augment under corruptions (CIFAR-10, PreActResNet-18)",
     "cifar_var_dro": "3. Var-DRO vs ERM and KL-DRO (CIFAR-10, PreActResNet-18)",
-    "fmnist_rho": "4. rho sweep of dro_mixup (Fashion-MNIST, small CNN)",
+    "fmnist_rho": "4a. rho sweep of dro_mixup (Fashion-MNIST, small CNN)",
+    "cifar_rho": "4b. rho sweep of dro_mixup (CIFAR-10, PreActResNet-18)",
+}
+# A sweep study -> (the study whose mixup (rho = 0) and dro_mixup runs join it, the robust
+# metric of its Pareto plot and that metric's label).
+SWEEPS = {
+    "fmnist_rho": ("fmnist_pgd", "pgd8", "PGD 8/255 accuracy (%)"),
+    "cifar_rho": ("cifar_augment", "mca_standard", "mean corrupted accuracy, standard (%)"),
 }
 
 
@@ -77,6 +84,7 @@ def metrics_of(results: dict[str, Any]) -> dict[str, float | None]:
   for table in ("standard", "refined"):
     block = results.get(f"corrupted_{table}") or {}
     out[f"mca_{table}"] = block.get("mean_corruption_accuracy")
+    out[f"per_corruption_{table}"] = block.get("per_corruption_mean")
   out["train_seconds"] = results.get("train_seconds")
   return out
 
@@ -114,7 +122,7 @@ def _paired(rows, a: str, b: str, columns: Sequence[str]):
 
 
 def _columns(study: str) -> tuple[list[str], list[str]]:
-  if study in ("fmnist_pgd", "fmnist_rho"):
+  if study.startswith("fmnist"):
     return (["clean"] + [f"pgd{e}" for e in PGD_EPS],
             ["clean"] + [f"PGD {e}/255" for e in PGD_EPS])
   return ["clean", "mca_standard", "mca_refined"], ["clean", "mean corrupted (standard)",
@@ -142,18 +150,35 @@ def study_table(rows, study: str, names: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def rho_rows(rows) -> list[dict[str, Any]]:
-  """Study 4's points: the sweep's runs plus mixup (rho = 0) and dro_mixup from study 1."""
-  out = [dict(r) for r in rows if r["study"] == "fmnist_rho"]
+def per_corruption_table(rows, study: str, names: Sequence[str],
+                         table: str = "standard") -> str:
+  """Mean accuracy (over seeds, 5 severities each) per corruption: one column per run name."""
+  sel = [r for r in rows if r["study"] == study and r.get(f"per_corruption_{table}")]
+  corruptions = list(dict.fromkeys(c for r in sel for c in r[f"per_corruption_{table}"]))
+  if not corruptions:
+    return ""
+  lines = ["| corruption | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for c in corruptions:
+    cells = [mean_ci([r[f"per_corruption_{table}"].get(c) for r in sel if r["name"] == n])
+             for n in names]
+    lines.append(f"| {c} | " + " | ".join("n/a" if k[2] == 0 else f"{100 * k[0]:.1f}"
+                                         for k in cells) + " |")
+  return "\n".join(lines)
+
+
+def rho_rows(rows, sweep: str) -> list[dict[str, Any]]:
+  """A sweep's points: its own runs plus its base study's mixup (rho = 0) and dro_mixup."""
+  base = SWEEPS[sweep][0]
+  out = [dict(r) for r in rows if r["study"] == sweep]
   for r in rows:
-    if r["study"] == "fmnist_pgd" and r["name"] in ("mixup", "dro_mixup"):
+    if r["study"] == base and r["name"] in ("mixup", "dro_mixup"):
       out.append({**r, "rho": 0.0 if r["name"] == "mixup" else r["rho"]})
   return out
 
 
-def rho_table(rows) -> tuple[str, list[tuple[float, dict]]]:
-  pts = rho_rows(rows)
-  cols, heads = _columns("fmnist_rho")
+def rho_table(rows, sweep: str) -> tuple[str, list[tuple[float, dict]]]:
+  pts = rho_rows(rows, sweep)
+  cols, heads = _columns(sweep)
   lines = ["| rho | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(cols)]
   summary = []
   for rho in sorted({r["rho"] for r in pts}):
@@ -192,7 +217,7 @@ def _bar_plot(rows, study: str, names: Sequence[str], path: str) -> None:
   plt.close(fig)
 
 
-def _pareto_plot(summary, path: str, robust: str = "pgd8") -> None:
+def _pareto_plot(summary, path: str, sweep: str) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -200,6 +225,7 @@ def _pareto_plot(summary, path: str, robust: str = "pgd8") -> None:
 
   from experiments.pareto import pareto_front
 
+  _, robust, label = SWEEPS[sweep]
   pts = [(rho, cells) for rho, cells in summary if cells["clean"][2] and cells[robust][2]]
   fig, ax = plt.subplots(figsize=(5, 4))
   xy = [(100 * c["clean"][0], 100 * c[robust][0]) for _, c in pts]
@@ -211,8 +237,8 @@ def _pareto_plot(summary, path: str, robust: str = "pgd8") -> None:
   ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red",
           label="Pareto front (means)")
   ax.set_xlabel("clean accuracy (%)")
-  ax.set_ylabel(f"PGD {robust[3:]}/255 accuracy (%)")
-  ax.set_title("dro_mixup on Fashion-MNIST: clean vs robust", fontsize=9)
+  ax.set_ylabel(label)
+  ax.set_title(TITLES[sweep][4:] + ": clean vs robust", fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -240,14 +266,18 @@ def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced",
   plots = {}
   for study in (s for s in TITLES if s in names):
     parts.append(f"## {TITLES[study]}\n")
-    if study == "fmnist_rho":
-      table, summary = rho_table(rows)
+    if study in SWEEPS:
+      table, summary = rho_table(rows, study)
       parts.append(table + "\n")
       if summary:
-        plots[study] = os.path.join(out_dir, "fmnist_rho_pareto.png")
-        _pareto_plot(summary, plots[study])
+        plots[study] = os.path.join(out_dir, f"{study}_pareto.png")
+        _pareto_plot(summary, plots[study], study)
     else:
       parts.append(study_table(rows, study, names[study]) + "\n")
+      per = per_corruption_table(rows, study, names[study])
+      if per:
+        parts.append("Per corruption (standard table; mean over seeds and the 5 severities):\n")
+        parts.append(per + "\n")
       if any(r["study"] == study for r in rows):
         plots[study] = os.path.join(out_dir, f"{study}.png")
         _bar_plot(rows, study, names[study], plots[study])

@@ -81,6 +81,9 @@ def test_plan_is_seed_major_with_unique_workdirs_and_the_issue_s_methods():
       assert tuple(r.config.eval.adv_eps) == (4 / 255, 8 / 255, 16 / 255)
   rhos = sorted(r.config.method_config.rho for r in runs if r.study == "fmnist_rho")
   assert set(rhos) == {0.02, 0.3, 1.0}
+  cifar_rho = [r for r in runs if r.study == "cifar_rho"]
+  assert {r.config.method_config.rho for r in cifar_rho} == {0.01, 0.1}
+  assert all(r.method == "dro_mixup" and r.config.model == "preact_resnet18" for r in cifar_rho)
   with pytest.raises(Exception, match="--studies"):
     reproduce.plan(["nope"], [0], SMOKE)
 
