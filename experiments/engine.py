@@ -203,13 +203,20 @@ def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
                                  data_dir=data_dir)
 
 
+def bound_model(trained: Trained):
+  """The trained model in eval mode as a ``drojax.evaluate.BoundModel``."""
+  from drojax import evaluate as ev
+
+  model = trained.model
+  return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+
+
 def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
              data_dir: str | None = None) -> dict[str, Any]:
   """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
   from drojax import evaluate as ev
 
-  model = trained.model
-  bound = ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+  bound = bound_model(trained)
   names = tuple(config.eval.corruption_names)
   if names == ("none",):
     corruptions, names_arg, loader = None, None, None
