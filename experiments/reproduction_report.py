@@ -20,7 +20,8 @@ PGD_EPS = (4, 8, 16)  # in 1/255
 PAIRS = {
     "fmnist_pgd": (("dro", "erm"), ("dro_mixup", "mixup")),
     "cifar_augment": (("dro_mixup", "mixup"), ("dro_augmix", "augmix")),
-    "cifar_var_dro": (("var_dro", "erm"), ("var_dro", "kl_dro"), ("kl_dro", "erm")),
+    "cifar_var_dro": (("var_dro", "erm"), ("var_dro", "kl_dro"), ("kl_dro", "erm"),
+                      ("var_dro", "kl_dro_T10"), ("kl_dro_T10", "erm")),
 }
 TITLES = {
     "fmnist_pgd": "1. DRO-Augment under PGD (Fashion-MNIST, small CNN)",
@@ -129,8 +130,13 @@ def _columns(study: str) -> tuple[list[str], list[str]]:
                                                     "mean corrupted (refined)"]
 
 
-def study_table(rows, study: str, names: Sequence[str]) -> str:
-  """The markdown table of ``study``: one row per run name, then the paired differences."""
+def study_table(rows, study: str, names: Sequence[str],
+                failed: dict[str, int] | None = None) -> str:
+  """The markdown table of ``study``: one row per run name, then the paired differences.
+
+  ``failed``: ``{name: number of seeds that diverged}``, shown beside the seed count.
+  """
+  failed = failed or {}
   cols, heads = _columns(study)
   sel = [r for r in rows if r["study"] == study]
   lines = ["| run | seeds | " + " | ".join(heads) + " | train min/run |",
@@ -140,7 +146,8 @@ def study_table(rows, study: str, names: Sequence[str]) -> str:
     n = max(c[2] for c in cells.values())
     secs = mean_ci([r["train_seconds"] for r in sel if r["name"] == name])
     mins = "n/a" if secs[2] == 0 else f"{secs[0] / 60:.1f}"
-    lines.append(f"| {name} | {n} | " + " | ".join(fmt(cells[c]) for c in cols)
+    seeds = f"{n} ({failed[name]} diverged)" if failed.get(name) else f"{n}"
+    lines.append(f"| {name} | {seeds} | " + " | ".join(fmt(cells[c]) for c in cols)
                  + f" | {mins} |")
   for a, b in PAIRS.get(study, ()):
     cells = _paired(sel, a, b, cols)
@@ -273,7 +280,12 @@ def write_report(runs, root: str, out_dir: str, *, scale_name: str = "reduced",
         plots[study] = os.path.join(out_dir, f"{study}_pareto.png")
         _pareto_plot(summary, plots[study], study)
     else:
-      parts.append(study_table(rows, study, names[study]) + "\n")
+      failed = {}
+      for key in failures:
+        run_study, run_name, _ = key.split("/")
+        if run_study == study:
+          failed[run_name] = failed.get(run_name, 0) + 1
+      parts.append(study_table(rows, study, names[study], failed) + "\n")
       per = per_corruption_table(rows, study, names[study])
       if per:
         parts.append("Per corruption (standard table; mean over seeds and the 5 severities):\n")

@@ -72,7 +72,8 @@ def test_plan_is_seed_major_with_unique_workdirs_and_the_issue_s_methods():
   assert {n for s, n in seed0 if s == "fmnist_pgd"} == {"erm", "dro", "mixup", "dro_mixup"}
   assert {n for s, n in seed0 if s == "cifar_augment"} == {"mixup", "dro_mixup", "augmix",
                                                            "dro_augmix"}
-  assert {n for s, n in seed0 if s == "cifar_var_dro"} == {"erm", "kl_dro", "var_dro"}
+  assert {n for s, n in seed0 if s == "cifar_var_dro"} == {"erm", "kl_dro", "var_dro",
+                                                           "kl_dro_T10"}
   for r in runs:
     assert r.config.seed == r.seed
     assert r.corrupted == r.study.startswith("cifar")
