@@ -213,7 +213,7 @@ def test_reproduce_end_to_end_resumes_and_reports(tmp_path):
   assert rho["method_config"]["rho"] == 0.5 and rho["model"] == "small_cnn"
 
   md = (root / "report" / "results.md").read_text()
-  assert "4 of 4 runs finished" in md
+  assert "5 of 5 runs finished" in md
   assert "var_dro − erm" in md and "(1 seed)" in md
   for png in ("cifar_var_dro.png", "fmnist_rho_pareto.png"):
     assert (root / "report" / png).stat().st_size > 1000
