@@ -120,23 +120,30 @@ class RunSpec:
 
 # ------------------------------------------------------------------------------- the plan
 
+def _apply_scale(c, *, seed: int, scale: Scale, width: int, train: int, epochs: int,
+                 eval_images: int, rho: float | None) -> None:
+  """The fields every study sets on its preset config (``c`` unlocked)."""
+  c.width = width
+  c.train_subset = train
+  c.num_epochs = epochs
+  c.seed = seed
+  c.eval.images = eval_images
+  c.checkpoint_every_steps = scale.checkpoint_every
+  c.batch_size = scale.batch_size
+  c.progress = False
+  if rho is not None:
+    c.method_config.rho = rho
+
+
 def _fmnist_config(method: str, seed: int, scale: Scale, rho: float | None = None):
   from experiments.configs import fashion_mnist_pgd as fm_config
 
   c = fm_config.make_config(method, preset="paper", dataset="fashion_mnist")
   with c.unlocked():
     c.model = "small_cnn"
-    c.width = scale.fmnist_width
-    c.train_subset = scale.fmnist_train
-    c.num_epochs = scale.fmnist_epochs
-    c.seed = seed
-    c.eval.images = scale.fmnist_eval
     c.eval.pgd_steps = scale.pgd_steps
-    c.checkpoint_every_steps = scale.checkpoint_every
-    c.batch_size = scale.batch_size
-    c.progress = False
-    if rho is not None:
-      c.method_config.rho = rho
+    _apply_scale(c, seed=seed, scale=scale, width=scale.fmnist_width, train=scale.fmnist_train,
+                 epochs=scale.fmnist_epochs, eval_images=scale.fmnist_eval, rho=rho)
   return c
 
 
@@ -145,18 +152,10 @@ def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None
 
   c = cifar_config.make_config(method, preset="paper", dataset="cifar10")
   with c.unlocked():
-    c.width = scale.cifar_width
-    c.train_subset = scale.cifar_train
-    c.num_epochs = scale.cifar_epochs
-    c.seed = seed
-    c.eval.images = scale.cifar_eval
     c.eval.corruption_names = ("none",)  # the corrupted sets are scored by this module
     c.eval.adv_eps = ()
-    c.checkpoint_every_steps = scale.checkpoint_every
-    c.batch_size = scale.batch_size
-    c.progress = False
-    if rho is not None:
-      c.method_config.rho = rho
+    _apply_scale(c, seed=seed, scale=scale, width=scale.cifar_width, train=scale.cifar_train,
+                 epochs=scale.cifar_epochs, eval_images=scale.cifar_eval, rho=rho)
   return c
 
 
