@@ -41,7 +41,7 @@ __all__ = [
     "wdro_loss",
 ]
 
-PENALTY_MODES = ("exact", "finite_difference")
+PENALTY_MODES = ("exact", "forward_over_reverse", "finite_difference")
 
 # Relative step of the finite-difference penalty gradient: the input batch moves by
 # DEFAULT_FD_STEP * ||x||_2 along a unit-norm direction; see ``wdro_loss``.
@@ -334,6 +334,221 @@ def _take(tree: Any, idx: jax.Array) -> Any:
   return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), tree)
 
 
+def _tree_axpby(a_coef: jax.Array, a: Any, b_coef: jax.Array, b: Any) -> Any:
+  """``a_coef * a + b_coef * b`` leafwise; integer leaves (``float0`` cotangents) pass through."""
+
+  def one(u, v):
+    if u.dtype == jax.dtypes.float0:
+      return u
+    return (a_coef * u + b_coef * v).astype(u.dtype)
+
+  return jax.tree_util.tree_map(one, a, b)
+
+
+def _tree_scale(coef: jax.Array, tree: Any) -> Any:
+  return jax.tree_util.tree_map(
+      lambda u: u if u.dtype == jax.dtypes.float0 else (coef * u).astype(u.dtype), tree)
+
+
+def _scatter_rows(tree: Any, idx: jax.Array, batch: int) -> Any:
+  """Rows ``idx`` of ``[m, ...]`` leaves placed into zero ``[batch, ...]`` leaves."""
+
+  def one(u):
+    if u.dtype == jax.dtypes.float0:
+      return np.zeros((batch,) + u.shape[1:], jax.dtypes.float0)
+    return jnp.zeros((batch,) + u.shape[1:], u.dtype).at[idx].add(u)
+
+  return jax.tree_util.tree_map(one, tree)
+
+
+def _add_cotangents(u, v):
+  return u if u.dtype == jax.dtypes.float0 else u + v
+
+
+def _vma(a: Any) -> frozenset:
+  """The mesh axes ``a`` varies over inside ``shard_map`` (empty outside)."""
+  manual = getattr(jax.typeof(a), "manual_axis_type", None)
+  return frozenset(getattr(manual, "varying", ()))
+
+
+def _match_varying_axes(cotangents: Any, in_vma: Any) -> Any:
+  """``psum``s each cotangent over the mesh axes it varies on but its input did not.
+
+  Under ``shard_map`` a replicated input (parameters) used with per-device data is implicitly
+  broadcast; the transpose of that broadcast is a ``psum``, which a ``custom_vjp`` backward has
+  to apply itself. ``in_vma``: the inputs' ``jax.typeof(a).vma``, same structure as the inputs
+  (``None`` cotangents and their subtrees are skipped).
+  """
+
+  def one(ct, vma):
+    if ct is None or ct.dtype == jax.dtypes.float0:
+      return ct
+    extra = tuple(sorted(_vma(ct) - vma))
+    return jax.lax.psum(ct, extra) if extra else ct
+
+  return tuple(
+      None if ct is None else jax.tree_util.tree_map(one, ct, vma)
+      for ct, vma in zip(cotangents, in_vma))
+
+
+def _is_symbolic_zero(tree: Any) -> bool:
+  leaves = jax.tree_util.tree_leaves(
+      tree, is_leaf=lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero))
+  return all(isinstance(t, jax.custom_derivatives.SymbolicZero) for t in leaves)
+
+
+def _finite_difference_surrogate(loss_fn, px, pargs, p_losses, g, *, q, norm, has_aux,
+                                 axis_name, fd_step):
+  """``(penalty, term)``: a term whose value is the penalty and whose gradient is its estimate.
+
+  ``sg(P) + s (L(x_p + h u) - L(x_p)) - sg(.)`` with ``s = ||v|| / h``: one extra forward and
+  backward at ``x_p + h u``, on top of the backward that gave ``g`` (the general form, used
+  where ``_shared_backward_wdro`` does not apply: a mesh axis of size > 1).
+  """
+  g = jax.lax.stop_gradient(g)
+  penalty, v = _penalty_and_direction(g, q, norm, axis_name)
+  v_norm = jnp.sqrt(jnp.sum(v * v))
+  u = v / jnp.where(v_norm > 0, v_norm, 1.0)
+  u = jax.lax.stop_gradient(u.astype(px.dtype))
+  h = fd_step * jnp.sqrt(jnp.sum(jax.lax.stop_gradient(px).astype(jnp.float32) ** 2))
+  h = jnp.where(h > 0, h, fd_step)  # an all-zero batch: fall back to an absolute step
+  out = loss_fn(px + (h * u).astype(px.dtype), *pargs)
+  p_losses_h = out[0] if has_aux else out
+  _check_losses_out(p_losses_h, px.shape[0])
+  scale = jax.lax.stop_gradient(v_norm / h)
+  if axis_name is not None:
+    scale = scale * jax.lax.psum(1, axis_name)
+  diff = scale * (jnp.sum(p_losses_h) - jnp.sum(p_losses))
+  return penalty, jax.lax.stop_gradient(penalty) + diff - jax.lax.stop_gradient(diff)
+
+
+def _axis_size(axis_name: Any) -> int:
+  return 1 if axis_name is None else int(jax.lax.axis_size(axis_name))
+
+
+def _shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, mode, fd_step,
+                          idx):
+  """``wdro_loss`` as one ``custom_vjp``: ``(total, penalty, losses, fn_aux)``.
+
+  The forward pass computes the whole gradient, so that the one backward at ``x`` that gives
+  the mean loss's gradient also gives the input gradient ``g`` the penalty needs (autodiff of
+  ``wdro_loss``'s other forms runs a separate backward for ``g``). The penalty's gradient
+  (w.r.t. the parameters, the penalty batch's inputs and args) is then
+
+  * ``"finite_difference"``: ``s (dL_p(x_p + h u) - dL_p(x_p))`` with ``s = ||v|| / h``, one
+    more forward and backward;
+  * ``"forward_over_reverse"``: the jvp of ``dL_p`` along ``v = dP/dg`` (``jax.linearize`` of
+    the gradient pass), exact: :math:`\\nabla_\\theta \\langle v, \\nabla_x L\\rangle =
+    \\partial_\\epsilon \\nabla_\\theta L(x + \\epsilon v)` by symmetry of mixed partials;
+
+  where ``L_p`` is the penalty batch's summed loss (the whole batch when ``idx`` is ``None``).
+  The parameters ``loss_fn`` closes over are made explicit with ``jax.closure_convert``. Only
+  for a mesh axis of size 1 (or none): the closed-over parameters' gradients come out of the
+  inner vjp already summed over the axis, before the per-device scale could weight them.
+  ``losses`` (and ``mean_loss``) may be differentiated too (at the cost of one more backward);
+  ``fn_aux`` may not.
+
+  ``idx``: ``[m]`` int rows the penalty is taken on (``subsample < 1``), or ``None`` (all rows).
+  """
+  b = x.shape[0]
+
+  def call(xx, aa):
+    out = loss_fn(xx, *aa)
+    return out if has_aux else (out, None)
+
+  full_fn, full_consts = jax.closure_convert(call, x, args)
+  if idx is None:
+    sub_fn, sub_consts = full_fn, ()
+  else:
+    sub_fn, sub_consts = jax.closure_convert(call, x[idx], _take(args, idx))
+
+  def losses_of(fn, consts, xx, aa):
+    losses, fn_aux = fn(xx, aa, *consts)
+    _check_losses_out(losses, xx.shape[0])
+    return losses, fn_aux
+
+  def grads_of(fn, consts, xx, aa):
+    """The gradient of the summed loss w.r.t. ``(consts, xx, aa)``; aux ``(losses, fn_aux)``."""
+    losses, vjp_fn, fn_aux = jax.vjp(lambda c, xx_, aa_: losses_of(fn, c, xx_, aa_), consts,
+                                     xx, aa, has_aux=True)
+    return vjp_fn(jnp.ones_like(losses)), (losses, fn_aux)
+
+  def penalty_inputs(xx, aa):
+    return (xx, aa) if idx is None else (xx[idx], _take(aa, idx))
+
+  def primal(full_consts, sub_consts, x, args, rho):
+    (_, g, _), (losses, fn_aux) = grads_of(full_fn, full_consts, x, args)
+    if idx is not None:
+      (_, g, _), _ = grads_of(sub_fn, sub_consts, *penalty_inputs(x, args))
+    penalty = variation_penalty(g, q=q, norm=norm, axis_name=axis_name)
+    return jnp.mean(losses) + rho * penalty, penalty, losses, fn_aux
+
+  def fwd(full_consts, sub_consts, x, args, rho):
+    full_consts, sub_consts, x, args, rho = jax.tree_util.tree_map(
+        lambda p: p.value, (full_consts, sub_consts, x, args, rho),
+        is_leaf=lambda t: isinstance(t, jax.custom_derivatives.CustomVJPPrimal))
+    p_fn, p_consts = (full_fn, full_consts) if idx is None else (sub_fn, sub_consts)
+    px, pargs = penalty_inputs(x, args)
+    linearized = None
+    if mode == "forward_over_reverse":
+      p_grads, linearized, p_aux = jax.linearize(
+          lambda xx: grads_of(p_fn, p_consts, xx, pargs), px, has_aux=True)
+    else:
+      p_grads, p_aux = grads_of(p_fn, p_consts, px, pargs)
+    if idx is None:
+      sum_grads, (losses, fn_aux) = p_grads, p_aux  # the shared backward
+    else:
+      sum_grads, (losses, fn_aux) = grads_of(full_fn, full_consts, x, args)
+    penalty, v = _penalty_and_direction(p_grads[1], q, norm, axis_name)
+    if mode == "forward_over_reverse":
+      penalty_grads = linearized(v.astype(px.dtype))
+    else:
+      v_norm = jnp.sqrt(jnp.sum(v * v))
+      u = (v / jnp.where(v_norm > 0, v_norm, 1.0)).astype(px.dtype)
+      h = fd_step * jnp.sqrt(jnp.sum(px.astype(jnp.float32) ** 2))
+      h = jnp.where(h > 0, h, fd_step)  # an all-zero batch: fall back to an absolute step
+      h_grads, _ = grads_of(p_fn, p_consts, px + (h * u).astype(px.dtype), pargs)
+      scale = v_norm / h
+      penalty_grads = _tree_axpby(-scale, p_grads, scale, h_grads)
+    total = jnp.mean(losses) + rho * penalty
+    residuals = (sum_grads, penalty_grads, penalty, rho, full_consts, x, args)
+    return (total, penalty, losses, fn_aux), residuals
+
+  def bwd(res, cts):
+    sum_grads, penalty_grads, penalty, rho, full_consts, x, args = res
+    ct_total, ct_penalty, ct_losses, ct_aux = cts
+    if not _is_symbolic_zero(ct_aux):
+      raise ValueError(
+          f"wdro_loss(mode={mode!r}): loss_fn's aux (fn_aux) carries no gradient in this "
+          f"mode; differentiate the total (or mean_loss, losses), or use mode='exact'.")
+    zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
+    ct_total = jnp.zeros((), jnp.float32) if zero(ct_total) else ct_total
+    ct_penalty = jnp.zeros((), penalty.dtype) if zero(ct_penalty) else ct_penalty
+    # d/d(consts, x, args) of (mean loss + rho * penalty) * ct_total + penalty * ct_penalty.
+    d_full = _tree_scale(ct_total / b, sum_grads)
+    d_pen = _tree_scale(ct_total * rho + ct_penalty, penalty_grads)
+    if not zero(ct_losses):  # rare (the train step never does it): one more forward/backward
+      _, vjp_fn, _ = jax.vjp(lambda c, xx, aa: losses_of(full_fn, c, xx, aa), full_consts, x,
+                             args, has_aux=True)
+      d_full = jax.tree_util.tree_map(_add_cotangents, d_full, vjp_fn(ct_losses))
+    if idx is None:
+      d_full = jax.tree_util.tree_map(_add_cotangents, d_full, d_pen)
+      d_sub_consts = None
+    else:
+      d_sub_consts, d_px, d_pargs = d_pen
+      d_full = (d_full[0],) + jax.tree_util.tree_map(
+          _add_cotangents, d_full[1:], _scatter_rows((d_px, d_pargs), idx, b))
+    d_full_consts, d_x, d_args = d_full
+    cts_in = (d_full_consts, d_sub_consts, d_x, d_args, (ct_total * penalty).astype(jnp.float32))
+    return _match_varying_axes(cts_in, in_vma)
+
+  rho = jnp.asarray(rho, jnp.float32)
+  in_vma = jax.tree_util.tree_map(_vma, (full_consts, sub_consts, x, args, rho))
+  total_fn = jax.custom_vjp(primal)
+  total_fn.defvjp(fwd, bwd, symbolic_zeros=True)
+  return total_fn(full_consts, sub_consts, x, args, rho)
+
+
 def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float | jax.Array,
               q: float = 2.0, norm: float = 2, has_aux: bool = False, axis_name: Any = None,
               mode: str = "exact", fd_step: float = DEFAULT_FD_STEP, subsample: float = 1.0,
@@ -348,33 +563,47 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
   with :math:`P` = ``variation_penalty``. ``jax.grad`` of ``total`` with respect to parameters
   closed over by ``loss_fn`` includes the penalty's gradient.
 
-  Modes of the penalty's parameter gradient (the value is the same in both):
+  Modes of the penalty's parameter gradient (the value is the same in all three):
 
   * ``"exact"``: a gradient of a gradient. The losses and the input gradients come from one
     ``jax.vjp`` (a single forward pass), which ``jax.grad`` then differentiates.
+  * ``"forward_over_reverse"``: the same exact gradient, as the jvp of the gradient pass along
+    :math:`v = \partial P / \partial g` (:math:`\nabla_\theta \langle v, \nabla_x L\rangle =
+    \partial_\epsilon \nabla_\theta L(x + \epsilon v)`, ``jax.linearize``), and the backward
+    that gives :math:`g` also gives the mean loss's gradient. About 10% cheaper than
+    ``"exact"`` for PreActResNet-18 on CPU (``docs/benchmarks.md``); agrees with it to float32
+    rounding.
   * ``"finite_difference"``: with :math:`L(x) = \sum_i \ell_i(x)`, :math:`g = \nabla_x L`
     (held constant) and :math:`v = \partial P / \partial g`, the chain rule gives
     :math:`\nabla_\theta P = \nabla_\theta \langle v, \nabla_x L\rangle
     \approx \|v\|\,(\nabla_\theta L(x + h u) - \nabla_\theta L(x)) / h` with
-    :math:`u = v / \|v\|` (unit norm over the whole local batch). It is realized by the
-    surrogate :math:`\mathrm{sg}(P) + \|v\|(L(x+hu) - L(x))/h - \mathrm{sg}(\cdot)`, whose value
-    is :math:`P`: one extra forward/backward at ``x + h u`` instead of a double backward. Works
-    with parameters closed over by ``loss_fn`` (no ``custom_vjp``); the aux of the perturbed
-    call (e.g. BatchNorm statistics) is discarded. Step: ``h = fd_step * ||x||_2`` (norm of the
-    whole local batch the penalty is taken on), so an example moves on average by ``fd_step``
-    times the RMS example norm, whatever the batch and image sizes. Error: the forward
-    difference has a truncation error :math:`O(h)` (curvature of the input gradient; kinks for
-    ReLU networks) and a float32 rounding error of about
+    :math:`u = v / \|v\|` (unit norm over the whole local batch): one extra forward/backward at
+    ``x + h u`` instead of a double backward. The aux of the perturbed call (e.g. BatchNorm
+    statistics) is discarded. Step: ``h = fd_step * ||x||_2`` (norm of the whole local batch the
+    penalty is taken on), so an example moves on average by ``fd_step`` times the RMS example
+    norm, whatever the batch and image sizes. Error: the forward difference has a truncation
+    error :math:`O(h)` and a float32 rounding error of about
     :math:`10^{-7}\,\|\nabla_\theta L\|\,\|v\| / h`, which grows with the batch since
-    :math:`L` is a sum. Measured cosine similarity to the exact gradient (float32): absolute
-    steps of 1e-3..1e-2 pixels gave only 0.16-0.67 on a 3-layer ReLU CNN (B = 64, 16x16x3), so
-    the step is relative; relative steps 5e-3..3e-2 gave 0.97-0.99 there (kinks crossed by the
-    step make it erratic), and on the 1-layer ReLU conv of the tests 1.0 up to 5e-3 but 0.98 at
-    1e-2. The default ``DEFAULT_FD_STEP = 5e-3`` gives >= 0.99 on the small test models
-    (``tests/test_losses.py``) but about 0.975 on the 3-layer CNN: use ``"exact"`` where the
-    gradient must be tight. Under ``axis_name`` the surrogate is
-    scaled by the axis size so that the train step's ``pmean`` of ``total`` sums the devices'
-    contributions.
+    :math:`L` is a sum; and in a ReLU network the input gradient jumps where a unit changes
+    sign, so a step that crosses such kinks (a deep net crosses many at any usable ``h``) adds
+    terms the exact (almost-everywhere) derivative does not have, which do not shrink with
+    ``h``. Measured cosine similarity to the exact penalty gradient: >= 0.99 on the small test
+    models at the default ``DEFAULT_FD_STEP = 5e-3`` (``tests/test_losses.py``), about 0.975 on
+    a 3-layer ReLU CNN, but only 0.38-0.57 on PreActResNet-18 (width 16, 128 CIFAR-10 test
+    images, train-mode BatchNorm) for relative steps 1e-3..2e-2 in float32, and 0.06-0.28 in
+    float64 with steps 1e-5..5e-3 (32 images). It is a cheap, biased direction, not an
+    approximation of the exact gradient on such models: use ``"forward_over_reverse"`` or
+    ``"exact"`` where the gradient must be right.
+
+  Without a mesh axis, or on one of size 1, the two cheaper modes run as one ``custom_vjp`` whose
+  forward pass computes the gradient (``jax.closure_convert`` makes the parameters
+  ``loss_fn`` closes over explicit), so that one backward gives the mean loss's parameter
+  gradient and ``g`` together; ``fn_aux`` then cannot be differentiated (a clear error) and
+  forward-mode autodiff of ``total`` is not available. On a mesh axis of size > 1
+  ``"forward_over_reverse"`` falls back to ``"exact"`` and ``"finite_difference"`` to a
+  surrogate of the same estimate, :math:`\mathrm{sg}(P) + s(L(x+hu) - L(x)) - \mathrm{sg}(\cdot)`,
+  scaled by the axis size so that the train step's ``pmean`` of ``total`` sums the devices'
+  contributions.
 
   ``subsample = f < 1`` takes the penalty on ``m = max(1, round(f * B))`` examples drawn without
   replacement with ``key`` (``x`` and every ``*args`` indexed together, a separate call of
@@ -394,7 +623,8 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
     has_aux: whether ``loss_fn`` returns ``(losses, aux)`` (static).
     axis_name: mapped axis for a global-batch penalty (see ``variation_penalty``); the mean loss
       in ``total`` stays LOCAL (the train step ``pmean``s the scalar).
-    mode: ``"exact"`` or ``"finite_difference"`` (static).
+    mode: one of ``PENALTY_MODES``: ``"exact"``, ``"forward_over_reverse"`` or
+      ``"finite_difference"`` (static).
     fd_step: relative step ``> 0`` of the finite-difference mode (static); the input moves by
       ``fd_step * ||x||_2``.
     subsample: fraction ``f`` in ``(0, 1]`` of the batch the penalty is taken on (static).
@@ -427,38 +657,30 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
     raise ValueError(f"key is required when subsample < 1 (got subsample={subsample}): pass a "
                      f"PRNG key, e.g. key=jax.random.key(0).")
 
+  m = max(1, int(round(subsample * b)))
+  idx = jax.random.permutation(key, b)[:m] if subsample < 1.0 else None
+  if mode != "exact" and _axis_size(axis_name) == 1:
+    total, penalty, losses, fn_aux = _shared_backward_wdro(
+        loss_fn, x, tuple(args), rho=rho, q=q, norm=norm, has_aux=has_aux, axis_name=axis_name,
+        mode=mode, fd_step=float(fd_step), idx=idx)
+    return total, WDROAux(mean_loss=jnp.mean(losses), penalty=jax.lax.stop_gradient(penalty),
+                          losses=losses, fn_aux=fn_aux)
+
   losses, vjp_fn, fn_aux = _losses_and_vjp(loss_fn, x, args, has_aux)
   mean_loss = jnp.mean(losses)
-
-  m = max(1, int(round(subsample * b)))
-  if subsample < 1.0:
-    idx = jax.random.permutation(key, b)[:m]
+  if idx is None:
+    px, pargs, p_losses, p_vjp = x, args, losses, vjp_fn
+  else:
     px, pargs = x[idx], _take(args, idx)
     p_losses, p_vjp, _ = _losses_and_vjp(loss_fn, px, pargs, has_aux)
-  else:
-    px, pargs, p_losses, p_vjp = x, args, losses, vjp_fn
-
-  if mode == "exact":
-    (g,) = p_vjp(jnp.ones_like(p_losses))
+  (g,) = p_vjp(jnp.ones_like(p_losses))
+  if mode in ("exact", "forward_over_reverse"):  # the latter on a mesh axis of size > 1
     penalty = variation_penalty(g, q=q, norm=norm, axis_name=axis_name)
     term = penalty
   else:
-    (g,) = p_vjp(jnp.ones_like(p_losses))
-    g = jax.lax.stop_gradient(g)
-    penalty, v = _penalty_and_direction(g, q, norm, axis_name)
-    v_norm = jnp.sqrt(jnp.sum(v * v))
-    u = v / jnp.where(v_norm > 0, v_norm, 1.0)
-    u = jax.lax.stop_gradient(u.astype(px.dtype))
-    h = fd_step * jnp.sqrt(jnp.sum(jax.lax.stop_gradient(px).astype(jnp.float32) ** 2))
-    h = jnp.where(h > 0, h, fd_step)  # an all-zero batch: fall back to an absolute step
-    out = loss_fn(px + (h * u).astype(px.dtype), *pargs)
-    p_losses_h = out[0] if has_aux else out
-    _check_losses_out(p_losses_h, m)
-    scale = jax.lax.stop_gradient(v_norm / h)
-    if axis_name is not None:
-      scale = scale * jax.lax.psum(1, axis_name)
-    diff = scale * (jnp.sum(p_losses_h) - jnp.sum(p_losses))
-    term = jax.lax.stop_gradient(penalty) + diff - jax.lax.stop_gradient(diff)
+    penalty, term = _finite_difference_surrogate(
+        loss_fn, px, pargs, p_losses, g, q=q, norm=norm, has_aux=has_aux, axis_name=axis_name,
+        fd_step=fd_step)
   total = mean_loss + rho * term
   return total, WDROAux(mean_loss=mean_loss, penalty=jax.lax.stop_gradient(penalty),
                         losses=losses, fn_aux=fn_aux)

@@ -117,7 +117,7 @@ class MethodConfig:
   rho: float = 1.0
   q: float = 1.0
   norm: float = 2.0  # ground-cost norm; the penalty uses its dual
-  penalty_mode: str = "exact"  # "exact" | "finite_difference"
+  penalty_mode: str = "exact"  # "exact" | "forward_over_reverse" | "finite_difference"
   penalty_subsample: float = 1.0  # fraction of the batch the penalty is taken on
   # Mixup
   mixup_alpha: float = 1.0
@@ -306,7 +306,8 @@ def wdro_objective(config: MethodConfig) -> ObjectiveFn:
   The penalty is taken on the views actually trained on (``images [B, V, H, W, C]``, one
   dual norm per example over all its views), through the same ``loss_fn`` (the augmented
   targets and the mixing plan included), over the global batch (``ctx.axis_name``).
-  ``config.penalty_mode`` = ``exact`` (grad of grad, default) or ``finite_difference``;
+  ``config.penalty_mode`` = ``exact`` (grad of grad, default), ``forward_over_reverse`` (the
+  same gradient, cheaper) or ``finite_difference`` (see :func:`drojax.losses.wdro_loss`);
   ``config.penalty_subsample`` < 1 takes it on a random fraction (key: ``ctx.key``); ``q``,
   ``norm``, ``rho`` as in :func:`drojax.losses.wdro_loss`. BatchNorm in train mode couples
   examples, so the input gradient is that of the batch's summed loss (as in the reference).
