@@ -41,6 +41,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
                 "var_dro_eps_max", "label_smoothing", "penalty_subsample"):
     if mc[field] < 0:
       raise cli.UsageError(f"method_config.{field} must be >= 0, got {mc[field]}")
+  from drojax.losses import PENALTY_MODES
+
+  cli.check_choice(mc.penalty_mode, list(PENALTY_MODES), "method_config.penalty_mode")
+  if not 0 < mc.penalty_subsample <= 1:
+    raise cli.UsageError(f"method_config.penalty_subsample must be in (0, 1], got "
+                         f"{mc.penalty_subsample}")
   if not 0 <= mc.label_smoothing < 1:
     raise cli.UsageError(f"method_config.label_smoothing must be in [0, 1), got "
                          f"{mc.label_smoothing}")

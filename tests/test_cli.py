@@ -80,6 +80,10 @@ def _quick(**fields):
     ({"num_epochs": 0}, 1, "num_epochs must be >= 1"),
     ({"eval.severities": "0,6"}, 1, "severities"),
     ({"model": "resnet"}, 1, "unknown model"),
+    ({"method_config.penalty_mode": "forward_over_reverse"}, 1, None),
+    ({"method_config.penalty_mode": "finite_diff"}, 1,
+     "unknown method_config.penalty_mode 'finite_diff'.*Did you mean 'finite_difference'"),
+    ({"method_config.penalty_subsample": 0.0}, 1, r"penalty_subsample must be in \(0, 1\]"),
 ])
 def test_validate(fields, devices, match):
   c = _quick(**fields)
