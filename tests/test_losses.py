@@ -326,15 +326,18 @@ class PenaltyModesTest(parameterized.TestCase):
     (g_total, g_pen), values = jax.jit(jax.jacrev(terms, has_aux=True))(params)
     return g_total, g_pen, values
 
+  @staticmethod
+  def _setup(model_name):
+    """``(model, params, x, y)``: the tanh MLP on soft targets or the ReLU conv on labels."""
+    if model_name == "mlp":
+      return (_mlp, _mlp_params(jax.random.key(0))) + _mlp_data(jax.random.key(1))
+    return (_conv, _conv_params(jax.random.key(0)),
+            jax.random.uniform(jax.random.key(1), (8, 8, 8, 3)),
+            jax.random.randint(jax.random.key(2), (8,), 0, 4))
+
   @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf))
   def test_finite_difference_close_to_exact(self, model_name, q, norm):
-    if model_name == "mlp":
-      model, params = _mlp, _mlp_params(jax.random.key(0))
-      x, y = _mlp_data(jax.random.key(1))
-    else:
-      model, params = _conv, _conv_params(jax.random.key(0))
-      x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
-      y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
+    model, params, x, y = self._setup(model_name)
     ex_total, ex_pen, ex_values = self._grads(model, params, x, y, q=q, norm=norm)
     fd_total, fd_pen, fd_values = self._grads(model, params, x, y, q=q, norm=norm,
                                               mode="finite_difference")
@@ -393,13 +396,7 @@ class PenaltyModesTest(parameterized.TestCase):
   @parameterized.parameters(("mlp", 2.0, 2, 1.0), ("conv", 1.0, math.inf, 1.0),
                             ("mlp", 1.0, 2, 0.5))
   def test_forward_over_reverse_equals_exact(self, model_name, q, norm, subsample):
-    if model_name == "mlp":
-      model, params = _mlp, _mlp_params(jax.random.key(0))
-      x, y = _mlp_data(jax.random.key(1))
-    else:
-      model, params = _conv, _conv_params(jax.random.key(0))
-      x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
-      y = jax.random.randint(jax.random.key(2), (8,), 0, 4)
+    model, params, x, y = self._setup(model_name)
     kw = dict(q=q, norm=norm, subsample=subsample, key=jax.random.key(4))
     ex = self._grads(model, params, x, y, **kw)
     fr = self._grads(model, params, x, y, mode="forward_over_reverse", **kw)
