@@ -403,6 +403,26 @@ class PenaltyModesTest(parameterized.TestCase):
     # Exact both ways: the same gradients up to float32 rounding.
     chex.assert_trees_all_close(fr, ex, rtol=2e-4, atol=1e-6)
 
+  @hypothesis.settings(max_examples=12, deadline=None)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([2, 5]),
+                    q=st.sampled_from([1.0, 2.0, math.inf]),
+                    norm=st.sampled_from([1.0, 2.0, math.inf]),
+                    rho=st.floats(0.0, 3.0))
+  def test_forward_over_reverse_property(self, seed, b, q, norm, rho):
+    # Any batch, exponent, ground norm and weight: the jvp form is the grad-of-grad gradient
+    # (parameters and inputs together).
+    kp, kd = jax.random.split(jax.random.key(seed))
+    params = _mlp_params(kp)
+    x, y = _mlp_data(kd, b=b)
+
+    def grads(mode):
+      def total(p, x_):
+        return L.wdro_loss(_ce_loss_fn(_mlp, p), x_, y, rho=rho, q=q, norm=norm, mode=mode)[0]
+      return jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(params, x)
+
+    chex.assert_trees_all_close(grads("forward_over_reverse"), grads("exact"), rtol=2e-4,
+                                atol=2e-6)
+
   @parameterized.parameters("forward_over_reverse", "finite_difference")
   def test_input_and_target_gradients_match_exact(self, mode):
     params = _mlp_params(jax.random.key(0))
