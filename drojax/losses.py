@@ -371,6 +371,17 @@ def _vma(a: Any) -> frozenset:
   return frozenset(getattr(manual, "varying", ()))
 
 
+def _vary_like(tree: Any, axis_name: Any, like: jax.Array) -> Any:
+  """Marks leaves as varying over ``axis_name`` where ``like`` is (inside ``shard_map``)."""
+  if axis_name not in _vma(like):
+    return tree
+
+  def one(a):
+    return a if axis_name in _vma(a) else jax.lax.pcast(a, axis_name, to="varying")
+
+  return jax.tree_util.tree_map(one, tree)
+
+
 def _match_varying_axes(cotangents: Any, in_vma: Any) -> Any:
   """``psum``s each cotangent over the mesh axes it varies on but its input did not.
 
@@ -403,7 +414,8 @@ def _finite_difference_surrogate(loss_fn, px, pargs, p_losses, g, *, q, norm, ha
 
   ``sg(P) + s (L(x_p + h u) - L(x_p)) - sg(.)`` with ``s = ||v|| / h``: one extra forward and
   backward at ``x_p + h u``, on top of the backward that gave ``g`` (the general form, used
-  where ``_shared_backward_wdro`` does not apply: a mesh axis of size > 1).
+  where ``_shared_backward_wdro`` does not apply: a named axis of size > 1 outside
+  ``shard_map``, e.g. ``pmap`` or a named ``vmap``). ``u`` and ``h`` are per device there.
   """
   g = jax.lax.stop_gradient(g)
   penalty, v = _penalty_and_direction(g, q, norm, axis_name)
@@ -442,15 +454,19 @@ def _shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name,
     \\partial_\\epsilon \\nabla_\\theta L(x + \\epsilon v)` by symmetry of mixed partials;
 
   where ``L_p`` is the penalty batch's summed loss (the whole batch when ``idx`` is ``None``).
-  The parameters ``loss_fn`` closes over are made explicit with ``jax.closure_convert``. Only
-  for a mesh axis of size 1 (or none): the closed-over parameters' gradients come out of the
-  inner vjp already summed over the axis, before the per-device scale could weight them.
+  The parameters ``loss_fn`` closes over are made explicit with ``jax.closure_convert``.
+  Inside ``shard_map`` their gradients come out of the inner vjp already summed over the axis
+  (the transpose of their implicit broadcast), so the finite difference takes one direction
+  and one step for the global batch (a single ``s``), and the backward weights the summed
+  gradients by summed coefficients; a cotangent that differs between devices (not the
+  ``pmean`` of the train step) makes it recompute the mean loss's gradient per device.
   ``losses`` (and ``mean_loss``) may be differentiated too (at the cost of one more backward);
   ``fn_aux`` may not.
 
   ``idx``: ``[m]`` int rows the penalty is taken on (``subsample < 1``), or ``None`` (all rows).
   """
   b = x.shape[0]
+  axis_size = _axis_size(axis_name)
 
   def call(xx, aa):
     out = loss_fn(xx, *aa)
@@ -503,9 +519,12 @@ def _shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name,
     if mode == "forward_over_reverse":
       penalty_grads = linearized(v.astype(px.dtype))
     else:
-      v_norm = jnp.sqrt(jnp.sum(v * v))
+      sq_v, sq_x = jnp.sum(v * v), jnp.sum(px.astype(jnp.float32) ** 2)
+      if axis_name is not None:  # one direction and one step for the global batch
+        sq_v, sq_x = jax.lax.psum(sq_v, axis_name), jax.lax.psum(sq_x, axis_name)
+      v_norm = jnp.sqrt(sq_v)
       u = (v / jnp.where(v_norm > 0, v_norm, 1.0)).astype(px.dtype)
-      h = fd_step * jnp.sqrt(jnp.sum(px.astype(jnp.float32) ** 2))
+      h = fd_step * jnp.sqrt(sq_x)
       h = jnp.where(h > 0, h, fd_step)  # an all-zero batch: fall back to an absolute step
       h_grads, _ = grads_of(p_fn, p_consts, px + (h * u).astype(px.dtype), pargs)
       scale = v_norm / h
@@ -513,6 +532,11 @@ def _shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name,
     total = jnp.mean(losses) + rho * penalty
     residuals = (sum_grads, penalty_grads, penalty, rho, full_consts, x, args)
     return (total, penalty, losses, fn_aux), residuals
+
+  def recomputed_grads(full_consts, x, args, seed):
+    _, vjp_fn, _ = jax.vjp(lambda c, xx, aa: losses_of(full_fn, c, xx, aa), full_consts, x, args,
+                           has_aux=True)
+    return vjp_fn(seed)
 
   def bwd(res, cts):
     sum_grads, penalty_grads, penalty, rho, full_consts, x, args = res
@@ -524,21 +548,44 @@ def _shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name,
     zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
     ct_total = jnp.zeros((), jnp.float32) if zero(ct_total) else ct_total
     ct_penalty = jnp.zeros((), penalty.dtype) if zero(ct_penalty) else ct_penalty
-    # d/d(consts, x, args) of (mean loss + rho * penalty) * ct_total + penalty * ct_penalty.
-    d_full = _tree_scale(ct_total / b, sum_grads)
-    d_pen = _tree_scale(ct_total * rho + ct_penalty, penalty_grads)
+    # d/d(consts, x, args) of (mean loss + rho * penalty) * ct_total + penalty * ct_penalty,
+    # summed over the devices of the axis. The penalty is global (every device's total holds
+    # it), so its gradients are weighted by the sum of the devices' coefficients. The mean loss
+    # is local: its input and args gradients are weighted by this device's ct, and its consts
+    # gradient, which came out of the inner vjp already summed over the axis (the transpose of
+    # the replicated parameters' implicit broadcast), by the mean ct (see the check below).
+    pen_coef = ct_total * rho + ct_penalty
+    if axis_name is None:
+      consts_mean_coef, pen_coef_sum = ct_total / b, pen_coef
+    else:
+      ct_total, pen_coef = _vary_like((ct_total, pen_coef), axis_name, x)
+      consts_mean_coef = jax.lax.pmean(ct_total, axis_name) / b
+      pen_coef_sum = jax.lax.psum(pen_coef, axis_name)
+    d_full_consts = _tree_scale(consts_mean_coef, sum_grads[0])
+    if axis_size > 1:
+      # pmean(ct) * (summed gradient) is each device's own gradient weighted by its own ct only
+      # when all cts are equal (what the train step's pmean gives); otherwise recompute.
+      uniform = jax.lax.pmax(ct_total, axis_name) == jax.lax.pmin(ct_total, axis_name)
+      d_full_consts = jax.lax.cond(
+          uniform, lambda: d_full_consts,
+          lambda: recomputed_grads(full_consts, x, args,
+                                   jnp.full((b,), ct_total / b, jnp.float32))[0])
+    d_rest = _tree_scale(ct_total / b, sum_grads[1:])
+    d_pen_consts = _tree_scale(pen_coef_sum, penalty_grads[0])
+    d_pen_rest = _tree_scale(pen_coef_sum, penalty_grads[1:])
     if not zero(ct_losses):  # rare (the train step never does it): one more forward/backward
-      _, vjp_fn, _ = jax.vjp(lambda c, xx, aa: losses_of(full_fn, c, xx, aa), full_consts, x,
-                             args, has_aux=True)
-      d_full = jax.tree_util.tree_map(_add_cotangents, d_full, vjp_fn(ct_losses))
+      extra = recomputed_grads(full_consts, x, args, ct_losses)
+      d_full_consts = jax.tree_util.tree_map(_add_cotangents, d_full_consts, extra[0])
+      d_rest = jax.tree_util.tree_map(_add_cotangents, d_rest, extra[1:])
     if idx is None:
-      d_full = jax.tree_util.tree_map(_add_cotangents, d_full, d_pen)
+      d_full_consts = jax.tree_util.tree_map(_add_cotangents, d_full_consts, d_pen_consts)
+      d_rest = jax.tree_util.tree_map(_add_cotangents, d_rest, d_pen_rest)
       d_sub_consts = None
     else:
-      d_sub_consts, d_px, d_pargs = d_pen
-      d_full = (d_full[0],) + jax.tree_util.tree_map(
-          _add_cotangents, d_full[1:], _scatter_rows((d_px, d_pargs), idx, b))
-    d_full_consts, d_x, d_args = d_full
+      d_sub_consts = d_pen_consts
+      d_rest = jax.tree_util.tree_map(_add_cotangents, d_rest,
+                                      _scatter_rows(d_pen_rest, idx, b))
+    d_x, d_args = d_rest
     cts_in = (d_full_consts, d_sub_consts, d_x, d_args, (ct_total * penalty).astype(jnp.float32))
     return _match_varying_axes(cts_in, in_vma)
 
@@ -596,15 +643,17 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
     approximation of the exact gradient on such models: use ``"forward_over_reverse"`` or
     ``"exact"`` where the gradient must be right.
 
-  Without a mesh axis, or on one of size 1, the two cheaper modes run as one ``custom_vjp`` whose
-  forward pass computes the gradient (``jax.closure_convert`` makes the parameters
-  ``loss_fn`` closes over explicit), so that one backward gives the mean loss's parameter
-  gradient and ``g`` together; ``fn_aux`` then cannot be differentiated (a clear error) and
-  forward-mode autodiff of ``total`` is not available. On a mesh axis of size > 1
+  Without an axis, on one of size 1, or inside ``shard_map`` (any size), the two cheaper modes
+  run as one ``custom_vjp`` whose forward pass computes the gradient (``jax.closure_convert``
+  makes the parameters ``loss_fn`` closes over explicit), so that one backward gives the mean
+  loss's parameter gradient and ``g`` together; ``fn_aux`` then cannot be differentiated (a
+  clear error) and forward-mode autodiff of ``total`` is not available. There the finite
+  difference uses one unit direction and one step for the global batch, so N devices give the
+  one-device estimate. On another named axis of size > 1 (``pmap``, a named ``vmap``)
   ``"forward_over_reverse"`` falls back to ``"exact"`` and ``"finite_difference"`` to a
-  surrogate of the same estimate, :math:`\mathrm{sg}(P) + s(L(x+hu) - L(x)) - \mathrm{sg}(\cdot)`,
-  scaled by the axis size so that the train step's ``pmean`` of ``total`` sums the devices'
-  contributions.
+  surrogate, :math:`\mathrm{sg}(P) + s(L(x+hu) - L(x)) - \mathrm{sg}(\cdot)` with a per-device
+  direction and step, scaled by the axis size so that a ``pmean`` of ``total`` sums the
+  devices' contributions.
 
   ``subsample = f < 1`` takes the penalty on ``m = max(1, round(f * B))`` examples drawn without
   replacement with ``key`` (``x`` and every ``*args`` indexed together, a separate call of
@@ -660,7 +709,7 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
 
   m = max(1, int(round(subsample * b)))
   idx = jax.random.permutation(key, b)[:m] if subsample < 1.0 else None
-  if mode != "exact" and _axis_size(axis_name) == 1:
+  if mode != "exact" and (_axis_size(axis_name) == 1 or axis_name in _vma(x)):
     total, penalty, losses, fn_aux = _shared_backward_wdro(
         loss_fn, x, tuple(args), rho=rho, q=q, norm=norm, has_aux=has_aux, axis_name=axis_name,
         mode=mode, fd_step=float(fd_step), idx=idx)
@@ -675,7 +724,7 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
     px, pargs = x[idx], _take(args, idx)
     p_losses, p_vjp, _ = _losses_and_vjp(loss_fn, px, pargs, has_aux)
   (g,) = p_vjp(jnp.ones_like(p_losses))
-  if mode in ("exact", "forward_over_reverse"):  # the latter on a mesh axis of size > 1
+  if mode in ("exact", "forward_over_reverse"):  # the latter: a named axis outside shard_map
     penalty = variation_penalty(g, q=q, norm=norm, axis_name=axis_name)
     term = penalty
   else:

@@ -1,12 +1,13 @@
 """Helper for tests/test_train.py (not a test module): N-device steps vs 1-device steps.
 
-Run as ``python tests/multidevice_worker.py METHOD [METHOD ...]``. It forces 8 CPU devices
+Run as ``python tests/multidevice_worker.py METHOD[:PENALTY_MODE] ...``. It forces 8 CPU devices
 (before JAX initializes), runs three train steps of each method on a 1-device mesh and on an
 8-device mesh from the same initial state and the same global batches, and prints one JSON
 line per method with the largest absolute difference of the parameters, BatchNorm statistics,
 optimizer state, tracker and metrics. It also checks that a batch not divisible by 8 raises.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -33,8 +34,10 @@ def main(names):
   # The same ids three times: the third step's Var-DRO weights use non-zero tracked variances.
   model = models.TinyNet(num_classes=3, width=4)
   config = methods.MethodConfig(rho=0.5, q=2.0, var_dro_eps_max=1.0)
-  for name in names:
-    method = methods.get_method(name, config)
+  for spec in names:  # a method name, or name:penalty_mode
+    name, _, mode = spec.partition(":")
+    method = methods.get_method(
+        name, dataclasses.replace(config, penalty_mode=mode) if mode else config)
     opt = train.make_optimizer(10, learning_rate=0.1)
     results = []
     for num_devices in (1, 8):
@@ -58,7 +61,7 @@ def main(names):
                                                           np.asarray(c, np.float64)))),
                          results[0], results[1])
     scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(results[0][0].params))
-    print(json.dumps({"method": name, "max_diff": max(jax.tree.leaves(diffs)),
+    print(json.dumps({"method": spec, "max_diff": max(jax.tree.leaves(diffs)),
                       "param_scale": scale, "steps": int(results[1][0].step),
                       "loss": float(results[0][1][-1]["loss"]),
                       "mean_loss": float(results[0][1][-1]["mean_loss"]),
