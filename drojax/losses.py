@@ -639,9 +639,9 @@ def wdro_loss(loss_fn: Callable[..., Any], x: jax.Array, *args: Any, rho: float 
     a 3-layer ReLU CNN, but only 0.33-0.64 on PreActResNet-18 (width 16, 128 CIFAR-10 test
     images, train-mode BatchNorm) for relative steps 1e-3..2e-2 in float32
     (``benchmarks/penalty_accuracy.py``), and in float64 (32 images) 0.39 at 5e-3 falling to
-    0.01 at 1e-6: smaller steps make it worse, as expected of kinks, not of rounding. It is a cheap, biased direction, not an
-    approximation of the exact gradient on such models: use ``"forward_over_reverse"`` or
-    ``"exact"`` where the gradient must be right.
+    0.01 at 1e-6: smaller steps make it worse, as expected of kinks, not of rounding. It is a
+    cheap, biased direction, not an approximation of the exact gradient on such models: use
+    ``"forward_over_reverse"`` or ``"exact"`` where the gradient must be right.
 
   Without an axis, on one of size 1, or inside ``shard_map`` (any size), the two cheaper modes
   run as one ``custom_vjp`` whose forward pass computes the gradient (``jax.closure_convert``
