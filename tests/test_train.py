@@ -191,27 +191,41 @@ def test_every_method_reduces_the_loss_on_real_images():
     assert losses[-1] < 0.7 * losses[0], (name, losses)
 
 
+def _cos(a, b):
+  return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+
+def _one_step_per_penalty_mode(method_name, modes, *, batch_seed):
+  """One train step of ``method_name`` (rho 0.5) per penalty mode from one TinyNet state.
+
+  Returns ``(model, start, batch, updates, metrics)``: ``updates[mode]`` is the flat float64
+  parameter change of that step, ``metrics[mode]`` its metrics.
+  """
+  model = models.TinyNet(num_classes=3, width=4)
+  opt = train.make_optimizer(10, learning_rate=0.1)
+  mesh = train.make_mesh(1)
+  start = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3))
+  batch = _batch(batch_seed)
+  updates, metrics = {}, {}
+  for mode in modes:
+    method = methods.get_method(method_name, methods.MethodConfig(rho=0.5, penalty_mode=mode))
+    step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False,
+                                 donate=False)
+    state, metrics[mode] = step(start, batch)
+    updates[mode] = np.concatenate([np.asarray(a - b, np.float64).ravel() for a, b in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(start.params))])
+  return model, start, batch, updates, metrics
+
+
 def test_penalty_modes_in_the_train_step():
   # On a one-device mesh the cheaper modes run as a custom_vjp inside shard_map (subsampling
   # is covered in test_losses, several devices in test_eight_devices_equal_one_device). One
   # step of forward_over_reverse must move the parameters as the exact grad of grad does; one
   # step of finite_difference as the surrogate form of the same estimate, built here by hand
   # (on this ReLU net the estimate itself is far from exact: kinks, see losses.wdro_loss).
-  model = models.TinyNet(num_classes=3, width=4)
-  opt = train.make_optimizer(10, learning_rate=0.1)
-  mesh = train.make_mesh(1)
-  start = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3))
-  batch = _batch(3)
-  updates, metrics = {}, {}
-  for mode in ("exact", "forward_over_reverse", "finite_difference"):
-    method = methods.get_method("dro", methods.MethodConfig(rho=0.5, penalty_mode=mode))
-    step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False,
-                                 donate=False)
-    state, metrics[mode] = step(start, batch)
-    updates[mode] = np.concatenate([np.asarray(a - b, np.float64).ravel() for a, b in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(start.params))])
-  cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-  assert cos(updates["forward_over_reverse"], updates["exact"]) > 0.99999
+  model, start, batch, updates, metrics = _one_step_per_penalty_mode(
+      "dro", ("exact", "forward_over_reverse", "finite_difference"), batch_seed=3)
+  assert _cos(updates["forward_over_reverse"], updates["exact"]) > 0.99999
   for mode in ("forward_over_reverse", "finite_difference"):
     for name in ("loss", "penalty", "mean_loss"):
       np.testing.assert_allclose(metrics[mode][name], metrics["exact"][name], rtol=1e-5)
@@ -236,25 +250,15 @@ def test_penalty_modes_in_the_train_step():
       _torch_sgd(np.asarray(p), [np.asarray(g)], [0.1], momentum=0.9, weight_decay=5e-4).ravel()
       - np.asarray(p, np.float64).ravel()
       for p, g in zip(jax.tree.leaves(start.params), jax.tree.leaves(grads))])
-  assert cos(updates["finite_difference"], expected) > 0.9999
+  assert _cos(updates["finite_difference"], expected) > 0.9999
 
 
 def test_forward_over_reverse_equals_exact_for_dro_augmix():
   # Three views and the JSD term through the shared-backward custom_vjp.
-  model = models.TinyNet(num_classes=3, width=4)
-  opt = train.make_optimizer(10, learning_rate=0.1)
-  mesh = train.make_mesh(1)
-  start = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3))
-  batch = _batch(4)
-  flat = {}
-  for mode in ("exact", "forward_over_reverse"):
-    method = methods.get_method("dro_augmix", methods.MethodConfig(rho=0.5, penalty_mode=mode))
-    step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False,
-                                 donate=False)
-    state, metrics = step(start, batch)
-    flat[mode] = (np.concatenate([np.asarray(a - b, np.float64).ravel() for a, b in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(start.params))]), metrics)
-  (a, ma), (b, mb) = flat["forward_over_reverse"], flat["exact"]
-  assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99999
-  np.testing.assert_allclose(ma["penalty"], mb["penalty"], rtol=1e-5)
-  np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-5)
+  _, _, _, updates, metrics = _one_step_per_penalty_mode(
+      "dro_augmix", ("exact", "forward_over_reverse"), batch_seed=4)
+  assert _cos(updates["forward_over_reverse"], updates["exact"]) > 0.99999
+  np.testing.assert_allclose(metrics["forward_over_reverse"]["penalty"],
+                             metrics["exact"]["penalty"], rtol=1e-5)
+  np.testing.assert_allclose(metrics["forward_over_reverse"]["loss"], metrics["exact"]["loss"],
+                             rtol=1e-5)
