@@ -76,18 +76,21 @@ def _check_resample(resample: str) -> None:
 
 # ----------------------------------------------------------------------------- lookup tables
 
-_LEVELS = jnp.arange(256, dtype=jnp.float32)
+def _levels() -> jax.Array:
+  """``[256]`` float32 ``0..255``, built at call time (no JAX work at import: multi-host start-up)."""
+  return jnp.arange(256, dtype=jnp.float32)
 
 
 def posterize_lut(bits: jax.Array) -> jax.Array:
   """``[256]`` table keeping the top ``bits`` (1..8) bits of each level: ``i & ~(2^(8-bits)-1)``."""
   step = jnp.exp2(8.0 - jnp.asarray(bits, jnp.float32))
-  return jnp.floor(_LEVELS / step) * step
+  return jnp.floor(_levels() / step) * step
 
 
 def solarize_lut(threshold: jax.Array) -> jax.Array:
   """``[256]`` table inverting levels at or above ``threshold`` (0..256): ``255 - i``."""
-  return jnp.where(_LEVELS < jnp.asarray(threshold, jnp.float32), _LEVELS, 255.0 - _LEVELS)
+  levels = _levels()
+  return jnp.where(levels < jnp.asarray(threshold, jnp.float32), levels, 255.0 - levels)
 
 
 def autocontrast_lut(levels: jax.Array) -> jax.Array:
@@ -99,8 +102,8 @@ def autocontrast_lut(levels: jax.Array) -> jax.Array:
   hi = jnp.max(levels, axis=(0, 1))[:, None]
   span = jnp.where(hi > lo, hi - lo, 1.0)
   # (i - lo) * 255 and hi - lo are exact small integers, so the float32 quotient floors exactly.
-  stretched = jnp.clip(jnp.floor((_LEVELS[None, :] - lo) * 255.0 / span), 0.0, 255.0)
-  return jnp.where(hi > lo, stretched, _LEVELS[None, :])
+  stretched = jnp.clip(jnp.floor((_levels()[None, :] - lo) * 255.0 / span), 0.0, 255.0)
+  return jnp.where(hi > lo, stretched, _levels()[None, :])
 
 
 def equalize_lut(levels: jax.Array) -> jax.Array:
@@ -114,7 +117,7 @@ def equalize_lut(levels: jax.Array) -> jax.Array:
   step = (h * w - count_top) // 255
   safe = jnp.maximum(step, 1)
   lut = jnp.minimum((safe // 2 + below) // safe, 255).astype(jnp.float32)
-  return jnp.where(step > 0, lut, _LEVELS[None, :])
+  return jnp.where(step > 0, lut, _levels()[None, :])
 
 
 def apply_lut(levels: jax.Array, lut: jax.Array) -> jax.Array:

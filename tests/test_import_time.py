@@ -1,0 +1,61 @@
+"""Importing drojax or the experiment CLIs runs no JAX computation (multi-host start-up needs it).
+
+``jax.distributed.initialize()`` must run before any JAX backend exists; a CLI imports the
+library first, so a module-level ``jnp.arange`` (or a default argument / dataclass default
+built with JAX) would make every multi-process run fail at start-up.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Walks every module of both packages in one interpreter. The experiment mains define absl
+# flags at import; the ones a module adds are removed after it so the next main can define its
+# own. The check after each import names the first module that created a backend; the final
+# check uses only public API: a CPU device count set after all imports must take effect.
+_PROBE = r"""
+import importlib, json, pkgutil
+from absl import flags
+from jax._src import xla_bridge
+
+def initialized():
+  fn = getattr(xla_bridge, "backends_are_initialized", None)
+  return fn() if fn is not None else bool(xla_bridge._backends)
+
+names, culprit = [], None
+for pkg in ("drojax", "experiments"):
+  for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+    before = set(flags.FLAGS)
+    importlib.import_module(info.name)
+    for flag in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, flag)
+    names.append(info.name)
+    if culprit is None and initialized():
+      culprit = info.name
+import jax
+try:
+  jax.config.update("jax_num_cpu_devices", 3)
+  devices = len(jax.devices())
+except RuntimeError as e:
+  devices = str(e)
+print(json.dumps({"modules": names, "culprit": culprit, "devices": devices}))
+"""
+
+
+def test_no_module_initialises_a_jax_backend_at_import():
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  # The walk really covered both packages (a broken walk would pass vacuously).
+  assert {"drojax.augment.ops", "drojax.train", "experiments.cifar_c",
+          "experiments.engine"} <= set(report["modules"]), report["modules"]
+  assert report["culprit"] is None, (
+      f"importing {report['culprit']} initialised a JAX backend (JAX work at import time)")
+  assert report["devices"] == 3, report["devices"]
