@@ -1,4 +1,5 @@
-"""Adversarial attacks in pixel space: FGSM and PGD (L-inf and L2, random start, restarts).
+"""FGSM and PGD (L-inf and L2, random start, restarts), and the checks and projections every
+attack in :mod:`drojax.attacks` shares.
 
 Images are NHWC float32 in [0, 1]. A model meets an attack as ``logits_fn(x) -> [B, K]``, a
 closure over its variables in eval mode, so the attack never touches Flax state. Every

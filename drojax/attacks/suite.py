@@ -1,0 +1,161 @@
+"""The worst case over APGD-CE, APGD-T and Square, as AutoAttack's standard version runs them.
+
+Per example, the attacks run in order, each only on the examples every earlier one left
+classified correctly; an example is robust only if it is clean-correct and survives all
+three. Under ``jit`` each attack is computed on the whole batch with an ``active`` mask
+instead of gathering the survivors (which would change shapes and recompile): an inactive
+example's result is discarded, and each attack's loops stop early once every active example
+is fooled, so the verdicts are the ones the sequential version gives.
+
+(AutoAttack's standard version also runs FAB-T between APGD-T and Square; it is not
+implemented here. Its authors report that it rarely changes the robust accuracy after
+APGD-T.)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drojax.attacks import auto, square_attack
+from drojax.attacks.projected import LogitsFn
+
+SUITE_ATTACKS = ("apgd_ce", "apgd_t", "square")
+
+
+def _suite_masks(key, logits_fn, x, y, eps, *, norm, num_steps, num_targets, num_queries,
+                 p_init):
+  y = y.astype(jnp.int32)
+  eps = jnp.asarray(eps, x.dtype)
+  robust = jnp.argmax(logits_fn(x), axis=-1) == y
+  out = {"clean": robust}
+  _, r = auto._apgd_runs(jax.random.fold_in(key, 0), logits_fn, x, y, eps, robust, norm=norm,
+                         num_steps=num_steps, loss="ce", restarts=1, num_targets=0)
+  robust = robust & r
+  out["apgd_ce"] = robust
+  _, r = auto._apgd_runs(jax.random.fold_in(key, 1), logits_fn, x, y, eps, robust, norm=norm,
+                         num_steps=num_steps, loss="dlr_targeted", restarts=1,
+                         num_targets=num_targets)
+  robust = robust & r
+  out["apgd_t"] = robust
+  if num_queries > 0:
+    _, r = square_attack._square_linf(jax.random.fold_in(key, 2), logits_fn, x, y, eps, robust,
+                                      num_queries=num_queries, p_init=p_init)
+    robust = robust & r
+  out["square"] = robust
+  return out
+
+
+_STATIC = ("logits_fn", "norm", "num_steps", "num_targets", "num_queries")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _suite_impl(key, logits_fn, x, y, eps, p_init, *, norm, num_steps, num_targets,
+                num_queries):
+  return _suite_masks(key, logits_fn, x, y, eps, norm=norm, num_steps=num_steps,
+                      num_targets=num_targets, num_queries=num_queries, p_init=p_init)
+
+
+def check_suite_options(*, eps, norm, num_steps, num_targets, num_queries, p_init,
+                        num_classes: int | None = None) -> None:
+  """Raises a ValueError naming the first bad suite option (shared with the evaluator)."""
+  from drojax.attacks.projected import _check_number  # pylint: disable=import-outside-toplevel
+  if eps is not None:
+    _check_number(eps, "eps")
+  if norm not in square_attack.SQUARE_NORMS:
+    raise ValueError(f"norm must be one of {square_attack.SQUARE_NORMS} for the suite (Square "
+                     f"has no L2 variant here); got {norm!r}.")
+  auto._check_int(num_steps, "num_steps", 1)
+  auto._check_int(num_queries, "num_queries", 1)
+  auto._check_int(num_targets, "num_targets", 1)
+  _check_number(p_init, "p_init", positive=True)
+  if float(p_init) > 1:
+    raise ValueError(f"p_init must be in (0, 1]; got {p_init!r}.")
+  if num_classes is not None:
+    if num_classes < 4:
+      raise ValueError(f"the suite's APGD-T needs at least 4 classes; the model has "
+                       f"{num_classes}.")
+    if num_targets > num_classes - 1:
+      raise ValueError(f"num_targets must be <= K - 1 = {num_classes - 1}; got {num_targets}.")
+
+
+def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
+                 eps: float | jax.Array, norm: str = "linf", num_steps: int = 100,
+                 num_targets: int = 9, num_queries: int = 5000,
+                 p_init: float = 0.8) -> dict[str, jax.Array]:
+  """Per-example verdicts after each attack of the suite.
+
+  Args:
+    key: PRNG key (APGD-CE, APGD-T and Square use ``fold_in(key, 0 | 1 | 2)``).
+    logits_fn: ``x [B, H, W, C] -> logits [B, K]`` in eval mode (static); K >= 4.
+    x: clean images ``[B, H, W, C]`` float in [0, 1].
+    y: integer labels ``[B]``.
+    eps: L-inf budget in pixel units, >= 0 (traced).
+    norm: ``'linf'`` (Square has no L2 variant here).
+    num_steps: APGD iterations (CE and each target).
+    num_targets: APGD-T target classes, <= K - 1.
+    num_queries: Square's queries per example.
+    p_init: Square's initial square size.
+
+  Returns:
+    ``{'clean', 'apgd_ce', 'apgd_t', 'square'}`` -> ``[B]`` bool: still correct after the
+    clean check and after each attack (cumulative: each implies the previous).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.array([1.0, -1.0, 0.0, 0.0])
+    >>> f = lambda z: z.mean((1, 2, 3))[:, None] * w[None] + jnp.array([[0.0, 0.5, 0.1, 0.0]])
+    >>> x = jnp.array([0.9, 0.3, 0.1, 0.2]).reshape(4, 1, 1, 1)  # margins .8, .1, .3, -.1
+    >>> m = robust_suite(jax.random.key(0), f, x, jnp.array([0, 0, 1, 0]), eps=0.1,
+    ...                  num_steps=5, num_targets=3, num_queries=20)  # eps moves a margin by .2
+    >>> {k: v.tolist() for k, v in m.items()}
+    {'clean': [True, True, True, False], 'apgd_ce': [True, False, True, False], 'apgd_t': [True, False, True, False], 'square': [True, False, True, False]}
+  """
+  from drojax.attacks.projected import _check_inputs  # pylint: disable=import-outside-toplevel
+  _check_inputs(x, y, "robust_accuracy_suite")
+  if not callable(logits_fn):
+    raise TypeError(f"robust_accuracy_suite: logits_fn must be callable x -> logits; got "
+                    f"{type(logits_fn).__name__}.")
+  check_suite_options(eps=eps, norm=norm, num_steps=num_steps, num_targets=num_targets,
+                      num_queries=num_queries, p_init=p_init,
+                      num_classes=auto._num_classes(logits_fn, x))
+  masks = _suite_impl(key, logits_fn, x, y, eps, jnp.float32(p_init), norm=norm,
+                      num_steps=num_steps, num_targets=num_targets,
+                      num_queries=int(num_queries))
+  return {k: masks[k] for k in ("clean",) + SUITE_ATTACKS}  # jit sorts dict keys
+
+
+def robust_accuracy_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
+                          eps: float | jax.Array, norm: str = "linf", num_steps: int = 100,
+                          num_targets: int = 9, num_queries: int = 5000,
+                          p_init: float = 0.8) -> dict[str, jax.Array]:
+  """Robust accuracy under the suite, overall and after each attack.
+
+  Arguments as :func:`robust_suite`.
+
+  Returns:
+    ``{'clean', 'apgd_ce', 'apgd_t', 'square', 'robust'}`` -> float32 scalars: the accuracy
+    after the clean check and cumulatively after each attack; ``'robust'`` equals
+    ``'square'``, the per-example worst case over all three.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.array([1.0, -1.0, 0.0, 0.0])
+    >>> f = lambda z: z.mean((1, 2, 3))[:, None] * w[None] + jnp.array([[0.0, 0.5, 0.1, 0.0]])
+    >>> x = jnp.array([0.9, 0.3, 0.1, 0.2]).reshape(4, 1, 1, 1)  # margins .8, .1, .3, -.1
+    >>> r = robust_accuracy_suite(jax.random.key(0), f, x, jnp.array([0, 0, 1, 0]), eps=0.1,
+    ...                           num_steps=5, num_targets=3, num_queries=20)
+    >>> {k: float(v) for k, v in r.items()}
+    {'clean': 0.75, 'apgd_ce': 0.5, 'apgd_t': 0.5, 'square': 0.5, 'robust': 0.5}
+  """
+  masks = robust_suite(key, logits_fn, x, y, eps=eps, norm=norm, num_steps=num_steps,
+                       num_targets=num_targets, num_queries=num_queries, p_init=p_init)
+  out = {k: jnp.mean(v.astype(jnp.float32)) for k, v in masks.items()}
+  out["robust"] = out["square"]
+  return out
+
+
+__all__ = ["SUITE_ATTACKS", "check_suite_options", "robust_suite", "robust_accuracy_suite"]
