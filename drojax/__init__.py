@@ -21,8 +21,6 @@ _SUBMODULES = (
     "losses",
     "methods",
     "models",
-    "published_c",
-    "results",
     "train",
     "weighting",
 )

@@ -2,7 +2,7 @@
 
 Every function takes a model as ``logits_fn`` and host arrays (NumPy), batches them (the last
 batch is padded to the batch size so nothing recompiles), shows a tqdm progress bar and
-returns plain Python numbers and dicts ready for :func:`drojax.results.write_results`.
+returns plain Python numbers and dicts ready for :func:`experiments.reporting.write_results`.
 
 A model is either
 
@@ -356,7 +356,7 @@ def published_corruption_accuracy(model: Model,
   Args:
     model: ``logits_fn(x) -> [B, K]`` or a :class:`BoundModel`.
     loader: ``loader(name, severity) -> (images [N, H, W, C] uint8, labels [N])``, e.g. from
-      :func:`drojax.published_c.make_loader`.
+      :func:`drojax.data.published_c.make_loader`.
     names: corruptions to evaluate (default: all 19).
     severities: severities 1..5.
     batch_size: rows per call.
@@ -669,7 +669,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   elif corruptions == "published":
     if published_loader is None:
       raise ValueError("corruptions='published' needs published_loader (see "
-                       "drojax.published_c.make_loader).")
+                       "drojax.data.published_c.make_loader).")
     acc = published_corruption_accuracy(model, published_loader, names=corruption_names,
                                         severities=severities, batch_size=batch_size,
                                         progress=progress)

@@ -2,7 +2,7 @@ r"""One table and one chart from several finished workdirs.
 
   python -m experiments.compare --workdirs=runs/c10_erm,runs/c10_dro_augmix --out=runs/compare
 
-Writes ``OUT/comparison.md`` / ``.csv`` / ``.png`` (``drojax.results.compare_runs``).
+Writes ``OUT/comparison.md`` / ``.csv`` / ``.png`` (``experiments.reporting.compare_runs``).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
   if config.dataset not in ("cifar10", "cifar100"):
     raise cli.UsageError(f"--eval_corruptions=published needs cifar10 or cifar100 (the published "
                          f"CIFAR-C arrays), not {config.dataset}; use generated or refined")
-  from drojax import published_c
+  from drojax.data import published_c
 
   return published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
                                  data_dir=data_dir)
@@ -235,13 +235,13 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
 
 
 def write(workdir: str, results: dict[str, Any]) -> dict[str, str]:
-  from drojax import results as results_lib
+  from experiments import reporting as results_lib
 
   return results_lib.write_results(workdir, results)
 
 
 def compare(workdirs, out: str) -> dict[str, str]:
-  from drojax import results as results_lib
+  from experiments import reporting as results_lib
 
   return results_lib.compare_runs(list(workdirs), out)
 

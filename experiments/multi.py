@@ -24,7 +24,7 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
     configs: ``(name, config)`` pairs; ``name`` becomes the sub-workdir.
     root: the parent workdir.
     run_kwargs: passed to ``runner.run`` (data_dir, download, compilation_cache_dir).
-    compare: write ``root/comparison.*`` with ``drojax.results.compare_runs``.
+    compare: write ``root/comparison.*`` with ``experiments.reporting.compare_runs``.
 
   Returns:
     The sub-workdirs.

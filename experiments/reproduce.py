@@ -240,7 +240,7 @@ def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
   """Writes ``ROOT/corrupted/<table>/{<name>.npy, labels.npy, indices.npy}`` for both tables.
 
   The Hendrycks layout (``<name>.npy`` holds severity 1's images, then 2's, ..., uint8), so
-  ``drojax.published_c.make_loader(folder=...)`` reads it. A table is written to a temporary
+  ``drojax.data.published_c.make_loader(folder=...)`` reads it. A table is written to a temporary
   folder and renamed into place, so a killed run never leaves a half-written table.
   """
   import shutil
@@ -292,7 +292,8 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
 
   def extra(trained, test_ds) -> dict[str, Any]:
     del test_ds
-    from drojax import corruptions, evaluate as ev, published_c
+    from drojax import corruptions, evaluate as ev
+    from drojax.data import published_c
     from experiments import engine
 
     bound = engine.bound_model(trained)

@@ -4,7 +4,7 @@
 with the same config resumes, another config is refused), load the data, train with
 ``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints, NaN guard), evaluate
 (clean, corruptions x severities, PGD, groups) with ``drojax.evaluate`` and write
-``results.json/csv/md`` and the plots with ``drojax.results.write_results``.
+``results.json/csv/md`` and the plots with ``experiments.reporting.write_results``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for drojax.published_c: the Hendrycks .npy folder layout and tfds cifar10_corrupted."""
+"""Tests for drojax.data.published_c: the Hendrycks .npy folder layout and tfds cifar10_corrupted."""
 
 import os
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from drojax import published_c
+from drojax.data import published_c
 from drojax.data.errors import DataNotFoundError
 
 N = 4  # images per severity in the fake folders
@@ -128,3 +128,12 @@ def test_tfds_path_with_mock_data(tmp_path):
   assert x.shape == (6, 32, 32, 3) and x.dtype == np.uint8
   assert y.shape == (6,) and y.min() >= 0 and y.max() < 10
   assert x2.shape == (6, 32, 32, 3)
+
+
+def test_old_module_path_is_a_deprecated_alias():
+  import importlib
+  import sys
+  sys.modules.pop("drojax.published_c", None)
+  with pytest.warns(DeprecationWarning, match="drojax.data.published_c"):
+    old = importlib.import_module("drojax.published_c")
+  assert old.make_loader is published_c.make_loader

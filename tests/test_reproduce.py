@@ -183,7 +183,8 @@ def test_reproduce_end_to_end_resumes_and_reports(tmp_path):
   # The corrupted sets: Hendrycks layout, the balanced subset, and exactly what
   # drojax.corruptions makes with the recorded key (recomputed here for one cell).
   import jax
-  from drojax import corruptions, published_c
+  from drojax import corruptions
+  from drojax.data import published_c
 
   folder = root / "corrupted" / "refined"
   idx = np.load(folder / "indices.npy")

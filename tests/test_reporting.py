@@ -1,4 +1,4 @@
-"""Tests for drojax.results: the files written, their schema and their contents."""
+"""Tests for experiments.reporting: the files written, their schema and their contents."""
 
 import csv
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drojax import results
+from experiments import reporting as results
 from drojax.corruptions import EXTRA_NAMES, STANDARD_NAMES
 
 

@@ -1,0 +1,294 @@
+"""The published CIFAR-10-C / CIFAR-100-C arrays (Hendrycks & Dietterich, ICLR 2019).
+
+An I/O module: it reads files. Two sources, looked for in this order, both local only (this
+module never downloads: the arrays are 2.7 GB per dataset):
+
+1. **The Hendrycks folder layout** (the extracted ``CIFAR-10-C.tar`` / ``CIFAR-100-C.tar``):
+   ``<folder>/<corruption>.npy`` (uint8 ``[50000, 32, 32, 3]``: the 10,000 test images at
+   severity 1, then 2, ..., 5) and ``<folder>/labels.npy`` (``[50000]``, the test labels
+   repeated per severity; a ``[10000]`` file is accepted too). ``folder`` may also be the
+   parent holding ``CIFAR-10-C/`` or ``CIFAR-100-C/``. Arrays are memory-mapped, so a
+   severity costs only its 30 MB.
+2. **tensorflow-datasets** ``cifar10_corrupted`` (CIFAR-10 only), prepared as ArrayRecord in a
+   tfds data dir, read with ``tfds.data_source`` (no TensorFlow needed to *read*; tfds's
+   builder needs TensorFlow to *prepare* it). Config names are ``<tfds name>_<severity>``
+   with tfds's names ``frosted_glass_blur`` (glass_blur) and ``elastic`` (elastic_transform).
+   The directory is checked on disk before tfds is called, so a missing dataset fails in
+   milliseconds instead of entering tfds's download/retry path.
+
+Missing data raises :class:`drojax.data.errors.DataNotFoundError` (a ``FileNotFoundError``)
+saying what was looked for, where, and how to supply it.
+
+Example::
+
+  loader = make_loader("cifar10", folder="/data/CIFAR-10-C")
+  images, labels = loader("fog", 3)   # uint8 [10000, 32, 32, 3], int64 [10000]
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Callable
+
+import numpy as np
+
+from drojax.data.errors import DataNotFoundError
+
+NUM_SEVERITIES = 5
+DEFAULT_TFDS_DIR = os.path.join("~", "tensorflow_datasets")
+TFDS_NAME = "cifar10_corrupted"
+# Our names (drojax.corruptions.NAMES) -> tfds cifar10_corrupted's names.
+TFDS_NAMES = {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"}
+ARCHIVES = {
+    "cifar10": ("CIFAR-10-C", "https://zenodo.org/record/2535967/files/CIFAR-10-C.tar"),
+    "cifar100": ("CIFAR-100-C", "https://zenodo.org/record/3555552/files/CIFAR-100-C.tar"),
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+Loader = Callable[[str, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _check_name(name: str) -> str:
+  from drojax.corruptions import tables
+
+  if name not in tables.NAMES:
+    raise ValueError(f"corruption name must be one of {tables.NAMES}; got {name!r}.")
+  return name
+
+
+def _check_severity(severity) -> int:
+  if (not isinstance(severity, (int, np.integer)) or isinstance(severity, bool)
+      or not 1 <= severity <= NUM_SEVERITIES):
+    raise ValueError(f"severity must be an int in 1..{NUM_SEVERITIES}; got {severity!r}.")
+  return int(severity)
+
+
+def _check_dataset(dataset: str) -> str:
+  if dataset not in ARCHIVES:
+    raise ValueError(f"dataset must be one of {sorted(ARCHIVES)}; got {dataset!r}.")
+  return dataset
+
+
+def how_to_supply(dataset: str) -> str:
+  """The instructions printed when the published arrays are missing."""
+  dirname, url = ARCHIVES[_check_dataset(dataset)]
+  text = (f"Download {dirname}.tar ({url}, ~2.7 GB) and extract it so that DIR/{dirname}/ "
+          "holds <corruption>.npy and labels.npy, then pass --data_dir=DIR (in Python: "
+          f"make_loader('{dataset}', folder='DIR/{dirname}'))")
+  if dataset == "cifar10":
+    text += (f", or prepare tfds '{TFDS_NAME}' as ArrayRecord in a tfds data dir (needs "
+             "TensorFlow to prepare) and pass that data dir")
+  return text + ". Or evaluate on generated corruptions instead (--eval_corruptions=generated)."
+
+
+# ------------------------------------------------------------------------------- folder layout
+
+
+def resolve_folder(folder: str, dataset: str = "cifar10") -> str | None:
+  """The directory holding ``labels.npy``: ``folder`` itself or ``folder/CIFAR-10-C`` (etc.)."""
+  dirname, _ = ARCHIVES[_check_dataset(dataset)]
+  folder = os.path.expanduser(folder)
+  for cand in (folder, os.path.join(folder, dirname)):
+    if os.path.isfile(os.path.join(cand, "labels.npy")):
+      return cand
+  return None
+
+
+def _load_npy(path: str) -> np.ndarray:
+  try:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+  except ValueError as e:  # truncated or pickled content
+    raise ValueError(f"{path}: not a readable .npy array ({e}).") from None
+
+
+def load_folder(folder: str, name: str, severity: int, *, dataset: str = "cifar10",
+                num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """One corruption at one severity from the Hendrycks ``.npy`` folder layout.
+
+  Rows ``(severity - 1) * n .. severity * n - 1`` of ``<name>.npy``, where ``n`` is a fifth
+  of its rows.
+
+  Args:
+    folder: the extracted ``CIFAR-10-C`` / ``CIFAR-100-C`` folder, or its parent.
+    name: a corruption in ``drojax.corruptions.NAMES`` (file ``<name>.npy``).
+    severity: 1..5.
+    dataset: ``'cifar10'`` or ``'cifar100'`` (the sub-folder name and the label range).
+    num_classes: label range to check (default from ``dataset``).
+
+  Returns:
+    ``(images uint8 [n, H, W, 3], labels int64 [n])``.
+
+  Raises:
+    DataNotFoundError: the folder or the file is missing.
+    ValueError: a malformed file (dtype, shape, row count, labels out of range).
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(f"{d}/fog.npy", np.zeros((10, 4, 4, 3), np.uint8))
+    >>> np.save(f"{d}/labels.npy", np.arange(10) % 2)
+    >>> x, y = load_folder(d, "fog", 2)
+    >>> x.shape, y.tolist()
+    ((2, 4, 4, 3), [0, 1])
+  """
+  _check_name(name)
+  severity = _check_severity(severity)
+  _check_dataset(dataset)
+  root = resolve_folder(folder, dataset)
+  if root is None:
+    dirname, _ = ARCHIVES[dataset]
+    raise DataNotFoundError(f"{dirname} (published)",
+                            [os.path.join(folder, "labels.npy"),
+                             os.path.join(folder, dirname, "labels.npy")],
+                            how_to_supply(dataset))
+  path = os.path.join(root, f"{name}.npy")
+  if not os.path.isfile(path):
+    present = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(root, "*.npy"))
+                     if os.path.basename(p) != "labels.npy")
+    raise DataNotFoundError(f"{ARCHIVES[dataset][0]} {name}", [path],
+                            f"The folder holds {present}; add {name}.npy from the published "
+                            f"archive ({ARCHIVES[dataset][1]}).")
+  images = _load_npy(path)
+  labels = _load_npy(os.path.join(root, "labels.npy"))
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"{path}: expected uint8 [N, H, W, 3]; got {images.dtype} "
+                     f"{images.shape}.")
+  total = images.shape[0]
+  if total % NUM_SEVERITIES:
+    raise ValueError(f"{path}: {total} rows is not {NUM_SEVERITIES} severities of equal size "
+                     "(the published files have 50000 = 5 x 10000).")
+  n = total // NUM_SEVERITIES
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.shape[0] not in (
+      total, n):
+    raise ValueError(f"{os.path.join(root, 'labels.npy')}: expected integer labels of length "
+                     f"{total} (or {n}); got {labels.dtype} {labels.shape}.")
+  sl = slice((severity - 1) * n, severity * n)
+  x = np.asarray(images[sl])
+  y = np.asarray(labels[sl] if labels.shape[0] == total else labels, np.int64)
+  k = NUM_CLASSES[dataset] if num_classes is None else num_classes
+  if y.size and (y.min() < 0 or y.max() >= k):
+    raise ValueError(f"{os.path.join(root, 'labels.npy')}: labels must be in 0..{k - 1}; got "
+                     f"range {y.min()}..{y.max()}.")
+  return x, y
+
+
+# ------------------------------------------------------------------------------- tfds
+
+
+def tfds_config(name: str, severity: int) -> str:
+  """The ``cifar10_corrupted`` config of a corruption and severity.
+
+  >>> tfds_config("glass_blur", 3)
+  'frosted_glass_blur_3'
+  """
+  _check_name(name)
+  return f"{TFDS_NAMES.get(name, name)}_{_check_severity(severity)}"
+
+
+def tfds_prepared(name: str, severity: int, *, data_dir: str | None = None) -> str | None:
+  """The prepared ``cifar10_corrupted/<config>`` directory under ``data_dir``, or None.
+
+  Only the file system is looked at (no tfds call, no network).
+  """
+  root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DIR)
+  cfg_dir = os.path.join(root, TFDS_NAME, tfds_config(name, severity))
+  hits = glob.glob(os.path.join(cfg_dir, "*", "dataset_info.json"))
+  return cfg_dir if hits else None
+
+
+def load_tfds(name: str, severity: int, *, data_dir: str | None = None,
+              split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+  """One corruption at one severity of tfds ``cifar10_corrupted`` (prepared, ArrayRecord).
+
+  Args:
+    name: a corruption in ``drojax.corruptions.NAMES`` (mapped to tfds's name).
+    severity: 1..5.
+    data_dir: tfds data dir (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    split: the split (the dataset has only ``'test'``).
+
+  Returns:
+    ``(images uint8 [N, 32, 32, 3], labels int64 [N])``.
+
+  Raises:
+    DataNotFoundError: not prepared under ``data_dir`` (checked on disk first).
+  """
+  cfg_dir = tfds_prepared(name, severity, data_dir=data_dir)
+  root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DIR)
+  if cfg_dir is None:
+    raise DataNotFoundError(f"{TFDS_NAME}/{tfds_config(name, severity)}",
+                            [os.path.join(root, TFDS_NAME, tfds_config(name, severity))],
+                            how_to_supply("cifar10"))
+  import tensorflow_datasets as tfds
+
+  try:
+    source = tfds.data_source(f"{TFDS_NAME}/{tfds_config(name, severity)}", split=split,
+                              data_dir=root, download=False)
+  except Exception as e:  # noqa: BLE001 - tfds raises many types; name the cause once
+    raise DataNotFoundError(
+        f"{TFDS_NAME}/{tfds_config(name, severity)}", [cfg_dir],
+        f"tfds could not open it as a data source ({type(e).__name__}: {e}); it must be "
+        "prepared in ArrayRecord format (file_format='array_record'). " +
+        how_to_supply("cifar10")) from None
+  n = len(source)
+  images, labels = None, np.empty((n,), np.int64)
+  for i in range(n):
+    rec = source[i]
+    img = np.asarray(rec["image"], np.uint8)
+    if images is None:
+      images = np.empty((n,) + img.shape, np.uint8)
+    images[i] = img
+    labels[i] = int(rec["label"])
+  if images is None:
+    images = np.empty((0, 32, 32, 3), np.uint8)
+  return images, labels
+
+
+# ------------------------------------------------------------------------------- one entry
+
+
+def make_loader(dataset: str = "cifar10", *, folder: str | None = None,
+                data_dir: str | None = None) -> Loader:
+  """A ``loader(name, severity) -> (images, labels)`` over the published arrays.
+
+  ``folder`` (the Hendrycks layout) wins when given; otherwise, for CIFAR-10, tfds's prepared
+  ``cifar10_corrupted`` under ``data_dir``. The check happens here, once, on one
+  corruption's files, so a run fails before evaluating anything if the data is missing.
+
+  Args:
+    dataset: ``'cifar10'`` or ``'cifar100'``.
+    folder: the extracted ``CIFAR-10-C`` / ``CIFAR-100-C`` folder (or its parent).
+    data_dir: a tfds data dir (CIFAR-10 only; default ``$TFDS_DATA_DIR`` or
+      ``~/tensorflow_datasets``).
+
+  Returns:
+    The loader, for :func:`drojax.evaluate.published_corruption_accuracy`.
+
+  Raises:
+    DataNotFoundError: neither source is present (the message says where to put the data).
+  """
+  _check_dataset(dataset)
+  dirname, _ = ARCHIVES[dataset]
+  looked = []
+  if folder is not None:
+    if resolve_folder(folder, dataset) is not None:
+      return lambda name, severity: load_folder(folder, name, severity, dataset=dataset)
+    looked += [os.path.join(folder, "labels.npy"), os.path.join(folder, dirname, "labels.npy")]
+  if dataset == "cifar10":
+    root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DIR)
+    if tfds_prepared("gaussian_noise", 1, data_dir=root) is not None:
+      return lambda name, severity: load_tfds(name, severity, data_dir=root)
+    looked.append(os.path.join(root, TFDS_NAME))
+    if data_dir is not None and folder is None and resolve_folder(data_dir, dataset):
+      # A data dir that holds the extracted archive works too.
+      return lambda name, severity: load_folder(data_dir, name, severity, dataset=dataset)
+  elif data_dir is not None and folder is None:
+    if resolve_folder(data_dir, dataset) is not None:
+      return lambda name, severity: load_folder(data_dir, name, severity, dataset=dataset)
+    looked.append(os.path.join(data_dir, dirname, "labels.npy"))
+  raise DataNotFoundError(f"{dirname} (published)", looked, how_to_supply(dataset))
+
+
+__all__ = ["NUM_SEVERITIES", "TFDS_NAME", "TFDS_NAMES", "ARCHIVES", "how_to_supply",
+           "resolve_folder", "load_folder", "tfds_config", "tfds_prepared", "load_tfds",
+           "make_loader"]
