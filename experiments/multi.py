@@ -43,7 +43,10 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
   if compare and jax.process_index() == 0:
     from experiments import engine
 
-    engine.compare(workdirs, root)
+    paths = engine.compare(workdirs, root)
+    print("== comparison of " + ", ".join(workdirs) + "\n   tables: " + paths["md"]
+          + "\n   plots:  " + " ".join(p for k, p in sorted(paths.items()) if k.endswith("png")),
+          flush=True)
   return workdirs
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import ml_collections
 
 from experiments import cli
+from experiments import summary
 from experiments.configs import common
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
@@ -147,6 +148,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
     if jax.process_index() == 0:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
+      summary.print_summary(read_results(workdir), workdir)
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
@@ -173,6 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
   })
   if jax.process_index() == 0:
     engine.write(workdir, results)
+    summary.print_summary(results, workdir)
   return results
 
 

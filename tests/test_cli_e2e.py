@@ -75,6 +75,14 @@ def test_quick_preset_erm_end_to_end(tmp_path, cache):
                         env=_env(cache), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _check_outputs(str(workdir), "erm", 2)
+  # The run ends with its summary: the accuracies of results.json and the paths of the files.
+  with open(os.path.join(workdir, "results.json")) as f:
+    r = json.load(f)
+  tail = proc.stdout[proc.stdout.rindex("== erm on digits"):]
+  assert f"clean {100 * r['clean_accuracy']:.1f}%" in tail
+  assert f"mean corruption {100 * r['mean_corruption_accuracy']:.1f}%" in tail
+  assert f"tables: {os.path.join(workdir, 'results.md')}" in tail
+  assert os.path.join(workdir, "adversarial.png") in tail
   # Same workdir, another config: refused in one line with exit status 2.
   proc = subprocess.run(_cmd("erm", workdir, cache, "--config.num_epochs=2",
                              "--config.method_config.rho=3"), cwd=ROOT, env=_env(cache),

@@ -1,0 +1,91 @@
+"""The few lines every CLI run ends with: the headline accuracies, training time, where the files are.
+
+A run's tables and plots are in its workdir; this says what they hold without opening them::
+
+  == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 corruptions x
+     severities 1,3,5) | PGD-5 eps 2/255 60.4%, 8/255 9.1% | training 71 s, 220 steps
+     tables: runs/quick_dro_augmix/results.md
+     plots:  runs/quick_dro_augmix/accuracy_vs_severity.png runs/quick_dro_augmix/adversarial.png
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+# The plots drojax.results.write_results writes into a run's workdir, in display order.
+_PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
+
+
+def _pct(value: Any) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "n/a"
+  return f"{100.0 * float(value):.1f}%"
+
+
+def _eps_label(key: str) -> str:
+  """``'0.0313725'`` -> ``'8/255'`` where the budget is a whole number of 1/255 steps."""
+  eps = float(key)
+  steps = eps * 255.0
+  if abs(steps - round(steps)) < 1e-3:
+    return f"{int(round(steps))}/255"
+  return f"{eps:g}"
+
+
+def format_summary(results: Mapping[str, Any], workdir: str) -> str:
+  """The end-of-run summary of ``results`` (the ``results.json`` dict) written to ``workdir``.
+
+  Args:
+    results: a run's results: ``clean_accuracy``, ``mean_corruption_accuracy``,
+      ``corruption_accuracy``, ``adversarial_accuracy``, ``group_accuracy``, ``train_seconds``,
+      ``steps``, ``method``, ``dataset``, ``preset`` (missing keys are left out or "n/a").
+    workdir: the run directory; only files that exist there are listed.
+
+  Returns:
+    A few lines of text (no trailing newline).
+  """
+  head = f"== {results.get('method', '?')} on {results.get('dataset', '?')}"
+  if results.get("preset"):
+    head += f" ({results['preset']})"
+  parts = [f"clean {_pct(results.get('clean_accuracy'))}"]
+  corr = results.get("corruption_accuracy") or {}
+  if corr:
+    severities = sorted({int(s) for per in corr.values() for s in per}, key=int)
+    parts.append(f"mean corruption {_pct(results.get('mean_corruption_accuracy'))} "
+                 f"({len(corr)} corruptions x severities {','.join(map(str, severities))})")
+  adv = results.get("adversarial_accuracy") or {}
+  if adv:
+    settings = results.get("adversarial") or {}
+    name = str(settings.get("attack") or "pgd").upper()
+    if settings.get("num_steps"):
+      name += f"-{settings['num_steps']}"
+    items = sorted(adv.items(), key=lambda kv: float(kv[0]))
+    parts.append(f"{name} eps " + ", ".join(f"{_eps_label(k)} {_pct(v)}" for k, v in items))
+  groups = results.get("group_accuracy") or {}
+  if groups:
+    parts.append(f"worst group {_pct(groups.get('worst_group'))}, "
+                 f"average {_pct(groups.get('average'))}")
+  seconds = results.get("train_seconds")
+  if seconds is not None:
+    train = f"training {float(seconds):.0f} s"
+    if results.get("steps") is not None:
+      train += f", {int(results['steps'])} steps"
+    parts.append(train)
+  lines = [head + ": " + " | ".join(parts)]
+  md = os.path.join(workdir, "results.md")
+  if os.path.isfile(md):
+    lines.append(f"   tables: {md}")
+  plots = [os.path.join(workdir, p) for p in _PLOT_FILES
+           if os.path.isfile(os.path.join(workdir, p))]
+  if plots:
+    lines.append("   plots:  " + " ".join(plots))
+  return "\n".join(lines)
+
+
+def print_summary(results: Mapping[str, Any], workdir: str) -> None:
+  """Prints :func:`format_summary` (flushed, so it follows the progress bars)."""
+  print(format_summary(results, workdir), flush=True)
+
+
+__all__ = ["format_summary", "print_summary"]
