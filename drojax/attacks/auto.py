@@ -59,28 +59,30 @@ _DLR_EPS = 1e-12
 def checkpoints(num_steps: int) -> list[tuple[int, int]]:
   """The step-size checkpoints of an ``num_steps``-iteration APGD run.
 
-  The gaps between checkpoints follow the paper: ``0.22 N``, then each gap shrinks by
-  ``0.03 N`` down to ``0.06 N`` (integer parts, at least 1).
+  The paper's ``w_j = ceil(p_j N)`` with ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j +
+  max(p_j - p_{j-1} - 0.03, 0.06)``, for ``p_j <= 1``. (The reference code uses integer
+  gaps ``int(0.22 N)`` shrinking by ``int(0.03 N)``; both agree when N is a multiple of 100.)
 
   Args:
     num_steps: iterations ``N`` >= 1.
 
   Returns:
-    ``[(i, k), ...]``: after iteration ``i`` (0-based) a checkpoint closes a window of the
-    ``k`` iterations before it.
+    ``[(i, k), ...]``: after iteration ``i`` (0-based, ``i = w_j - 1``) a checkpoint closes
+    a window of the ``k = w_j - w_{j-1}`` iterations before it.
 
   Example:
     >>> checkpoints(100)[:4]
     [(21, 22), (40, 19), (56, 16), (69, 13)]
   """
-  k = max(int(0.22 * num_steps), 1)
-  k_min = max(int(0.06 * num_steps), 1)
-  decr = max(int(0.03 * num_steps), 1)
-  out, end = [], 0
-  while end + k <= num_steps:
-    end += k
-    out.append((end - 1, k))
-    k = max(k - decr, k_min)
+  p_prev, p = 0.0, 0.22
+  out, w_prev = [], 0
+  while p <= 1.0 + 1e-9:
+    # round(): 0.22 + 0.19 is 0.41000000000000003 in binary floating point.
+    w = math.ceil(round(p * num_steps, 9))
+    if w > w_prev:
+      out.append((w - 1, w - w_prev))
+      w_prev = w
+    p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
   return out
 
 

@@ -18,8 +18,10 @@ so it jits and a second batch of the same shape reuses the compiled program. ``n
 counts model evaluations per example, the start included.
 
 Differences from the reference code (read for understanding only): windows and signs are
-drawn per example rather than one window per query for the whole batch, and a candidate
-that changes no pixel is not redrawn (it simply costs a query).
+drawn per example rather than one window per query for the whole batch; a window may start
+at any row/column where it fits (the reference draws the corner from ``[0, H - s)``, so a
+1-pixel window never touches the last row or column); a candidate that changes no pixel is
+not redrawn (it simply costs a query).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def _square_linf(key, logits_fn, x, y, eps, active, *, num_queries, p_init):
     p = p_schedule(i, num_queries, p_init)
     side = jnp.clip(jnp.round(jnp.sqrt(p * h * w)).astype(jnp.int32), 1, max(h - 1, 1))
     kh, kw, ks = jax.random.split(jax.random.fold_in(key, i), 3)
-    top = jax.random.randint(kh, (b, 1, 1, 1), 0, jnp.maximum(h - side, 1))
-    left = jax.random.randint(kw, (b, 1, 1, 1), 0, jnp.maximum(w - side, 1))
+    top = jax.random.randint(kh, (b, 1, 1, 1), 0, h - side + 1)
+    left = jax.random.randint(kw, (b, 1, 1, 1), 0, w - side + 1)
     window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
     signs = jax.random.rademacher(ks, (b, 1, 1, c), x.dtype)
     cand = jnp.where(window, jnp.clip(x + eps * signs, 0.0, 1.0), x_best)

@@ -1,0 +1,291 @@
+"""Tests for APGD, APGD-T, Square and the suite against closed forms and a masked model."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from drojax import attacks
+
+# ------------------------------------------------------------------ linear binary model
+
+_D = (4, 4, 1)
+_RNG = np.random.default_rng(0)
+_W = _RNG.normal(size=int(np.prod(_D))).astype(np.float32)
+_B = np.float32(-0.5 * _W.sum())  # the decision boundary passes through the grey image
+_OFF = np.float32(-50.0)  # two dummy classes far below: DLR and APGD-T need K >= 3, 4
+
+
+def _linear(x):
+  """Logits ``[m/2, -m/2, -50, -50]`` with ``m = w.x + b``: class 0 iff m > 0."""
+  m = x.reshape(x.shape[0], -1) @ jnp.asarray(_W) + _B
+  off = jnp.full_like(m, _OFF)
+  return jnp.stack([0.5 * m, -0.5 * m, off, off], axis=-1)
+
+
+def _np_margin(x):
+  return x.reshape(x.shape[0], -1).astype(np.float64) @ _W.astype(np.float64) + float(_B)
+
+
+def _closed_form_linf(x, y, eps):
+  """The smallest (y=0) / largest (y=1) margin over the L-inf ball intersected with [0, 1]."""
+  xf = x.reshape(x.shape[0], -1).astype(np.float64)
+  w = _W.astype(np.float64)
+  down = np.where(w > 0, np.minimum(eps, xf), np.minimum(eps, 1 - xf))  # room towards m -> -inf
+  up = np.where(w > 0, np.minimum(eps, 1 - xf), np.minimum(eps, xf))
+  m = _np_margin(x)
+  worst = np.where(y == 0, m - (np.abs(w) * down).sum(1), m + (np.abs(w) * up).sum(1))
+  x_opt = np.where((y == 0)[:, None], xf - np.sign(w) * down, xf + np.sign(w) * up)
+  return worst, x_opt.reshape(x.shape)
+
+
+def _points(n, lo, hi, worst_fn, band):
+  """``n`` points in [lo, hi]^d whose worst-case margin is at least ``band`` from 0.
+
+  Points within the band are skipped: there a float32 attack and the float64 closed form
+  may disagree by rounding alone.
+  """
+  rng = np.random.default_rng(1)
+  x = rng.uniform(lo, hi, size=(4 * n,) + _D).astype(np.float32)
+  y = (_np_margin(x) <= 0).astype(np.int32)
+  keep = np.abs(_np_margin(x)) > band
+  keep &= np.abs(worst_fn(x, y)) > band
+  x, y = x[keep][:n], y[keep][:n]
+  assert len(x) == n
+  return x, y
+
+
+_EPS_INF = 0.06
+_EPS_L2 = 0.15
+
+
+@pytest.fixture(scope="module")
+def linf_points():
+  x, y = _points(256, 0.0, 1.0, lambda x, y: _closed_form_linf(x, y, _EPS_INF)[0], 0.02)
+  worst, x_opt = _closed_form_linf(x, y, _EPS_INF)
+  robust = np.where(y == 0, worst > 0, worst <= 0)
+  assert 0.2 < robust.mean() < 0.8, robust.mean()  # both outcomes are exercised
+  return x, y, robust, worst, x_opt
+
+
+def _l2_worst(x, y):
+  # Inside [eps, 1 - eps]^d the box never binds: the L2 optimum moves coordinate j by
+  # eps * |w_j| / ||w|| <= eps.
+  m = _np_margin(x)
+  return np.where(y == 0, m - _EPS_L2 * np.linalg.norm(_W), m + _EPS_L2 * np.linalg.norm(_W))
+
+
+@pytest.fixture(scope="module")
+def l2_points():
+  x, y = _points(256, _EPS_L2, 1 - _EPS_L2, _l2_worst, 0.02)
+  worst = _l2_worst(x, y)
+  robust = np.where(y == 0, worst > 0, worst <= 0)
+  assert 0.2 < robust.mean() < 0.8, robust.mean()
+  w = _W.astype(np.float64) / np.linalg.norm(_W)
+  x_opt = x.reshape(len(x), -1) + np.where((y == 0)[:, None], -1.0, 1.0) * _EPS_L2 * w
+  return x, y, robust, worst, x_opt.reshape(x.shape)
+
+
+def _in_ball(x_adv, x, eps, norm):
+  x_adv, x = np.asarray(x_adv, np.float64), np.asarray(x, np.float64)
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+  d = (x_adv - x).reshape(len(x), -1)
+  n = np.abs(d).max(1) if norm == "linf" else np.linalg.norm(d, axis=1)
+  assert n.max() <= eps * (1 + 1e-5) + 1e-6, n.max()
+
+
+_KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_linf_finds_the_closed_form_optimum(linf_points, loss):
+  x, y, robust, _, x_opt = linf_points
+  x_adv, r = attacks.apgd_robust(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20, loss=loss)
+  np.testing.assert_array_equal(np.asarray(r), robust)
+  _in_ball(x_adv, x, _EPS_INF, "linf")
+  # Where no point of the ball flips the class, the loss's maximiser is the vertex the
+  # closed form gives (the linear margin's minimiser over the box-clipped ball).
+  np.testing.assert_allclose(np.asarray(x_adv)[robust], x_opt[robust], atol=1e-5)
+
+
+def test_apgd_l2_finds_the_closed_form_optimum(l2_points):
+  x, y, robust, worst, x_opt = l2_points
+  x_adv, r = attacks.apgd_robust(_KEY, _linear, x, y, eps=_EPS_L2, norm="l2", num_steps=20)
+  np.testing.assert_array_equal(np.asarray(r), robust)
+  _in_ball(x_adv, x, _EPS_L2, "l2")
+  # L2 steps approach the optimum geometrically rather than landing on it.
+  m = _np_margin(np.asarray(x_adv))
+  np.testing.assert_allclose(m[robust], worst[robust], atol=2e-3)
+  np.testing.assert_allclose(np.asarray(x_adv)[robust], x_opt[robust], atol=2e-3)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_targeted_matches_closed_form(linf_points, l2_points, norm):
+  x, y, robust, _, _ = linf_points if norm == "linf" else l2_points
+  eps = _EPS_INF if norm == "linf" else _EPS_L2
+  x_adv, r = attacks.apgd_targeted_robust(_KEY, _linear, x, y, eps=eps, norm=norm,
+                                          num_steps=20, num_targets=3)
+  np.testing.assert_array_equal(np.asarray(r), robust)
+  _in_ball(x_adv, x, eps, norm)
+
+
+def test_square_linf_matches_closed_form(linf_points):
+  x, y, robust, worst, _ = linf_points
+  x_adv, r = attacks.square_robust(_KEY, _linear, x, y, eps=_EPS_INF, num_queries=400)
+  np.testing.assert_array_equal(np.asarray(r), robust)
+  _in_ball(x_adv, x, _EPS_INF, "linf")
+  # Random search over the ball's vertices reaches the optimal vertex on 16 pixels.
+  np.testing.assert_allclose(_np_margin(np.asarray(x_adv))[robust], worst[robust], atol=1e-4)
+
+
+def test_suite_matches_closed_form_and_is_cumulative(linf_points):
+  x, y, robust, _, _ = linf_points
+  masks = attacks.robust_suite(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20, num_targets=3,
+                               num_queries=400)
+  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "square"]
+  assert np.asarray(masks["clean"]).all()
+  for k in ("apgd_ce", "apgd_t", "square"):
+    np.testing.assert_array_equal(np.asarray(masks[k]), robust, err_msg=k)
+  acc = attacks.robust_accuracy_suite(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20,
+                                      num_targets=3, num_queries=400)
+  assert math.isclose(float(acc["robust"]), robust.mean(), abs_tol=1e-6)
+
+
+def test_pgd_matches_closed_form(linf_points):
+  x, y, robust, _, _ = linf_points
+  _, r = attacks.pgd_robust(_KEY, _linear, x, y, eps=_EPS_INF, step_size=_EPS_INF / 4,
+                            num_steps=20, unroll=False)
+  np.testing.assert_array_equal(np.asarray(r), robust)
+
+
+# ------------------------------------------------------------------ APGD internals
+
+
+def test_checkpoints_follow_the_papers_recursion():
+  # The paper's p_j for N = 100, written out: 0, .22, .41, .57, .70, .80, .87, .93, .99.
+  assert [i + 1 for i, _ in attacks.checkpoints(100)] == [22, 41, 57, 70, 80, 87, 93, 99]
+  assert [k for _, k in attacks.checkpoints(100)] == [22, 19, 16, 13, 10, 7, 6, 6]
+  for n in (1, 7, 50, 1000):
+    got = attacks.checkpoints(n)
+    ends = [i + 1 for i, _ in got]
+    assert ends == sorted(set(ends)) and ends[-1] <= n and ends[0] >= 1, (n, ends)
+    assert sum(k for _, k in got) == ends[-1]
+  assert [i + 1 for i, _ in attacks.checkpoints(50)] == [11, 21, 29, 35, 40, 44, 47, 50]
+
+
+_KM = jax.random.split(jax.random.key(3), 3)
+_W1 = np.asarray(jax.random.normal(_KM[0], (48, 32))) * 0.5
+_W2 = np.asarray(jax.random.normal(_KM[1], (32, 10))) * 0.5
+
+
+def _mlp(x):
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ jnp.asarray(_W1))
+  return h @ jnp.asarray(_W2)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_trace_is_the_best_loss_so_far(norm):
+  x = jax.random.uniform(jax.random.key(4), (16, 4, 4, 3))
+  y = jnp.argmax(_mlp(x), -1).astype(jnp.int32)
+  eps = 0.03 if norm == "linf" else 0.2
+  x_best, trace = attacks.apgd_trace(_KEY, _mlp, x, y, eps=eps, norm=norm, num_steps=30)
+  trace = np.asarray(trace)
+  # Maximised loss: the best-so-far trace is non-decreasing.
+  assert (np.diff(trace, axis=0) >= 0).all()
+  _in_ball(x_best, x, eps, norm)
+  def ce(z):  # float64 NumPy cross-entropy of the model's logits
+    z = np.asarray(_mlp(z), np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    return lse - z[np.arange(len(z)), np.asarray(y)]
+  np.testing.assert_allclose(trace[-1], ce(x_best), rtol=1e-5, atol=1e-6)
+  assert (trace[-1] > ce(x) + 1e-3).all()  # the attack raised every example's loss
+
+
+# ------------------------------------------------------------------ gradient masking
+
+_Q = 255.0
+
+
+def _masked(x):
+  """The linear model behind a straight ``round`` to 8 bits: zero input gradient everywhere."""
+  return _linear(jnp.round(x * _Q) / _Q)
+
+
+@pytest.fixture(scope="module")
+def masked_points():
+  # Class-0 points on the 8-bit grid that the L-inf worst case (moving the margin by
+  # eps ||w||_1) flips, but whose margin exceeds 1.5 eps ||w||_2, about 2.6 standard
+  # deviations of what a random start in the ball moves it by (eps ||w||_2 / sqrt(3)).
+  eps = 8 / 255
+  rng = np.random.default_rng(2)
+  x = np.round(rng.uniform(0.1, 0.9, size=(2000,) + _D) * _Q).astype(np.float32) / _Q
+  m = _np_margin(x)
+  worst, _ = _closed_form_linf(x, np.zeros(len(x), np.int32), eps)
+  keep = (m > 1.5 * eps * np.linalg.norm(_W)) & (worst < -0.02)
+  x = x[keep][:64]
+  assert len(x) == 64
+  return x, np.zeros(len(x), np.int32), eps
+
+
+def test_gradient_masking_fools_pgd_and_apgd_but_not_square(masked_points):
+  x, y, eps = masked_points
+  pgd = float(attacks.robust_accuracy(_KEY, _masked, x, y, eps=eps, step_size=eps / 4,
+                                      num_steps=10, unroll=False))
+  _, r_sq = attacks.square_robust(_KEY, _masked, x, y, eps=eps, num_queries=300)
+  acc = attacks.robust_accuracy_suite(_KEY, _masked, x, y, eps=eps, num_steps=10,
+                                      num_targets=3, num_queries=300)
+  apgd = float(acc["apgd_ce"])  # APGD-CE runs first in the suite, on every clean-correct point
+  apgd_t = float(acc["apgd_t"])
+  sq = float(np.mean(np.asarray(r_sq)))
+  # Every point is breakable (closed form); the gradient attacks see a flat loss.
+  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8, (pgd, apgd, apgd_t)
+  assert sq <= 0.05, sq
+  assert float(acc["robust"]) <= min(pgd, apgd, sq) + 1e-6
+
+
+# ------------------------------------------------------------------ compile once, bad input
+
+
+def test_second_batch_of_the_same_shape_does_not_recompile():
+  x = jax.random.uniform(jax.random.key(5), (8, 4, 4, 3))
+  y = jnp.zeros(8, jnp.int32)
+  attacks.square_robust(_KEY, _mlp, x, y, eps=0.03, num_queries=5)
+  attacks.apgd_robust(_KEY, _mlp, x, y, eps=0.03, num_steps=3)
+  n_sq = attacks.square_attack._square_impl._cache_size()
+  n_ap = attacks.auto._apgd_impl._cache_size()
+  attacks.square_robust(jax.random.key(1), _mlp, x[::-1], y + 1, eps=0.05, num_queries=5)
+  attacks.apgd_robust(jax.random.key(1), _mlp, x[::-1], y + 1, eps=0.05, num_steps=3)
+  assert attacks.square_attack._square_impl._cache_size() == n_sq
+  assert attacks.auto._apgd_impl._cache_size() == n_ap
+
+
+_X = np.full((2, 4, 4, 1), 0.5, np.float32)
+_Y = np.zeros(2, np.int32)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: attacks.apgd(_KEY, _linear, _X, _Y, eps=-0.1), "eps"),
+    (lambda: attacks.apgd(_KEY, _linear, _X, _Y, eps=0.1, num_steps=0), "num_steps"),
+    (lambda: attacks.apgd(_KEY, _linear, _X, _Y, eps=0.1, norm="l1"), "norm"),
+    (lambda: attacks.apgd(_KEY, _linear, _X, _Y, eps=0.1, loss="hinge"), "loss"),
+    (lambda: attacks.apgd(_KEY, _linear, _X, _Y, eps=0.1, restarts=0), "restarts"),
+    (lambda: attacks.apgd_targeted(_KEY, lambda z: _linear(z)[:, :3], _X, _Y, eps=0.1),
+     "at least 4 classes"),
+    (lambda: attacks.apgd_targeted(_KEY, _linear, _X, _Y, eps=0.1, num_targets=4),
+     "num_targets"),
+    (lambda: attacks.apgd(_KEY, lambda z: _linear(z)[:, :2], _X, _Y, eps=0.1, loss="dlr"),
+     "at least 3 classes"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, num_queries=0), "num_queries"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=-1.0), "eps"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, norm="l2"), "norm"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, p_init=1.5), "p_init"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, lambda z: _linear(z)[:, :3], _X, _Y, eps=0.1),
+     "4 classes"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, num_queries=0),
+     "num_queries"),
+])
+def test_bad_input_names_the_argument(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
