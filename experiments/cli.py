@@ -173,8 +173,12 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
+                    write: bool = True) -> bool:
   """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
+
+  ``write=False`` (processes other than 0 of a multi-process run) only checks an existing
+  ``config.json``: one process writes the shared work directory.
 
   Returns:
     True when the workdir already held this config (the run resumes).
@@ -197,6 +201,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
       raise UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
                        "use another --workdir or the same flags")
     return True
+  if not write:
+    return False
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(new, f, indent=2, sort_keys=True)
@@ -204,25 +210,76 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   return False
 
 
-def maybe_initialize_distributed() -> None:
-  """Calls ``jax.distributed.initialize()`` when ``DROJAX_DISTRIBUTED=1`` (multi-host runs).
+DISTRIBUTED_TIMEOUT_S = 300  # hosts of one job may start minutes apart (SLURM, TPU VMs)
 
-  JAX detects the coordinator, process count and id on SLURM, Cloud TPU and GKE clusters. Else
-  set ``JAX_COORDINATOR_ADDRESS=host:port`` (read by JAX) and ``DROJAX_NUM_PROCESSES`` /
-  ``DROJAX_PROCESS_ID`` (passed to ``initialize`` as ``num_processes`` / ``process_id``).
+
+def _env_int(env: Any, name: str, low: int) -> int | None:
+  text = env.get(name, "").strip()
+  if not text:
+    return None
+  if not text.isdigit() or int(text) < low:
+    raise UsageError(f"{name} must be an integer >= {low}, got {env[name]!r}")
+  return int(text)
+
+
+def maybe_initialize_distributed(environ: Any = None, *,
+                                 prog: str = "drojax") -> bool:
+  """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1``; must run before any JAX work.
+
+  Calls ``jax.distributed.initialize()``, which finds the coordinator, process count and id on
+  SLURM, Cloud TPU and GKE clusters. Elsewhere set ``JAX_COORDINATOR_ADDRESS=host:port`` (read
+  by JAX), ``DROJAX_NUM_PROCESSES`` and ``DROJAX_PROCESS_ID``. ``DROJAX_DISTRIBUTED_TIMEOUT``
+  (seconds, default 300) bounds the wait for all processes to join: past it the process prints
+  ``PROG: error: ...`` (one line) and exits with status 1. CPU collectives use gloo.
+
+  Returns:
+    True when the process joined a distributed run, False when ``DROJAX_DISTRIBUTED`` is unset.
+
+  Raises:
+    UsageError: a variable is not an integer (or ``DROJAX_DISTRIBUTED`` not 0/1).
   """
-  if os.environ.get("DROJAX_DISTRIBUTED", "") not in ("1", "true", "True"):
-    return
+  env = os.environ if environ is None else environ
+  flag = env.get("DROJAX_DISTRIBUTED", "").strip().lower()
+  if flag in ("", "0", "false"):
+    return False
+  if flag not in ("1", "true"):
+    raise UsageError(f"DROJAX_DISTRIBUTED must be 1 or 0, got {env['DROJAX_DISTRIBUTED']!r}")
+  kwargs = {arg: value for name, arg, low in (("DROJAX_NUM_PROCESSES", "num_processes", 1),
+                                              ("DROJAX_PROCESS_ID", "process_id", 0))
+            if (value := _env_int(env, name, low)) is not None}
+  timeout = _env_int(env, "DROJAX_DISTRIBUTED_TIMEOUT", 1) or DISTRIBUTED_TIMEOUT_S
+  import threading
+
   import jax
 
-  kwargs = {}
-  for env, arg in (("DROJAX_NUM_PROCESSES", "num_processes"), ("DROJAX_PROCESS_ID", "process_id")):
-    if os.environ.get(env):
-      try:
-        kwargs[arg] = int(os.environ[env])
-      except ValueError:
-        raise UsageError(f"{env} must be an integer, got {os.environ[env]!r}") from None
-  jax.distributed.initialize(**kwargs)
+  if "jax_cpu_collectives_implementation" in jax.config.values and not env.get(
+      "JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  where = env.get("JAX_COORDINATOR_ADDRESS") or "the auto-detected coordinator"
+
+  def give_up(reason: str) -> None:
+    who = (f"process {kwargs['process_id']}" if "process_id" in kwargs else "this process")
+    print(f"{prog}: error: distributed start-up failed: {who} {reason} "
+          f"(DROJAX_DISTRIBUTED_TIMEOUT={timeout}s); start every process, check "
+          f"JAX_COORDINATOR_ADDRESS and DROJAX_NUM_PROCESSES", file=sys.stderr, flush=True)
+
+  # JAX's own timeout aborts the interpreter with a C++ stack trace; this watchdog fires first
+  # (the connect call releases the GIL) and ends the process with one line instead.
+  def watchdog() -> None:
+    give_up(f"could not join all processes through {where} in time")
+    os._exit(1)
+
+  timer = threading.Timer(timeout, watchdog)
+  timer.daemon = True
+  timer.start()
+  try:
+    jax.distributed.initialize(initialization_timeout=timeout + 60, **kwargs)
+  except (ValueError, TypeError, RuntimeError) as e:
+    timer.cancel()
+    give_up(f"could not start: {' '.join(str(e).split())}")
+    sys.exit(1)
+  timer.cancel()
+  return True
 
 
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
@@ -246,7 +303,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
       raise UsageError(str(e).replace("\n", " ")) from None
     if len(leftovers) > 1:
       raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
-    maybe_initialize_distributed()
+    maybe_initialize_distributed(prog=prog)
     main(leftovers, overrides)
   except (UsageError, DataNotFoundError) as e:
     print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)

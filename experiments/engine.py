@@ -34,36 +34,43 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   return models.get_model(config.model, num_classes=num_classes, width=config.width)
 
 
+def _warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  return config.warmup_epochs * total_steps // max(config.num_epochs, 1)
+
+
+def learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int):
+  """The per-step learning rate of ``config`` (``drojax.train.make_learning_rate``)."""
+  from drojax import train as train_lib
+
+  return train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
+                                      warmup_steps=_warmup_steps(config, total_steps),
+                                      schedule=config.lr_schedule, end_learning_rate=config.lr_min)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
   """SGD (the DRO-Augment recipe, ``drojax.train.make_optimizer``) or Adam, per ``config``."""
   import optax
 
   from drojax import train as train_lib
 
-  warmup = config.warmup_epochs * total_steps // max(config.num_epochs, 1)
   if config.optimizer == "sgd":
     return train_lib.make_optimizer(
         total_steps, learning_rate=config.learning_rate, momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay, warmup_steps=warmup,
-        schedule=config.lr_schedule, end_learning_rate=config.lr_min)
-  lr = train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
-                                    warmup_steps=warmup, schedule=config.lr_schedule,
-                                    end_learning_rate=config.lr_min)
+        nesterov=config.nesterov, weight_decay=config.weight_decay,
+        warmup_steps=_warmup_steps(config, total_steps), schedule=config.lr_schedule,
+        end_learning_rate=config.lr_min)
   parts = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
-  return optax.chain(*parts, optax.adam(lr))
-
-
-def learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int):
-  from drojax import train as train_lib
-
-  warmup = config.warmup_epochs * total_steps // max(config.num_epochs, 1)
-  return train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
-                                      warmup_steps=warmup, schedule=config.lr_schedule,
-                                      end_learning_rate=config.lr_min)
+  return optax.chain(*parts, optax.adam(learning_rate_fn(config, total_steps)))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) -> Trained:
-  """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``."""
+  """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
+
+  On several processes every process calls this with the same arguments: ``mesh`` spans all
+  processes' devices, each process loads only its slice of every global batch (the rows its
+  devices hold), and the global batch is assembled by ``drojax.data.shard_batch``. Only
+  process 0 writes ``metrics.jsonl`` and ``train_seconds.json``; all take part in checkpoints.
+  """
   import jax
 
   from drojax import data, loop, methods
@@ -79,44 +86,51 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
                          "training examples")
   total_steps = steps_per_epoch * config.num_epochs
   optimizer = make_optimizer(config, total_steps)
-  state = train_lib.create_train_state(
-      jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
-      num_examples=int(train_ds.ids.max()) + 1)
   # Replicated on the mesh from the start: the step's output state has this sharding, so the
   # second step reuses the first step's executable instead of compiling again.
-  from jax.sharding import NamedSharding, PartitionSpec
-
-  state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+  state = train_lib.create_train_state(
+      jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
+      num_examples=int(train_ds.ids.max()) + 1, mesh=mesh)
   train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
                                          learning_rate_fn=learning_rate_fn(config, total_steps))
+  shard_index, num_shards = data.process_shard(mesh)
 
   def batches_for_epoch(epoch: int, start_batch: int):
-    return data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
-                              epoch=epoch, start_batch=start_batch,
-                              shard_index=jax.process_index(), num_shards=jax.process_count())
-
-    # Shuffled gather in a background thread, placed on the mesh as it is produced.
+    # Shuffled gather of this process's rows in a background thread, placed on the mesh as
+    # the global batch (the same global batch for any number of processes).
     return data.device_batches(
         data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
-                           epoch=epoch, start_batch=start_batch,
-                           shard_index=jax.process_index(), num_shards=jax.process_count()),
+                           epoch=epoch, start_batch=start_batch, shard_index=shard_index,
+                           num_shards=num_shards),
         mesh)
 
+  main = jax.process_index() == 0
   clock = TrainClock(workdir, save_every=config.checkpoint_every_steps,
-                     steps_per_epoch=steps_per_epoch)
+                     steps_per_epoch=steps_per_epoch, write=main)
   result = loop.fit(
       state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
       steps_per_epoch=steps_per_epoch, workdir=workdir,
       checkpoint_every_steps=config.checkpoint_every_steps,
       keep_checkpoints=config.keep_checkpoints, on_step=clock.on_step,
-      log_every_steps=config.log_every_steps,
-      progress=config.progress and jax.process_index() == 0,
+      log_every_steps=config.log_every_steps, progress=config.progress and main,
       images_per_batch=config.batch_size)
   clock.finish(result.steps, result.resumed_from)
   final = result.state
   variables = {"params": final.params, "batch_stats": final.batch_stats}
   return Trained(model=model, variables=variables, train_seconds=clock.total(),
                  steps=int(result.steps))
+
+
+def local_copy(trained: Trained) -> Trained:
+  """``trained`` with its (replicated) variables on this process's first device only.
+
+  A multi-process run's variables span every process's devices; a computation on them would
+  need every process. The local copy lets one process evaluate alone.
+  """
+  import jax
+
+  variables = jax.tree.map(lambda a: a.addressable_shards[0].data, trained.variables)
+  return dataclasses.replace(trained, variables=variables)
 
 
 class TrainClock:
@@ -129,13 +143,15 @@ class TrainClock:
 
   FILE = "train_seconds.json"
 
-  def __init__(self, workdir: str, *, save_every: int, steps_per_epoch: int):
+  def __init__(self, workdir: str, *, save_every: int, steps_per_epoch: int,
+               write: bool = True):
     import os
     import time
 
     self._path = os.path.join(workdir, self.FILE)
     self._save_every = save_every
     self._steps_per_epoch = steps_per_epoch
+    self._writes = write  # False on processes other than 0 (one writer per workdir)
     self._table = self._read()
     self._start = time.perf_counter()
     self._prior = None
@@ -154,6 +170,8 @@ class TrainClock:
     import json
     import os
 
+    if not self._writes:
+      return
     keep = dict(sorted(self._table.items())[-20:])
     tmp = self._path + ".tmp"
     with open(tmp, "w") as f:

@@ -91,18 +91,10 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
   """Train and test ``ArrayDataset``s (subsets as configured)."""
   from drojax import data
 
-  if config.dataset == "waterbirds":
-    from drojax.data.waterbirds import load_waterbirds
-
-    if not data_dir:
-      raise data.DataNotFoundError("waterbirds", [], "Pass --data_dir=DIR, a folder with "
-                                   "metadata.csv (img_filename, y, place, split) and the images.")
-    size = config.get("image_size", 64)
-    train = load_waterbirds(data_dir, "train", image_size=size)
-    test = load_waterbirds(data_dir, "test", image_size=size)
-  else:
-    train = data.load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
-    test = data.load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
+  size = ({"image_size": config.image_size}
+          if config.dataset == "waterbirds" and "image_size" in config else {})
+  train = data.load_dataset(config.dataset, "train", data_dir=data_dir, download=download, **size)
+  test = data.load_dataset(config.dataset, "test", data_dir=data_dir, download=download, **size)
   if train.image_shape != test.image_shape:
     raise cli.UsageError(f"train images {train.image_shape} and test images "
                          f"{test.image_shape} differ in shape")
@@ -113,11 +105,10 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 # ------------------------------------------------------------------------------- run
 
-def make_mesh():
-  import jax
-
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+# How long processes other than 0 wait for process 0's evaluation (corruptions and attacks on
+# a large test set take hours on a slow device; a crashed process 0 ends the wait sooner,
+# through JAX's heartbeat).
+EVAL_WAIT_S = 24 * 3600
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None = None,
@@ -143,23 +134,46 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
       config.compilation_cache_dir = compilation_cache_dir
   validate(config, num_devices=jax.device_count())
   cli.enable_compilation_cache(config.compilation_cache_dir)
-  resumed = cli.prepare_workdir(workdir, config)
+  main = jax.process_index() == 0
+  resumed = cli.prepare_workdir(workdir, config, write=main)
   if os.path.isfile(os.path.join(workdir, "results.json")):
-    if jax.process_index() == 0:
+    if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
       summary.print_summary(read_results(workdir), workdir)
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
-  if jax.process_index() == 0:
+  if main:
     print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
           f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
-          f"devices={jax.device_count()} workdir={workdir}"
+          f"devices={jax.device_count()} processes={jax.process_count()} workdir={workdir}"
           + (" (resuming)" if resumed else ""), flush=True)
+  from drojax import train as train_lib
   from experiments import engine
 
-  trained = engine.train(config, workdir, train_ds, mesh=make_mesh())
+  trained = engine.train(config, workdir, train_ds, mesh=train_lib.make_mesh())
+  if jax.process_count() > 1:
+    # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
+    # the others wait for its results.json: evaluate.py's jitted functions never see a
+    # cross-process array, so nothing there needs to know about several processes.
+    trained = engine.local_copy(trained)
+    if main:
+      results = _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
+                                    extra_evaluation)
+    from orbax.checkpoint import multihost
+
+    multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
+                                    timeout=EVAL_WAIT_S)
+    return results if main else read_results(workdir)
+  return _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
+                             extra_evaluation)
+
+
+def _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
+                        extra_evaluation) -> dict[str, Any]:
+  from experiments import engine
+
   results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
   if extra_evaluation is not None:
     results.update(extra_evaluation(trained, test_ds))
@@ -173,9 +187,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
       "num_train": len(train_ds),
       "num_test": len(test_ds),
   })
-  if jax.process_index() == 0:
-    engine.write(workdir, results)
-    summary.print_summary(results, workdir)
+  engine.write(workdir, results)
+  summary.print_summary(results, workdir)
   return results
 
 
@@ -184,5 +197,5 @@ def read_results(workdir: str) -> dict[str, Any]:
     return json.load(f)
 
 
-__all__ = ["validate", "load_data", "resolve_data_dir", "run", "read_results", "make_mesh",
-           "DATA_DIR_ENV"]
+__all__ = ["validate", "load_data", "resolve_data_dir", "run", "read_results", "DATA_DIR_ENV",
+           "EVAL_WAIT_S"]

@@ -9,7 +9,8 @@ Main entry points:
   ``ArrayDataset``, ``epoch_batches`` (deterministic from ``(seed, epoch)``), ``num_batches``,
   ``load_npz``, ``load_digits``, ``load_fashion_mnist``, ``load_waterbirds``,
   ``load_dataset(name, split, ...)`` (CIFAR through ``drojax.data.tfds_builders``), ``prefetch``,
-  ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh).
+  ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh), ``process_shard``
+  (this process's slice of each global batch).
 """
 
 from drojax.data.arrays import (
@@ -22,7 +23,13 @@ from drojax.data.arrays import (
 from drojax.data.digits import load_digits
 from drojax.data.errors import DataNotFoundError
 from drojax.data.fashion_mnist import load_fashion_mnist
-from drojax.data.pipeline import batch_sharding, device_batches, prefetch, shard_batch
+from drojax.data.pipeline import (
+    batch_sharding,
+    device_batches,
+    prefetch,
+    process_shard,
+    shard_batch,
+)
 from drojax.data.registry import DATASETS, load_dataset
 from drojax.data.waterbirds import load_waterbirds
 
@@ -41,5 +48,6 @@ __all__ = [
     "load_waterbirds",
     "num_batches",
     "prefetch",
+    "process_shard",
     "shard_batch",
 ]

@@ -76,6 +76,33 @@ def batch_sharding(mesh) -> Any:
   return NamedSharding(mesh, P("data"))
 
 
+def process_shard(mesh) -> tuple[int, int]:
+  """``(shard_index, num_shards)`` for ``epoch_batches``: which slice of each global batch is ours.
+
+  ``NamedSharding(mesh, P('data'))`` gives each process the rows of the global batch that its
+  devices hold. With ``P`` processes that is one contiguous block of ``B / P`` rows when the
+  mesh lists each process's devices together (``drojax.train.make_mesh`` over
+  ``jax.devices()`` does); the block's position is the shard index. One process: ``(0, 1)``.
+
+  Raises:
+    ValueError: the mesh's ``data`` axis interleaves processes' devices, or does not hold the
+      same number of devices from every process.
+  """
+  import jax
+
+  devices = list(mesh.devices.flat)
+  owners = [d.process_index for d in devices]
+  blocks = [p for i, p in enumerate(owners) if i == 0 or owners[i - 1] != p]
+  count = len(set(owners))
+  per = len(owners) // count
+  if (len(blocks) != count or any(owners.count(p) != per for p in blocks)
+      or jax.process_index() not in blocks):
+    raise ValueError(f"the mesh's data axis must hold the devices of each process together, as "
+                     f"many from each (one contiguous slice of the batch per process); its "
+                     f"devices belong to processes {owners}")
+  return blocks.index(jax.process_index()), count
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
   """Places a host batch on ``mesh``, its leading axis split over the ``data`` axis.
 

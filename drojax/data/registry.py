@@ -53,7 +53,7 @@ def validate_name(name: str) -> str:
 
 
 def load_dataset(name: str, split: str, *, data_dir: str | None = None,
-                 download: bool = False) -> ArrayDataset:
+                 download: bool = False, image_size: int | None = None) -> ArrayDataset:
   """Loads ``split`` of dataset ``name`` into memory as uint8 NHWC.
 
   Args:
@@ -62,6 +62,7 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     data_dir: where to look first (npz files, idx files, prepared tfds data, archives).
     download: allow downloading (CIFAR archives, checksummed) when nothing is found locally and
       the network is reachable. Offline, a missing dataset fails at once.
+    image_size: waterbirds only: the height and width images are resized to (default 64).
 
   Raises:
     DataNotFoundError: the data is not available; the message says where we looked and how to
@@ -72,6 +73,9 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
   (32, 32, 3)
   """
   validate_name(name)
+  if image_size is not None and name != "waterbirds":
+    raise ValueError(f"image_size applies to waterbirds only (its images are resized), not "
+                     f"{name!r}")
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   if name.startswith("npz:"):
@@ -98,5 +102,6 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     if not data_dir:
       raise DataNotFoundError("waterbirds", [], "Pass --data_dir=DIR, a folder with "
                               "metadata.csv (img_filename, y, place, split) and the images.")
-    return load_waterbirds(data_dir, split)
+    return load_waterbirds(data_dir, split,
+                           **({} if image_size is None else {"image_size": image_size}))
   raise AssertionError(name)

@@ -1,0 +1,221 @@
+"""Several processes for real: 2 processes x 2 CPU devices on localhost against 1 process x 4.
+
+Every run goes through the CLI (``python -m experiments.fashion_mnist_pgd --methods=erm,dro,
+var_dro``, which trains and evaluates each method in turn with ``experiments.runner.run``), with
+``DROJAX_DISTRIBUTED=1`` and the README's variables for the two-process runs. The final train
+states (read from the orbax checkpoints), every ``metrics.jsonl`` record and ``results.json``
+must equal those of the one-process run with the same 4 devices and global batch; a run whose
+process 0 is SIGKILLed after a checkpoint and restarted must end where the uninterrupted one does.
+Every wait has a timeout and every process started here is killed when a test fails.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("erm", "dro", "var_dro")
+STEPS = 8  # train_subset / batch_size: 8 steps, one epoch
+ARGS = [
+    "--dataset=digits", "--preset=quick", "--config.model=tiny", "--config.width=4",
+    "--config.optimizer=sgd", "--config.learning_rate=0.05", "--config.batch_size=16",
+    "--config.train_subset=128", "--config.num_epochs=1", "--config.log_every_steps=1",
+    "--config.eval.images=32", "--config.eval.batch_size=32",
+    "--config.eval.corruption_names=contrast", "--config.eval.severities=3",
+    "--config.eval.adv_eps=0.03", "--config.eval.pgd_steps=2", "--config.progress=false",
+    "--compilation_cache_dir=none",
+]
+RUN_TIMEOUT_S = 600
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int, **extra: str) -> dict[str, str]:
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("DROJAX_", "JAX_")) and k != "XLA_FLAGS"}
+  env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), **extra)
+  return env
+
+
+@contextlib.contextmanager
+def _processes():
+  """A list to start processes into; all still running are SIGKILLed on the way out."""
+  procs: list[subprocess.Popen] = []
+  try:
+    yield procs
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for p in procs:
+      with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=30)
+
+
+def _start(procs, root, methods, log, env, extra=()):
+  with open(log, "w") as out:
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "experiments.fashion_mnist_pgd", f"--methods={methods}",
+         f"--workdir={root}", *ARGS, *extra], cwd=ROOT, env=env, stdout=out,
+        stderr=subprocess.STDOUT))
+  return procs[-1]
+
+
+def _start_pair(procs, root, methods, logs, extra=()):
+  port = _free_port()
+  return [_start(procs, root, methods, logs[i], _env(
+      2, DROJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+      DROJAX_NUM_PROCESSES="2", DROJAX_PROCESS_ID=str(i), DROJAX_DISTRIBUTED_TIMEOUT="120"),
+      extra) for i in (0, 1)]
+
+
+def _wait(procs, logs, deadline):
+  for p, log in zip(procs, logs):
+    try:
+      rc = p.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+      rc = "timeout"
+    if rc != 0:
+      with open(log) as f:
+        tail = f.read()[-3000:]
+      raise AssertionError(f"{' '.join(p.args[2:5])} ended with {rc}:\n{tail}")
+
+
+def _state(workdir):
+  """The final train state of a run as NumPy arrays, from its latest orbax checkpoint."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  path = os.path.join(workdir, "checkpoints", str(steps[-1]), "state")
+  ckpt = ocp.PyTreeCheckpointer()
+  meta = ckpt.metadata(path)
+  tree = getattr(getattr(meta, "item_metadata", None), "tree", meta)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return steps[-1], ckpt.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _max_diff(a, b):
+  import jax
+
+  la, lb = jax.tree.leaves_with_path(a), jax.tree.leaves_with_path(b)
+  assert [p for p, _ in la] == [p for p, _ in lb]
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             if np.size(x) else 0.0 for (_, x), (_, y) in zip(la, lb))
+
+
+def _compare(ref, other, *, state_tol, metric_tol):
+  """Max |difference| of the final states and of the logged metrics; asserts the tolerances."""
+  step_a, a = _state(ref)
+  step_b, b = _state(other)
+  assert step_a == step_b == STEPS, (step_a, step_b)
+  state_diff = _max_diff(a, b)
+  ma, mb = _metrics(ref), _metrics(other)
+  assert [r["step"] for r in ma] == [r["step"] for r in mb] == list(range(1, STEPS + 1))
+  metric_diff = max(abs(ra[k] - rb[k]) for ra, rb in zip(ma, mb) for k in ra)
+  assert state_diff <= state_tol and metric_diff <= metric_tol, (state_diff, metric_diff)
+  return state_diff, metric_diff
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """1 process x 4 devices and 2 processes x 2 devices, each training erm, dro, var_dro."""
+  base = tmp_path_factory.mktemp("distributed")
+  one, two = base / "one", base / "two"
+  t0 = time.monotonic()
+  with _processes() as procs:
+    logs = [base / "p0.log", base / "p1.log", base / "single.log"]
+    pair = _start_pair(procs, two, ",".join(METHODS), logs[:2])
+    # The single-process reference runs beside the pair (2 cores: the pair mostly waits on
+    # each other's collectives).
+    single = _start(procs, one, ",".join(METHODS), logs[2], _env(4))
+    _wait([*pair, single], logs[:2] + logs[2:], time.monotonic() + RUN_TIMEOUT_S)
+  return {"one": one, "two": two, "seconds": time.monotonic() - t0, "base": base}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_train_and_evaluate_like_one(runs, method):
+  state_diff, metric_diff = _compare(runs["one"] / method, runs["two"] / method,
+                                     state_tol=1e-5, metric_tol=1e-5)
+  print(f"{method}: max |state diff| {state_diff:.3g}, max |metric diff| {metric_diff:.3g}, "
+        f"runs took {runs['seconds']:.0f} s")
+  one = json.loads((runs["one"] / method / "results.json").read_text())
+  two = json.loads((runs["two"] / method / "results.json").read_text())
+  assert two["steps"] == one["steps"] == STEPS
+  for key in ("clean_accuracy", "mean_corruption_accuracy"):
+    assert two[key] == one[key], key
+  assert json.dumps(two["adversarial"], sort_keys=True) == json.dumps(one["adversarial"],
+                                                                      sort_keys=True)
+  # One writer: no temporary file left behind, the metrics written once per step (checked in
+  # _compare), and the comparison of the methods written by process 0.
+  two_dir = runs["two"] / method
+  assert not [f for f in os.listdir(two_dir) if f.endswith(".tmp")], os.listdir(two_dir)
+  assert json.loads((two_dir / "config.json").read_text())["method"] == method
+  assert any(f.startswith("comparison") for f in os.listdir(runs["two"]))
+
+
+@pytest.mark.slow
+def test_sigkill_of_process_0_after_a_checkpoint_then_restart_resumes_exactly(runs, tmp_path):
+  root = tmp_path / "killed"
+  workdir = root / "var_dro"
+  logs = [tmp_path / "p0.log", tmp_path / "p1.log"]
+  extra = ["--config.checkpoint_every_steps=1"]  # does not change what is trained
+  with _processes() as procs:
+    pair = _start_pair(procs, root, "var_dro", logs, extra)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    ckpts = workdir / "checkpoints"
+    while not (ckpts.is_dir() and any(d.isdigit() and int(d) >= 2 for d in os.listdir(ckpts))):
+      assert time.monotonic() < deadline, "no checkpoint appeared"
+      assert pair[0].poll() is None and pair[1].poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.01)
+    pair[0].send_signal(signal.SIGKILL)
+    # Process 1 loses its coordinator; a scheduler restarts the whole job, as we do here.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      pair[1].wait(timeout=5)
+    pair[1].kill()
+    pair[1].wait(timeout=30)
+    done = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    assert done and done[-1] < STEPS, f"the run finished before the kill: {done}"
+    assert not (workdir / "results.json").exists()
+    pair = _start_pair(procs, root, "var_dro", logs, extra)
+    _wait(pair, logs, time.monotonic() + RUN_TIMEOUT_S)
+  assert "resuming" in logs[0].read_text()
+  state_diff, metric_diff = _compare(runs["two"] / "var_dro", workdir, state_tol=0.0,
+                                     metric_tol=0.0)
+  print(f"resumed after SIGKILL at checkpoint {done[-1]}: state diff {state_diff}, "
+        f"metric diff {metric_diff}")
+  resumed = json.loads((workdir / "results.json").read_text())
+  uninterrupted = json.loads((runs["two"] / "var_dro" / "results.json").read_text())
+  assert resumed["clean_accuracy"] == uninterrupted["clean_accuracy"]
+
+
+def test_unreachable_coordinator_is_one_line_and_exit_1(tmp_path):
+  env = _env(1, DROJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}",
+             DROJAX_NUM_PROCESSES="2", DROJAX_PROCESS_ID="1", DROJAX_DISTRIBUTED_TIMEOUT="2")
+  t0 = time.monotonic()
+  proc = subprocess.run([sys.executable, "-m", "experiments.cifar_c", "--dataset=digits",
+                         f"--workdir={tmp_path / 'w'}"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and "distributed start-up failed" in lines[0], proc.stderr[-3000:]
+  assert "127.0.0.1" in lines[0] and time.monotonic() - t0 < 60
+  assert not (tmp_path / "w").exists()  # nothing written before the processes joined
