@@ -219,3 +219,65 @@ def test_unreachable_coordinator_is_one_line_and_exit_1(tmp_path):
   assert len(lines) == 1 and "distributed start-up failed" in lines[0], proc.stderr[-3000:]
   assert "127.0.0.1" in lines[0] and time.monotonic() - t0 < 60
   assert not (tmp_path / "w").exists()  # nothing written before the processes joined
+
+
+# ------------------------------------------------------------------------------- unit checks
+
+
+def test_process_shard_is_the_block_of_this_process_and_rejects_interleaved_meshes():
+  import types
+
+  import jax
+
+  from drojax.data import process_shard
+  from drojax.train import make_mesh
+
+  assert process_shard(make_mesh()) == (0, 1)
+
+  def mesh(owners):
+    devs = np.array([types.SimpleNamespace(process_index=p) for p in owners], dtype=object)
+    return types.SimpleNamespace(devices=devs)
+
+  me = jax.process_index()  # 0 here: the first block of a two-process mesh
+  assert process_shard(mesh([me, me, me + 1, me + 1])) == (0, 2)
+  assert process_shard(mesh([me + 1, me + 1, me, me])) == (1, 2)
+  for owners in ([me, me + 1, me, me + 1], [me, me, me, me + 1], [me + 1, me + 2]):
+    with pytest.raises(ValueError, match="devices of each process together"):
+      process_shard(mesh(owners))
+
+
+def test_distributed_start_up_variables_are_checked_before_jax_is_asked():
+  from experiments import cli
+
+  assert cli.maybe_initialize_distributed({}) is False
+  assert cli.maybe_initialize_distributed({"DROJAX_DISTRIBUTED": "0"}) is False
+  for env, name in (({"DROJAX_DISTRIBUTED": "yes"}, "DROJAX_DISTRIBUTED"),
+                    ({"DROJAX_DISTRIBUTED": "1", "DROJAX_NUM_PROCESSES": "two"},
+                     "DROJAX_NUM_PROCESSES"),
+                    ({"DROJAX_DISTRIBUTED": "1", "DROJAX_NUM_PROCESSES": "0"},
+                     "DROJAX_NUM_PROCESSES"),
+                    ({"DROJAX_DISTRIBUTED": "1", "DROJAX_PROCESS_ID": "-1"}, "DROJAX_PROCESS_ID"),
+                    ({"DROJAX_DISTRIBUTED": "1", "DROJAX_DISTRIBUTED_TIMEOUT": "1.5"},
+                     "DROJAX_DISTRIBUTED_TIMEOUT")):
+    with pytest.raises(cli.UsageError, match=name):
+      cli.maybe_initialize_distributed(env)
+
+
+def test_runner_loads_waterbirds_through_the_registry_at_the_config_size(tmp_path):
+  import ml_collections
+  from PIL import Image
+
+  from drojax.data import load_dataset
+  from experiments import runner
+
+  Image.new("RGB", (40, 30), (255, 0, 9)).save(tmp_path / "a.png")
+  (tmp_path / "metadata.csv").write_text(
+      "img_filename,y,split,place\na.png,1,0,0\na.png,0,2,1\n")
+  config = ml_collections.ConfigDict({"dataset": "waterbirds", "image_size": 12,
+                                      "train_subset": 0, "seed": 0,
+                                      "eval": {"images": 0}})
+  train, test = runner.load_data(config, data_dir=str(tmp_path), download=False)
+  assert train.images.shape == (1, 12, 12, 3) and test.images.shape == (1, 12, 12, 3)
+  assert train.groups.tolist() == [2] and test.groups.tolist() == [1]
+  with pytest.raises(ValueError, match="image_size applies to waterbirds only"):
+    load_dataset("digits", "train", image_size=16)
