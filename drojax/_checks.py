@@ -26,3 +26,39 @@ def check_float(name: str, x: Any, *, rank: int | None = None,
   if min_rank is not None and x.ndim < min_rank:
     raise ValueError(f"{name} must have rank >= {min_rank} (batch first), got shape {x.shape}.")
   return x
+
+
+def check_unit_range(name: str, x: Any) -> None:
+  """Raises ValueError unless the concrete image array ``x`` lies in [0, 1] (NaN fails too).
+
+  Images inside the library are float in [0, 1]; an image in 0..255 passed by mistake would
+  otherwise be clipped to [0, 1] (attacks, corruptions) or quantized (AugMix) into garbage
+  without a word. The check reads only the minimum and maximum, computed where ``x`` lives.
+
+  Skipped silently, by design, when the value cannot be read: under ``jit``/``vmap``/``grad``
+  (``x`` is a tracer; the check then happened, or should happen, at the caller's concrete
+  boundary), for an array not fully addressable by this process (multi-host global arrays),
+  and for empty arrays. Call it after the dtype check: integer arrays are the caller's error.
+
+  Args:
+    name: the argument's name as the user wrote it, e.g. ``"x"`` or ``"images"``.
+    x: the array (any shape).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> check_unit_range("images", jnp.array([0.0, 0.5, 1.0]))
+    >>> check_unit_range("images", jnp.array([0.0, 255.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: images must lie in [0, 1]; got values in [0, 255]. Divide 0..255 images by 255 (x.astype(jnp.float32) / 255).
+  """
+  if not is_concrete(x) or getattr(x, "size", 1) == 0:
+    return
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return
+  lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
+  if lo != lo or hi != hi:
+    raise ValueError(f"{name} must lie in [0, 1]; it contains NaN.")
+  if lo < 0.0 or hi > 1.0:
+    raise ValueError(f"{name} must lie in [0, 1]; got values in [{lo:.6g}, {hi:.6g}]. Divide "
+                     "0..255 images by 255 (x.astype(jnp.float32) / 255).")

@@ -1,7 +1,8 @@
 """FGSM and PGD (L-inf and L2, random start, restarts), and the checks and projections every
 attack in :mod:`drojax.attacks` shares.
 
-Images are NHWC float32 in [0, 1]. A model meets an attack as ``logits_fn(x) -> [B, K]``, a
+Images are NHWC float32 in [0, 1]; concrete images outside it (e.g. 0..255) are a ValueError
+(under ``jit`` the values are not visible and the check is skipped). A model meets an attack as ``logits_fn(x) -> [B, K]``, a
 closure over its variables in eval mode, so the attack never touches Flax state. Every
 attack perturbs the *pixels* (not normalized inputs: normalization lives inside the model),
 keeps ``||x_adv - x|| <= eps`` in the chosen norm and clips ``x_adv`` to [0, 1].
@@ -37,6 +38,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_unit_range
+
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 NORMS = ("linf", "l2")
@@ -55,6 +58,7 @@ def _check_inputs(x, y, name: str) -> None:
     raise TypeError(
         f"{name}: x must be floating point in [0, 1]; got dtype {x.dtype}. "
         "Convert uint8 images with x.astype(jnp.float32) / 255.")
+  check_unit_range(f"{name}: x", x)
   if not hasattr(y, "shape") or y.ndim != 1 or y.shape[0] != x.shape[0]:
     raise ValueError(
         f"{name}: y must be integer labels of shape [B] = [{x.shape[0]}]; "

@@ -1,6 +1,9 @@
 """On-device data augmentation: pure functions, ``key`` first, NHWC float32 images in [0, 1].
 
 Every example draws its own randomness (crop offsets, flips, AugMix ops and magnitudes).
+Concrete images outside [0, 1] (e.g. 0..255) are a ValueError at the entry of the crop/flip,
+AugMix and single-image ops; under ``jit`` the values are not visible and the check is skipped.
+Mixup takes any float inputs (a convex combination keeps any range) and is not checked.
 
 * ``random_crop_flip`` / ``crop_flip``: pad-4 random crop and horizontal flip (CIFAR).
 * ``mixup`` / ``mixup_with_lambda``: Mixup with soft targets.

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_unit_range
 from drojax.augment import _random, ops
 
 AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x",
@@ -121,6 +122,7 @@ def _check_images(images: jax.Array) -> None:
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise TypeError(f"images must be floating point in [0, 1]; received dtype {images.dtype}. "
                     "Convert uint8 with images.astype(jnp.float32) / 255.")
+  check_unit_range("images", images)
 
 
 def op_magnitudes(level: jax.Array, sign: jax.Array, height: int, width: int) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_unit_range
+
 _PAD_MODES = ("constant", "edge", "reflect")
 
 
@@ -20,6 +22,7 @@ def _check_images(images: jax.Array, name: str = "images") -> None:
     raise TypeError(
         f"{name} must be floating point in [0, 1]; received dtype {images.dtype}. "
         "Convert uint8 with images.astype(jnp.float32) / 255.")
+  check_unit_range(name, images)
 
 
 def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, *, padding: int = 4,

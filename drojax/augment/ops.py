@@ -43,6 +43,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_unit_range
+
 _RESAMPLE = ("bilinear", "nearest")
 
 
@@ -67,6 +69,7 @@ def _check_image(image: jax.Array) -> None:
     raise TypeError(
         f"image must be floating point in [0, 1]; received dtype {image.dtype}. "
         "Convert uint8 with image.astype(jnp.float32) / 255.")
+  check_unit_range("image", image)
 
 
 def _check_resample(resample: str) -> None:

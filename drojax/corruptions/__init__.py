@@ -1,6 +1,7 @@
 """CIFAR-C corruptions in pure JAX: the 15 standard types, 4 extras, and their severity tables.
 
-Images are NHWC float32 in [0, 1]. One entry point serves users and tools::
+Images are NHWC float32 in [0, 1]; ``corrupt`` rejects concrete images outside it (e.g. 0..255,
+which clipping would destroy) with a ValueError, and skips that check under ``jit``. One entry point serves users and tools::
 
   corrupt(key, images, name="fog", severity=3)                  # the standard table
   corrupt(key, images, name="fog", severity=3, table="refined")  # DRO-Augment's CIFAR-10 table
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_unit_range
 from drojax.corruptions import blur, digital, noise, tables, weather
 from drojax.corruptions.tables import EXTRA_NAMES, NAMES, STANDARD_NAMES, TABLES, params_at
 
@@ -59,6 +61,7 @@ def _check_images(images: Any) -> Array:
                     f"got dtype {images.dtype}")
   if images.shape[-1] != 3:
     raise ValueError(f"images must be RGB (last axis 3); got shape {images.shape}")
+  check_unit_range("images", images)
   return images
 
 
