@@ -31,6 +31,10 @@ CASES = [
                                                   num_steps=1), ValueError, "divide"),
     ("robust_accuracy_255", lambda: attacks.robust_accuracy(
         _KEY, _F, _X255, _Y, eps=0.1, step_size=0.1, num_steps=1), ValueError, "by 255"),
+    ("apgd_255", lambda: attacks.apgd(_KEY, _F, _X255, _Y, eps=0.1, num_steps=1), ValueError,
+     "apgd: x must lie in [0, 1]"),
+    ("square_255", lambda: attacks.square(_KEY, _F, _X255, _Y, eps=0.1), ValueError,
+     "square: x must lie in [0, 1]"),
     ("corrupt_255", lambda: corruptions.corrupt(_KEY, _C255, name="fog", severity=1), ValueError,
      "images must lie in [0, 1]; got values in [255, 255]"),
     ("augmix_255", lambda: augment.augmix(_KEY, _X255), ValueError, "images must lie in [0, 1]"),

@@ -2,10 +2,11 @@
 attack in :mod:`drojax.attacks` shares.
 
 Images are NHWC float32 in [0, 1]; concrete images outside it (e.g. 0..255) are a ValueError
-(under ``jit`` the values are not visible and the check is skipped). A model meets an attack as ``logits_fn(x) -> [B, K]``, a
-closure over its variables in eval mode, so the attack never touches Flax state. Every
-attack perturbs the *pixels* (not normalized inputs: normalization lives inside the model),
-keeps ``||x_adv - x|| <= eps`` in the chosen norm and clips ``x_adv`` to [0, 1].
+(under ``jit`` the values are not visible and the check is skipped). A model meets an attack as
+``logits_fn(x) -> [B, K]``, a closure over its variables in eval mode, so the attack never
+touches Flax state. Every attack perturbs the *pixels* (not normalized inputs: normalization
+lives inside the model), keeps ``||x_adv - x|| <= eps`` in the chosen norm and clips ``x_adv``
+to [0, 1].
 
 The loss an attack ascends is the per-example softmax cross-entropy with integer labels; the
 gradient taken is that of the *summed* loss, so each example's step depends only on its own
