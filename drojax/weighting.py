@@ -62,14 +62,25 @@ _DENSE_MAX_B = 256
 
 
 def _water_filling(losses: jax.Array, eps: jax.Array, method: str | None = None) -> jax.Array:
-  """Unguarded solver; see ``water_filling``. ``method``: None (by size), "dense" or "sort"."""
+  """Unguarded solver; see ``water_filling``. ``method``: None (by size), "dense" or "sort".
+
+  Overflow-free for every radius in [0, inf]: ``e^eps`` is never formed. The room of example
+  ``i`` above its lower bound, ``(e^eps_i - e^-eps_i)/B = 2 sinh(eps_i)/B``, is kept as its log
+  and capped at the budget ``R`` (room beyond ``R`` can never be filled, so the cap leaves every
+  threshold unchanged and keeps all sums finite); the split inside a tie group uses the uncapped
+  rooms as ratios ``exp(log room_i - max log room)``. A negative (or NaN) radius, possible only
+  under ``jit`` where values are not checked, gives NaN weights.
+  """
   b = losses.shape[0]
   dtype = jnp.result_type(losses.dtype, eps.dtype)
   losses = losses.astype(dtype)
   eps = jnp.broadcast_to(eps.astype(dtype), (b,))
   lower = jnp.exp(-eps) / b
-  capacity = jnp.exp(eps) / b - lower  # [B] room above the lower bound
-  budget = 1.0 - jnp.sum(lower)  # mass left to pour, >= 0 since every lower bound <= 1/B
+  # R = 1 - sum(e^-eps)/B, written with expm1 so that small radii do not cancel.
+  budget = jnp.sum(-jnp.expm1(-eps)) / b
+  log_room = eps + jnp.log(-jnp.expm1(-2.0 * eps)) - np.log(b)  # -inf at eps=0, inf at eps=inf
+  room = jnp.minimum(jnp.exp(log_room), budget)
+  neg_inf = jnp.asarray(-jnp.inf, dtype)
   if method is None:
     method = "dense" if b <= _DENSE_MAX_B else "sort"
 
@@ -78,32 +89,36 @@ def _water_filling(losses: jax.Array, eps: jax.Array, method: str | None = None)
     # (A masked sum, not a matmul: accelerators may run float32 matmuls in reduced precision.)
     larger = losses[None, :] > losses[:, None]
     equal = losses[None, :] == losses[:, None]
-    before = jnp.sum(jnp.where(larger, capacity[None, :], 0.0), axis=1)
-    group = jnp.sum(jnp.where(equal, capacity[None, :], 0.0), axis=1)
-    fill = jnp.clip(budget - before, 0.0, group)
-    safe_group = jnp.where(group > 0, group, 1.0)
-    return lower + jnp.where(group > 0, capacity * (fill / safe_group), 0.0)
-  if method != "sort":
+    before = jnp.sum(jnp.where(larger, room[None, :], 0.0), axis=1)
+    group = jnp.sum(jnp.where(equal, room[None, :], 0.0), axis=1)
+    top = jnp.max(jnp.where(equal, log_room[None, :], neg_inf), axis=1)  # per tie group
+    ratio = jnp.exp(jnp.where(log_room == top, 0.0, log_room - top))  # inf - inf -> 0
+    ratio_sum = jnp.sum(jnp.where(equal, ratio[None, :], 0.0), axis=1)
+  elif method == "sort":
+    # Descending order of loss; a stable sort keeps equal losses in index order, and ties are
+    # then merged into groups so the result does not depend on that order.
+    order = jnp.argsort(-losses, stable=True)
+    neg_sorted = -losses[order]  # ascending
+    cum = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(room[order])])  # [B + 1]
+    # First sorted position of the group of equal losses around each sorted position.
+    start = jnp.searchsorted(neg_sorted, neg_sorted, side="left")
+    unsort = jnp.zeros((b,), jnp.int32).at[order].set(jnp.arange(b, dtype=jnp.int32),
+                                                       unique_indices=True)
+    gid = start[unsort]  # each example's tie-group id (its first sorted position)
+    before = cum[gid]  # room of strictly larger losses
+    # Summed per group, not as a difference of cumulative sums: a full group then gets exactly
+    # its room (the difference would carry the rounding of everything before it).
+    group = jax.ops.segment_sum(room, gid, num_segments=b)[gid]
+    top = jax.ops.segment_max(log_room, gid, num_segments=b)[gid]
+    ratio = jnp.exp(jnp.where(log_room == top, 0.0, log_room - top))
+    ratio_sum = jax.ops.segment_sum(ratio, gid, num_segments=b)[gid]
+  else:
     raise ValueError(f"method must be None, 'dense' or 'sort', got {method!r}.")
-
-  # Descending order of loss; a stable sort keeps equal losses in index order, and ties are then
-  # merged into groups below so the result does not depend on that order.
-  order = jnp.argsort(-losses, stable=True)
-  neg_sorted = -losses[order]  # ascending
-  cap_sorted = capacity[order]
-  cum = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(cap_sorted)])  # [B + 1]
-  # Group of equal losses around each sorted position: [start, end).
-  start = jnp.searchsorted(neg_sorted, neg_sorted, side="left")
-  end = jnp.searchsorted(neg_sorted, neg_sorted, side="right")
-  before = cum[start]  # capacity of strictly larger losses
-  group = cum[end] - before  # capacity of the tie group
-  group_fill = jnp.clip(budget - before, 0.0, group)
-  # Inside a tie group the poured mass is shared in proportion to capacity (the same fraction of
-  # room for every member), which is symmetric in the members.
-  safe_group = jnp.where(group > 0, group, 1.0)
-  extra_sorted = jnp.where(group > 0, cap_sorted * (group_fill / safe_group), 0.0)
-  extra = jnp.zeros((b,), dtype).at[order].set(extra_sorted, unique_indices=True)
-  return lower + extra
+  fill = jnp.clip(budget - before, 0.0, group)  # mass poured into the tie group
+  # Inside a tie group the mass is shared in proportion to room (the same fraction of room for
+  # every member), which is symmetric in the members; ratio_sum >= 1 (the group's top has 1).
+  q = lower + fill * (ratio / ratio_sum)
+  return jnp.where(jnp.any(~(eps >= 0)), jnp.nan, q)
 
 
 def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
@@ -136,10 +151,16 @@ def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
   model parameters is ``sum(q * dlosses)`` — the envelope-theorem gradient of the max, which is
   what Var-DRO trains with.
 
+  Any radius in ``[0, inf]`` is exact and finite: the solver works with the log of the room
+  above the lower bound and never forms ``e^eps`` (which overflows float32 above ~88.7), and
+  ``eps = inf`` means no bounds (all mass on the largest loss, shared evenly by exact ties of
+  infinite radius).
+
   Args:
     losses: ``[B]`` float per-example losses.
-    eps: radius, a scalar or ``[B]`` float, every entry ``>= 0`` (``eps = 0`` gives uniform
-      weights ``1/B``). Values are checked when concrete (outside ``jit``).
+    eps: radius, a scalar or ``[B]`` float, every entry in ``[0, inf]`` (``eps = 0`` gives
+      uniform weights ``1/B``). Values are checked when concrete (outside ``jit``); under
+      ``jit`` a negative or NaN radius makes every weight NaN (never a finite wrong answer).
 
   Returns:
     ``[B]`` weights ``q`` in the dtype of ``result_type(losses, eps)``, summing to 1.
@@ -309,7 +330,8 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
   Args:
     variances: ``[B]`` float, non-negative (e.g. ``state.var[ids]``).
     eps_min: smallest radius, ``>= 0``.
-    eps_max: largest radius, ``>= eps_min`` (checked when concrete); may be a traced scalar
+    eps_max: largest radius, ``>= eps_min`` (checked when concrete; ``inf`` allowed: no upper
+      bound for the largest variances); may be a traced scalar
       (the output of ``eps_max_schedule``).
 
   Returns:
@@ -330,7 +352,11 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
   ratio = jnp.where(top > 0, variances / jnp.where(top > 0, top, 1.0), 0.0)
   eps_min = jnp.asarray(eps_min, variances.dtype)
   eps_max = jnp.asarray(eps_max, variances.dtype)
-  return eps_min + (eps_max - eps_min) * ratio
+  # The endpoints are taken as they are, and an empty span is 0, so that an infinite eps_max
+  # (or eps_min) gives inf, never inf * 0 or inf - inf = NaN.
+  span = jnp.where(eps_max == eps_min, 0.0, eps_max - eps_min)
+  lerp = eps_min + span * ratio
+  return jnp.where(ratio <= 0, eps_min, jnp.where(ratio >= 1, eps_max, lerp))
 
 
 def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: int,
@@ -350,7 +376,7 @@ def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: in
     step: the optimizer step, an int or a traced ``[]`` integer array.
     warmup_steps: ``>= 0`` Python int.
     ramp_steps: ``>= 0`` Python int.
-    eps_max: final radius, ``>= 0``.
+    eps_max: final radius, ``>= 0`` (``inf`` allowed: 0 in warm-up, inf after it).
 
   Returns:
     ``[]`` float32.
@@ -368,7 +394,7 @@ def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: in
   if isinstance(ramp_steps, (int, np.integer)) and ramp_steps == 0:
     return jnp.where(t >= 0, eps_max, 0.0)
   frac = jnp.clip(t / jnp.asarray(ramp_steps, jnp.float32), 0.0, 1.0)
-  return eps_max * frac
+  return jnp.where(frac > 0, eps_max * frac, 0.0)  # eps_max = inf: 0 in warm-up, not NaN
 
 
 def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | int, *,

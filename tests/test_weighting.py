@@ -18,7 +18,9 @@ def _linprog_weights(losses, eps):
   losses = np.asarray(losses, np.float64)
   b = losses.shape[0]
   eps = np.broadcast_to(np.asarray(eps, np.float64), (b,))
-  bounds = list(zip(np.exp(-eps) / b, np.exp(eps) / b))
+  # An upper bound >= 1 never binds (sum q = 1, q >= 0): capping it keeps huge radii finite.
+  upper = np.where(eps >= np.log(b), 1.0, np.exp(np.minimum(eps, np.log(b))) / b)
+  bounds = list(zip(np.exp(-eps) / b, upper))
   res = linprog(-losses, A_eq=np.ones((1, b)), b_eq=[1.0], bounds=bounds, method="highs")
   assert res.status == 0, res.message
   return res.x
@@ -29,7 +31,8 @@ def _check_feasible(q, eps, b, tol=1e-6):
   eps = np.broadcast_to(np.asarray(eps, np.float64), (b,))
   np.testing.assert_allclose(q.sum(), 1.0, atol=tol)
   assert np.all(q >= np.exp(-eps) / b * (1 - tol) - 1e-12)
-  assert np.all(q <= np.exp(eps) / b * (1 + tol) + 1e-12)
+  with np.errstate(over="ignore"):  # e^eps = inf is a valid (absent) upper bound
+    assert np.all(q <= np.exp(eps) / b * (1 + tol) + 1e-12)
 
 
 def _instance(seed, b, *, scalar_eps=False, ties=False):
@@ -155,6 +158,56 @@ class WaterFillingTest(parameterized.TestCase):
     # Envelope gradient of the weighted loss: exactly q.
     g = jax.grad(lambda l: jnp.sum(W.water_filling(l, eps) * l))(losses)
     np.testing.assert_allclose(g, q)
+
+  @parameterized.product(eps=[88.0, 89.0, 1e3, 1e30, np.inf], method=["sort", "dense"])
+  def test_huge_radii_match_linprog(self, eps, method):
+    # e^eps overflows float32 above ~88.7; the solver must stay exact up to eps = inf.
+    for seed, ties, mixed in [(0, False, False), (1, True, False), (2, True, True)]:
+      losses, small = _instance(seed, 9, ties=ties)
+      eps_arr = np.where(np.arange(9) % 2 == 0, eps, small) if mixed else np.full(9, eps)
+      eps_arr = eps_arr.astype(np.float32)
+      q = np.asarray(_SOLVERS[method](losses, eps_arr), np.float64)
+      self.assertTrue(np.all(np.isfinite(q)), q)
+      ref = _linprog_weights(losses, eps_arr.astype(np.float64))
+      l64 = losses.astype(np.float64)
+      np.testing.assert_allclose(q @ l64, ref @ l64, atol=1e-6, rtol=0)
+      _check_feasible(q, eps_arr, 9)
+      if not ties and not mixed:  # a unique top loss takes all the mass
+        np.testing.assert_allclose(q, np.eye(9)[np.argmax(losses)], atol=1e-7)
+
+  @parameterized.parameters("sort", "dense")
+  def test_infinite_radius_ties_share_evenly(self, method):
+    losses = np.array([1.0, 3.0, 3.0, 0.5, 3.0], np.float32)
+    eps = np.array([np.inf, np.inf, 2.0, np.inf, np.inf], np.float32)
+    q = np.asarray(_SOLVERS[method](losses, eps))
+    # The tie at 3.0 splits in proportion to room: the finite radius keeps its lower bound
+    # (a zero share of an infinite room), the two unbounded members split the rest evenly.
+    low = np.exp(-2.0) / 5
+    np.testing.assert_allclose(q, [0.0, (1 - low) / 2, low, 0.0, (1 - low) / 2], atol=1e-7)
+
+  def test_small_radii_keep_precision(self):
+    # The budget 1 - sum e^-eps / B is computed with expm1: no cancellation at eps = 1e-6.
+    with jax.enable_x64(True):
+      losses, _ = _instance(4, 8)
+      for e in (1e-6, 1e-3):
+        eps = np.full(8, e)
+        q32 = np.asarray(W.water_filling(jnp.asarray(losses), jnp.asarray(eps, jnp.float32)),
+                         np.float64)
+        ref = _linprog_weights(losses, eps)
+        np.testing.assert_allclose(q32, ref, rtol=1e-5, atol=0)
+
+  @parameterized.parameters("sort", "dense")
+  def test_negative_or_nan_radius_under_jit_is_nan(self, method):
+    losses = jnp.array([0.3, 2.0, 1.0])
+    for eps in (-0.1, jnp.array([0.1, -1.0, 0.2]), np.nan):
+      q = _SOLVERS[method](losses, jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (3,)))
+      self.assertTrue(np.all(np.isnan(q)), f"eps={eps}: {q}")
+    q = jax.jit(W.water_filling)(losses, -0.1)
+    self.assertTrue(np.all(np.isnan(q)))
+    # Under vmap only the problem with the bad radius is NaN.
+    q = jax.jit(jax.vmap(W.water_filling))(jnp.stack([losses, losses]),
+                                          jnp.array([[0.1, 0.1, 0.1], [0.1, -0.1, 0.1]]))
+    self.assertTrue(np.all(np.isfinite(q[0])) and np.all(np.isnan(q[1])))
 
   def test_bad_inputs(self):
     with self.assertRaisesRegex(ValueError, "losses must have rank 1"):
@@ -312,6 +365,21 @@ class RadiiScheduleTest(parameterized.TestCase):
       ref = _linprog_weights(losses, eps)
       np.testing.assert_allclose(np.dot(q, losses), np.dot(ref, losses), atol=1e-6)
       _check_feasible(q, eps, 16)
+
+  def test_infinite_eps_max(self):
+    var = jnp.array([0.0, 1.0, 4.0, 4.0])
+    np.testing.assert_array_equal(W.radii(var, eps_min=0.5, eps_max=np.inf),
+                                  [0.5, np.inf, np.inf, np.inf])
+    np.testing.assert_array_equal(W.radii(var, eps_min=np.inf, eps_max=np.inf), np.inf)
+    sched = [float(W.eps_max_schedule(t, warmup_steps=2, ramp_steps=2, eps_max=np.inf))
+             for t in (0, 2, 3, 9)]
+    self.assertEqual(sched, [0.0, 0.0, np.inf, np.inf])
+    losses = jnp.array([1.0, 2.0, 3.0, 0.5])
+    fn = lambda t: W.var_dro_weights(losses, var, t, eps_min=0.0, eps_max=np.inf,  # noqa: E731
+                                     warmup_steps=2, ramp_steps=2)
+    np.testing.assert_allclose(fn(1), np.full(4, 0.25))  # warm-up: uniform, not NaN
+    # After: variance 0 keeps radius 0 (weight 1/4), the rest is unbounded: all on loss 3.0.
+    np.testing.assert_allclose(fn(9), [0.25, 0.0, 0.75, 0.0], atol=1e-7)
 
   def test_bad_inputs(self):
     with self.assertRaisesRegex(ValueError, "eps_max must be >= eps_min"):
