@@ -23,7 +23,8 @@ Protocols:
   separately into ``extra_corruption_accuracy``. Generated corruptions use
   :func:`drojax.corruptions.corrupt` with a fixed evaluation key (:func:`eval_key`) folded with
   the corruption, the severity and the batch index, so a result is reproducible for a given
-  batch size.
+  batch size. Frost uses the procedural texture unless a folder of frost photographs is given
+  (``frost_dir``; recorded in the results as ``frost_textures``).
 * Adversarial: PGD (:mod:`drojax.attacks`) at each eps; an example counts as robust only if
   it is classified correctly clean and under every restart.
 * Groups (Waterbirds, Sagawa et al. 2020): accuracy per group, the worst group, and the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -240,7 +242,8 @@ def clean_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
 
 @functools.lru_cache(maxsize=512)
 def _jit_corrupt(name: str, severity: Any, table: str) -> Callable:
-  """``(key, x) -> corrupted x`` with a static severity (one compilation per severity)."""
+  """``(key, x, frost_textures=None) -> corrupted x`` with a static severity (one compilation
+  per severity); the frost textures are an argument, not a constant."""
   from drojax import corruptions
 
   return jax.jit(functools.partial(corruptions.corrupt, name=name, severity=severity, table=table))
@@ -248,12 +251,12 @@ def _jit_corrupt(name: str, severity: Any, table: str) -> Callable:
 
 @functools.lru_cache(maxsize=64)
 def jit_corrupt_traced(name: str, table: str) -> Callable:
-  """``(key, x, severity) -> corrupted x`` with a traced float severity: one compilation per
-  corruption, array sizes from the corruption's documented static bounds."""
+  """``(key, x, severity, frost_textures=None) -> corrupted x`` with a traced float severity:
+  one compilation per corruption, array sizes from the corruption's documented static bounds."""
   from drojax import corruptions
 
-  return jax.jit(lambda key, x, s: corruptions.corrupt(key, x, name=name, severity=s,
-                                                       table=table))
+  return jax.jit(lambda key, x, s, frost_textures=None: corruptions.corrupt(
+      key, x, name=name, severity=s, table=table, frost_textures=frost_textures))
 
 
 def _check_corruption_names(names: Iterable[str] | None) -> tuple[str, ...]:
@@ -277,8 +280,8 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
                         names: Sequence[str] | None = None,
                         severities: Sequence[int] = SEVERITIES, table: str = "standard",
                         key: jax.Array | None = None, batch_size: int = 256,
-                        progress: bool = True,
-                        compile_once: bool = False) -> dict[str, dict[str, float]]:
+                        progress: bool = True, compile_once: bool = False,
+                        frost_textures: Any = None) -> dict[str, dict[str, float]]:
   """Accuracy on generated corruptions, per corruption and severity.
 
   Each batch ``b`` of corruption ``c`` (its index in ``NAMES``) at severity ``s`` is corrupted
@@ -298,6 +301,8 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
       corruption x severity: ~5x less compiling). Kernel and loop sizes then follow each
       corruption's static bounds, which matches the static path to float tolerance for the
       corruptions ``drojax.corruptions`` tests so; the default (static) is the exact protocol.
+    frost_textures: textures for ``frost`` (e.g.
+      :func:`drojax.corruptions.textures.load_frost_textures`); None: the procedural texture.
 
   Returns:
     ``{name: {"1": acc, ..., "5": acc}}`` (severity keys are strings, as in JSON).
@@ -319,6 +324,8 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
   batch_size = _check_batch_size(batch_size)
   key = eval_key() if key is None else key
   all_names, _, _ = _names()
+  if frost_textures is not None:  # on the device once, not per batch
+    frost_textures = jax.tree.map(jnp.asarray, frost_textures)
   pred = _predictor(model)
   n = images.shape[0]
   bs = min(batch_size, max(n, 1))
@@ -335,10 +342,11 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
         else:
           fn = _jit_corrupt(name, sev, table)
         k_sev = jax.random.fold_in(k_name, sev)
+        tex = frost_textures if name == "frost" else None
         correct = 0
         for b, (s, e) in enumerate(spans):
           x = _padded(_to_float(np.asarray(images[s:e])), bs)
-          xc = fn(jax.random.fold_in(k_sev, b), x)
+          xc = fn(jax.random.fold_in(k_sev, b), x, frost_textures=tex)
           correct += int(np.sum(pred(xc)[: e - s] == labels[s:e]))
           bar.update(1)
         out[name][str(sev)] = correct / n if n else math.nan
@@ -616,7 +624,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
              adv_restarts: int = 1, adv_images: int | None = None,
              groups: np.ndarray | None = None, train_groups: np.ndarray | None = None,
              seed: int = EVAL_SEED, batch_size: int = 256, progress: bool = True,
-             compile_once: bool = False) -> dict[str, Any]:
+             compile_once: bool = False, frost_dir: str | None = None) -> dict[str, Any]:
   """Runs the whole protocol and returns a dict in the ``results.json`` schema.
 
   Args:
@@ -639,9 +647,13 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     progress: progress bars.
     compile_once: generated corruptions with a traced severity (see
       :func:`corruption_accuracy`).
+    frost_dir: folder of frost photographs for the generated ``frost`` (read with
+      :func:`drojax.corruptions.textures.load_frost_textures`, resized by 0.2 as the reference
+      maker does); None: the procedural texture. Only with ``corruptions='generated'``.
 
   Returns:
-    ``clean_accuracy``, ``corruption_source``, ``corruption_accuracy``,
+    ``clean_accuracy``, ``corruption_source``, ``frost_textures`` (``'procedural'`` or
+    ``{'dir', 'files', 'scale'}``; with generated corruptions), ``corruption_accuracy``,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy``, ``adversarial`` (settings), ``group_accuracy`` (when groups),
     ``eval_seed``, ``num_eval``.
@@ -656,6 +668,14 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     (1.0, 1.0, {'0.0313725': 1.0})
   """
   images, labels = _check_arrays(images, labels, "evaluate")
+  frost_textures = None
+  if frost_dir is not None:
+    if corruptions != "generated":
+      raise ValueError(f"frost_dir applies to generated corruptions; got corruptions="
+                       f"{corruptions!r}.")
+    from drojax.corruptions import textures as textures_lib
+
+    frost_textures = textures_lib.load_frost_textures(frost_dir)  # errors before any work
   key = eval_key(seed)
   results: dict[str, Any] = {"num_eval": int(images.shape[0]), "eval_seed": seed}
   pred = predict(model, images, batch_size=batch_size, progress=progress, desc="clean")
@@ -664,8 +684,14 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     acc = corruption_accuracy(model, images, labels, names=corruption_names,
                               severities=severities, table=table,
                               key=jax.random.fold_in(key, 1), batch_size=batch_size,
-                              progress=progress, compile_once=compile_once)
+                              progress=progress, compile_once=compile_once,
+                              frost_textures=frost_textures)
     results["corruption_source"] = f"generated:{table}"
+    if frost_dir is None:
+      results["frost_textures"] = "procedural"
+    else:
+      results["frost_textures"] = {"dir": os.path.abspath(frost_dir),
+                                   "files": textures_lib.frost_files(frost_dir), "scale": 0.2}
   elif corruptions == "published":
     if published_loader is None:
       raise ValueError("corruptions='published' needs published_loader (see "

@@ -249,7 +249,8 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
       corruption_names=names_arg, severities=tuple(config.eval.severities),
       published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
       adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts, groups=groups,
-      train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress)
+      train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress,
+      frost_dir=config.eval.get("frost_dir") or None)
 
 
 def write(workdir: str, results: dict[str, Any]) -> dict[str, str]:

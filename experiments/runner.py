@@ -76,6 +76,17 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
 
     for name in names:
       cli.check_choice(name, list(corruptions.NAMES), "corruption")
+  frost_dir = config.eval.get("frost_dir", "")
+  if frost_dir:
+    if config.eval.corruptions == "published":
+      raise cli.UsageError("eval.frost_dir applies to generated corruptions (eval.corruptions="
+                           "generated or refined), not published")
+    from drojax.corruptions import textures
+
+    try:
+      textures.load_frost_textures(frost_dir)  # a few photographs: read them before training
+    except (ValueError, OSError) as e:
+      raise cli.UsageError(f"eval.frost_dir: {e}") from None
   if config.train_subset < 0 or config.eval.images < 0:
     raise cli.UsageError("train_subset and eval.images must be >= 0 (0 = all)")
 

@@ -165,12 +165,10 @@ def test_frost_user_textures_follow_formula():
                         frost_textures=jnp.zeros((1, 16, 16, 3)))
 
 
-def test_procedural_frost_and_plasma_ranges():
+def test_plasma_range():
   p = np.asarray(jax.jit(weather.plasma_fractal, static_argnums=1)(jax.random.key(0), 32, 2.0))
   assert p.shape == (32, 32) and p.min() == 0.0 and p.max() == pytest.approx(1.0)
-  t = np.asarray(jax.jit(weather.procedural_frost, static_argnums=(1, 2))(jax.random.key(1), 32,
-                                                                           32))
-  assert t.shape == (32, 32, 3) and 0.0 <= t.min() and t.max() <= 1.0 and t.std() > 0.05
+  # procedural_frost: range and statistics in test_corruptions_frost.py
 
 
 def test_non_square_images():

@@ -71,20 +71,3 @@ class NoiseStatisticsTest(parameterized.TestCase):
     corr = np.corrcoef(d)
     off = corr[~np.eye(_SHAPE[0], dtype=bool)]
     self.assertLess(np.max(np.abs(off)), 4 / np.sqrt(d.shape[1]))
-
-
-def test_load_frost_textures(tmp_path):
-  from PIL import Image
-  import pytest
-  from drojax.corruptions.textures import load_frost_textures
-  rng = np.random.default_rng(0)
-  Image.fromarray(rng.integers(0, 256, (200, 250, 3), np.uint8)).save(tmp_path / "a.png")
-  Image.fromarray(rng.integers(0, 256, (180, 300, 3), np.uint8)).save(tmp_path / "b.jpg")
-  (tmp_path / "notes.txt").write_text("not an image")
-  tex = load_frost_textures(str(tmp_path))
-  assert tex.shape == (2, 36, 50, 3) and tex.dtype == np.float32
-  assert 0.0 <= tex.min() and tex.max() <= 1.0
-  with pytest.raises(ValueError, match="at least"):
-    load_frost_textures(str(tmp_path), scale=0.1)
-  with pytest.raises(ValueError, match="directory"):
-    load_frost_textures(str(tmp_path / "missing"))

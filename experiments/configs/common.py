@@ -62,6 +62,7 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   c.eval.batch_size = 500
   c.eval.corruptions = "generated"  # published | generated | refined
   c.eval.published_dir = ""  # the extracted CIFAR-10-C / CIFAR-100-C folder (published only)
+  c.eval.frost_dir = ""  # folder of frost photographs for generated frost ("" = procedural texture)
   c.eval.corruption_names = ()  # () = all 19: the mean over the 15 standard x 5 is the headline, the 4 extras are reported beside it
   c.eval.severities = (1, 2, 3, 4, 5)
   c.eval.adv_eps = (2 / 255, 8 / 255)
