@@ -74,6 +74,10 @@ def test_plan_is_seed_major_with_unique_workdirs_and_the_issue_s_methods():
                                                            "dro_augmix"}
   assert {n for s, n in seed0 if s == "cifar_var_dro"} == {"erm", "kl_dro", "var_dro",
                                                            "kl_dro_T10"}
+  # The recorded study's temperatures, whatever MethodConfig's default now is.
+  temps = {r.name: r.config.method_config.kl_temperature for r in runs
+           if r.study == "cifar_var_dro" and r.method == "kl_dro"}
+  assert temps == {"kl_dro": 1.0, "kl_dro_T10": 10.0}
   for r in runs:
     assert r.config.seed == r.seed
     assert r.corrupted == r.study.startswith("cifar")
