@@ -5,6 +5,10 @@ with the same config resumes, another config is refused), load the data, train w
 ``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints, NaN guard), evaluate
 (clean, corruptions x severities, PGD, groups) with ``drojax.evaluate`` and write
 ``results.json/csv/md`` and the plots with ``experiments.reporting.write_results``.
+
+Several processes (``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same ``run``: all
+train together on the mesh over every process's devices; process 0 alone writes the workdir's
+files and evaluates, the others wait for its ``results.json`` at a barrier.
 """
 
 from __future__ import annotations
