@@ -256,17 +256,18 @@ def maybe_initialize_distributed(environ: Any = None, *,
       "JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   where = env.get("JAX_COORDINATOR_ADDRESS") or "the auto-detected coordinator"
+  who = f"process {kwargs['process_id']}" if "process_id" in kwargs else "this process"
 
   def give_up(reason: str) -> None:
-    who = (f"process {kwargs['process_id']}" if "process_id" in kwargs else "this process")
-    print(f"{prog}: error: distributed start-up failed: {who} {reason} "
-          f"(DROJAX_DISTRIBUTED_TIMEOUT={timeout}s); start every process, check "
-          f"JAX_COORDINATOR_ADDRESS and DROJAX_NUM_PROCESSES", file=sys.stderr, flush=True)
+    print(f"{prog}: error: distributed start-up failed: {who} {reason}; start every process "
+          f"with DROJAX_DISTRIBUTED=1, the same JAX_COORDINATOR_ADDRESS (host:port of process 0) "
+          f"and DROJAX_NUM_PROCESSES", file=sys.stderr, flush=True)
 
   # JAX's own timeout aborts the interpreter with a C++ stack trace; this watchdog fires first
   # (the connect call releases the GIL) and ends the process with one line instead.
   def watchdog() -> None:
-    give_up(f"could not join all processes through {where} in time")
+    give_up(f"could not join all processes through {where} within "
+            f"DROJAX_DISTRIBUTED_TIMEOUT={timeout}s")
     os._exit(1)
 
   timer = threading.Timer(timeout, watchdog)
@@ -276,7 +277,11 @@ def maybe_initialize_distributed(environ: Any = None, *,
     jax.distributed.initialize(initialization_timeout=timeout + 60, **kwargs)
   except (ValueError, TypeError, RuntimeError) as e:
     timer.cancel()
-    give_up(f"could not start: {' '.join(str(e).split())}")
+    if "JAX_COORDINATOR_ADDRESS" not in env and "coordinator_address" in str(e):
+      give_up("found no cluster to join (SLURM, Cloud TPU, ...) and JAX_COORDINATOR_ADDRESS "
+              "is not set")
+    else:
+      give_up(f"could not start: {' '.join(str(e).split())}")
     sys.exit(1)
   timer.cancel()
   return True
