@@ -85,12 +85,16 @@ def contrast(key: Array, images: Array, params: Sequence[Any]) -> Array:
 # ----------------------------------------------------------------------------- pixelate
 
 
-def _box_matrix(size: int, factor: Any) -> Array:
-  """``[size, size]`` map of PIL's BOX resize to ``int(size * factor)`` pixels and back.
+_PIL_BITS = 22  # PIL's PRECISION_BITS for 8-bit resampling: weights in units of 2^-22
 
-  PIL's box filter gives weight 1 to each input pixel whose centre falls in the output pixel's
-  footprint ``(c - s/2, c + s/2]`` (``s`` the scale, ``c`` the footprint centre), normalized;
-  upscaling with it picks the nearest input pixel.
+
+def _box_matrices(size: int, factor: Any) -> tuple[Array, Array]:
+  """PIL's BOX resize of one axis to ``int(size * factor)`` pixels and back, as 0/1 matrices.
+
+  Returns ``(down [size, size], up [size, size])``: ``down[j, i]`` is 1 when big pixel ``i``'s
+  centre falls in small pixel ``j``'s footprint ``(c - s/2, c + s/2]`` (``s`` the scale, ``c``
+  the footprint centre; rows ``j >= n`` are empty), ``up[i, j]`` likewise for the upscale
+  (footprint 1 around ``(i + 0.5) n / size``). PIL normalizes each row.
   """
   if _common.is_static(factor):
     n = jnp.asarray(float(int(size * float(factor))), jnp.float32)
@@ -100,27 +104,37 @@ def _box_matrix(size: int, factor: Any) -> Array:
   j = jnp.arange(size, dtype=jnp.float32)  # candidate small-image pixels (at most ``size``)
   i = jnp.arange(size, dtype=jnp.float32)  # big-image pixels
   live = j < n
-  # Down: rows are small pixels j, columns big pixels i.
   scale = size / n
   centre = (j + 0.5) * scale
   pos = i + 0.5
   down = ((pos[None, :] > centre[:, None] - scale / 2)
           & (pos[None, :] <= centre[:, None] + scale / 2) & live[:, None])
-  down = down.astype(jnp.float32)
-  down = down / jnp.maximum(jnp.sum(down, axis=1, keepdims=True), 1.0)
-  # Up: rows are big pixels i, columns small pixels j (support 1/2 around the centre).
   centre_up = (i + 0.5) * (n / size)
   posj = j + 0.5
   up = ((posj[None, :] > centre_up[:, None] - 0.5)
-        & (posj[None, :] <= centre_up[:, None] + 0.5) & live[None, :]).astype(jnp.float32)
-  up = up / jnp.maximum(jnp.sum(up, axis=1, keepdims=True), 1.0)
-  return up @ down
+        & (posj[None, :] <= centre_up[:, None] + 0.5) & live[None, :])
+  return down.astype(jnp.int32), up.astype(jnp.int32)
+
+
+def _pil_weights(mask: Array) -> Array:
+  """PIL's fixed-point weights of a 0/1 support: ``int(0.5 + 2^22 / count)`` per row."""
+  count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1).astype(jnp.float32)
+  return mask * jnp.floor(0.5 + (2.0 ** _PIL_BITS) / count).astype(jnp.int32)
+
+
+def _pil_pass(levels: Array, weights: Array, axis: int) -> Array:
+  """One PIL resampling pass over ``axis`` of int32 levels: rounded fixed-point sum, clamped."""
+  out = jnp.tensordot(levels, weights, axes=[[axis], [1]])  # the new axis lands last
+  out = jnp.moveaxis(out, -1, axis)
+  return jnp.clip((out + (1 << (_PIL_BITS - 1))) >> _PIL_BITS, 0, 255)
 
 
 def pixelate(key: Array, images: Array, params: Sequence[Any]) -> Array:
-  """PIL BOX downscale to ``int(side * c)`` pixels and BOX upscale back (as the reference).
+  """PIL BOX downscale to ``int(side * c)`` pixels and BOX upscale back, as the reference.
 
-  The reference works on uint8 PIL images and rounds after each resize; we stay in float.
+  Bit-exact with PIL on 8-bit images: the image is quantized to 8 bits (rounded), and each
+  of PIL's four passes (width then height, down then up) sums with PIL's 22-bit fixed-point
+  weights and rounds back to 8 bits.
 
   Args:
     key: unused.
@@ -128,15 +142,18 @@ def pixelate(key: Array, images: Array, params: Sequence[Any]) -> Array:
     params: ``(c,)``, the downscale factor in (0, 1].
 
   Returns:
-    ``[N, H, W, C]`` float32 in [0, 1].
+    ``[N, H, W, C]`` float32 in [0, 1], multiples of 1/255.
   """
   del key
   (c,) = params
-  mh = _box_matrix(images.shape[1], c)
-  mw = _box_matrix(images.shape[2], c)
-  out = jnp.einsum("ih,nhwc->niwc", mh, images)
-  out = jnp.einsum("jw,niwc->nijc", mw, out)
-  return jnp.clip(out, 0.0, 1.0)
+  down_h, up_h = _box_matrices(images.shape[1], c)
+  down_w, up_w = _box_matrices(images.shape[2], c)
+  x = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.int32)
+  x = _pil_pass(x, _pil_weights(down_w), 2)
+  x = _pil_pass(x, _pil_weights(down_h), 1)
+  x = _pil_pass(x, _pil_weights(up_w), 2)
+  x = _pil_pass(x, _pil_weights(up_h), 1)
+  return x.astype(jnp.float32) / 255.0
 
 
 # ----------------------------------------------------------------------------- JPEG
