@@ -193,3 +193,36 @@ def test_evaluate_records_frost_textures(tmp_path):
   assert ev.evaluate(f, x, np.zeros(4, int), **kw)["frost_textures"] == "procedural"
   with pytest.raises(ValueError, match="frost_dir applies to generated"):
     ev.evaluate(f, x, np.zeros(4, int), corruptions=None, frost_dir=str(tmp_path), **kw)
+
+
+def _fidelity_module():
+  import importlib.util
+
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "corruption_fidelity.py"
+  spec = importlib.util.spec_from_file_location("corruption_fidelity", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_fidelity_frequency_statistics_vs_direct_sums():
+  fid = _fidelity_module()
+  y = np.random.default_rng(3).uniform(0, 255, (2, 8, 10, 3))
+  # Direct DFT sum: P(u, v) = |sum_xy z(x, y) exp(-2 pi i (u x / H + v y / W))|^2 / (H W).
+  h, w = 8, 10
+  hann = lambda n: 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / (n - 1))
+  total = 0.0
+  for img in y:
+    for c in range(3):
+      z = (img[..., c] - img[..., c].mean()) * np.outer(hann(h), hann(w))
+      for u in range(h):
+        for v in range(w):
+          fu, fv = (u if u < h / 2 else u - h) / h, (v if v < w / 2 else v - w) / w
+          if np.hypot(fu, fv) >= 0.25:
+            e = np.exp(-2j * np.pi * (u * np.arange(h)[:, None] / h + v * np.arange(w) / w))
+            total += abs(np.sum(z * e)) ** 2 / (h * w)
+  # The statistic is the mean over images and channels.
+  assert fid.high_frequency_power(y) == pytest.approx(total / 6, rel=1e-10)
+  checker = np.indices((6, 6)).sum(0) % 2 * 10.0
+  assert fid.mean_abs_laplacian(np.broadcast_to(checker[None, ..., None], (1, 6, 6, 3))) == 40.0  # 4 x 10
+  assert fid.high_frequency_power(np.full((1, 8, 8, 3), 7.0)) == 0.0
