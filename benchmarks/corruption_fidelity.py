@@ -169,7 +169,8 @@ def main(argv=None) -> int:
   rows = []
   print(f"# {len(clean)} images from {args.images}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; frost texture: "
-        f"{args.frost_dir or 'procedural'}" + (f"; reference {args.reference}" if reference else ""))
+        f"{args.frost_dir or 'procedural'}"
+        + (f"; reference {args.reference}" if reference else ""))
   clean_lap = mean_abs_laplacian(clean)
   clean_hf = high_frequency_power(clean)
   freq_rows: list[str] = []

@@ -146,13 +146,14 @@ def snow(key: Array, images: Array, params: Sequence[Any]) -> Array:
 # ----------------------------------------------------------------------------- frost
 
 # Procedural frost, calibrated against the reference maker's frost outputs on the first 200
-# CIFAR-10 test images (docs/corruption_fidelity.md): per texture a tone from a small palette
-# (k-means centres of the mean colours of reference crops, recovered by inverting the blend
-# ``out = a x + b F``) with a random brightness shift, a low-frequency plasma haze, and a
-# grain of heavy-tailed white noise plus lightly smoothed noise, shared by the channels (the
-# reference's high frequencies are 96-99 % correlated across channels). The amplitudes match
-# the mean, the contrast, the mean |Laplacian| and the radially averaged power spectrum of the
-# reference's frost layer at every severity; they are not a model of the photographs.
+# CIFAR-10 test images (docs/benchmarks.md, "Corruption fidelity"): per texture a tone from a
+# small palette (k-means centres of the mean colours of reference crops, recovered by
+# inverting the blend ``out = a x + b F``) with a random brightness shift, a low-frequency
+# plasma haze, and a grain of heavy-tailed white noise plus lightly smoothed noise, shared by
+# the channels (the reference's high frequencies are 96-99 % correlated across channels). The
+# amplitudes match the mean, the contrast, the mean |Laplacian| and the radially averaged
+# power spectrum of the reference's frost layer at every severity within 10 % (the top bands
+# within ~16 %); they are not a model of the photographs.
 _FROST_TONES = ((130, 148, 160), (74, 147, 164), (199, 204, 213), (99, 111, 123),
                 (154, 167, 180))
 _FROST_TONE_OFFSET = 0.05
@@ -171,7 +172,7 @@ def procedural_frost(key: Array, h: int, w: int) -> Array:
   The reference blends crops of frost photographs shipped with its repository; we cannot
   ship those. This texture is calibrated so that frost built from it has the statistics of
   the reference's frost (mean, contrast, mean |Laplacian| and radial power spectrum; see
-  ``docs/corruption_fidelity.md``): a tone from a five-colour palette shifted by
+  "Corruption fidelity" in ``docs/benchmarks.md``): a tone from a five-colour palette shifted by
   ``N(0.05, 0.05^2)``, plus a plasma-fractal haze (amplitude 0.13), Laplace white grain (std
   0.07), Gaussian-smoothed noise (sigma 0.8 px, std 0.04) and a faint per-channel grain,
   clipped to [0, 1]. Deterministic given ``key``; ``h`` and ``w`` are static. Pass your own
