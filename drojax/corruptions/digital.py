@@ -171,16 +171,6 @@ _CHROMA_Q = np.array([
     99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99], np.float32)
 
 
-def _dct_matrix() -> np.ndarray:
-  u = np.arange(8)[:, None]
-  x = np.arange(8)[None, :]
-  c = np.where(u == 0, math.sqrt(1 / 8), math.sqrt(2 / 8))
-  return (c * np.cos((2 * x + 1) * u * math.pi / 16)).astype(np.float32)
-
-
-_DCT = _dct_matrix()
-
-
 def jpeg_quant_tables(quality: Any) -> tuple[Array, Array]:
   """IJG quality-scaled baseline tables ``([8, 8] luma, [8, 8] chroma)``, as ``jpeg_set_quality``.
 
@@ -197,27 +187,99 @@ def jpeg_quant_tables(quality: Any) -> tuple[Array, Array]:
   return make(_LUMA_Q), make(_CHROMA_Q)
 
 
-def _blocks_roundtrip(plane: Array, table: Array) -> Array:
-  """Level shift, 8x8 DCT, quantize (round), dequantize, inverse DCT, round and clamp.
+# libjpeg's "islow" integer DCT (the default of PIL's encoder and decoder): 13-bit constants,
+# two extra bits of precision between the passes.
+_CONST_BITS = 13
+_PASS1_BITS = 2
 
-  ``plane``: ``[N, H, W]`` samples 0..255 with H, W multiples of 8.
+
+def _fix(x: float) -> int:
+  return int(x * (1 << _CONST_BITS) + 0.5)
+
+
+_F0298, _F0390, _F0541, _F0765 = _fix(0.298631336), _fix(0.390180644), _fix(0.541196100), \
+    _fix(0.765366865)
+_F0899, _F1175, _F1501, _F1847 = _fix(0.899976223), _fix(1.175875602), _fix(1.501321110), \
+    _fix(1.847759065)
+_F1961, _F2053, _F2562, _F3072 = _fix(1.961570560), _fix(2.053119869), _fix(2.562915447), \
+    _fix(3.072711026)
+
+
+def _descale(x: Array, n: int) -> Array:
+  return (x + (1 << (n - 1))) >> n
+
+
+def _odd_part(t4, t5, t6, t7):
+  """The shared rotation of the odd terms (Loeffler-Ligtenberg-Moschytz), fixed point."""
+  z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
+  z5 = (z3 + z4) * _F1175
+  z1, z2 = z1 * -_F0899, z2 * -_F2562
+  z3, z4 = z3 * -_F1961 + z5, z4 * -_F0390 + z5
+  return t4 * _F0298 + z1 + z3, t5 * _F2053 + z2 + z4, t6 * _F3072 + z2 + z3, \
+      t7 * _F1501 + z1 + z4
+
+
+def _fdct_pass(d: Array, last: bool) -> Array:
+  """One 1-D pass of libjpeg's ``jpeg_fdct_islow`` over the last axis of int32 ``d``."""
+  d = [d[..., i] for i in range(8)]
+  t0, t7, t1, t6 = d[0] + d[7], d[0] - d[7], d[1] + d[6], d[1] - d[6]
+  t2, t5, t3, t4 = d[2] + d[5], d[2] - d[5], d[3] + d[4], d[3] - d[4]
+  t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+  shift = _CONST_BITS + _PASS1_BITS if last else _CONST_BITS - _PASS1_BITS
+  if last:
+    o0, o4 = _descale(t10 + t11, _PASS1_BITS), _descale(t10 - t11, _PASS1_BITS)
+  else:
+    o0, o4 = (t10 + t11) << _PASS1_BITS, (t10 - t11) << _PASS1_BITS
+  z1 = (t12 + t13) * _F0541
+  o2 = _descale(z1 + t13 * _F0765, shift)
+  o6 = _descale(z1 + t12 * -_F1847, shift)
+  a7, a5, a3, a1 = _odd_part(t4, t5, t6, t7)
+  out = [o0, _descale(a1, shift), o2, _descale(a3, shift), o4, _descale(a5, shift), o6,
+         _descale(a7, shift)]
+  return jnp.stack(out, axis=-1)
+
+
+def _idct_pass(c: Array, last: bool) -> Array:
+  """One 1-D pass of libjpeg's ``jpeg_idct_islow`` over the last axis of int32 ``c``."""
+  c = [c[..., i] for i in range(8)]
+  z1 = (c[2] + c[6]) * _F0541
+  t2 = z1 + c[6] * -_F1847
+  t3 = z1 + c[2] * _F0765
+  t0, t1 = (c[0] + c[4]) << _CONST_BITS, (c[0] - c[4]) << _CONST_BITS
+  t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+  b0, b1, b2, b3 = _odd_part(c[7], c[5], c[3], c[1])
+  shift = _CONST_BITS + _PASS1_BITS + 3 if last else _CONST_BITS - _PASS1_BITS
+  out = [t10 + b3, t11 + b2, t12 + b1, t13 + b0, t13 - b0, t12 - b1, t11 - b2, t10 - b3]
+  return jnp.stack([_descale(o, shift) for o in out], axis=-1)
+
+
+def _blocks_roundtrip(plane: Array, table: Array) -> Array:
+  """libjpeg's round trip of one plane: level shift, islow DCT, quantize, dequantize, IDCT.
+
+  ``plane``: ``[N, H, W]`` int32 samples 0..255 with H, W multiples of 8; ``table``: ``[8, 8]``
+  quantization steps. Quantization rounds half away from zero (``(|c| + 4 q) // 8 q``: the
+  forward DCT's output is scaled by 8).
   """
   n, h, w = plane.shape
-  d = jnp.asarray(_DCT)
-  blocks = (plane - 128.0).reshape(n, h // 8, 8, w // 8, 8)
-  coef = jnp.einsum("ux,nbxcy,vy->nbucv", d, blocks, d)
-  q = jnp.round(coef / table[None, None, :, None, :])
-  deq = q * table[None, None, :, None, :]
-  rec = jnp.einsum("ux,nbucv,vy->nbxcy", d, deq, d)
-  return jnp.clip(jnp.round(rec + 128.0), 0.0, 255.0).reshape(n, h, w)
+  blocks = (plane - 128).reshape(n, h // 8, 8, w // 8, 8).transpose(0, 1, 3, 2, 4)
+  coef = _fdct_pass(blocks, last=False)                            # rows
+  coef = jnp.swapaxes(_fdct_pass(jnp.swapaxes(coef, -1, -2), last=True), -1, -2)  # columns
+  q = table.astype(jnp.int32)[None, None, None]  # [v, u] of every block
+  div = 8 * q
+  quant = jnp.sign(coef) * ((jnp.abs(coef) + div // 2) // div)
+  deq = quant * q
+  rec = jnp.swapaxes(_idct_pass(jnp.swapaxes(deq, -1, -2), last=False), -1, -2)  # columns
+  rec = _idct_pass(rec, last=True)                                 # rows
+  rec = jnp.clip(rec + 128, 0, 255)
+  return rec.transpose(0, 1, 3, 2, 4).reshape(n, h, w)
 
 
 def _downsample_2x2(plane: Array) -> Array:
   """libjpeg's h2v2 downsampling: ``(sum of 2x2 + bias) >> 2`` with bias 1, 2, 1, 2, ..."""
   n, h, w = plane.shape
   s = plane.reshape(n, h // 2, 2, w // 2, 2).sum(axis=(2, 4))
-  bias = 1.0 + (jnp.arange(w // 2) % 2).astype(jnp.float32)
-  return jnp.floor((s + bias[None, None, :]) / 4.0)
+  bias = 1 + (jnp.arange(w // 2, dtype=jnp.int32) % 2)
+  return (s + bias[None, None, :]) >> 2
 
 
 def _fancy_upsample_2x2(plane: Array) -> Array:
@@ -231,19 +293,27 @@ def _fancy_upsample_2x2(plane: Array) -> Array:
   cols = cols.reshape(n, 2 * h, w)
   left = jnp.concatenate([cols[:, :, :1], cols[:, :, :-1]], axis=2)
   right = jnp.concatenate([cols[:, :, 1:], cols[:, :, -1:]], axis=2)
-  even = jnp.floor((3 * cols + left + 8) / 16)
-  odd = jnp.floor((3 * cols + right + 7) / 16)
+  even = (3 * cols + left + 8) >> 4
+  odd = (3 * cols + right + 7) >> 4
   return jnp.stack([even, odd], axis=3).reshape(n, 2 * h, 2 * w)
+
+
+_SCALEBITS = 16
+_HALF = 1 << (_SCALEBITS - 1)
+
+
+def _fix16(x: float) -> int:
+  return int(x * (1 << _SCALEBITS) + 0.5)
 
 
 def jpeg_roundtrip(images: Array, quality: Any) -> Array:
   """Encodes and decodes NHWC RGB images as baseline JPEG at ``quality``, in JAX.
 
-  Steps (as libjpeg with PIL's defaults): quantize to 8 bits, RGB -> YCbCr (JFIF), pad to a
-  multiple of 16 by edge replication, 4:2:0 chroma subsampling, 8x8 DCT, division by the IJG
-  quality-scaled tables and rounding, then the inverse: dequantize, inverse DCT, fancy chroma
-  upsampling, YCbCr -> RGB with rounding and clamping. We use a float DCT where libjpeg uses
-  its integer one (``JDCT_ISLOW``), so outputs differ from PIL by about one level in places.
+  As libjpeg(-turbo) with PIL's defaults, step by step in its integer arithmetic: quantize to
+  8 bits, RGB -> YCbCr (JFIF, 16-bit fixed point), pad to a multiple of 16 by edge replication,
+  4:2:0 chroma subsampling, the "islow" integer DCT, division by the IJG quality-scaled tables
+  (rounding half away from zero), then the inverse: dequantize, islow inverse DCT, fancy chroma
+  upsampling, fixed-point YCbCr -> RGB with clamping.
 
   Args:
     images: ``[N, H, W, 3]`` float32 in [0, 1].
@@ -253,24 +323,23 @@ def jpeg_roundtrip(images: Array, quality: Any) -> Array:
     ``[N, H, W, 3]`` float32 in [0, 1], multiples of 1/255.
   """
   n, h, w, _ = images.shape
-  x = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0)
+  x = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.int32)
   hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
   x = jnp.pad(x, [(0, 0), (0, hp - h), (0, wp - w), (0, 0)], mode="edge")
   r, g, b = x[..., 0], x[..., 1], x[..., 2]
-  y = jnp.round(0.299 * r + 0.587 * g + 0.114 * b)
-  cb = jnp.round(-0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0 - 1e-3)
-  cr = jnp.round(0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0 - 1e-3)
-  cb = jnp.clip(cb, 0, 255)
-  cr = jnp.clip(cr, 0, 255)
+  offset = (128 << _SCALEBITS) + _HALF - 1
+  y = (_fix16(0.299) * r + _fix16(0.587) * g + _fix16(0.114) * b + _HALF) >> _SCALEBITS
+  cb = (-_fix16(0.16874) * r - _fix16(0.33126) * g + _fix16(0.5) * b + offset) >> _SCALEBITS
+  cr = (_fix16(0.5) * r - _fix16(0.41869) * g - _fix16(0.08131) * b + offset) >> _SCALEBITS
   luma_t, chroma_t = jpeg_quant_tables(quality)
   y2 = _blocks_roundtrip(y, luma_t)
-  cb2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cb), chroma_t)) - 128.0
-  cr2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cr), chroma_t)) - 128.0
-  r2 = y2 + 1.402 * cr2
-  g2 = y2 - 0.344136286 * cb2 - 0.714136286 * cr2
-  b2 = y2 + 1.772 * cb2
-  out = jnp.clip(jnp.round(jnp.stack([r2, g2, b2], axis=-1)), 0.0, 255.0)
-  return out[:, :h, :w] / 255.0
+  cb2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cb), chroma_t)) - 128
+  cr2 = _fancy_upsample_2x2(_blocks_roundtrip(_downsample_2x2(cr), chroma_t)) - 128
+  r2 = y2 + ((_fix16(1.402) * cr2 + _HALF) >> _SCALEBITS)
+  g2 = y2 + ((-_fix16(0.34414) * cb2 + _HALF - _fix16(0.71414) * cr2) >> _SCALEBITS)
+  b2 = y2 + ((_fix16(1.772) * cb2 + _HALF) >> _SCALEBITS)
+  out = jnp.clip(jnp.stack([r2, g2, b2], axis=-1), 0, 255)
+  return out[:, :h, :w].astype(jnp.float32) / 255.0
 
 
 def jpeg_compression(key: Array, images: Array, params: Sequence[Any]) -> Array:
