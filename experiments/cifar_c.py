@@ -43,10 +43,11 @@ def build_config(overrides):
   try:
     validate_name(FLAGS.dataset)
   except ValueError as e:
-    raise cli.UsageError(str(e)) from None
+    raise cli.UsageError(f"--dataset: {e}") from None
   config = cifar_c_config.make_config(FLAGS.method, preset=FLAGS.preset, dataset=FLAGS.dataset,
                                       eval_corruptions=FLAGS.eval_corruptions)
   cli.apply_overrides(config, overrides)
+  cifar_c_config.validate(config)  # every field, before anything is written or compiled
   return config
 
 

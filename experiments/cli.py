@@ -3,8 +3,21 @@
 * ``split_config_overrides(argv)`` pulls ``--config.<a.b>=VALUE`` out of argv (absl does not
   know these flags); ``apply_overrides`` writes them into a locked ``ConfigDict``, parsing each
   value with the type of the field it replaces, and suggests the closest field on a typo.
-* ``UsageError``: a bad flag or config. ``run_main`` prints ``error: <one line>`` on stderr and
-  exits with status 2 for it (and for a missing dataset), with no traceback.
+* ``run_main`` maps every anticipated error to ONE line on stderr (``prog: error: ...``) naming
+  the flag or file and what was expected, with no traceback:
+
+  =====================================================================  ======
+  bad flag or config value (``UsageError``, ``ConfigError``), bad or        2
+  missing data file (``DataError``, ``DataNotFoundError``)
+  environment: workdir not creatable / read-only / not a directory,         1
+  disk full, permission denied (``OSError`` anywhere in the cause chain),
+  ``EnvironmentFault``; coordinator unreachable (``maybe_initialize_...``)
+  training diverged (``FloatingPointError`` from the NaN guard)             3
+  Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
+  =====================================================================  ======
+
+  ``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
+  (bugs) keep their traceback and exit 1.
 * ``enable_compilation_cache``: JAX's persistent compilation cache (CLIs may change
   ``jax.config``; the library never does).
 * ``prepare_workdir``: writes ``config.json``, or checks that a re-run uses the same config.
@@ -14,14 +27,25 @@ from __future__ import annotations
 
 import ast
 import difflib
+import errno
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+import traceback
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
+from experiments.configs import common as _common
+from experiments.configs.fields import ConfigError, Spec
+
 PREFIX = "--config."
+VERBOSE_FLAG = "--verbose"
+VERBOSE_ENV = "DROJAX_VERBOSE"
+# Config fields that CLIs set from their own flags: errors name the flag the user typed.
+FLAG_OF_FIELD = {"method": "--method", "dataset": "--dataset", "preset": "--preset",
+                 "data_dir": "--data_dir", "download": "--download",
+                 "compilation_cache_dir": "--compilation_cache_dir"}
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
 # Fields that may differ between runs in the same workdir (where data comes from, caches, and
 # evaluation-only settings do not change what is trained).
@@ -30,6 +54,21 @@ RUN_ONLY_FIELDS = ("data_dir", "download", "compilation_cache_dir", "progress")
 
 class UsageError(Exception):
   """A bad flag, config field or workdir: reported as one line, exit status 2."""
+
+
+class EnvironmentFault(Exception):
+  """The machine, not the command, is at fault (disk, permissions, network): reported as one
+  line, exit status 1."""
+
+
+def flag_of(field: str) -> str:
+  """The flag that sets config ``field``: ``--method`` or ``--config.<field>``."""
+  return FLAG_OF_FIELD.get(field, PREFIX + field)
+
+
+def config_usage_error(e: ConfigError) -> UsageError:
+  """A ``ConfigError`` as the one-line usage error naming the flag."""
+  return UsageError(f"{flag_of(e.field)}: {e.detail}")
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -102,8 +141,15 @@ def _parse_value(text: str, current: Any, field: str) -> Any:
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Sequence[tuple[str, str]]) -> ml_collections.ConfigDict:
+                    overrides: Sequence[tuple[str, str]], *,
+                    extra_fields: Mapping[str, Spec] | None = None,
+                    check_applies: bool = True) -> ml_collections.ConfigDict:
   """Applies ``(dotted_field, text)`` overrides in place; unknown fields raise ``UsageError``.
+
+  Each value is parsed by the field's declared spec (``experiments.configs.common.FIELDS`` and
+  ``extra_fields``): numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``. With
+  ``check_applies``, an override of a field that the config's method or set-up does not read is
+  an error (``common.not_applying``); multi-method CLIs check that across methods instead.
 
   >>> c = ml_collections.ConfigDict({"lr": 0.1, "eps": (1, 2)})
   >>> apply_overrides(c, [("lr", "0.5"), ("eps", "3,4")]).lr
@@ -126,9 +172,27 @@ def apply_overrides(config: ml_collections.ConfigDict,
     if isinstance(current, ml_collections.ConfigDict):
       raise UsageError(f"config field '{dotted}' is a group; set one of its fields: "
                        f"{', '.join(current.keys())}")
+    try:
+      value = _common.parse_override(dotted, text, extra_fields)
+    except KeyError:
+      value = _parse_value(text, current, dotted)
+    except ValueError as e:
+      raise UsageError(f"{PREFIX}{dotted}: {e}") from None
     with node.unlocked():
-      node[parts[-1]] = _parse_value(text, current, dotted)
+      node[parts[-1]] = value
+  if check_applies:
+    check_overrides_apply([config], overrides)
   return config
+
+
+def check_overrides_apply(configs: Sequence[ml_collections.ConfigDict],
+                          overrides: Sequence[tuple[str, str]]) -> None:
+  """``UsageError`` for an override that no config in ``configs`` reads (see the module doc)."""
+  for dotted, _ in overrides:
+    reasons = [_common.not_applying(c, dotted) for c in configs]
+    if configs and all(reasons):
+      which = "" if len(configs) == 1 else " for any of the methods"
+      raise UsageError(f"{PREFIX}{dotted} has no effect{which}: {reasons[0]}; drop it")
 
 
 def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
@@ -173,41 +237,98 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Read-only: whether ``workdir`` holds this config already (a resume); writes nothing.
+
+  Raises:
+    UsageError naming the differing fields when the workdir holds another config;
+    EnvironmentFault when ``workdir`` exists and is not a directory.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise EnvironmentFault(f"--workdir {workdir}: exists and is not a directory")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return False
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except json.JSONDecodeError:
+    raise UsageError(f"{path} is not valid JSON; use a fresh --workdir") from None
+  except OSError as e:
+    raise EnvironmentFault(f"cannot read {path}: {describe_os_error(e)}") from None
+  diff = _diff(old, config_to_dict(config))
+  if diff:
+    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    raise UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
+                     "use another --workdir or the same flags")
+  return True
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
                     write: bool = True) -> bool:
   """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
 
-  ``write=False`` (processes other than 0 of a multi-process run) only checks an existing
-  ``config.json``: one process writes the shared work directory.
+  Call it only once everything that can be checked has been (config, data): a failed start
+  must not leave a ``config.json`` that refuses the corrected command. ``write=False``
+  (processes other than 0 of a multi-process run) only checks an existing ``config.json``: one
+  process writes the shared work directory.
 
   Returns:
     True when the workdir already held this config (the run resumes).
 
   Raises:
     UsageError naming the differing fields when the workdir holds another config.
+    EnvironmentFault when the workdir cannot be created or written (one line, the path named).
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  new = config_to_dict(config)
-  if os.path.isfile(path):
-    with open(path) as f:
-      try:
-        old = json.load(f)
-      except json.JSONDecodeError:
-        raise UsageError(f"{path} is not valid JSON; use a fresh --workdir") from None
-    diff = _diff(old, new)
-    if diff:
-      shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-      raise UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
-                       "use another --workdir or the same flags")
+  if check_workdir(workdir, config):
     return True
   if not write:
     return False
+  path = os.path.join(workdir, "config.json")
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(new, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(tmp, "w") as f:
+      json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise EnvironmentFault(f"--workdir {workdir}: cannot write {e.filename or path}: "
+                           f"{describe_os_error(e)}") from None
   return False
+
+
+# errno -> what to tell the user
+_OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)",
+              errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied",
+              errno.EPERM: "operation not permitted",
+              errno.ENOTDIR: "a path component is not a directory",
+              errno.EISDIR: "is a directory",
+              errno.EEXIST: "already exists",
+              errno.ENOENT: "no such file or directory",
+              errno.EIO: "input/output error",
+              errno.EFBIG: "file too large (file-size limit)"}
+
+
+def describe_os_error(e: OSError) -> str:
+  """A short phrase for ``e`` (its errno), e.g. ``no space left on device (disk full)``."""
+  return _OS_ERRORS.get(e.errno, e.strerror or str(e))
+
+
+def _os_error_in_chain(e: BaseException | None) -> OSError | None:
+  """The first ``OSError`` with a known errno in ``e``'s cause/context chain (orbax wraps)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _OS_ERRORS:
+      return e
+    e = e.__cause__ or e.__context__
+  return None
 
 
 DISTRIBUTED_TIMEOUT_S = 300  # hosts of one job may start minutes apart (SLURM, TPU VMs)
@@ -289,16 +410,26 @@ def maybe_initialize_distributed(environ: Any = None, *,
 
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
              argv: Sequence[str] | None = None) -> None:
-  """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exit 2.
+  """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
 
-  ``main(argv, overrides)`` receives the positional leftovers and the config overrides.
+  ``main(argv, overrides)`` receives the positional leftovers and the config overrides. Exit
+  statuses and messages: see the module docstring. Ends with ``SystemExit`` on an error.
   """
   from absl import flags
 
-  from drojax.data import DataNotFoundError
+  from drojax.data import DataError, DataNotFoundError
 
   argv = list(sys.argv if argv is None else argv)
   prog = os.path.basename(argv[0]) if argv else "drojax"
+  verbose = VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+  argv = [a for a in argv if a != VERBOSE_FLAG]
+
+  def fail(message: str, status: int) -> None:
+    if verbose:
+      traceback.print_exc()
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
   try:
     rest, overrides = split_config_overrides(argv)
     try:
@@ -310,9 +441,20 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
       raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
     maybe_initialize_distributed(prog=prog)
     main(leftovers, overrides)
-  except (UsageError, DataNotFoundError) as e:
-    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+  except KeyboardInterrupt:
+    fail("interrupted; the workdir keeps its last checkpoint: rerun the same command to resume",
+         130)
+  except ConfigError as e:
+    fail(str(config_usage_error(e)), 2)
+  except (UsageError, DataNotFoundError, DataError) as e:
+    fail(str(e), 2)
+  except EnvironmentFault as e:
+    fail(str(e), 1)
   except FloatingPointError as e:  # drojax.loop.NonFiniteError: training diverged
-    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(3)
+    fail(str(e), 3)
+  except Exception as e:  # noqa: BLE001  (re-raised below unless it is an anticipated OSError)
+    os_error = _os_error_in_chain(e)
+    if os_error is None:
+      raise  # a bug: keep the traceback
+    fail(f"cannot write or read {os_error.filename or 'a file'}: "
+         f"{describe_os_error(os_error)}", 1)

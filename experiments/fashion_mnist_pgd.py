@@ -33,7 +33,7 @@ def build_configs(overrides):
   try:
     validate_name(FLAGS.dataset)
   except ValueError as e:
-    raise cli.UsageError(str(e)) from None
+    raise cli.UsageError(f"--dataset: {e}") from None
   return multi.method_configs(
       FLAGS.methods,
       lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset), overrides)

@@ -57,9 +57,14 @@ def method_configs(methods: str, make: Callable[[str], Any],
   ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides are applied to
   each.
   """
+  from drojax.methods import method_names
+
   out = []
   for method in parse_list(methods, "--methods"):
+    cli.check_choice(method, method_names(), "--methods entry")
     config = make(method)
-    cli.apply_overrides(config, overrides)
+    cli.apply_overrides(config, overrides, check_applies=False)
     out.append((method, config))
+  # An override no method reads is an error; one that only some read is fine (a comparison).
+  cli.check_overrides_apply([c for _, c in out], overrides)
   return out

@@ -36,8 +36,8 @@ def parse_values(text: str, param: str = "rho") -> list[float]:
       v = float(item)
     except ValueError:
       raise cli.UsageError(f"--values must be numbers, got {item!r}") from None
-    if v < 0:
-      raise cli.UsageError(f"--values must be >= 0 (a {param} of {v} is not allowed)")
+    if not v >= 0:  # NaN too
+      raise cli.UsageError(f"--values must be >= 0 (a {param} of {item} is not allowed)")
     values.append(v)
   return values
 

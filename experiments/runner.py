@@ -22,64 +22,39 @@ import ml_collections
 from experiments import cli
 from experiments import summary
 from experiments.configs import common
+from experiments.configs.fields import ConfigError
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
 
 
 # ------------------------------------------------------------------------------- validation
 
+def _config_module(config: ml_collections.ConfigDict):
+  from experiments.configs import cifar_c, fashion_mnist_pgd, waterbirds
+
+  modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
+             "waterbirds": waterbirds}
+  return modules.get(config.get("experiment"))
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
-  """Checks the config before anything heavy runs; raises ``cli.UsageError`` (one line)."""
-  from drojax import methods, models
-  from drojax.data.registry import validate_name
+  """Checks the whole config before anything is written or compiled; raises ``cli.UsageError``.
 
-  names = list(methods.method_names())
-  cli.check_choice(config.method, names, "method")
+  Every field against its spec, the cross-field rules and the method's factory
+  (``experiments.configs.common.validate``, with the experiment's own fields), then what needs
+  the machine: the batch against the devices and the frost photographs named by
+  ``eval.frost_dir``.
+  """
+  module = _config_module(config)
   try:
-    validate_name(config.dataset)
-  except ValueError as e:
-    raise cli.UsageError(str(e)) from None
-  cli.check_choice(config.model, list(models.model_names()), "model")
-  cli.check_choice(config.eval.corruptions, common.EVAL_CORRUPTIONS, "eval.corruptions")
-  mc = config.method_config
-  for field in ("rho", "q", "mixup_alpha", "jsd_weight", "kl_temperature", "var_dro_eps_min",
-                "var_dro_eps_max", "label_smoothing", "penalty_subsample"):
-    if mc[field] < 0:
-      raise cli.UsageError(f"method_config.{field} must be >= 0, got {mc[field]}")
-  from drojax.losses import PENALTY_MODES
-
-  cli.check_choice(mc.penalty_mode, list(PENALTY_MODES), "method_config.penalty_mode")
-  if not 0 < mc.penalty_subsample <= 1:
-    raise cli.UsageError(f"method_config.penalty_subsample must be in (0, 1], got "
-                         f"{mc.penalty_subsample}")
-  if not 0 <= mc.label_smoothing < 1:
-    raise cli.UsageError(f"method_config.label_smoothing must be in [0, 1), got "
-                         f"{mc.label_smoothing}")
-  for field in ("num_epochs", "batch_size", "width", "log_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints"):
-    if config[field] < 1:
-      raise cli.UsageError(f"{field} must be >= 1, got {config[field]}")
-  if config.learning_rate <= 0:
-    raise cli.UsageError(f"learning_rate must be > 0, got {config.learning_rate}")
+    common.validate(config, getattr(module, "EXTRA_FIELDS", None))
+  except ConfigError as e:
+    raise cli.config_usage_error(e) from None
   if config.batch_size % num_devices:
     raise cli.UsageError(
-        f"batch_size {config.batch_size} is not divisible by the {num_devices} devices; use a "
-        f"multiple of {num_devices} (e.g. --config.batch_size="
+        f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
+        f"devices; use a multiple of {num_devices} (e.g. --config.batch_size="
         f"{max(num_devices, config.batch_size // num_devices * num_devices)})")
-  if config.eval.batch_size < 1:
-    raise cli.UsageError(f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
-  for s in config.eval.severities:
-    if s not in (1, 2, 3, 4, 5):
-      raise cli.UsageError(f"eval.severities must be in 1..5, got {tuple(config.eval.severities)}")
-  for eps in config.eval.adv_eps:
-    if eps < 0:
-      raise cli.UsageError(f"eval.adv_eps must be >= 0, got {tuple(config.eval.adv_eps)}")
-  names = tuple(config.eval.corruption_names)
-  if names and names != ("none",):
-    from drojax import corruptions
-
-    for name in names:
-      cli.check_choice(name, list(corruptions.NAMES), "corruption")
   frost_dir = config.eval.get("frost_dir", "")
   if frost_dir:
     if config.eval.corruptions == "published":
@@ -91,8 +66,19 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
       textures.load_frost_textures(frost_dir)  # a few photographs: read them before training
     except (ValueError, OSError) as e:
       raise cli.UsageError(f"eval.frost_dir: {e}") from None
-  if config.train_subset < 0 or config.eval.images < 0:
-    raise cli.UsageError("train_subset and eval.images must be >= 0 (0 = all)")
+
+
+def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
+               data_dir: str | None) -> None:
+  """The checks that need the loaded data (or other files); run before ``config.json``."""
+  if len(train_ds) < config.batch_size:
+    raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
+                         f"{len(train_ds)} training examples of {config.dataset}")
+  names = tuple(config.eval.corruption_names)
+  if config.eval.corruptions == "published" and names != ("none",):
+    from experiments import engine
+
+    engine._published_loader(config, data_dir)  # DataNotFoundError before training, not after
 
 
 # ------------------------------------------------------------------------------- data
@@ -103,16 +89,12 @@ def resolve_data_dir(data_dir: str | None, config: ml_collections.ConfigDict) ->
 
 
 def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, download: bool):
-  """Train and test ``ArrayDataset``s (subsets as configured)."""
-  from drojax import data
+  """Train and test ``ArrayDataset``s (subsets as configured), checked against each other."""
+  from drojax.data.registry import load_train_test
 
-  size = ({"image_size": config.image_size}
-          if config.dataset == "waterbirds" and "image_size" in config else {})
-  train = data.load_dataset(config.dataset, "train", data_dir=data_dir, download=download, **size)
-  test = data.load_dataset(config.dataset, "test", data_dir=data_dir, download=download, **size)
-  if train.image_shape != test.image_shape:
-    raise cli.UsageError(f"train images {train.image_shape} and test images "
-                         f"{test.image_shape} differ in shape")
+  size = config.image_size if config.dataset == "waterbirds" and "image_size" in config else None
+  train, test = load_train_test(config.dataset, data_dir=data_dir, download=download,
+                                image_size=size)
   train = train.subset(config.train_subset or None, seed=config.seed)
   test = test.subset(config.eval.images or None, seed=config.seed + 1)
   return train, test
@@ -148,10 +130,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
     if compilation_cache_dir is not None:
       config.compilation_cache_dir = compilation_cache_dir
   validate(config, num_devices=jax.device_count())
-  cli.enable_compilation_cache(config.compilation_cache_dir)
   main = jax.process_index() == 0
-  resumed = cli.prepare_workdir(workdir, config, write=main)
-  if os.path.isfile(os.path.join(workdir, "results.json")):
+  # Nothing is written before the config and the data have passed every check: a failed start
+  # leaves no config.json behind to refuse the corrected command.
+  if cli.check_workdir(workdir, config) and os.path.isfile(
+      os.path.join(workdir, "results.json")):
     if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
@@ -159,6 +142,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
+  check_data(config, train_ds, test_ds, data_dir=data_dir)
+  resumed = cli.prepare_workdir(workdir, config, write=main)
+  cli.enable_compilation_cache(config.compilation_cache_dir)
   if main:
     print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
           f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "

@@ -42,7 +42,7 @@ def build_configs(overrides) -> tuple[list[float], list]:
   try:
     validate_name(FLAGS.dataset)
   except ValueError as e:
-    raise cli.UsageError(str(e)) from None
+    raise cli.UsageError(f"--dataset: {e}") from None
   values = parse_values(FLAGS.values, FLAGS.param)
   configs = []
   for v in values:
@@ -50,6 +50,9 @@ def build_configs(overrides) -> tuple[list[float], list]:
     cli.apply_overrides(config, overrides)
     with config.unlocked():
       config.method_config[PARAMS[FLAGS.param]] = v
+    reason = common.not_applying(config, "method_config." + PARAMS[FLAGS.param])
+    if reason:  # e.g. rho for var_dro: every run would train the same model
+      raise cli.UsageError(f"--param={FLAGS.param} has no effect: {reason}")
     configs.append((f"{FLAGS.param}_{v:g}", config))
   return values, configs
 

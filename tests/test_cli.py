@@ -1,5 +1,6 @@
 """Tests for the experiment CLIs' plumbing: overrides, validation, workdir checks, exit codes."""
 
+import errno
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import ml_collections
 import pytest
 
 from experiments import cli, pareto, runner
+from experiments.configs import common, fields
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import fashion_mnist_pgd as fm_config
 from experiments.configs import waterbirds as wb_config
@@ -29,17 +31,41 @@ def test_apply_overrides_parses_by_field_type():
   c = cifar_c_config.make_config("erm", preset="quick", dataset="digits")
   cli.apply_overrides(c, [("num_epochs", "2"), ("method_config.rho", "0.25"),
                           ("nesterov", "false"), ("eval.severities", "1,5"),
-                          ("eval.adv_eps", "(0.01,)"), ("model", "small_cnn")])
+                          ("eval.adv_eps", "(0.01,)"), ("model", "small_cnn")],
+                      check_applies=False)
   assert c.num_epochs == 2 and isinstance(c.num_epochs, int)
   assert c.method_config.rho == 0.25 and c.nesterov is False
   assert tuple(c.eval.severities) == (1, 5) and tuple(c.eval.adv_eps) == (0.01,)
   assert c.model == "small_cnn"
 
 
+@pytest.mark.parametrize("field, text, expected", [
+    ("eval.adv_eps", "8/255", (8 / 255,)),
+    ("eval.adv_eps", "2/255,8/255", (2 / 255, 8 / 255)),
+    ("eval.adv_eps", "[0.5, 1]", (0.5, 1.0)),
+    ("eval.adv_eps", "", ()),
+    ("eval.corruption_names", "('fog', 'snow')", ("fog", "snow")),
+    ("method_config.adv_eps", "8/255", 8 / 255),
+    ("method_config.var_dro_eps_max", "inf", float("inf")),
+    ("learning_rate", "1e-3", 1e-3),
+])
+def test_overrides_parse_by_declared_type(field, text, expected):
+  # The declared spec, not the current value, decides: waterbirds' adv_eps is () yet parses
+  # "8/255" as a tuple of numbers (before issue 15 it became ('8/255',) and crashed later).
+  c = wb_config.make_config("erm", preset="quick")
+  if field.startswith("method_config.") and field.split(".")[1] not in c.method_config:
+    pytest.skip(f"{field} not in this MethodConfig")
+  cli.apply_overrides(c, [(field, text)], check_applies=False)
+  node = c
+  for part in field.split("."):
+    node = node[part]
+  assert (tuple(node) if isinstance(expected, tuple) else node) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("override, match", [
     (("num_epoch", "3"), "Did you mean 'num_epochs'"),
     (("method_config.rh0", "1"), "Did you mean 'rho'"),
-    (("num_epochs", "three"), "expects an integer"),
+    (("num_epochs", "three"), "expected an integer"),
     (("eval", "1"), "is a group"),
     (("nesterov", "maybe"), "true/false"),
 ])
@@ -67,23 +93,23 @@ def test_configs_are_locked_and_carry_the_recipes():
 
 # ---------------------------------------------------------------- validation
 
-def _quick(**fields):
-  c = cifar_c_config.make_config("erm", preset="quick", dataset="digits")
-  cli.apply_overrides(c, [(k, str(v)) for k, v in fields.items()])
+def _quick(method="erm", **overrides):
+  c = cifar_c_config.make_config(method, preset="quick", dataset="digits")
+  cli.apply_overrides(c, [(k, str(v)) for k, v in overrides.items()], check_applies=False)
   return c
 
 
 @pytest.mark.parametrize("fields, devices, match", [
     (dict(), 1, None),
-    ({"method_config.rho": -1.0}, 1, "rho must be >= 0"),
+    ({"method_config.rho": -1.0}, 1, "method_config.rho: expected a finite number >= 0"),
     ({"batch_size": 6}, 4, "not divisible by the 4 devices"),
-    ({"num_epochs": 0}, 1, "num_epochs must be >= 1"),
+    ({"num_epochs": 0}, 1, "num_epochs: expected an integer >= 1"),
     ({"eval.severities": "0,6"}, 1, "severities"),
-    ({"model": "resnet"}, 1, "unknown model"),
+    ({"model": "resnet"}, 1, "model: unknown value 'resnet'"),
     ({"method_config.penalty_mode": "forward_over_reverse"}, 1, None),
     ({"method_config.penalty_mode": "finite_diff"}, 1,
-     "unknown method_config.penalty_mode 'finite_diff'.*Did you mean 'finite_difference'"),
-    ({"method_config.penalty_subsample": 0.0}, 1, r"penalty_subsample must be in \(0, 1\]"),
+     "penalty_mode: unknown value 'finite_diff'.*Did you mean 'finite_difference'"),
+    ({"method_config.penalty_subsample": 0.0}, 1, r"penalty_subsample: expected .*> 0 and <= 1"),
 ])
 def test_validate(fields, devices, match):
   c = _quick(**fields)
@@ -100,6 +126,63 @@ def test_validate_unknown_method_lists_valid_ones():
     runner.validate(c, num_devices=1)
 
 
+@pytest.mark.parametrize("make", [
+    lambda m: cifar_c_config.make_config(m, preset="paper", dataset="cifar10"),
+    lambda m: cifar_c_config.make_config(m, preset="quick", dataset="digits"),
+    lambda m: fm_config.make_config(m, preset="paper"),
+    lambda m: wb_config.make_config(m, preset="quick"),
+], ids=["cifar_c_paper", "cifar_c_quick", "fashion_mnist_pgd", "waterbirds"])
+def test_every_preset_of_every_method_validates(make):
+  from drojax.methods import method_names
+
+  for method in method_names():
+    c = make(method)
+    runner.validate(c, num_devices=1)
+    # And every field of it has a declared check (a new field must come with one).
+    module = runner._config_module(c)
+    specs = {**common.FIELDS, **module.EXTRA_FIELDS}
+    assert set(fields.flatten(c)) <= set(specs), set(fields.flatten(c)) - set(specs)
+
+
+def test_every_method_config_field_has_a_spec_and_a_method_that_reads_it():
+  import dataclasses
+
+  from drojax.methods import MethodConfig, method_names
+
+  names = {f.name for f in dataclasses.fields(MethodConfig)}
+  assert {f"method_config.{n}" for n in names} <= set(common.METHOD_FIELDS)
+  read = set()
+  for method in method_names():
+    got = common.method_fields_read(method)
+    assert got is not None, f"no field map for method {method!r}"
+    assert set(got) <= names, set(got) - names
+    read |= set(got)
+  assert names - read == set(), f"fields no method reads: {names - read}"
+
+
+def test_an_unchecked_field_is_an_error():
+  c = _quick()
+  with c.unlocked():
+    c.mystery = 3
+  with pytest.raises(cli.UsageError, match="mystery: no check is declared"):
+    runner.validate(c, num_devices=1)
+
+
+def test_not_applying_fields():
+  assert common.not_applying(_quick("var_dro"), "method_config.rho").startswith(
+      "method 'var_dro' does not read it")
+  assert common.not_applying(_quick("dro_augmix"), "method_config.rho") is None
+  assert common.not_applying(_quick("dro_augmix"), "method_config.augmix_width") is None
+  assert common.not_applying(_quick("mixup"), "method_config.augmix_width") is not None
+  assert common.not_applying(_quick(optimizer="adam"), "nesterov") is not None
+  assert common.not_applying(_quick(), "nesterov") is None
+  # Across methods (multi-method CLIs): an error only when no method reads the field.
+  configs = [_quick("erm"), _quick("dro")]
+  cli.check_overrides_apply(configs, [("method_config.rho", "1")])
+  with pytest.raises(cli.UsageError, match="has no effect for any of the methods"):
+    cli.check_overrides_apply(configs, [("method_config.cvar_alpha", "0.3")])
+
+
 # ---------------------------------------------------------------- workdir
 
 def test_prepare_workdir_resumes_same_config_and_refuses_another(tmp_path):
@@ -110,6 +193,28 @@ def test_prepare_workdir_resumes_same_config_and_refuses_another(tmp_path):
   assert cli.prepare_workdir(str(tmp_path), _quick(data_dir="/elsewhere")) is True  # run-only
   with pytest.raises(cli.UsageError, match=r"different config \(method_config.rho: 1.0 -> 2.0"):
     cli.prepare_workdir(str(tmp_path), _quick(**{"method_config.rho": 2.0}))
+
+
+def test_prepare_workdir_disk_full_leaves_no_config(tmp_path, monkeypatch):
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(json, "dump", full)
+  with pytest.raises(cli.EnvironmentFault, match=r"disk full"):
+    cli.prepare_workdir(str(tmp_path / "w"), _quick())
+  assert os.listdir(tmp_path / "w") == []  # neither config.json nor its .tmp
+
+
+def test_os_errors_in_a_cause_chain_are_found():
+  try:
+    try:
+      raise OSError(errno.EROFS, "Read-only file system", "/x/metrics.jsonl")
+    except OSError as e:
+      raise RuntimeError("wrapped") from e
+  except RuntimeError as e:
+    found = cli._os_error_in_chain(e)
+  assert found is not None and found.filename == "/x/metrics.jsonl"
+  assert cli._os_error_in_chain(RuntimeError("a bug")) is None
 
 
 # ---------------------------------------------------------------- sweep helpers
@@ -133,6 +238,42 @@ def test_pareto_front_matches_a_scan(seed):
   assert pareto.pareto_front(pts) == _pareto_brute(pts)
 
 
+# ---------------------------------------------------------------- the bad-input table
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_bad_inputs import CASES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+  """Runs every case of the table in one separate interpreter (see tests/cli_bad_inputs.py)."""
+  root = tmp_path_factory.mktemp("cli_table")
+  out = root / "rows.json"
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  env.pop("DROJAX_DISTRIBUTED", None)
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_bad_inputs.py"),
+                         str(root), str(out)], cwd=str(root), env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return {row["id"]: row for row in json.loads(out.read_text())}
+
+
+def test_the_table_is_large_enough():
+  assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case_id, code, phrase", [(c[0], c[2], c[3]) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_cli_bad_input(table, case_id, code, phrase):
+  row = table[case_id]
+  lines = row["stderr"].strip().splitlines()
+  assert row["code"] == code, row
+  assert len(lines) == 1 and "Traceback" not in row["stderr"], row["stderr"]
+  assert phrase in lines[0], lines[0]
+  assert not row["config_json"], "a failed start wrote config.json"
+  assert not [f for f in row["leftovers"] if f.endswith(".tmp")], row["leftovers"]
+
+
 # ---------------------------------------------------------------- the real entry point
 
 def _run_cli(args, env_extra=None, cwd=ROOT):
@@ -142,32 +283,31 @@ def _run_cli(args, env_extra=None, cwd=ROOT):
                         text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--method=nope", "--dataset=digits"], "unknown method 'nope'"),
-    (["--method=erm", "--dataset=cifar1O"], "Did you mean 'cifar10'"),
-    (["--method=erm", "--dataset=digits", "--config.method_config.rho=-1"], "rho must be >= 0"),
-    (["--method=erm", "--dataset=digits", "--config.num_epoch=1"], "Did you mean 'num_epochs'"),
-    (["--method=erm", "--dataset=digits", "--preset=fast"], "unknown --preset 'fast'"),
-    (["--method=erm", "--dataset=digits", "--nosuchflag"], "nosuchflag"),
+@pytest.mark.parametrize("args, code, match", [
+    # The real interpreter: one line, no traceback, the exit status.
+    (["experiments.cifar_c", "--method=erm", "--dataset=digits", "--config.seed=-1"], 2,
+     "--config.seed: expected an integer >= 0"),
+    (["experiments.sweep", "--method=var_dro", "--param=rho", "--values=0,1",
+      "--dataset=digits", "--preset=quick"], 2,
+     "--param=rho has no effect: method 'var_dro' does not read it"),
+    (["experiments.fashion_mnist_pgd", "--methods=erm,mixup", "--dataset=digits",
+      "--preset=quick", "--config.method_config.rho=0.5"], 2,
+     "--config.method_config.rho has no effect for any of the methods"),
+    (["experiments.waterbirds", "--methods=erm", "--preset=quick",
+      "--config.image_size=4"], 2, "--config.image_size: expected an integer >= 8"),
 ])
-def test_cifar_c_bad_flags_exit_2_with_one_line(tmp_path, args, match):
-  proc = _run_cli(["experiments.cifar_c", f"--workdir={tmp_path / 'w'}",
-                   "--compilation_cache_dir=none", *args])
-  assert proc.returncode == 2, proc.stderr
+def test_cli_processes_exit_with_one_line(tmp_path, args, code, match):
+  proc = _run_cli([*args, f"--workdir={tmp_path / 'w'}", "--compilation_cache_dir=none"])
+  assert proc.returncode == code, proc.stderr
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1, proc.stderr
-  assert "Traceback" not in proc.stderr and match in lines[0]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert match in lines[0], lines[0]
+  assert not (tmp_path / "w").exists()
 
 
-def test_batch_not_divisible_by_devices_and_missing_data_exit_2(tmp_path):
-  proc = _run_cli(["experiments.cifar_c", "--method=erm", "--dataset=digits", "--preset=quick",
-                   f"--workdir={tmp_path / 'a'}", "--config.batch_size=63",
-                   "--compilation_cache_dir=none"],
-                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-  assert proc.returncode == 2 and "not divisible by the 2 devices" in proc.stderr
-  proc = _run_cli(["experiments.cifar_c", "--method=erm", "--dataset=cifar100", "--preset=quick",
-                   f"--workdir={tmp_path / 'b'}", f"--data_dir={tmp_path / 'empty'}",
-                   "--compilation_cache_dir=none"], cwd=str(tmp_path))
-  assert proc.returncode == 2, proc.stderr
-  assert len(proc.stderr.strip().splitlines()) == 1
-  assert "dataset 'cifar100' not found" in proc.stderr and "--data_dir" in proc.stderr
+def test_verbose_shows_the_traceback_and_still_ends_with_the_line(tmp_path):
+  proc = _run_cli(["experiments.cifar_c", "--method=erm", "--dataset=digits", "--verbose",
+                   "--config.lr_schedule=cos", f"--workdir={tmp_path / 'w'}"])
+  assert proc.returncode == 2
+  assert "Traceback" in proc.stderr
+  assert "Did you mean 'cosine'" in proc.stderr.strip().splitlines()[-1]

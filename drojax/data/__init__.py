@@ -21,7 +21,7 @@ from drojax.data.arrays import (
     num_batches,
 )
 from drojax.data.digits import load_digits
-from drojax.data.errors import DataNotFoundError
+from drojax.data.errors import DataError, DataNotFoundError
 from drojax.data.fashion_mnist import load_fashion_mnist
 from drojax.data.pipeline import (
     batch_sharding,
@@ -36,6 +36,7 @@ from drojax.data.waterbirds import load_waterbirds
 __all__ = [
     "ArrayDataset",
     "DATASETS",
+    "DataError",
     "DataNotFoundError",
     "batch_sharding",
     "device_batches",

@@ -14,6 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
+from drojax.data.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
@@ -209,17 +211,23 @@ def epoch_batches(
 def load_npz(path: str, *, num_classes: int | None = None, name: str | None = None) -> ArrayDataset:
   """Loads an ``.npz`` with ``images`` (uint8 NHWC) and ``labels`` (integers); no pickle.
 
-  Optional keys: ``ids`` and ``groups`` (integers ``[N]``). Single-channel images may also be
-  given as ``[N, H, W]``.
+  Optional keys: ``ids`` and ``groups`` (integers ``[N]``) and ``num_classes`` (a scalar int:
+  declares the number of classes, so that classes absent from this file are allowed).
+  Single-channel images may also be given as ``[N, H, W]``.
+
+  Without a declared ``num_classes`` it is inferred as ``max(labels) + 1``, and every class
+  below it must then have an example: a stray label (37 among 0..9) would otherwise make a
+  38-way head without a word.
 
   Args:
     path: the file.
-    num_classes: number of classes; default ``max(labels) + 1``.
+    num_classes: number of classes; default the file's ``num_classes`` key, else inferred.
     name: dataset name for messages; default the path.
 
   Raises:
-    ValueError naming the file and the problem (missing file, not an npz, truncated, wrong keys,
-    wrong dtype/shape, labels out of range). Arrays of Python objects are refused
+    DataError (a ``ValueError``) naming the file and the problem (missing file, not an npz,
+    truncated, wrong keys, wrong dtype/shape, no examples, labels out of range or skipping
+    classes). Arrays of Python objects are refused
     (``allow_pickle=False``): loading never executes code from the file.
   """
   import zipfile
@@ -228,36 +236,56 @@ def load_npz(path: str, *, num_classes: int | None = None, name: str | None = No
   try:
     archive = np.load(path, allow_pickle=False)
   except FileNotFoundError:
-    raise ValueError(f"{path}: no such file") from None
+    raise DataError(f"{path}: no such file") from None
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-    raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+    raise DataError(f"{path}: not a readable .npz archive ({e})") from None
   if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise ValueError(f"{path}: expected an .npz archive with keys 'images' and 'labels', "
-                     "got a single .npy array")
+    raise DataError(f"{path}: expected an .npz archive with keys 'images' and 'labels', "
+                    "got a single .npy array")
   with archive:
     keys = set(archive.files)
     missing = {"images", "labels"} - keys
     if missing:
-      raise ValueError(f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)}; "
-                       "expected 'images' (uint8 [N, H, W, C]) and 'labels' (int [N])")
+      raise DataError(f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)}; "
+                      "expected 'images' (uint8 [N, H, W, C]) and 'labels' (int [N])")
     arrays = {}
-    for key in ("images", "labels", "ids", "groups"):
+    for key in ("images", "labels", "ids", "groups", "num_classes"):
       if key not in keys:
         continue
       try:
         arrays[key] = archive[key]
       except ValueError as e:  # object arrays need pickle
-        raise ValueError(f"{path}: key '{key}' could not be read without pickle ({e})") from None
+        raise DataError(f"{path}: key '{key}' could not be read without pickle ({e})") from None
       except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: key '{key}' is truncated or corrupt ({e})") from None
-  images = arrays["images"]
+        raise DataError(f"{path}: key '{key}' is truncated or corrupt ({e})") from None
+  images, labels = arrays["images"], arrays["labels"]
   if images.ndim == 3:
     images = images[..., None]
+  if images.shape[:1] == (0,) or labels.shape[:1] == (0,):
+    raise DataError(f"{path}: holds no examples (images {images.shape}, labels {labels.shape})")
+  declared = arrays.get("num_classes")
+  if declared is not None:
+    if declared.shape != () or not np.issubdtype(declared.dtype, np.integer) or declared < 1:
+      raise DataError(f"{path}: key 'num_classes' must be a positive integer scalar, got "
+                      f"{declared!r}")
+    if num_classes is None:
+      num_classes = int(declared)
+    elif num_classes != int(declared):
+      raise DataError(f"{path}: declares num_classes={int(declared)}, expected {num_classes}")
+  elif num_classes is None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+    present = np.unique(labels)
+    inferred = int(present.max()) + 1
+    if present.min() >= 0 and len(present) < inferred:
+      missing = sorted(set(range(inferred)) - set(present.tolist()))
+      shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+      raise DataError(f"{path}: labels run up to {inferred - 1}, so {inferred} classes are "
+                      f"inferred, but {len(missing)} of them have no example ({shown}); fix the "
+                      "labels, or declare the classes with a 'num_classes' key in the file")
   try:
-    return ArrayDataset.create(images, arrays["labels"], num_classes=num_classes,
+    return ArrayDataset.create(images, labels, num_classes=num_classes,
                                ids=arrays.get("ids"), groups=arrays.get("groups"), name=name)
   except (TypeError, ValueError) as e:
     msg = str(e)
     if not msg.startswith(name):
       msg = f"{name}: {msg}"
-    raise ValueError(msg.replace(f"{name}:", f"{path}:", 1)) from None
+    raise DataError(msg.replace(f"{name}:", f"{path}:", 1)) from None

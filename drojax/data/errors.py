@@ -1,4 +1,12 @@
-"""The one error raised when a dataset cannot be found locally."""
+"""The errors raised when a dataset cannot be found locally or a data file is unusable."""
+
+
+class DataError(ValueError):
+  """A data file exists but cannot be used (not an archive, wrong keys, dtype or shape, empty,
+  labels outside the classes); the message starts with the file's path.
+
+  CLIs print ``str(error)`` as one line and exit with status 2 (the user chose the file).
+  """
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -5,15 +5,24 @@ Names: ``digits`` (bundled, offline), ``fashion_mnist``, ``cifar10``, ``cifar100
 
 ``npz:PATH`` accepts a directory holding ``train.npz`` and ``test.npz``, a template containing
 ``{split}`` (``npz:/data/my_{split}.npz``), or a file named ``..._train.npz`` whose test split
-is the sibling ``..._test.npz``.
+is the sibling ``..._test.npz``. Single-channel arrays (``[N, H, W]`` or ``[N, H, W, 1]``) are
+repeated to 3 channels, as Fashion-MNIST is: the models' normalization and the CIFAR-C
+corruptions are defined on RGB.
+
+``load_train_test`` loads both splits with ONE number of classes: the training split declares
+it (a ``num_classes`` key) or it is inferred from the training labels; test labels outside it
+are a ``DataError`` naming the test file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import numpy as np
+
 from drojax.data.arrays import ArrayDataset, load_npz
-from drojax.data.errors import DataNotFoundError
+from drojax.data.errors import DataError, DataNotFoundError
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "waterbirds")
 SPLITS = ("train", "test", "validation")
@@ -53,7 +62,8 @@ def validate_name(name: str) -> str:
 
 
 def load_dataset(name: str, split: str, *, data_dir: str | None = None,
-                 download: bool = False, image_size: int | None = None) -> ArrayDataset:
+                 download: bool = False, image_size: int | None = None,
+                 num_classes: int | None = None) -> ArrayDataset:
   """Loads ``split`` of dataset ``name`` into memory as uint8 NHWC.
 
   Args:
@@ -63,6 +73,8 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     download: allow downloading (CIFAR archives, checksummed) when nothing is found locally and
       the network is reachable. Offline, a missing dataset fails at once.
     image_size: waterbirds only: the height and width images are resized to (default 64).
+    num_classes: ``npz:`` only: the number of classes (default: declared in the file, else
+      inferred from its labels); ``load_train_test`` passes the training split's.
 
   Raises:
     DataNotFoundError: the data is not available; the message says where we looked and how to
@@ -83,7 +95,10 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     if not os.path.isfile(path):
       raise DataNotFoundError(name, [path], f"Write the {split} split to {path} (an .npz with "
                               "'images' uint8 [N, H, W, C] and 'labels' int [N]).")
-    return load_npz(path, name=f"{os.path.basename(path)}")
+    ds = load_npz(path, name=f"{os.path.basename(path)}", num_classes=num_classes)
+    if ds.images.shape[-1] == 1:
+      ds = dataclasses.replace(ds, images=np.repeat(ds.images, 3, axis=-1))
+    return ds
   if name == "digits":
     from drojax.data.digits import load_digits
 
@@ -105,3 +120,44 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     return load_waterbirds(data_dir, split,
                            **({} if image_size is None else {"image_size": image_size}))
   raise AssertionError(name)
+
+
+def load_train_test(name: str, *, data_dir: str | None = None, download: bool = False,
+                    image_size: int | None = None) -> tuple[ArrayDataset, ArrayDataset]:
+  """The ``train`` and ``test`` splits of ``name``, checked against each other.
+
+  The number of classes comes from the training split (for ``npz:`` declared in the file or
+  inferred once from its labels) and the test split is read with it, so a test label outside
+  the trained classes is an error rather than a prediction that can never be right.
+
+  Raises:
+    DataError: a file is malformed, the test labels fall outside the training split's classes,
+      or the two splits' images differ in shape (the message names the file).
+    DataNotFoundError: a split is missing.
+  """
+  kwargs = dict(data_dir=data_dir, download=download, image_size=image_size)
+  try:
+    train = load_dataset(name, "train", **kwargs)
+  except DataError:
+    raise
+  except ValueError as e:  # the loaders' messages name their file: keep them, as a DataError
+    raise DataError(str(e)) from None
+  k = train.num_classes
+  npz = name.startswith("npz:")
+  try:
+    test = load_dataset(name, "test", num_classes=k if npz else None, **kwargs)
+  except DataError as e:
+    if npz and "labels must lie in" in str(e):
+      raise DataError(f"{e} (the training split {npz_split_path(name[4:], 'train')} has {k} "
+                      "classes)") from None
+    raise
+  except ValueError as e:
+    raise DataError(str(e)) from None
+  where = npz_split_path(name[4:], "test") if npz else f"{name} test split"
+  if test.num_classes != k or (len(test) and int(test.labels.max()) >= k):
+    raise DataError(f"{where}: test labels span {test.num_classes} classes, the training split "
+                    f"{k}")
+  if train.image_shape != test.image_shape:
+    raise DataError(f"{where}: test images {test.image_shape} differ in shape from the training "
+                    f"images {train.image_shape}")
+  return train, test

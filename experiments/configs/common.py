@@ -1,17 +1,35 @@
-"""Pieces shared by the experiment configs: the method hyper-parameters and the base config.
+"""Pieces shared by the experiment configs: the method hyper-parameters, the base config, and
+the checks of every field they define.
 
 Every config is a locked ``ml_collections.ConfigDict``; ``--config.<field>=VALUE`` overrides a
 field and a typo gets a suggestion. Method hyper-parameters live under ``config.method_config``
 with exactly the fields of ``drojax.methods.MethodConfig``.
+
+Validation (``validate``), run by the CLIs before anything is written or compiled:
+
+* every field has a spec (``BASE_FIELDS``, ``EVAL_FIELDS``, ``METHOD_FIELDS`` here, and each
+  experiment's extras next to its factory) giving its type, range or choices; a field without a
+  spec is itself an error;
+* cross-field rules (``var_dro_eps_min <= var_dro_eps_max``, ``warmup_epochs < num_epochs``,
+  ``lr_min <= learning_rate``, ...);
+* the method's own factory is built once (``drojax.methods.get_method``), so any check the
+  library makes of its hyper-parameters also runs up front;
+* a field that the chosen method or set-up does not read (``not_applying``) is an ERROR when the
+  user set it explicitly (an override or a sweep): e.g. ``rho`` for ``var_dro``, ``momentum``
+  with Adam, ``eval.published_dir`` without published corruptions. Preset values that some
+  methods ignore are fine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Mapping
 
 import ml_collections
 
 from drojax.methods import MethodConfig
+from experiments.configs.fields import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str,
+                                        Tuple, check_fields)
 
 PRESETS = ("paper", "quick")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
@@ -98,3 +116,267 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 20
   c.log_every_steps = 5
   return c
+
+
+# ----------------------------------------------------------------------------- field specs
+
+def _method_names() -> list[str]:
+  from drojax import methods
+
+  return list(methods.method_names())
+
+
+def _model_names() -> list[str]:
+  from drojax import models
+
+  return list(models.model_names())
+
+
+def _corruption_names() -> list[str]:
+  from drojax import corruptions
+
+  return list(corruptions.NAMES) + ["none"]
+
+
+def _penalty_modes() -> list[str]:
+  from drojax import losses
+
+  return list(losses.PENALTY_MODES)
+
+
+def _check_dataset(name: str) -> None:
+  from drojax.data.registry import validate_name
+
+  validate_name(name)
+
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("cosine", "constant")
+_PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
+
+BASE_FIELDS: dict[str, Spec] = {
+    "experiment": Str(),
+    "method": Choice(_method_names),
+    "dataset": Custom(_check_dataset),
+    "preset": Choice(PRESETS),
+    "data_dir": Str(),
+    "download": Bool(),
+    "seed": Int(lo=0, hi=2**31 - 1),
+    "model": Choice(_model_names),
+    "width": Int(lo=1),
+    "num_epochs": Int(lo=1),
+    "batch_size": Int(lo=1),
+    "optimizer": Choice(OPTIMIZERS),
+    "learning_rate": Real(lo=0.0, lo_open=True),
+    "momentum": Real(lo=0.0, hi=1.0, hi_open=True),
+    "nesterov": Bool(),
+    "weight_decay": Real(lo=0.0),
+    "lr_schedule": Choice(LR_SCHEDULES),
+    "lr_min": Real(lo=0.0),
+    "warmup_epochs": Int(lo=0),
+    "train_subset": Int(lo=0),
+    "checkpoint_every_steps": Int(lo=1),
+    "keep_checkpoints": Int(lo=1),
+    "log_every_steps": Int(lo=1),
+    "progress": Bool(),
+    "compilation_cache_dir": Str(),
+}
+
+EVAL_FIELDS: dict[str, Spec] = {
+    "eval.images": Int(lo=0),
+    "eval.batch_size": Int(lo=1),
+    "eval.corruptions": Choice(EVAL_CORRUPTIONS),
+    "eval.published_dir": Str(),
+    "eval.frost_dir": Str(),
+    "eval.corruption_names": Tuple(Choice(_corruption_names), unique=True),
+    "eval.severities": Tuple(Int(lo=1, hi=5), unique=True),
+    "eval.adv_eps": Tuple(Real(lo=0.0, hi=1.0, hint=_PIXELS), unique=True),
+    "eval.pgd_steps": Int(lo=1),
+    "eval.pgd_restarts": Int(lo=1),
+    "eval.groups": Bool(),
+}
+
+METHOD_FIELDS: dict[str, Spec] = {f"method_config.{k}": v for k, v in {
+    "label_smoothing": Real(lo=0.0, hi=1.0, hi_open=True),
+    "rho": Real(lo=0.0),
+    "q": Real(lo=1.0, allow_inf=True),
+    "norm": Real(lo=1.0, allow_inf=True),
+    "penalty_mode": Choice(_penalty_modes),
+    "penalty_subsample": Real(lo=0.0, hi=1.0, lo_open=True),
+    "mixup_alpha": Real(lo=0.0, lo_open=True),
+    "augmix_width": Int(lo=1),
+    "augmix_depth": Int(lo=1, also=(-1,)),
+    "augmix_severity": Int(lo=1, hi=10),
+    "augmix_alpha": Real(lo=0.0, lo_open=True),
+    "augmix_all_ops": Bool(),
+    "jsd_weight": Real(lo=0.0),
+    "noisymix_add_noise": Real(lo=0.0),
+    "noisymix_mult_noise": Real(lo=0.0),
+    "noisymix_sparsity": Real(lo=0.0, hi=1.0),
+    "noisymix_manifold": Bool(),
+    "kl_temperature": Real(lo=0.0, lo_open=True),
+    "cvar_alpha": Real(lo=0.0, hi=1.0, lo_open=True),
+    "var_dro_ema": Real(lo=0.0, hi=1.0, lo_open=True),
+    "var_dro_eps_min": Real(lo=0.0, allow_inf=True),
+    "var_dro_eps_max": Real(lo=0.0, allow_inf=True),
+    "var_dro_warmup_steps": Int(lo=0),
+    "var_dro_ramp_steps": Int(lo=0),
+    "adv_eps": Real(lo=0.0, hi=1.0, hint=_PIXELS),
+    "adv_steps": Int(lo=1),
+    "adv_step_size": Real(lo=0.0),
+    "trades_beta": Real(lo=0.0),
+    "mart_beta": Real(lo=0.0),
+}.items()}
+
+FIELDS: dict[str, Spec] = {**BASE_FIELDS, **EVAL_FIELDS, **METHOD_FIELDS}
+
+
+# ------------------------------------------------------------------ which fields a method reads
+
+_AUGMIX = ("augmix_width", "augmix_depth", "augmix_severity", "augmix_alpha", "augmix_all_ops",
+           "jsd_weight")
+_ADV = ("adv_eps", "adv_steps", "adv_step_size")
+AUGMENTATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "plain": (),
+    "mixup": ("mixup_alpha",),
+    "augmix": _AUGMIX,
+    "noisymix": _AUGMIX + ("mixup_alpha", "noisymix_add_noise", "noisymix_mult_noise",
+                           "noisymix_sparsity", "noisymix_manifold"),
+}
+OBJECTIVE_FIELDS: dict[str, tuple[str, ...]] = {
+    "erm": (),
+    "dro": ("rho", "q", "norm", "penalty_mode", "penalty_subsample"),
+    "var_dro": ("var_dro_ema", "var_dro_eps_min", "var_dro_eps_max", "var_dro_warmup_steps",
+                "var_dro_ramp_steps"),
+    "kl_dro": ("kl_temperature",),
+    "cvar": ("cvar_alpha",),
+    "pgd_at": _ADV,
+    "trades": _ADV + ("trades_beta",),
+    "mart": _ADV + ("mart_beta",),
+}
+
+
+def method_parts(method: str) -> tuple[str, str] | None:
+  """``(augmentation, objective)`` of a registered method; None for one we cannot read."""
+  from drojax import methods
+
+  table = getattr(methods, "TABLE", None)
+  if table is not None and method in table:
+    return tuple(table[method][:2])
+  if method in OBJECTIVE_FIELDS:
+    return ("plain", method)
+  if method in AUGMENTATION_FIELDS:
+    return (method, "erm")
+  objective, _, augmentation = method.rpartition("_")
+  if objective in OBJECTIVE_FIELDS and augmentation in AUGMENTATION_FIELDS:
+    return (augmentation, objective)
+  return None
+
+
+def method_fields_read(method: str) -> tuple[str, ...] | None:
+  """The ``method_config`` fields ``method`` reads (None: unknown, e.g. a user's own method)."""
+  parts = method_parts(method)
+  if parts is None or parts[0] not in AUGMENTATION_FIELDS or parts[1] not in OBJECTIVE_FIELDS:
+    return None
+  return ("label_smoothing",) + AUGMENTATION_FIELDS[parts[0]] + OBJECTIVE_FIELDS[parts[1]]
+
+
+# field -> (does it apply to this config?, why not)
+_APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
+    "momentum": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
+    "nesterov": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
+    "lr_min": (lambda c: c.lr_schedule == "cosine", "only lr_schedule=cosine reads it"),
+    "eval.published_dir": (lambda c: c.eval.corruptions == "published",
+                           "only eval.corruptions=published reads it"),
+    "eval.pgd_steps": (lambda c: len(c.eval.adv_eps) > 0, "eval.adv_eps is empty (no PGD)"),
+    "eval.pgd_restarts": (lambda c: len(c.eval.adv_eps) > 0, "eval.adv_eps is empty (no PGD)"),
+}
+
+
+def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
+  """Why ``field`` (a dotted path) has no effect under ``config``; None when it applies."""
+  if field.startswith("method_config."):
+    read = method_fields_read(config.method)
+    name = field[len("method_config."):]
+    if read is not None and name not in read:
+      return (f"method '{config.method}' does not read it (it reads "
+              f"{', '.join(read)})")
+    return None
+  rule = _APPLIES.get(field)
+  if rule is not None and not rule[0](config):
+    return rule[1]
+  return None
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _cross_checks(c: ml_collections.ConfigDict) -> None:
+  mc = c.method_config
+  if mc.var_dro_eps_min > mc.var_dro_eps_max:
+    raise ConfigError("method_config.var_dro_eps_min",
+                      f"must be <= method_config.var_dro_eps_max ({mc.var_dro_eps_max:g}), "
+                      f"got {mc.var_dro_eps_min:g}")
+  if c.warmup_epochs >= c.num_epochs:
+    raise ConfigError("warmup_epochs", f"must be < num_epochs ({c.num_epochs}), got "
+                      f"{c.warmup_epochs} epochs")
+  if c.lr_schedule == "cosine" and c.lr_min > c.learning_rate:
+    raise ConfigError("lr_min", f"must be <= learning_rate ({c.learning_rate:g}) for the cosine "
+                      f"schedule, got {c.lr_min:g}")
+  parts = method_parts(c.method) if isinstance(c.method, str) else None
+  if parts == ("noisymix", "dro") and mc.penalty_subsample < 1:
+    raise ConfigError("method_config.penalty_subsample",
+                      f"must be 1.0 with '{c.method}' (NoisyMix mixes hidden layers with a plan "
+                      f"over the whole batch), got {mc.penalty_subsample:g}")
+  names = tuple(c.eval.corruption_names)
+  if "none" in names and len(names) > 1:
+    raise ConfigError("eval.corruption_names", f"'none' (no corruption evaluation) cannot be "
+                      f"combined with corruption names, got {names}")
+  if names != ("none",) and not c.eval.severities:
+    raise ConfigError("eval.severities", "must list at least one severity (1..5) when "
+                      "corruptions are evaluated")
+  if c.eval.corruptions == "published" and names != ("none",):
+    if c.dataset not in ("cifar10", "cifar100"):
+      raise ConfigError("eval.corruptions", "'published' needs dataset cifar10 or cifar100 (the "
+                        f"published CIFAR-C arrays), got dataset '{c.dataset}'")
+
+
+def _check_method_factory(c: ml_collections.ConfigDict) -> None:
+  """Builds the method once: the library's own checks of its hyper-parameters run now."""
+  from drojax import methods
+
+  try:
+    methods.get_method(c.method, MethodConfig(**c.method_config.to_dict()))
+  except (ValueError, TypeError) as e:
+    raise ConfigError("method_config", " ".join(str(e).split())) from None
+
+
+def validate(config: ml_collections.ConfigDict,
+             extra_fields: Mapping[str, Spec] | None = None) -> None:
+  """Checks every field of ``config``, the cross-field rules and the method's factory.
+
+  Args:
+    config: a config from one of the experiment factories (overrides applied).
+    extra_fields: specs of the experiment's own fields (next to its factory).
+
+  Raises:
+    ConfigError: naming the first bad field (dotted path) and what was expected.
+  """
+  check_fields(config, {**FIELDS, **(extra_fields or {})})
+  _cross_checks(config)
+  _check_method_factory(config)
+
+
+def parse_override(field: str, text: str,
+                   extra_fields: Mapping[str, Spec] | None = None) -> object:
+  """The value of ``--config.<field>=text`` by the field's spec; ``ValueError`` if unparsable.
+
+  Raises KeyError when the field has no spec (the caller falls back to the current type).
+  """
+  spec = {**FIELDS, **(extra_fields or {})}[field]
+  return spec.parse(text)
+
+
+__all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
+           "BASE_FIELDS", "EVAL_FIELDS", "METHOD_FIELDS", "FIELDS", "AUGMENTATION_FIELDS",
+           "OBJECTIVE_FIELDS", "method_config", "base_config", "apply_quick", "method_parts",
+           "method_fields_read", "not_applying", "validate", "parse_override", "ConfigError"]

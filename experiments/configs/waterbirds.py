@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs import common
+from experiments.configs.fields import Int
 
 
 def make_config(method: str, *, preset: str = "paper",
@@ -41,3 +42,13 @@ def make_config(method: str, *, preset: str = "paper",
 def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
   parts = (arg or "erm").split(",")
   return make_config(parts[0], preset=parts[1] if len(parts) > 1 else "paper")
+
+
+# The fields this experiment adds to ``common.base_config``, with their checks (the models
+# downsample 8x before pooling).
+EXTRA_FIELDS = {"image_size": Int(lo=8)}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of a config from ``make_config``; raises ``fields.ConfigError``."""
+  common.validate(config, EXTRA_FIELDS)

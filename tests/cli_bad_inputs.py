@@ -1,0 +1,294 @@
+"""The CLI bad-input table (issue 15) and its runner (not a test module).
+
+``python tests/cli_bad_inputs.py ROOT OUT.json`` runs every case of ``CASES`` in THIS process
+through ``experiments.cli.run_main(experiments.cifar_c.main, argv)`` -- one interpreter, one
+JAX import, nothing compiled: every case fails in validation, data loading or the workdir
+set-up, before training -- and writes ``[{id, code, stderr, config_json, leftovers}]``.
+``tests/test_cli.py`` runs it once and checks each row. (The CLIs' absl flags are process
+globals, so the table runs apart from the pytest process, which imports other CLI modules.)
+
+A case: ``(id, extra argv, expected exit code, phrase of the one stderr line, setup)``. ``setup``
+names a function below that prepares files or faults; argv may use ``{data}`` (a folder of
+prepared ``.npz`` files) and ``{root}`` (the case's own folder). Every case runs with a fresh
+``--workdir={root}/w`` unless it passes its own.
+"""
+
+import errno
+import json
+import os
+import sys
+
+BASE = ["--preset=quick", "--dataset=digits", "--method=erm", "--compilation_cache_dir=none"]
+
+CASES = [
+    # --- flags
+    ("method_unknown", ["--method=nope"], 2, "--method: unknown value 'nope'", None),
+    ("method_typo", ["--method=dro_augmx"], 2, "Did you mean 'dro_augmix'", None),
+    ("dataset_typo", ["--dataset=cifar1O"], 2, "--dataset: unknown dataset 'cifar1O'", None),
+    ("preset_unknown", ["--preset=fast"], 2, "unknown --preset 'fast'", None),
+    ("eval_corruptions_unknown", ["--eval_corruptions=made_up"], 2,
+     "unknown --eval_corruptions 'made_up'", None),
+    ("unknown_flag", ["--nosuchflag"], 2, "nosuchflag", None),
+    ("positional_argument", ["stray"], 2, "unexpected arguments: stray", None),
+    ("workdir_missing", ["--workdir="], 2, "--workdir is required", None),
+    # --- config fields: names and parsing
+    ("field_typo", ["--config.num_epoch=1"], 2, "Did you mean 'num_epochs'", None),
+    ("nested_field_typo", ["--config.method_config.rh0=1"], 2, "Did you mean 'rho'", None),
+    ("group_as_field", ["--config.eval=1"], 2, "'eval' is a group", None),
+    ("field_without_value", ["--config.seed"], 2, "needs a value", None),
+    ("int_field_text", ["--config.batch_size=big"], 2,
+     "--config.batch_size: expected an integer >= 1, got 'big'", None),
+    ("int_field_float", ["--config.seed=1.5"], 2, "--config.seed: expected an integer", None),
+    ("bool_field_text", ["--config.nesterov=maybe"], 2, "expected true/false", None),
+    # --- choices (never a silent default)
+    ("optimizer_nonsense", ["--config.optimizer=nonsense"], 2,
+     "--config.optimizer: unknown value 'nonsense'; expected one of sgd, adam", None),
+    ("lr_schedule_typo", ["--config.lr_schedule=cos"], 2, "Did you mean 'cosine'", None),
+    ("model_unknown", ["--config.model=resnet"], 2, "--config.model: unknown value 'resnet'",
+     None),
+    ("penalty_mode_typo", ["--method=dro", "--config.method_config.penalty_mode=finite_diff"], 2,
+     "Did you mean 'finite_difference'", None),
+    ("corruption_name_typo", ["--config.eval.corruption_names=fgo"], 2, "Did you mean 'fog'",
+     None),
+    # --- ranges (late in the engine or at trace time before issue 15)
+    ("momentum_above_1", ["--config.momentum=1.5"], 2,
+     "--config.momentum: expected a finite number >= 0 and < 1, got 1.5", None),
+    ("seed_negative", ["--config.seed=-1"], 2, "--config.seed: expected an integer >= 0", None),
+    ("weight_decay_negative", ["--config.weight_decay=-1"], 2, "--config.weight_decay", None),
+    ("learning_rate_zero", ["--config.learning_rate=0"], 2,
+     "--config.learning_rate: expected a finite number > 0", None),
+    ("learning_rate_inf", ["--config.learning_rate=inf"], 2, "--config.learning_rate", None),
+    ("num_epochs_zero", ["--config.num_epochs=0"], 2, "--config.num_epochs", None),
+    ("width_zero", ["--config.width=0"], 2, "--config.width: expected an integer >= 1", None),
+    ("label_smoothing_one", ["--config.method_config.label_smoothing=1"], 2, "< 1", None),
+    ("cvar_alpha_zero", ["--method=cvar", "--config.method_config.cvar_alpha=0"], 2,
+     "--config.method_config.cvar_alpha: expected a finite number > 0 and <= 1", None),
+    ("kl_temperature_zero", ["--method=kl_dro", "--config.method_config.kl_temperature=0"], 2,
+     "--config.method_config.kl_temperature", None),
+    ("q_below_one", ["--method=dro", "--config.method_config.q=0.5"], 2,
+     "--config.method_config.q: expected a number >= 1", None),
+    ("rho_nan", ["--method=dro", "--config.method_config.rho=nan"], 2,
+     "--config.method_config.rho: expected a finite number >= 0, got nan", None),
+    ("norm_below_one", ["--method=dro", "--config.method_config.norm=0.5"], 2,
+     "--config.method_config.norm", None),
+    ("penalty_subsample_zero", ["--method=dro", "--config.method_config.penalty_subsample=0"],
+     2, "--config.method_config.penalty_subsample", None),
+    ("augmix_severity_zero", ["--method=augmix", "--config.method_config.augmix_severity=0"], 2,
+     "--config.method_config.augmix_severity: expected an integer >= 1", None),
+    ("var_dro_eps_max_negative", ["--method=var_dro", "--config.method_config.var_dro_eps_max=-1"],
+     2, "--config.method_config.var_dro_eps_max", None),
+    ("eval_batch_size_zero", ["--config.eval.batch_size=0"], 2, "--config.eval.batch_size", None),
+    ("pgd_restarts_zero", ["--config.eval.pgd_restarts=0"], 2, "--config.eval.pgd_restarts",
+     None),
+    # --- tuple fields: item types and values
+    ("adv_eps_in_255_units", ["--config.eval.adv_eps=8"], 2, "write 8/255, not 8", None),
+    ("adv_eps_bad_item", ["--config.eval.adv_eps=8/255,x"], 2,
+     "--config.eval.adv_eps: item 1: expected", None),
+    ("adv_eps_division_by_zero", ["--config.eval.adv_eps=1/0"], 2, "--config.eval.adv_eps",
+     None),
+    ("severities_out_of_range", ["--config.eval.severities=0,6"], 2,
+     "--config.eval.severities: item 0: expected an integer >= 1 and <= 5", None),
+    ("severities_repeated", ["--config.eval.severities=1,1"], 2, "no repeated items", None),
+    # --- cross-field rules
+    ("warmup_not_below_epochs", ["--config.warmup_epochs=3"], 2,
+     "--config.warmup_epochs: must be < num_epochs (3), got 3 epochs", None),
+    ("eps_min_above_eps_max", ["--method=var_dro", "--config.method_config.var_dro_eps_min=2"],
+     2, "var_dro_eps_min: must be <= method_config.var_dro_eps_max", None),
+    ("lr_min_above_lr", ["--config.lr_min=1"], 2, "--config.lr_min: must be <= learning_rate",
+     None),
+    ("none_with_names", ["--config.eval.corruption_names=none,fog"], 2,
+     "cannot be combined", None),
+    ("published_needs_cifar", ["--eval_corruptions=published"], 2,
+     "'published' needs dataset cifar10 or cifar100", None),
+    ("noisymix_dro_subsample", ["--method=dro_noisymix",
+                                "--config.method_config.penalty_subsample=0.5"], 2,
+     "must be 1.0 with 'dro_noisymix'", None),
+    # --- fields the method or set-up does not read
+    ("rho_for_var_dro", ["--method=var_dro", "--config.method_config.rho=0.5"], 2,
+     "--config.method_config.rho has no effect: method 'var_dro' does not read it", None),
+    ("mixup_alpha_for_erm", ["--config.method_config.mixup_alpha=0.2"], 2,
+     "method 'erm' does not read it", None),
+    ("momentum_with_adam", ["--config.optimizer=adam", "--config.momentum=0.5"], 2,
+     "--config.momentum has no effect: only optimizer=sgd reads it", None),
+    ("published_dir_unused", ["--config.eval.published_dir=/x"], 2,
+     "only eval.corruptions=published reads it", None),
+    # --- data files (exit 2: the user chose the file)
+    ("npz_missing", ["--dataset=npz:{root}/none_train.npz"], 2, "none_train.npz", None),
+    ("npz_not_an_archive", ["--dataset=npz:{data}/junk_train.npz"], 2,
+     "junk_train.npz: not a readable .npz archive", "npz_files"),
+    ("npz_missing_key", ["--dataset=npz:{data}/nolabels_train.npz"], 2,
+     "nolabels_train.npz: missing key(s) ['labels']", "npz_files"),
+    ("npz_empty", ["--dataset=npz:{data}/empty_train.npz"], 2,
+     "empty_train.npz: holds no examples", "npz_files"),
+    ("npz_stray_label", ["--dataset=npz:{data}/stray_train.npz"], 2,
+     "stray_train.npz: labels run up to 37, so 38 classes are inferred", "npz_files"),
+    ("npz_test_label_outside", ["--dataset=npz:{data}/testout_train.npz"], 2,
+     "testout_test.npz: labels must lie in [0, 3)", "npz_files"),
+    ("npz_float_images", ["--dataset=npz:{data}/float_train.npz"], 2,
+     "float_train.npz: images must be uint8", "npz_files"),
+    ("npz_split_shapes_differ", ["--dataset=npz:{data}/shapes_train.npz"], 2,
+     "differ in shape", "npz_files"),
+    ("dataset_not_found", ["--dataset=cifar100", "--data_dir={root}/empty"], 2,
+     "dataset 'cifar100' not found", None),
+    ("batch_larger_than_data", ["--config.batch_size=5000"], 2,
+     "--config.batch_size=5000 is larger than the", None),
+    # --- environment (exit 1)
+    ("workdir_is_a_file", ["--workdir={root}/file"], 1, "exists and is not a directory",
+     "workdir_file"),
+    ("workdir_parent_is_a_file", ["--workdir={root}/file/sub"], 1,
+     "a path component is not a directory", "workdir_file"),
+    ("workdir_read_only", [], 1, "read-only file system", "read_only"),
+    ("workdir_permission_denied", [], 1, "permission denied", "permission_denied"),
+    ("workdir_disk_full", [], 1, "no space left on device (disk full)", "disk_full"),
+    ("disk_full_during_training", [], 1, "disk full", "main_disk_full"),
+    ("ctrl_c", [], 130, "interrupted; the workdir keeps its last checkpoint", "main_interrupt"),
+    ("distributed_variable", [], 2, "DROJAX_DISTRIBUTED must be 1 or 0", "distributed_env"),
+]
+
+
+# ----------------------------------------------------------------------------------- set-ups
+
+def npz_files(root, data, monkey):
+  import numpy as np
+
+  os.makedirs(data, exist_ok=True)
+  im = np.zeros((8, 8, 8, 3), np.uint8)
+  lab = np.arange(8) % 3
+
+  def save(name, **arrays):
+    np.savez(os.path.join(data, name), **arrays)
+
+  with open(os.path.join(data, "junk_train.npz"), "wb") as f:
+    f.write(b"not a zip file")
+  save("nolabels_train.npz", images=im)
+  save("empty_train.npz", images=im[:0], labels=lab[:0])
+  save("stray_train.npz", images=im, labels=np.r_[lab[:7], 37])
+  save("testout_train.npz", images=im, labels=lab)
+  save("testout_test.npz", images=im, labels=np.r_[lab[:7], 3])
+  save("float_train.npz", images=im.astype(np.float32), labels=lab)
+  save("shapes_train.npz", images=im, labels=lab)
+  save("shapes_test.npz", images=np.zeros((8, 4, 4, 3), np.uint8), labels=lab)
+
+
+def workdir_file(root, data, monkey):
+  with open(os.path.join(root, "file"), "w") as f:
+    f.write("a file, not a folder")
+
+
+def _failing(err, target_name):
+  def fail(*args, **kwargs):
+    path = args[0] if args and isinstance(args[0], str) else target_name
+    raise OSError(err, os.strerror(err), path)
+
+  return fail
+
+
+def read_only(root, data, monkey):
+  monkey.append(("os.makedirs", _failing(errno.EROFS, "workdir")))
+
+
+def permission_denied(root, data, monkey):
+  monkey.append(("os.makedirs", _failing(errno.EACCES, "workdir")))
+
+
+def disk_full(root, data, monkey):
+  monkey.append(("json.dump", _failing(errno.ENOSPC, "config.json")))
+
+
+def main_disk_full(root, data, monkey):
+  def main(argv, overrides):  # what orbax does: the OSError arrives as the cause of another
+    try:
+      raise OSError(errno.ENOSPC, "No space left on device", f"{root}/w/checkpoints/5")
+    except OSError as e:
+      raise ValueError("checkpoint save failed") from e
+
+  monkey.append(("main", main))
+
+
+def main_interrupt(root, data, monkey):
+  def main(argv, overrides):
+    raise KeyboardInterrupt
+
+  monkey.append(("main", main))
+
+
+def distributed_env(root, data, monkey):
+  monkey.append(("env", ("DROJAX_DISTRIBUTED", "2")))
+
+
+# ------------------------------------------------------------------------------------ runner
+
+def run_case(case, base_root):
+  import contextlib
+  import io
+  import json as json_module
+
+  from experiments import cifar_c, cli
+
+  case_id, extra, _, _, setup = case
+  root = os.path.join(base_root, case_id)
+  data = os.path.join(root, "data")
+  os.makedirs(root)
+  patches = []
+  if setup:
+    globals()[setup](root, data, patches)
+  argv = ["cifar_c", f"--workdir={root}/w", *BASE]
+  argv += [a.format(root=root, data=data) for a in extra]
+  main = cifar_c.main
+  undo = []
+  for what, value in patches:
+    if what == "main":
+      main = value
+    elif what == "env":
+      undo.append(("env", value[0], os.environ.get(value[0])))
+      os.environ[value[0]] = value[1]
+    else:
+      module = {"os": os, "json": json_module}[what.split(".")[0]]
+      name = what.split(".")[1]
+      undo.append((module, name, getattr(module, name)))
+      setattr(module, name, value)
+  err = io.StringIO()
+  code = 0
+  try:
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+      cli.run_main(main, argv)
+  except SystemExit as e:
+    code = e.code
+  except Exception as e:  # noqa: BLE001  (reported as a failing row, not a crashed table)
+    code = f"uncaught {type(e).__name__}: {e}"
+  finally:
+    for item in undo:
+      if item[0] == "env":
+        if item[2] is None:
+          os.environ.pop(item[1], None)
+        else:
+          os.environ[item[1]] = item[2]
+      else:
+        setattr(item[0], item[1], item[2])
+  workdir = os.path.join(root, "w")
+  return {"id": case_id, "code": code, "stderr": err.getvalue(),
+          "config_json": os.path.exists(os.path.join(workdir, "config.json")),
+          "leftovers": sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []}
+
+
+class ReachedTraining(Exception):
+  pass
+
+
+def main():
+  base_root, out = sys.argv[1], sys.argv[2]
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from experiments import engine
+
+  def no_training(*args, **kwargs):  # a case that passes every check must not train here
+    raise ReachedTraining("the case passed every check and reached training")
+
+  engine.train = no_training
+  rows = [run_case(case, base_root) for case in CASES]
+  with open(out, "w") as f:
+    json.dump(rows, f)
+
+
+if __name__ == "__main__":
+  main()
