@@ -14,6 +14,8 @@ This is an I/O module: it reads and writes files under its directory.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import warnings
 from typing import Any, NamedTuple
 
@@ -27,6 +29,14 @@ class Restored(NamedTuple):
   state: Any  # the TrainState
   step: int  # checkpoint step (= state.step)
   meta: dict[str, Any]  # {"epoch": int, "batch": int, ...} and any user entries
+
+
+def _os_error_code(e: BaseException) -> int | None:
+  """The errno behind a failed write: an ``OSError``'s, or tensorstore's ``os_error_code``."""
+  if isinstance(e, OSError) and e.errno:
+    return e.errno
+  found = re.search(r"os_error_code='?(\d+)", str(e))
+  return int(found.group(1)) if found else None
 
 
 def _abstract(tree: Any) -> Any:
@@ -70,15 +80,33 @@ class Checkpointer:
   def save(self, state: Any, *, meta: dict[str, Any]) -> int:
     """Writes ``state`` and ``meta`` (JSON-serializable) at step ``int(state.step)``.
 
-    Returns the step. Saving a step that already exists is a no-op.
+    Returns the step. Saving a step that already exists is a no-op. A save that fails (disk
+    full, file-size limit) removes its temporary directory before the error propagates, so a
+    full disk is not left fuller; the previous checkpoints are untouched.
     """
     step = int(jax.device_get(state.step))
     if step in self.all_steps():
       return step
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))))
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))))
+      self._manager.wait_until_finished()
+    except BaseException as e:
+      self._remove_partial(step)
+      code = _os_error_code(e)
+      if code is not None:  # tensorstore reports a full disk as a ValueError: say it as OSError
+        path = os.path.join(self.directory, str(step))
+        raise OSError(code, f"saving the checkpoint failed: {os.strerror(code)}", path) from e
+      raise
     return step
+
+  def _remove_partial(self, step: int) -> None:
+    """Deletes what a failed save of ``step`` left: its orbax temporary directory."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return  # one process owns the directory's contents in a multi-process run
+    for name in os.listdir(self.directory):
+      if name.startswith(f"{step}.") and ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def restore(self, step: int, target: Any) -> Restored:
     """Restores checkpoint ``step`` into the structure (and shardings) of ``target``."""

@@ -27,8 +27,12 @@ from drojax.checkpoint import Checkpointer
 
 BatchesFn = Callable[[int, int], Iterable[Mapping[str, Any]]]
 
-# Which training term a metric belongs to, for the NaN guard's message.
-_TERMS = (("penalty", "penalty"), ("weight", "weights"), ("grad", "gradient"), ("loss", "loss"))
+# Which training term a metric belongs to, in the order the step computes them: the guard names
+# the first non-finite one (an inf loss also makes the gradient non-finite; NaN Var-DRO weights
+# also make the weighted objective NaN). ``mean_loss`` is the unweighted per-example loss,
+# ``loss`` the objective (after penalty and weights).
+_TERMS = (("mean_loss", "loss"), ("penalty", "penalty"), ("weight", "weights"),
+          ("loss", "objective"), ("grad", "gradient"))
 
 
 class NonFiniteError(FloatingPointError):
@@ -36,7 +40,8 @@ class NonFiniteError(FloatingPointError):
 
   Attributes:
     step: the optimizer step (1-based: the step whose update produced it).
-    term: ``loss``, ``penalty``, ``weights`` or ``gradient``.
+    term: ``loss`` (per-example), ``penalty``, ``weights``, ``objective`` or ``gradient``: the
+      first non-finite one in the order the step computes them.
     metric: the metric's name; value: its value.
     last_checkpoint: the step of the last good checkpoint, or ``None``.
   """
@@ -63,23 +68,27 @@ class FitResult:
   last_metrics: dict[str, float]
 
 
-def _term(metric: str) -> str:
-  for key, term in _TERMS:
+def _term(metric: str) -> tuple[int, str]:
+  """``(rank, term)``: the metric's place in ``_TERMS`` (others after them) and its term."""
+  for rank, (key, term) in enumerate(_TERMS):
     if key in metric:
-      return term
-  return metric
+      return rank, term
+  return len(_TERMS), metric
 
 
 def _check_finite(metrics: Mapping[str, float], step: int, ckpt: Checkpointer | None) -> None:
-  for name, value in metrics.items():
-    if not math.isfinite(value):
-      last = ckpt.latest_step() if ckpt is not None else None
-      raise NonFiniteError(step, _term(name), name, value, last,
-                           ckpt.directory if ckpt is not None else None)
+  bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+  if bad:
+    name = min(bad, key=lambda n: _term(n)[0])  # stable: ties keep the metrics' order
+    last = ckpt.latest_step() if ckpt is not None else None
+    raise NonFiniteError(step, _term(name)[1], name, metrics[name], last,
+                         ckpt.directory if ckpt is not None else None)
 
 
 def _truncate_metrics(path: str, max_step: int) -> None:
-  """Drops records written after the checkpoint we resume from (they will be re-done)."""
+  """Drops records written after the checkpoint we resume from (they will be re-done), so each
+  step has its record once across kills (also before the first checkpoint: ``max_step=0``),
+  failed saves and resumes."""
   if not os.path.exists(path):
     return
   kept = []
@@ -149,9 +158,9 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     if restored is not None:
       state, resumed_from = restored.state, restored.step
       epoch, start_batch = int(restored.meta["epoch"]), int(restored.meta["batch"])
-      if metrics_path is not None:
-        _truncate_metrics(metrics_path, resumed_from)
   step = int(jax.device_get(state.step))
+  if metrics_path is not None:
+    _truncate_metrics(metrics_path, step)  # records past the restored step are re-done
   last: dict[str, float] = {}
   seconds = 0.0
   log = open(metrics_path, "a") if metrics_path else None

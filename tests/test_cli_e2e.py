@@ -85,8 +85,8 @@ def test_quick_preset_erm_end_to_end(tmp_path, cache):
   assert os.path.join(workdir, "adversarial.png") in tail
   # Same workdir, another config: refused in one line with exit status 2.
   proc = subprocess.run(_cmd("erm", workdir, cache, "--config.num_epochs=2",
-                             "--config.method_config.rho=3"), cwd=ROOT, env=_env(cache),
-                        capture_output=True, text=True, timeout=120)
+                             "--config.method_config.label_smoothing=0.1"), cwd=ROOT,
+                        env=_env(cache), capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "different config" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1
 

@@ -1,0 +1,171 @@
+"""Faults in the training loop's files (issue 15): metrics.jsonl holds each step once across
+kills, failed saves and resumes; a failed checkpoint save removes its temporary directory; the
+NaN guard names the first non-finite term in the order the step computes them."""
+
+import errno
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from drojax import checkpoint, loop, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAN, INF = math.nan, math.inf
+
+
+# ------------------------------------------------------------------------------ NaN guard
+
+@pytest.mark.parametrize("metrics, term, metric", [
+    # An inf loss makes everything after it non-finite: the loss is named, not the gradient.
+    ({"grad_norm": NAN, "loss": INF, "penalty": INF, "mean_loss": INF}, "loss", "mean_loss"),
+    # Finite losses, an inf penalty: the penalty.
+    ({"grad_norm": NAN, "loss": INF, "penalty": INF, "mean_loss": 1.0}, "penalty", "penalty"),
+    # NaN Var-DRO weights also make the weighted objective NaN: the weights are named.
+    ({"grad_norm": NAN, "loss": NAN, "mean_loss": 1.0, "weights_sum": NAN,
+      "weights_entropy": NAN}, "weights", "weights_sum"),
+    # Only the objective (e.g. KL-DRO's log-sum-exp overflowing).
+    ({"grad_norm": NAN, "loss": INF, "mean_loss": 2.0}, "objective", "loss"),
+    # Only the gradient.
+    ({"grad_norm": INF, "loss": 1.0, "mean_loss": 1.0, "accuracy": 0.5}, "gradient",
+     "grad_norm"),
+])
+def test_nan_guard_names_the_first_term_in_step_order(metrics, term, metric):
+  with pytest.raises(loop.NonFiniteError) as info:
+    loop._check_finite(metrics, 7, None)
+  e = info.value
+  assert (e.term, e.metric, e.step) == (term, metric, 7)
+  assert f"non-finite {term} at step 7 ({metric}=" in str(e)
+
+
+def test_nan_guard_passes_finite_metrics():
+  loop._check_finite({"loss": 1.0, "grad_norm": 0.0}, 1, None)
+
+
+# ------------------------------------------------------------------------------ metrics once
+
+def _state():
+  return train.TrainState(params={"w": jnp.zeros(3)}, batch_stats={}, opt_state=(),
+                          step=jnp.zeros((), jnp.int32),
+                          key=jax.random.key_data(jax.random.key(0)))
+
+
+@jax.jit
+def _core(state, x):
+  w = 0.5 * state.params["w"] + x
+  return state.replace(params={"w": w}, step=state.step + 1), jnp.sum(w)
+
+
+def _step(state, batch):
+  state, loss = _core(state, jnp.asarray(batch["x"]))
+  return state, {"loss": loss}
+
+
+def _batches(epoch, start):
+  for i in range(start, 4):
+    yield {"x": np.full(3, 10 * epoch + i, np.float32)}
+
+
+def _fit(workdir, **kwargs):
+  return loop.fit(_state(), _step, _batches, num_epochs=3, steps_per_epoch=4,
+                  workdir=str(workdir), checkpoint_every_steps=3, progress=False, **kwargs)
+
+
+def _steps(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line)["step"] for line in f]
+
+
+class _Stop(Exception):
+  pass
+
+
+def _stop_at(n):
+  def on_step(step, metrics):
+    if step == n:
+      raise _Stop  # as a kill: the records so far are on disk, nothing else happens
+  return on_step
+
+
+def test_metrics_once_after_a_stop_before_the_first_checkpoint(tmp_path):
+  with pytest.raises(_Stop):
+    _fit(tmp_path, on_step=_stop_at(2))
+  assert _steps(tmp_path) == [1, 2]
+  result = _fit(tmp_path)
+  assert result.resumed_from is None
+  assert _steps(tmp_path) == list(range(1, 13))
+
+
+def test_metrics_once_after_a_stop_after_a_checkpoint_and_a_resume(tmp_path):
+  with pytest.raises(_Stop):
+    _fit(tmp_path, on_step=_stop_at(5))
+  with pytest.raises(_Stop):
+    _fit(tmp_path, on_step=_stop_at(9))  # resumed from 4, stopped again
+  result = _fit(tmp_path)
+  assert result.resumed_from == 8
+  assert _steps(tmp_path) == list(range(1, 13))
+
+
+def test_metrics_once_after_a_failed_save_and_the_same_result(tmp_path, monkeypatch):
+  reference = _fit(tmp_path / "ref")
+  real_save = checkpoint.Checkpointer.save
+
+  def save(self, state, *, meta):
+    if int(state.step) == 6:
+      raise OSError(errno.ENOSPC, "No space left on device", self.directory)
+    return real_save(self, state, meta=meta)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  with pytest.raises(OSError, match="No space left"):
+    _fit(tmp_path / "run")
+  assert _steps(tmp_path / "run") == list(range(1, 7))
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)
+  result = _fit(tmp_path / "run")
+  assert result.resumed_from == 4
+  assert _steps(tmp_path / "run") == list(range(1, 13))
+  np.testing.assert_array_equal(result.state.params["w"], reference.state.params["w"])
+
+
+# ------------------------------------------------------------------------------ failed save
+
+_FULL_DISK = textwrap.dedent("""
+    import os, resource, signal, sys
+    import jax, jax.numpy as jnp
+    from drojax import checkpoint, train
+
+    def state(step, n):
+      return train.TrainState(params={"w": jax.random.normal(jax.random.key(step), (n,))},
+                              batch_stats={}, opt_state=(), step=jnp.int32(step),
+                              key=jax.random.key_data(jax.random.key(0)))
+
+    ckpt = checkpoint.Checkpointer(sys.argv[1])
+    ckpt.save(state(1, 10), meta={"epoch": 0, "batch": 1})
+    # A full disk: a 100 kB file-size limit (EFBIG instead of the default SIGXFSZ kill).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    try:
+      ckpt.save(state(2, 400_000), meta={"epoch": 0, "batch": 2})
+    except OSError as e:
+      print("errno", e.errno)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    print("listing", sorted(os.listdir(sys.argv[1])))
+    print("restored", checkpoint.Checkpointer(sys.argv[1]).restore_latest(state(0, 10)).step)
+""")
+
+
+def test_a_failed_save_removes_its_temporary_directory(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path / "ck")], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = proc.stdout
+  assert f"errno {errno.EFBIG}" in out, out
+  assert "listing ['1']" in out, out  # no '2.orbax-checkpoint-tmp' left behind
+  assert "restored 1" in out, out
