@@ -167,7 +167,7 @@ def test_frost_dir_is_validated(tmp_path):
   from experiments import cli, runner
   from experiments.configs import cifar_c as cifar_c_config
 
-  c = cifar_c_config.make_config("erm", preset="quick", dataset="digits")
+  c = cifar_c_config.make_config("erm", preset="quick", dataset="cifar10")  # nothing is loaded
   cli.apply_overrides(c, [("eval.frost_dir", str(tmp_path / "nope"))])
   with pytest.raises(cli.UsageError, match="eval.frost_dir: .*directory"):
     runner.validate(c, num_devices=1)
