@@ -6,7 +6,7 @@ var_dro``, which trains and evaluates each method in turn with ``experiments.run
 states (read from the orbax checkpoints), every ``metrics.jsonl`` record and ``results.json``
 must equal those of the one-process run with the same 4 devices and global batch; a run whose
 process 0 is SIGKILLed after a checkpoint and restarted must end where the uninterrupted one does.
-Every wait has a timeout and every process started here is killed when a test fails.
+Every wait has a timeout and every process started here is killed when a check fails.
 """
 
 import contextlib
@@ -137,10 +137,8 @@ def _compare(ref, other, *, state_tol, metric_tol):
   return state_diff, metric_diff
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def _two_and_one(base):
   """1 process x 4 devices and 2 processes x 2 devices, each training erm, dro, var_dro."""
-  base = tmp_path_factory.mktemp("distributed")
   one, two = base / "one", base / "two"
   t0 = time.monotonic()
   with _processes() as procs:
@@ -153,9 +151,7 @@ def runs(tmp_path_factory):
   return {"one": one, "two": two, "seconds": time.monotonic() - t0, "base": base}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_two_processes_train_and_evaluate_like_one(runs, method):
+def _check_method(runs, method):
   state_diff, metric_diff = _compare(runs["one"] / method, runs["two"] / method,
                                      state_tol=1e-5, metric_tol=1e-5)
   print(f"{method}: max |state diff| {state_diff:.3g}, max |metric diff| {metric_diff:.3g}, "
@@ -175,8 +171,7 @@ def test_two_processes_train_and_evaluate_like_one(runs, method):
   assert any(f.startswith("comparison") for f in os.listdir(runs["two"]))
 
 
-@pytest.mark.slow
-def test_sigkill_of_process_0_after_a_checkpoint_then_restart_resumes_exactly(runs):
+def _check_sigkill_of_process_0_then_restart(runs):
   root = runs["base"] / "killed"  # beside the first runs: their compilation cache serves here
   workdir = root / "var_dro"
   logs = [runs["base"] / "killed_p0.log", runs["base"] / "killed_p1.log"]
@@ -208,6 +203,18 @@ def test_sigkill_of_process_0_after_a_checkpoint_then_restart_resumes_exactly(ru
   resumed = json.loads((workdir / "results.json").read_text())
   uninterrupted = json.loads((runs["two"] / "var_dro" / "results.json").read_text())
   assert resumed["clean_accuracy"] == uninterrupted["clean_accuracy"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_exactly_after_sigkill(tmp_path):
+  # One test, not a module fixture shared by several: under pytest-xdist each worker would
+  # start the runs again.
+  t0 = time.monotonic()
+  runs = _two_and_one(tmp_path)
+  for method in METHODS:
+    _check_method(runs, method)
+  _check_sigkill_of_process_0_then_restart(runs)
+  print(f"all runs: {time.monotonic() - t0:.0f} s")
 
 
 def test_unreachable_coordinator_is_one_line_and_exit_1(tmp_path):
