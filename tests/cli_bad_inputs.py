@@ -146,6 +146,15 @@ CASES = [
 ]
 
 
+# Inputs that are valid (documented as accepted) and must get through every check to training:
+# the runner builds and initialises the model there, then stops (nothing is trained).
+REACHES = [
+    ("npz_single_channel", ["--dataset=npz:{data}/gray_train.npz", "--config.model=tiny"],
+     "npz_files"),
+    ("adv_eps_fraction", ["--config.eval.adv_eps=2/255,8/255", "--config.model=tiny"], None),
+]
+
+
 # ----------------------------------------------------------------------------------- set-ups
 
 def npz_files(root, data, monkey):
@@ -168,6 +177,9 @@ def npz_files(root, data, monkey):
   save("float_train.npz", images=im.astype(np.float32), labels=lab)
   save("shapes_train.npz", images=im, labels=lab)
   save("shapes_test.npz", images=np.zeros((8, 4, 4, 3), np.uint8), labels=lab)
+  gray = np.random.default_rng(0).integers(0, 256, (64, 16, 16), dtype=np.uint8)
+  save("gray_train.npz", images=gray, labels=np.arange(64) % 4)
+  save("gray_test.npz", images=gray[:16, ..., None], labels=np.arange(16) % 4)
 
 
 def workdir_file(root, data, monkey):
@@ -219,13 +231,14 @@ def distributed_env(root, data, monkey):
 # ------------------------------------------------------------------------------------ runner
 
 def run_case(case, base_root):
+  """Runs one case; ``case`` is ``(id, extra argv, ..., setup)`` (middle fields unused)."""
   import contextlib
   import io
   import json as json_module
 
   from experiments import cifar_c, cli
 
-  case_id, extra, _, _, setup = case
+  case_id, extra, setup = case[0], case[1], case[-1]
   root = os.path.join(base_root, case_id)
   data = os.path.join(root, "data")
   os.makedirs(root)
@@ -254,6 +267,8 @@ def run_case(case, base_root):
       cli.run_main(main, argv)
   except SystemExit as e:
     code = e.code
+  except ReachedTraining as e:
+    code = f"reached training: {e}"
   except Exception as e:  # noqa: BLE001  (reported as a failing row, not a crashed table)
     code = f"uncaught {type(e).__name__}: {e}"
   finally:
@@ -272,20 +287,26 @@ def run_case(case, base_root):
 
 
 class ReachedTraining(Exception):
-  pass
+  """Raised instead of training: the case passed every check."""
 
 
 def main():
   base_root, out = sys.argv[1], sys.argv[2]
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import jax
+  import numpy as np
+
   from experiments import engine
 
-  def no_training(*args, **kwargs):  # a case that passes every check must not train here
-    raise ReachedTraining("the case passed every check and reached training")
+  def no_training(config, workdir, train_ds, *, mesh):  # build and initialise, never train
+    model = engine.build_model(config, train_ds.num_classes)
+    x = np.asarray(train_ds.images[:2], np.float32) / 255
+    logits = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
+    raise ReachedTraining(f"images {train_ds.image_shape}, logits {tuple(logits.shape)}")
 
   engine.train = no_training
-  rows = [run_case(case, base_root) for case in CASES]
+  rows = [run_case(case, base_root) for case in CASES + REACHES]
   with open(out, "w") as f:
     json.dump(rows, f)
 

@@ -241,7 +241,7 @@ def test_pareto_front_matches_a_scan(seed):
 # ---------------------------------------------------------------- the bad-input table
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli_bad_inputs import CASES  # noqa: E402
+from cli_bad_inputs import CASES, REACHES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +272,15 @@ def test_cli_bad_input(table, case_id, code, phrase):
   assert phrase in lines[0], lines[0]
   assert not row["config_json"], "a failed start wrote config.json"
   assert not [f for f in row["leftovers"] if f.endswith(".tmp")], row["leftovers"]
+
+
+@pytest.mark.parametrize("case_id", [c[0] for c in REACHES])
+def test_documented_inputs_reach_training(table, case_id):
+  # A single-channel npz is documented as accepted: it loads as RGB and the model initialises
+  # (before issue 15 it failed in model init: "mean/std must have 1 or 1 entries").
+  row = table[case_id]
+  assert str(row["code"]).startswith("reached training"), row
+  assert row["config_json"]  # a valid start writes its config
 
 
 # ---------------------------------------------------------------- the real entry point

@@ -144,6 +144,12 @@ def _penalty_modes() -> list[str]:
   return list(losses.PENALTY_MODES)
 
 
+def _attacks() -> list[str]:
+  from drojax import evaluate
+
+  return list(getattr(evaluate, "ATTACKS", ("pgd",)))
+
+
 def _check_dataset(name: str) -> None:
   from drojax.data.registry import validate_name
 
@@ -193,6 +199,9 @@ EVAL_FIELDS: dict[str, Spec] = {
     "eval.adv_eps": Tuple(Real(lo=0.0, hi=1.0, hint=_PIXELS), unique=True),
     "eval.pgd_steps": Int(lo=1),
     "eval.pgd_restarts": Int(lo=1),
+    "eval.attack": Choice(_attacks),
+    "eval.apgd_steps": Int(lo=1),
+    "eval.square_queries": Int(lo=1),
     "eval.groups": Bool(),
 }
 
@@ -288,9 +297,20 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "lr_min": (lambda c: c.lr_schedule == "cosine", "only lr_schedule=cosine reads it"),
     "eval.published_dir": (lambda c: c.eval.corruptions == "published",
                            "only eval.corruptions=published reads it"),
-    "eval.pgd_steps": (lambda c: len(c.eval.adv_eps) > 0, "eval.adv_eps is empty (no PGD)"),
-    "eval.pgd_restarts": (lambda c: len(c.eval.adv_eps) > 0, "eval.adv_eps is empty (no PGD)"),
+    "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
+                       "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
+    "eval.pgd_restarts": (lambda c: _attack(c) == "pgd",
+                          "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
+    "eval.apgd_steps": (lambda c: _attack(c) in ("apgd", "suite"),
+                        "only eval.attack=apgd or suite with a non-empty eval.adv_eps reads it"),
+    "eval.square_queries": (lambda c: _attack(c) == "suite",
+                            "only eval.attack=suite with a non-empty eval.adv_eps reads it"),
 }
+
+
+def _attack(c: ml_collections.ConfigDict) -> str | None:
+  """The attack evaluation runs, None when there is no adversarial evaluation."""
+  return c.eval.get("attack", "pgd") if len(c.eval.adv_eps) else None
 
 
 def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
