@@ -37,7 +37,7 @@ def suggest(value: str, options: Sequence[str]) -> str:
   return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _parse_number(text: str, kind: str) -> float:
+def _parse_number(text: str) -> float:
   s = text.strip()
   if "/" in s:
     num, _, den = s.partition("/")
@@ -83,7 +83,7 @@ class Real(Spec):
 
   def parse(self, text: str) -> float:
     try:
-      return _parse_number(text, "number")
+      return _parse_number(text)
     except (ValueError, ZeroDivisionError):
       raise ValueError(f"expected {self.describe()} (a fraction like 8/255 is fine), got "
                        f"{text!r}") from None
@@ -217,7 +217,8 @@ class Tuple(Spec):
     for i, p in enumerate(parts):
       if not p:
         raise ValueError(f"empty item {i} in {text!r}")
-      if isinstance(self.item, (Str, Choice, Custom)) and len(p) >= 2 and p[0] == p[-1] and p[0] in "'\"":
+      quoted = len(p) >= 2 and p[0] == p[-1] and p[0] in "'\""
+      if quoted and isinstance(self.item, (Str, Choice, Custom)):
         p = p[1:-1]
       try:
         out.append(self.item.parse(p))
