@@ -11,7 +11,8 @@
   missing data file (``DataError``, ``DataNotFoundError``)
   environment: workdir not creatable / read-only / not a directory,         1
   disk full, permission denied (``OSError`` anywhere in the cause chain),
-  ``EnvironmentFault``; coordinator unreachable (``maybe_initialize_...``)
+  a download that cannot reach its server, ``EnvironmentFault``;
+  coordinator unreachable (``maybe_initialize_distributed``)
   training diverged (``FloatingPointError`` from the NaN guard)             3
   Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
   =====================================================================  ======
@@ -320,12 +321,21 @@ def describe_os_error(e: OSError) -> str:
   return _OS_ERRORS.get(e.errno, e.strerror or str(e))
 
 
+def _is_network_error(e: BaseException) -> bool:
+  import socket
+
+  module = type(e).__module__ or ""
+  return isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)) or (
+      isinstance(e, OSError) and module.split(".")[0] in ("urllib", "requests", "urllib3"))
+
+
 def _os_error_in_chain(e: BaseException | None) -> OSError | None:
-  """The first ``OSError`` with a known errno in ``e``'s cause/context chain (orbax wraps)."""
+  """The first ``OSError`` with a known errno, or a network error (a download that cannot reach
+  its server), in ``e``'s cause/context chain (orbax and tfds wrap them)."""
   seen = set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
-    if isinstance(e, OSError) and e.errno in _OS_ERRORS:
+    if isinstance(e, OSError) and (e.errno in _OS_ERRORS or _is_network_error(e)):
       return e
     e = e.__cause__ or e.__context__
   return None
@@ -456,5 +466,8 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
     os_error = _os_error_in_chain(e)
     if os_error is None:
       raise  # a bug: keep the traceback
+    if os_error.errno not in _OS_ERRORS:  # a network error: data that cannot be reached
+      fail(f"network error while fetching data ({type(os_error).__name__}: {os_error}); check "
+           "the connection or supply the data locally with --data_dir", 1)
     fail(f"cannot write or read {os_error.filename or 'a file'}: "
          f"{describe_os_error(os_error)}", 1)

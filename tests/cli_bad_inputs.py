@@ -141,6 +141,7 @@ CASES = [
     ("workdir_permission_denied", [], 1, "permission denied", "permission_denied"),
     ("workdir_disk_full", [], 1, "no space left on device (disk full)", "disk_full"),
     ("disk_full_during_training", [], 1, "disk full", "main_disk_full"),
+    ("download_unreachable", [], 1, "network error while fetching data", "main_network"),
     ("ctrl_c", [], 130, "interrupted; the workdir keeps its last checkpoint", "main_interrupt"),
     ("distributed_variable", [], 2, "DROJAX_DISTRIBUTED must be 1 or 0", "distributed_env"),
 ]
@@ -213,6 +214,15 @@ def main_disk_full(root, data, monkey):
       raise OSError(errno.ENOSPC, "No space left on device", f"{root}/w/checkpoints/5")
     except OSError as e:
       raise ValueError("checkpoint save failed") from e
+
+  monkey.append(("main", main))
+
+
+def main_network(root, data, monkey):
+  def main(argv, overrides):  # what a download that cannot reach its server raises
+    import urllib.error
+
+    raise urllib.error.URLError(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
 
   monkey.append(("main", main))
 
