@@ -122,3 +122,32 @@ def test_quick_preset_dro_augmix_resumes_after_sigkill(tmp_path, cache):
                         timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   _check_outputs(str(workdir), "dro_augmix", 3)
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path, cache):
+  workdir = tmp_path / "erm_interrupted"
+  cmd = _cmd("erm", workdir, cache)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    deadline = time.time() + 500
+    while time.time() < deadline and proc.poll() is None and not _checkpoint_steps(workdir):
+      time.sleep(0.2)
+    assert proc.poll() is None, f"finished before Ctrl-C: {proc.stderr.read()[-2000:]}"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert "error: interrupted" in err.strip().splitlines()[-1]
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  done = subprocess.run(cmd, cwd=ROOT, env=_env(cache), capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  _check_outputs(str(workdir), "erm", 3)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f if '"batch"' in line]
+  assert steps == sorted(set(steps)), steps  # each logged step once across the interruption
