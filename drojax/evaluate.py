@@ -544,6 +544,117 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
   return out
 
 
+ATTACKS = ("pgd", "apgd", "suite")
+ATTACK_LABELS = {"pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "square": "Square"}
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_auto_attack(apply_fn: Callable | None, model_fn: Callable | None, attack: str,
+                     num_steps: int, num_targets: int, num_queries: int, restarts: int,
+                     norm: str) -> Callable:
+  auto, suite = attacks.auto, attacks.suite
+
+  def robust(variables, key, x, y, eps, n_valid):
+    f = functools.partial(apply_fn, variables) if apply_fn is not None else model_fn
+    active = jnp.arange(x.shape[0]) < n_valid
+    if attack == "apgd":
+      _, r = auto._apgd_runs(key, f, x, y, eps, active, norm=norm, num_steps=num_steps,
+                             loss="ce", restarts=restarts, num_targets=0)
+      return {"apgd_ce": r & active}
+    return suite._suite_masks(key, f, x, y, eps, active, norm=norm, num_steps=num_steps,
+                              num_targets=num_targets, num_queries=num_queries, p_init=0.8)
+  return jax.jit(robust)
+
+
+def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
+                         eps: Sequence[float], attack: str = "suite", num_steps: int = 100,
+                         num_targets: int = 9, num_queries: int = 5000, restarts: int = 1,
+                         norm: str = "linf", key: jax.Array | None = None,
+                         batch_size: int = 256, progress: bool = True
+                         ) -> dict[str, dict[str, float]]:
+  """Robust accuracy under APGD-CE alone or the worst-case suite, at each budget.
+
+  Args:
+    model: ``logits_fn(x) -> [B, K]`` or a :class:`BoundModel`.
+    images: ``[N, H, W, C]`` uint8 or float in [0, 1].
+    labels: ``[N]`` integer labels.
+    eps: budgets in pixel units (0 gives the clean accuracy).
+    attack: ``'apgd'`` (APGD-CE, ``restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T,
+      Square; :func:`drojax.attacks.robust_suite`).
+    num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4);
+    num_queries: Square's queries; restarts: APGD-CE restarts (``'apgd'`` only).
+    norm: ``'linf'`` (the suite) or ``'l2'`` (``'apgd'`` only).
+    key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
+    batch_size: rows per call; progress: show a progress bar.
+
+  Returns:
+    ``{attack_name: {eps_key(eps): accuracy}}`` with names ``'apgd_ce'`` (and ``'apgd_t'``,
+    ``'square'`` for the suite): the accuracy after that attack, cumulative, so the last
+    is the worst case.
+
+  Example:
+    >>> import numpy as np, jax.numpy as jnp
+    >>> w = jnp.array([[1.0, -1.0, 0.0, 0.0]])
+    >>> f = lambda x: x.mean((1, 2, 3))[:, None] * w + jnp.array([[0.0, 0.5, 0.1, 0.0]])
+    >>> x = np.array([0.9, 0.3], np.float32).reshape(2, 1, 1, 1)  # margins .8, .1
+    >>> auto_attack_accuracy(f, x, np.array([0, 0]), eps=[0.1], num_steps=5, num_targets=3,
+    ...                      num_queries=10, progress=False)
+    {'apgd_ce': {'0.1': 0.5}, 'apgd_t': {'0.1': 0.5}, 'square': {'0.1': 0.5}}
+  """
+  auto, suite = attacks.auto, attacks.suite
+  images, labels = _check_arrays(images, labels, "auto_attack_accuracy")
+  batch_size = _check_batch_size(batch_size)
+  if attack not in ("apgd", "suite"):
+    raise ValueError(f"attack must be 'apgd' or 'suite'; got {attack!r}.")
+  eps = [float(e) for e in eps]
+  if any(e < 0 or math.isnan(e) for e in eps):
+    raise ValueError(f"eps must be >= 0; got {eps}.")
+  if attack == "suite":
+    suite.check_suite_options(eps=None, norm=norm, num_steps=num_steps,
+                              num_targets=num_targets, num_queries=num_queries, p_init=0.8)
+  else:
+    attacks._check_options(norm=norm, num_steps=num_steps, restarts=restarts)
+    auto._check_int(num_steps, "num_steps", 1)
+  key = eval_key() if key is None else key
+  if isinstance(model, BoundModel):
+    apply_fn, model_fn, variables = model.apply_fn, None, model.variables
+  else:
+    if not callable(model):
+      raise TypeError(f"model must be a callable x -> logits or a BoundModel; got "
+                      f"{type(model).__name__}.")
+    apply_fn, model_fn, variables = None, model, None
+  n = images.shape[0]
+  bs = min(batch_size, max(n, 1))
+  spans = _batches(n, bs)
+  if attack == "suite" and n:
+    f = model_fn if model_fn is not None else functools.partial(apply_fn, variables)
+    k = auto._num_classes(f, jnp.zeros((1,) + images.shape[1:], jnp.float32))
+    suite.check_suite_options(eps=None, norm=norm, num_steps=num_steps,
+                              num_targets=num_targets, num_queries=num_queries, p_init=0.8,
+                              num_classes=k)
+  fn = _jit_auto_attack(apply_fn, model_fn, attack, num_steps,
+                        num_targets if attack == "suite" else 0,
+                        num_queries if attack == "suite" else 0, restarts, norm)
+  names = ("apgd_ce",) if attack == "apgd" else suite.SUITE_ATTACKS
+  out: dict[str, dict[str, float]] = {a: {} for a in names}
+  desc = f"APGD-CE-{num_steps}" if attack == "apgd" else (
+      f"suite (APGD-CE/T-{num_steps}, Square-{num_queries})")
+  with _progress(len(eps) * len(spans), f"{desc} {norm}", progress) as bar:
+    for e in eps:
+      bar.set_postfix_str(f"eps={e:.4g}")
+      robust = {a: 0 for a in names}
+      for b, (s, t) in enumerate(spans):
+        x = _padded(_to_float(np.asarray(images[s:t])), bs)
+        y = _padded(labels[s:t].astype(np.int32), bs)
+        r = fn(variables, jax.random.fold_in(key, b), x, y, np.float32(e), np.int32(t - s))
+        for a in names:
+          robust[a] += int(np.sum(np.asarray(r[a])[: t - s]))
+        bar.update(1)
+      for a in names:
+        out[a][eps_key(e)] = robust[a] / n if n else math.nan
+  return out
+
+
 # ------------------------------------------------------------------------------- groups
 
 
@@ -621,7 +732,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
              published_loader: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
              adv_eps: Sequence[float] = (), adv_steps: int = 20,
              adv_step_size: float | Sequence[float] | None = None, adv_norm: str = "linf",
-             adv_restarts: int = 1, adv_images: int | None = None,
+             adv_restarts: int = 1, adv_images: int | None = None, adv_attack: str = "pgd",
+             adv_apgd_steps: int = 100, adv_square_queries: int = 5000,
              groups: np.ndarray | None = None, train_groups: np.ndarray | None = None,
              seed: int = EVAL_SEED, batch_size: int = 256, progress: bool = True,
              compile_once: bool = False, frost_dir: str | None = None) -> dict[str, Any]:
@@ -640,6 +752,9 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     adv_eps: PGD budgets (empty: skip).
     adv_steps, adv_step_size, adv_norm, adv_restarts: PGD settings (step default eps / 8).
     adv_images: attack only the first this many images (None: all).
+    adv_attack: ``'pgd'`` (``adv_steps`` steps), ``'apgd'`` (APGD-CE, ``adv_apgd_steps``
+      steps, ``adv_restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T with 9 targets and
+      ``adv_apgd_steps`` steps, Square with ``adv_square_queries`` queries; L-inf).
     groups: ``[N]`` group ids (Waterbirds-style), or None.
     train_groups: training group ids for the weighted average.
     seed: evaluation seed (:func:`eval_key`).
@@ -655,7 +770,9 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``clean_accuracy``, ``corruption_source``, ``frost_textures`` (``'procedural'`` or
     ``{'dir', 'files', 'scale'}``; with generated corruptions), ``corruption_accuracy``,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
-    ``adversarial_accuracy``, ``adversarial`` (settings), ``group_accuracy`` (when groups),
+    ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
+    ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'square': {eps: acc}}``,
+    cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
     ``eval_seed``, ``num_eval``.
 
   Example:
@@ -668,6 +785,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     (1.0, 1.0, {'0.0313725': 1.0})
   """
   images, labels = _check_arrays(images, labels, "evaluate")
+  if adv_attack not in ATTACKS:
+    raise ValueError(f"adv_attack must be one of {ATTACKS}; got {adv_attack!r}.")
   frost_textures = None
   if frost_dir is not None:
     if corruptions != "generated":
@@ -713,14 +832,32 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   results["corruption_summary"] = summary
   if adv_eps:
     m = images.shape[0] if adv_images is None else min(int(adv_images), images.shape[0])
-    results["adversarial_accuracy"] = adversarial_accuracy(
-        model, images[:m], labels[:m], eps=adv_eps, num_steps=adv_steps,
-        step_size=adv_step_size, norm=adv_norm, restarts=adv_restarts,
-        key=jax.random.fold_in(key, 2), batch_size=batch_size, progress=progress)
-    results["adversarial"] = {
-        "attack": "pgd", "norm": adv_norm, "num_steps": adv_steps, "restarts": adv_restarts,
-        "random_start": True, "num_images": m,
-        "step_size": ("eps/8" if adv_step_size is None else adv_step_size)}
+    if adv_attack == "pgd":
+      acc = adversarial_accuracy(
+          model, images[:m], labels[:m], eps=adv_eps, num_steps=adv_steps,
+          step_size=adv_step_size, norm=adv_norm, restarts=adv_restarts,
+          key=jax.random.fold_in(key, 2), batch_size=batch_size, progress=progress)
+      by_attack = {"pgd": acc}
+      settings = {"attack": "pgd", "norm": adv_norm, "num_steps": adv_steps,
+                  "restarts": adv_restarts, "random_start": True, "num_images": m,
+                  "step_size": ("eps/8" if adv_step_size is None else adv_step_size)}
+    else:
+      by_attack = auto_attack_accuracy(
+          model, images[:m], labels[:m], eps=adv_eps, attack=adv_attack,
+          num_steps=adv_apgd_steps, num_queries=adv_square_queries, restarts=adv_restarts,
+          norm=adv_norm, key=jax.random.fold_in(key, 3), batch_size=batch_size,
+          progress=progress)
+      acc = by_attack[list(by_attack)[-1]]
+      settings = {"attack": adv_attack, "norm": adv_norm, "num_steps": adv_apgd_steps,
+                  "num_images": m}
+      if adv_attack == "suite":
+        settings.update(attacks="APGD-CE, APGD-T (9 targets), Square (p_init 0.8)",
+                        square_queries=adv_square_queries)
+      else:
+        settings["restarts"] = adv_restarts
+    results["adversarial_accuracy"] = acc
+    results["adversarial_by_attack"] = by_attack
+    results["adversarial"] = settings
   else:
     results["adversarial_accuracy"] = {}
   if groups is not None:
@@ -732,5 +869,6 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
 __all__ = [
     "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "eval_key", "predict",
     "clean_accuracy", "corruption_accuracy", "published_corruption_accuracy",
-    "summarize_corruptions", "eps_key", "adversarial_accuracy", "group_accuracy", "evaluate",
+    "summarize_corruptions", "eps_key", "adversarial_accuracy", "ATTACKS", "ATTACK_LABELS",
+    "auto_attack_accuracy", "group_accuracy", "evaluate",
 ]

@@ -26,11 +26,12 @@ from drojax.attacks.projected import LogitsFn
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "square")
 
 
-def _suite_masks(key, logits_fn, x, y, eps, *, norm, num_steps, num_targets, num_queries,
-                 p_init):
+def _suite_masks(key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targets,
+                 num_queries, p_init):
+  """Cumulative verdicts; rows with ``active`` False (e.g. batch padding) count as broken."""
   y = y.astype(jnp.int32)
   eps = jnp.asarray(eps, x.dtype)
-  robust = jnp.argmax(logits_fn(x), axis=-1) == y
+  robust = active & (jnp.argmax(logits_fn(x), axis=-1) == y)
   out = {"clean": robust}
   _, r = auto._apgd_runs(jax.random.fold_in(key, 0), logits_fn, x, y, eps, robust, norm=norm,
                          num_steps=num_steps, loss="ce", restarts=1, num_targets=0)
@@ -55,7 +56,8 @@ _STATIC = ("logits_fn", "norm", "num_steps", "num_targets", "num_queries")
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _suite_impl(key, logits_fn, x, y, eps, p_init, *, norm, num_steps, num_targets,
                 num_queries):
-  return _suite_masks(key, logits_fn, x, y, eps, norm=norm, num_steps=num_steps,
+  return _suite_masks(key, logits_fn, x, y, eps, jnp.ones(x.shape[0], bool), norm=norm,
+                      num_steps=num_steps,
                       num_targets=num_targets, num_queries=num_queries, p_init=p_init)
 
 
