@@ -568,7 +568,8 @@ def _jit_auto_attack(apply_fn: Callable | None, model_fn: Callable | None, attac
 
 def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
                          eps: Sequence[float], attack: str = "suite", num_steps: int = 100,
-                         num_targets: int = 9, num_queries: int = 5000, restarts: int = 1,
+                         num_targets: int | None = None, num_queries: int = 5000,
+                         restarts: int = 1,
                          norm: str = "linf", key: jax.Array | None = None,
                          batch_size: int = 256, progress: bool = True
                          ) -> dict[str, dict[str, float]]:
@@ -581,7 +582,8 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     eps: budgets in pixel units (0 gives the clean accuracy).
     attack: ``'apgd'`` (APGD-CE, ``restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T,
       Square; :func:`drojax.attacks.robust_suite`).
-    num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4);
+    num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4), None for
+      ``min(9, K - 1)`` (AutoAttack's 9 on 10 classes);
     num_queries: Square's queries; restarts: APGD-CE restarts (``'apgd'`` only).
     norm: ``'linf'`` (the suite) or ``'l2'`` (``'apgd'`` only).
     key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
@@ -611,7 +613,8 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     raise ValueError(f"eps must be >= 0; got {eps}.")
   if attack == "suite":
     suite.check_suite_options(eps=None, norm=norm, num_steps=num_steps,
-                              num_targets=num_targets, num_queries=num_queries, p_init=0.8)
+                              num_targets=1 if num_targets is None else num_targets,
+                              num_queries=num_queries, p_init=0.8)
   else:
     attacks._check_options(norm=norm, num_steps=num_steps, restarts=restarts)
     auto._check_int(num_steps, "num_steps", 1)
@@ -629,11 +632,13 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
   if attack == "suite" and n:
     f = model_fn if model_fn is not None else functools.partial(apply_fn, variables)
     k = auto._num_classes(f, jnp.zeros((1,) + images.shape[1:], jnp.float32))
+    if num_targets is None:
+      num_targets = max(1, min(9, k - 1))
     suite.check_suite_options(eps=None, norm=norm, num_steps=num_steps,
                               num_targets=num_targets, num_queries=num_queries, p_init=0.8,
                               num_classes=k)
   fn = _jit_auto_attack(apply_fn, model_fn, attack, num_steps,
-                        num_targets if attack == "suite" else 0,
+                        (num_targets or 0) if attack == "suite" else 0,
                         num_queries if attack == "suite" else 0, restarts, norm)
   names = ("apgd_ce",) if attack == "apgd" else suite.SUITE_ATTACKS
   out: dict[str, dict[str, float]] = {a: {} for a in names}
@@ -851,7 +856,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
       settings = {"attack": adv_attack, "norm": adv_norm, "num_steps": adv_apgd_steps,
                   "num_images": m}
       if adv_attack == "suite":
-        settings.update(attacks="APGD-CE, APGD-T (9 targets), Square (p_init 0.8)",
+        settings.update(attacks="APGD-CE, APGD-T (min(9, K - 1) targets), Square (p_init 0.8)",
                         square_queries=adv_square_queries)
       else:
         settings["restarts"] = adv_restarts

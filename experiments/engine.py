@@ -248,7 +248,10 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
       bound, test_ds.images, test_ds.labels, corruptions=corruptions, table=_table(config),
       corruption_names=names_arg, severities=tuple(config.eval.severities),
       published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
-      adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts, groups=groups,
+      adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts,
+      adv_attack=config.eval.get("attack", "pgd"),
+      adv_apgd_steps=config.eval.get("apgd_steps", 100),
+      adv_square_queries=config.eval.get("square_queries", 5000), groups=groups,
       train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress,
       frost_dir=config.eval.get("frost_dir") or None)
 

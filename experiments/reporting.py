@@ -12,7 +12,9 @@ Agg backend (no display needed) and are imported lazily.
 * ``mean_corruption_accuracy``: mean over the 15 standard corruptions x 5 severities (of those
   present); ``extra_corruption_accuracy``: the same over the 4 extras;
 * ``adversarial_accuracy``: ``{eps_key: acc}`` with ``eps_key = '%.6g' % eps`` (pixel space),
-  and ``adversarial``: the attack settings;
+  the chosen attack's (``eval.attack``; for the suite the per-example worst case),
+  ``adversarial_by_attack``: ``{attack: {eps_key: acc}}`` (``pgd``, or ``apgd_ce``, or the
+  suite's ``apgd_ce``, ``apgd_t``, ``square``, cumulative), and ``adversarial``: the settings;
 * ``group_accuracy``: ``{"per_group": {g: acc}, "worst_group", "average", ...}``.
 
 Accuracies are fractions in the files and percentages in the markdown tables and plots.
@@ -26,10 +28,25 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
-from drojax.evaluate import FAMILIES, summarize_corruptions
+from drojax.evaluate import ATTACK_LABELS, FAMILIES, summarize_corruptions
 
 REQUIRED_KEYS = ("method", "dataset", "clean_accuracy", "mean_corruption_accuracy",
                  "corruption_accuracy", "adversarial_accuracy", "train_seconds")
+
+
+def _by_attack(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+  """``{attack: {eps_key: acc}}``; results written before per-attack columns count as PGD."""
+  by = results.get("adversarial_by_attack")
+  if by:
+    return dict(by)
+  adv = results.get("adversarial_accuracy") or {}
+  if not adv:
+    return {}
+  return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)}
+
+
+def _attack_label(name: str) -> str:
+  return ATTACK_LABELS.get(name, name)
 
 
 def _clean_json(value: Any) -> Any:
@@ -90,6 +107,10 @@ def results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
   norm = (results.get("adversarial") or {}).get("norm", "")
   for e in sorted(adv, key=float):
     rows.append({"metric": "adversarial_accuracy", "name": norm, "level": e, "value": adv[e]})
+  for a, accs in _by_attack(results).items():
+    for e in sorted(accs, key=float):
+      rows.append({"metric": f"adversarial_accuracy_{a}", "name": norm, "level": e,
+                   "value": accs[e]})
   groups = results.get("group_accuracy") or {}
   for g, v in (groups.get("per_group") or {}).items():
     rows.append({"metric": "group_accuracy", "name": "", "level": g, "value": v})
@@ -116,8 +137,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if r.get("extra_corruption_accuracy") is not None:
       lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
                    f"{_pct(r.get('extra_corruption_accuracy'))} |")
+  attack = (r.get("adversarial") or {}).get("attack", "pgd")
   for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
-    lines.append(f"| adversarial accuracy, eps {_eps_label(e)} (%) | {_pct(v)} |")
+    lines.append(f"| adversarial accuracy ({attack}), eps {_eps_label(e)} (%) | {_pct(v)} |")
   g = r.get("group_accuracy") or {}
   if g:
     lines.append(f"| worst-group accuracy (%) | {_pct(g.get('worst_group'))} |")
@@ -161,10 +183,17 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   if adv:
     a = r.get("adversarial") or {}
     desc = ", ".join(f"{k} {v}" for k, v in a.items())
-    lines += ["## Adversarial accuracy (%)", "", f"PGD in pixel space [0, 1]; {desc}.", "",
-              "| eps | accuracy |", "|---|---|"]
+    by = _by_attack(r)
+    names = list(by)
+    note = (" Columns are cumulative: an example counts as robust after an attack only if it "
+            "survived it and every attack to its left; the last is the worst case."
+            if len(names) > 1 else "")
+    lines += ["## Adversarial accuracy (%)", "", f"In pixel space [0, 1]; {desc}.{note}", "",
+              "| eps | " + " | ".join(_attack_label(a) for a in names) + " |",
+              "|---|" + "---|" * len(names)]
     for e in sorted(adv, key=float):
-      lines.append(f"| {_eps_label(e)} | {_pct(adv[e])} |")
+      lines.append(f"| {_eps_label(e)} | " + " | ".join(_pct(by[a].get(e)) for a in names) +
+                   " |")
     lines.append("")
 
   if g:
@@ -353,8 +382,14 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   cols = [("clean", lambda r: r.get("clean_accuracy")),
           ("mean corruption", lambda r: r.get("mean_corruption_accuracy")),
           ("extras", lambda r: r.get("extra_corruption_accuracy"))]
-  cols += [(f"PGD {_eps_label(e)}", (lambda e: lambda r: (r.get("adversarial_accuracy") or {})
-                                     .get(e))(e)) for e in eps]
+  attack_names = []
+  for r in results:
+    for a in _by_attack(r):
+      if a not in attack_names:
+        attack_names.append(a)
+  cols += [(f"{_attack_label(a)} {_eps_label(e)}",
+            (lambda a, e: lambda r: _by_attack(r).get(a, {}).get(e))(a, e))
+           for e in eps for a in attack_names]
   cols += [("worst group", lambda r: (r.get("group_accuracy") or {}).get("worst_group")),
            ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
   cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]

@@ -110,6 +110,10 @@ def _quick(method="erm", **overrides):
     ({"method_config.penalty_mode": "finite_diff"}, 1,
      "penalty_mode: unknown value 'finite_diff'.*Did you mean 'finite_difference'"),
     ({"method_config.penalty_subsample": 0.0}, 1, r"penalty_subsample: expected .*> 0 and <= 1"),
+    ({"eval.attack": "suite"}, 1, None),
+    ({"eval.attack": "autoattack"}, 1, "eval.attack: unknown value 'autoattack'"),
+    ({"eval.attack": "suite", "eval.square_queries": 0}, 1,
+     "eval.square_queries: expected an integer >= 1"),
 ])
 def test_validate(fields, devices, match):
   c = _quick(**fields)

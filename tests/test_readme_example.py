@@ -51,6 +51,38 @@ def test_readme_nnx_example_runs():
   assert 0.0 <= robust <= 1.0
 
 
+def test_readme_suite_example_runs():
+  """The five-line suite example, on a small Flax CNN with its own variables and images."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Conv(4, (3, 3), strides=(2, 2))(x))
+      return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+  section = _readme().split("### Evaluating any Flax model with the attack suite", 1)[1]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  assert len(code.strip().splitlines()) <= 5
+  model = Net()
+  x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
+  variables = model.init(jax.random.key(0), x)
+  y = np.array(jax.numpy.argmax(model.apply(variables, x), -1))  # clean accuracy 1
+  y[:2] = (y[:2] + 1) % 10  # two images misclassified
+  out = io.StringIO()
+  namespace = {"__name__": "readme_suite", "model": model, "variables": variables, "x": x, "y": y}
+  with contextlib.redirect_stdout(out):
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+  acc = namespace["acc"]
+  assert list(acc) == ["clean", "apgd_ce", "apgd_t", "square", "robust"]
+  assert float(acc["clean"]) == 0.75
+  vals = [float(acc[k]) for k in ("clean", "apgd_ce", "apgd_t", "square")]
+  assert vals == sorted(vals, reverse=True)  # cumulative: never increases
+  assert "'robust':" in out.getvalue()
+
+
 def test_readme_keeps_the_two_setup_commands():
   text = _readme()
   assert ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m "

@@ -86,6 +86,9 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   c.eval.adv_eps = (2 / 255, 8 / 255)
   c.eval.pgd_steps = 10
   c.eval.pgd_restarts = 1
+  c.eval.attack = "pgd"  # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, Square; L-inf)
+  c.eval.apgd_steps = 100  # APGD iterations (attack=apgd|suite)
+  c.eval.square_queries = 5000  # Square's queries per image (attack=suite)
   c.eval.groups = False
   # Bookkeeping
   c.checkpoint_every_steps = 500
@@ -299,8 +302,8 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
                            "only eval.corruptions=published reads it"),
     "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
                        "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
-    "eval.pgd_restarts": (lambda c: _attack(c) == "pgd",
-                          "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
+    "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
+                          "only eval.attack=pgd or apgd with a non-empty eval.adv_eps reads it"),
     "eval.apgd_steps": (lambda c: _attack(c) in ("apgd", "suite"),
                         "only eval.attack=apgd or suite with a non-empty eval.adv_eps reads it"),
     "eval.square_queries": (lambda c: _attack(c) == "suite",
