@@ -93,15 +93,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
       num_examples=int(train_ds.ids.max()) + 1, mesh=mesh)
   train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
                                          learning_rate_fn=learning_rate_fn(config, total_steps))
-  shard_index, num_shards = data.process_shard(mesh)
+  rows = data.process_rows(mesh, config.batch_size)
 
   def batches_for_epoch(epoch: int, start_batch: int):
     # Shuffled gather of this process's rows in a background thread, placed on the mesh as
     # the global batch (the same global batch for any number of processes).
     return data.device_batches(
         data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
-                           epoch=epoch, start_batch=start_batch, shard_index=shard_index,
-                           num_shards=num_shards),
+                           epoch=epoch, start_batch=start_batch, rows=rows),
         mesh)
 
   main = jax.process_index() == 0

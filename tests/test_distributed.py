@@ -242,26 +242,72 @@ def test_unreachable_coordinator_is_one_line_and_exit_1(tmp_path):
 # ------------------------------------------------------------------------------- unit checks
 
 
-def test_process_shard_is_the_block_of_this_process_and_rejects_interleaved_meshes():
+def test_process_rows_are_the_rows_of_this_process_devices():
   import types
 
   import jax
 
-  from drojax.data import process_shard
+  from drojax.data import process_rows
   from drojax.train import make_mesh
 
-  assert process_shard(make_mesh()) == (0, 1)
+  np.testing.assert_array_equal(process_rows(make_mesh(), 8), np.arange(8))
 
   def mesh(owners):
     devs = np.array([types.SimpleNamespace(process_index=p) for p in owners], dtype=object)
     return types.SimpleNamespace(devices=devs)
 
-  me = jax.process_index()  # 0 here: the first block of a two-process mesh
-  assert process_shard(mesh([me, me, me + 1, me + 1])) == (0, 2)
-  assert process_shard(mesh([me + 1, me + 1, me, me])) == (1, 2)
-  for owners in ([me, me + 1, me, me + 1], [me, me, me, me + 1], [me + 1, me + 2]):
-    with pytest.raises(ValueError, match="devices of each process together"):
-      process_shard(mesh(owners))
+  me = jax.process_index()  # 0 here
+  np.testing.assert_array_equal(process_rows(mesh([me, me, me + 1, me + 1]), 8), [0, 1, 2, 3])
+  np.testing.assert_array_equal(process_rows(mesh([me + 1, me + 1, me, me]), 8), [4, 5, 6, 7])
+  np.testing.assert_array_equal(process_rows(mesh([me, me + 1, me, me + 1]), 8), [0, 1, 4, 5])
+  for owners, batch in (([me, me, me, me + 1], 8), ([me + 1, me + 2], 8), ([me, me + 1], 3)):
+    with pytest.raises(ValueError):
+      process_rows(mesh(owners), batch)
+  from drojax.data import ArrayDataset, epoch_batches
+
+  ds = ArrayDataset.create(np.zeros((16, 2, 2, 1), np.uint8), np.arange(16) % 2)
+  for rows in ([3, 1], [0, 8], [], [0, 0]):
+    with pytest.raises(ValueError, match="rows must be ascending"):
+      next(epoch_batches(ds, batch_size=8, seed=0, epoch=0, rows=np.asarray(rows, int)))
+
+
+# Two processes x 2 CPU devices on a mesh that interleaves them (devices of process 0, 1, 0, 1,
+# as a TPU topology may order them): each loads its rows of a global batch, shard_batch
+# assembles it, and every process reads back the global batch of a one-process run.
+_INTERLEAVED = r"""
+import json, os, sys
+import jax, numpy as np
+jax.distributed.initialize(os.environ["ADDRESS"], 2, int(sys.argv[1]), initialization_timeout=60)
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from drojax import data
+by_process = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+mesh = Mesh(np.array([by_process[i] for i in (0, 2, 1, 3)]), ("data",))
+ds = data.ArrayDataset.create(np.zeros((24, 2, 2, 1), np.uint8), np.arange(24) % 3)
+rows = data.process_rows(mesh, 8)
+batch = next(data.epoch_batches(ds, batch_size=8, seed=3, epoch=1, start_batch=1, rows=rows))
+ids = data.shard_batch(batch, mesh)["id"]
+full = jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))(ids)
+print(json.dumps({"rows": rows.tolist(), "ids": np.asarray(full).tolist()}))
+"""
+
+
+def test_interleaved_mesh_assembles_the_single_process_global_batch():
+  from drojax import data
+
+  port = _free_port()
+  with _processes() as procs:
+    for i in (0, 1):
+      procs.append(subprocess.Popen(
+          [sys.executable, "-c", _INTERLEAVED, str(i)], cwd=ROOT, stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True, env=_env(2, ADDRESS=f"127.0.0.1:{port}")))
+    outs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert [g["rows"] for g in got] == [[0, 1, 4, 5], [2, 3, 6, 7]]
+  ds = data.ArrayDataset.create(np.zeros((24, 2, 2, 1), np.uint8), np.arange(24) % 3)
+  expected = next(data.epoch_batches(ds, batch_size=8, seed=3, epoch=1, start_batch=1))["id"]
+  assert got[0]["ids"] == got[1]["ids"] == expected.tolist()
 
 
 def test_distributed_start_up_variables_are_checked_before_jax_is_asked():

@@ -9,8 +9,8 @@ Main entry points:
   ``ArrayDataset``, ``epoch_batches`` (deterministic from ``(seed, epoch)``), ``num_batches``,
   ``load_npz``, ``load_digits``, ``load_fashion_mnist``, ``load_waterbirds``,
   ``load_dataset(name, split, ...)`` (CIFAR through ``drojax.data.tfds_builders``), ``prefetch``,
-  ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh), ``process_shard``
-  (this process's slice of each global batch).
+  ``shard_batch`` / ``device_batches`` (placing batches sharded on the mesh), ``process_rows``
+  (this process's rows of each global batch).
 """
 
 from drojax.data.arrays import (
@@ -27,7 +27,7 @@ from drojax.data.pipeline import (
     batch_sharding,
     device_batches,
     prefetch,
-    process_shard,
+    process_rows,
     shard_batch,
 )
 from drojax.data.registry import DATASETS, load_dataset
@@ -49,6 +49,6 @@ __all__ = [
     "load_waterbirds",
     "num_batches",
     "prefetch",
-    "process_shard",
+    "process_rows",
     "shard_batch",
 ]

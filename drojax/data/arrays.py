@@ -161,6 +161,7 @@ def epoch_batches(
     shuffle: bool = True,
     shard_index: int = 0,
     num_shards: int = 1,
+    rows: np.ndarray | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields the batches of one epoch as dicts ``{image, label, id}`` (plus ``group`` if any).
 
@@ -175,10 +176,13 @@ def epoch_batches(
     shard_index: this host's index (``jax.process_index()``) in multi-host runs.
     num_shards: number of hosts; each host yields its contiguous ``B / num_shards`` slice of
       every global batch.
+    rows: instead of a shard, the positions in ``[0, B)`` of the rows of every global batch
+      this host yields, ascending (``drojax.data.process_rows(mesh, B)``: those its devices
+      hold, contiguous or not).
 
   Yields:
     ``image`` ``[b, H, W, C]`` uint8, ``label`` ``[b]`` int32, ``id`` ``[b]`` int32 and, when the
-    dataset has groups, ``group`` ``[b]`` int32, with ``b = B / num_shards``.
+    dataset has groups, ``group`` ``[b]`` int32, with ``b = B / num_shards`` (``len(rows)``).
 
   Example:
     >>> ds = ArrayDataset.create(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10) % 2)
@@ -194,6 +198,14 @@ def epoch_batches(
         f"batch_size {batch_size} is not divisible by the number of hosts {num_shards}")
   if start_batch < 0:
     raise ValueError(f"start_batch must be non-negative, got {start_batch}")
+  if rows is not None:
+    rows = np.asarray(rows)
+    if num_shards > 1:
+      raise ValueError("pass rows or shard_index/num_shards, not both")
+    if (rows.ndim != 1 or not rows.size or not np.issubdtype(rows.dtype, np.integer)
+        or np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= batch_size):
+      raise ValueError(f"rows must be ascending distinct positions in [0, {batch_size}), got "
+                       f"{rows.tolist()[:8]}")
   n = len(dataset)
   order = (epoch_permutation(n, seed=seed, epoch=epoch) if shuffle
            else np.arange(n))
@@ -202,6 +214,8 @@ def epoch_batches(
     idx = order[b * batch_size:(b + 1) * batch_size]
     if num_shards > 1:
       idx = idx[shard_index * per_shard:(shard_index + 1) * per_shard]
+    if rows is not None:
+      idx = idx[rows]
     batch = {"image": dataset.images[idx], "label": dataset.labels[idx], "id": dataset.ids[idx]}
     if dataset.groups is not None:
       batch["group"] = dataset.groups[idx]

@@ -76,31 +76,38 @@ def batch_sharding(mesh) -> Any:
   return NamedSharding(mesh, P("data"))
 
 
-def process_shard(mesh) -> tuple[int, int]:
-  """``(shard_index, num_shards)`` for ``epoch_batches``: which slice of each global batch is ours.
+def process_rows(mesh, batch_size: int) -> np.ndarray:
+  """The positions in each global batch of ``batch_size`` rows that this process loads.
 
-  ``NamedSharding(mesh, P('data'))`` gives each process the rows of the global batch that its
-  devices hold. With ``P`` processes that is one contiguous block of ``B / P`` rows when the
-  mesh lists each process's devices together (``drojax.train.make_mesh`` over
-  ``jax.devices()`` does); the block's position is the shard index. One process: ``(0, 1)``.
+  Under ``NamedSharding(mesh, P('data'))`` the device at place ``i`` of the data axis holds rows
+  ``[i B / n, (i + 1) B / n)``; a process loads the rows of its own devices, ascending (one
+  contiguous block when the mesh lists each process's devices together, as
+  ``drojax.train.make_mesh`` does on CPU and GPU; interleaved blocks are fine too: ``shard_batch``
+  places them with ``jax.make_array_from_process_local_data``). One process: every row.
+
+  Returns:
+    ``[B / P]`` int64, ascending (``P`` processes), for ``epoch_batches(..., rows=...)``.
 
   Raises:
-    ValueError: the mesh's ``data`` axis interleaves processes' devices, or does not hold the
-      same number of devices from every process.
+    ValueError: the mesh is not 1-D, ``batch_size`` is not divisible by its size, this process
+      has no device on it, or processes hold different numbers of its devices.
   """
   import jax
 
-  devices = list(mesh.devices.flat)
+  devices = np.asarray(mesh.devices)
+  if devices.ndim != 1:
+    raise ValueError(f"need a 1-D mesh (the data axis), got device shape {devices.shape}")
+  n = devices.size
+  if batch_size % n:
+    raise ValueError(f"batch_size {batch_size} is not divisible by the {n} devices of the mesh")
   owners = [d.process_index for d in devices]
-  blocks = [p for i, p in enumerate(owners) if i == 0 or owners[i - 1] != p]
-  count = len(set(owners))
-  per = len(owners) // count
-  if (len(blocks) != count or any(owners.count(p) != per for p in blocks)
-      or jax.process_index() not in blocks):
-    raise ValueError(f"the mesh's data axis must hold the devices of each process together, as "
-                     f"many from each (one contiguous slice of the batch per process); its "
-                     f"devices belong to processes {owners}")
-  return blocks.index(jax.process_index()), count
+  counts = {p: owners.count(p) for p in owners}
+  if jax.process_index() not in counts or len(set(counts.values())) != 1:
+    raise ValueError(f"every process must hold as many of the mesh's devices, and this one "
+                     f"({jax.process_index()}) some; the devices belong to processes {owners}")
+  per = batch_size // n
+  return np.concatenate([np.arange(i * per, (i + 1) * per) for i, p in enumerate(owners)
+                         if p == jax.process_index()])
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
