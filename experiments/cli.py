@@ -30,6 +30,7 @@ import ast
 import difflib
 import errno
 import json
+import logging
 import os
 import sys
 import traceback
@@ -418,6 +419,15 @@ def maybe_initialize_distributed(environ: Any = None, *,
   return True
 
 
+class _QuietOrbaxThreads(logging.Filter):
+  """Drops orbax's worker-thread tracebacks of a failed save: the same error reaches
+  ``run_main`` as an exception and is reported there in one line (``--verbose`` keeps them)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname
+                and "raised an exception" in record.getMessage())
+
+
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
              argv: Sequence[str] | None = None) -> None:
   """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
@@ -433,6 +443,8 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   prog = os.path.basename(argv[0]) if argv else "drojax"
   verbose = VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
   argv = [a for a in argv if a != VERBOSE_FLAG]
+  if not verbose:
+    logging.getLogger("absl").addFilter(_QuietOrbaxThreads())
 
   def fail(message: str, status: int) -> None:
     if verbose:
