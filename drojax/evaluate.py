@@ -800,6 +800,10 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     from drojax.corruptions import textures as textures_lib
 
     frost_textures = textures_lib.load_frost_textures(frost_dir)  # errors before any work
+    if (frost_textures.sizes < np.asarray(images.shape[1:3])).any():
+      raise ValueError(f"frost_dir: every frost texture must be at least as large as the "
+                       f"images {images.shape[1:3]} after the 0.2 resize; got sizes "
+                       f"{frost_textures.sizes.tolist()}.")
   key = eval_key(seed)
   results: dict[str, Any] = {"num_eval": int(images.shape[0]), "eval_seed": seed}
   pred = predict(model, images, batch_size=batch_size, progress=progress, desc="clean")

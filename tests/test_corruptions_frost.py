@@ -191,6 +191,9 @@ def test_evaluate_records_frost_textures(tmp_path):
   assert r["corruption_accuracy"] == {"frost": {"5": 1.0}}
   kw["corruption_names"] = ["contrast"]
   assert ev.evaluate(f, x, np.zeros(4, int), **kw)["frost_textures"] == "procedural"
+  with pytest.raises(ValueError, match="at least as large as the images"):
+    ev.evaluate(f, np.zeros((2, 48, 48, 3), np.uint8), np.zeros(2, int), frost_dir=str(tmp_path),
+                **kw)
   with pytest.raises(ValueError, match="frost_dir applies to generated"):
     ev.evaluate(f, x, np.zeros(4, int), corruptions=None, frost_dir=str(tmp_path), **kw)
 
