@@ -80,6 +80,8 @@ CASES = [
     ("eval_batch_size_zero", ["--config.eval.batch_size=0"], 2, "--config.eval.batch_size", None),
     ("pgd_restarts_zero", ["--config.eval.pgd_restarts=0"], 2, "--config.eval.pgd_restarts",
      None),
+    ("attack_unknown", ["--config.eval.attack=autoattack"], 2,
+     "--config.eval.attack: unknown value 'autoattack'", None),
     # --- tuple fields: item types and values
     ("adv_eps_in_255_units", ["--config.eval.adv_eps=8"], 2, "write 8/255, not 8", None),
     ("adv_eps_bad_item", ["--config.eval.adv_eps=8/255,x"], 2,
@@ -112,6 +114,8 @@ CASES = [
      "--config.momentum has no effect: only optimizer=sgd reads it", None),
     ("published_dir_unused", ["--config.eval.published_dir=/x"], 2,
      "only eval.corruptions=published reads it", None),
+    ("apgd_steps_with_pgd", ["--config.eval.apgd_steps=50"], 2,
+     "--config.eval.apgd_steps has no effect: only eval.attack=apgd or suite", None),
     # --- data files (exit 2: the user chose the file)
     ("npz_missing", ["--dataset=npz:{root}/none_train.npz"], 2, "none_train.npz", None),
     ("npz_not_an_archive", ["--dataset=npz:{data}/junk_train.npz"], 2,
