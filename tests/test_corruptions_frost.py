@@ -115,6 +115,9 @@ def test_frost_crops_each_texture_inside_its_own_size():
   picked = np.round(values[:, 0] / b / 0.2).astype(int) - 1
   assert set(picked) == {0, 1, 2}
   np.testing.assert_allclose(values[:, 0], b * 0.2 * (picked + 1), atol=1e-6)
+  with pytest.raises(ValueError, match="only for name='frost'"):
+    corruptions.corrupt(jax.random.key(0), x, name="fog", severity=1,
+                        frost_textures=FrostTextures(images, sizes))
   with pytest.raises(ValueError, match="at least as large"):
     corruptions.corrupt(jax.random.key(0), jnp.zeros((1, 48, 48, 3)), name="frost", severity=1,
                         frost_textures=FrostTextures(images, sizes))

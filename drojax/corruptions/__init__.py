@@ -66,7 +66,7 @@ def _check_images(images: Any) -> Array:
 
 
 def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str = "standard",
-            frost_textures: Array | None = None) -> Array:
+            frost_textures: Any = None) -> Array:
   """Applies the corruption ``name`` at ``severity`` to a batch of images.
 
   Args:
@@ -80,14 +80,17 @@ def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str =
     table: ``"standard"``, ``"refined"`` (DRO-Augment CIFAR-10) or ``"refined_cifar100"``
       (static). The refined tables cover the 15 standard types; the extras use their standard
       rows.
-    frost_textures: optional ``[T, Ht, Wt, 3]`` float textures in [0, 1] for ``frost`` (see
-      :func:`drojax.corruptions.weather.frost`); the default is a procedural texture.
+    frost_textures: optional textures for ``frost``: ``[T, Ht, Wt, 3]`` floats in [0, 1] or a
+      :class:`~drojax.corruptions.textures.FrostTextures` from
+      :func:`~drojax.corruptions.textures.load_frost_textures` (photographs resized as the
+      reference does); the default is a procedural texture calibrated to the reference's frost.
 
   Returns:
     ``[N, H, W, 3]`` images of the same dtype, clipped to [0, 1].
 
   Raises:
-    ValueError: unknown ``name`` or ``table``, severity out of range, bad image shape.
+    ValueError: unknown ``name`` or ``table``, severity out of range, bad image shape,
+      ``frost_textures`` with another corruption.
 
   >>> import jax, jax.numpy as jnp
   >>> x = jnp.full((2, 32, 32, 3), 0.5)
@@ -95,6 +98,8 @@ def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str =
   (2, 32, 32, 3)
   """
   tables.check_name(name)
+  if frost_textures is not None and name != "frost":
+    raise ValueError(f"frost_textures is only for name='frost'; got name={name!r}")
   tables.check_table(table)
   images = _check_images(images)
   params = params_at(name, severity, table)
