@@ -1,4 +1,17 @@
-r"""PGD step-loop form: unrolled Python loop vs ``lax.fori_loop`` inside ``jit``.
+r"""Attack costs. Two modes:
+
+``--mode throughput``: images/s of PGD-20, APGD-CE-100, APGD-T (9 targets x 100 steps),
+Square-5000 and the suite (APGD-CE, APGD-T, Square) on PreActResNet-18 (``--width``, 32x32x3,
+10 classes), and the suite's time per 1,000 images. The model's logits get a constant +1e4 on
+the label so no image is ever misclassified: every attack runs its full budget (no early
+exit), the cost for a model that withstands every attack, an upper bound (a model the first
+attack breaks costs less). The per-iteration cost is measured at two reduced counts (a linear
+fit: fixed cost + per-step cost) and extrapolated to the full counts; PGD-20 is timed in full.
+
+  python benchmarks/attacks.py --mode throughput --width 16 --batch 32 --json /tmp/a.jsonl
+
+``--mode loop`` (the default): PGD's step-loop form, unrolled Python loop vs
+``lax.fori_loop`` inside ``jit``.
 
 Runs both forms side by side in one process on the same small CNN (3 conv layers of
 ``--width`` channels, stride 2, global pool, dense; CIFAR-sized inputs) and prints compile
@@ -40,14 +53,108 @@ def _apply(params, x):
   return h.mean(axis=(1, 2)) @ params["w"]
 
 
+def _throughput(args):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from drojax import models  # pylint: disable=import-outside-toplevel
+  from drojax.attacks import auto, square_attack  # pylint: disable=import-outside-toplevel
+
+  model = models.get_model("preact_resnet18", num_classes=10, width=args.width)
+  b = args.batch
+  x = jax.random.uniform(jax.random.key(1), (b, 32, 32, 3))
+  y = jax.random.randint(jax.random.key(2), (b,), 0, 10)
+  variables = model.init(jax.random.key(0), x[:1], train=False)
+  never_fooled = 1e4 * jax.nn.one_hot(y, 10)
+
+  def f(z):
+    return model.apply(variables, z, train=False) + never_fooled
+
+  eps = jnp.float32(8 / 255)
+  active = jnp.ones(b, bool)
+  on = jnp.ones(b, bool)
+
+  def make(kind, n):
+    if kind == "pgd":
+      fn = jax.jit(lambda k: attacks.pgd(k, f, x, y, eps=eps, step_size=eps / 4, num_steps=n))
+    elif kind == "apgd_ce":
+      fn = jax.jit(lambda k: auto._apgd_runs(k, f, x, y, eps, active, norm="linf",
+                                             num_steps=n, loss="ce", restarts=1,
+                                             num_targets=0)[1])
+    elif kind == "apgd_t1":  # one target; APGD-T is num_targets of these
+      fn = jax.jit(lambda k: auto._apgd_runs(k, f, x, y, eps, active, norm="linf",
+                                             num_steps=n, loss="dlr_targeted", restarts=1,
+                                             num_targets=1)[1])
+    else:
+      fn = jax.jit(lambda k: square_attack._square_linf(k, f, x, y, eps, on, num_queries=n,
+                                                        p_init=0.8)[1])
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(jax.random.key(0)))
+    compile_s = time.perf_counter() - t0
+    ts = []
+    for r in range(args.repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(jax.random.key(r + 1)))
+      ts.append(time.perf_counter() - t0)
+    return min(ts), compile_s
+
+  lo, hi = args.fit_steps
+  qlo, qhi = args.fit_queries
+  rows = []
+  est = {}
+  t, c = make("pgd", 20)
+  est["PGD-20"] = t
+  rows.append({"attack": "PGD-20", "measured": "20 steps", "compile_s": c, "batch_s": t})
+  for kind, name, full, (a, z) in (("apgd_ce", "APGD-CE-100", 100, (lo, hi)),
+                                   ("apgd_t1", "APGD-T (1 target)", 100, (lo, hi)),
+                                   ("square", "Square-5000", 5000, (qlo, qhi))):
+    ta, ca = make(kind, a)
+    tz, _ = make(kind, z)
+    per = (tz - ta) / (z - a)
+    fixed = max(ta - per * a, 0.0)
+    est[name] = fixed + per * full
+    rows.append({"attack": name, "measured": f"{a} and {z}", "compile_s": ca,
+                 "batch_s": est[name], "per_iter_ms": 1e3 * per})
+  est["APGD-T (9 x 100)"] = 9 * est["APGD-T (1 target)"]
+  rows.append({"attack": "APGD-T (9 x 100)", "measured": "9 x the 1-target fit",
+               "batch_s": est["APGD-T (9 x 100)"]})
+  suite_s = est["APGD-CE-100"] + est["APGD-T (9 x 100)"] + est["Square-5000"]
+  rows.append({"attack": "suite", "measured": "sum of the three", "batch_s": suite_s})
+  print(f"backend={jax.default_backend()} PreActResNet-18 width={args.width} batch={b} "
+        f"32x32x3, repeats={args.repeats} (min), full budget (no early exit)")
+  print(f"{'attack':>20} | {'measured at':>20} | {'compile s':>9} | {'batch s':>9} | "
+        f"{'img/s':>8} | {'ms/iter':>8}")
+  for row in rows:
+    row.update(benchmark="attack_throughput", backend=jax.default_backend(), width=args.width,
+               batch=b, img_per_s=b / row["batch_s"])
+    print(f"{row['attack']:>20} | {row['measured']:>20} | {row.get('compile_s', float('nan')):9.1f} | "
+          f"{row['batch_s']:9.2f} | {row['img_per_s']:8.3f} | "
+          f"{row.get('per_iter_ms', float('nan')):8.2f}")
+  per_1000 = suite_s * 1000 / b
+  print(f"suite time per 1,000 images (extrapolated, no early exit): {per_1000:.0f} s "
+        f"= {per_1000 / 3600:.2f} h")
+  rows.append({"benchmark": "attack_throughput", "attack": "suite_per_1000_images_s",
+               "value": per_1000, "width": args.width, "batch": b})
+  if args.json:
+    with open(args.json, "a") as fh:
+      for row in rows:
+        fh.write(json.dumps(row) + "\n")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--mode", choices=("loop", "throughput"), default="loop")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--width", type=int, default=16)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--json", default=None, help="append one JSON line per loop form")
+  p.add_argument("--fit_steps", type=int, nargs=2, default=(4, 12),
+                 help="throughput: the two APGD step counts of the linear fit")
+  p.add_argument("--fit_queries", type=int, nargs=2, default=(20, 100),
+                 help="throughput: the two Square query counts of the linear fit")
+  p.add_argument("--json", default=None, help="append one JSON line per row")
   args = p.parse_args()
+  if args.mode == "throughput":
+    _throughput(args)
+    return
 
   params = _init(jax.random.key(0), args.width)
   x = jax.random.uniform(jax.random.key(1), (args.batch, 32, 32, 3))

@@ -56,7 +56,9 @@ def check_unit_range(name: str, x: Any) -> None:
     return
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     return
-  lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
+  # A concrete array closed over inside a jit trace would otherwise give traced min/max.
+  with jax.ensure_compile_time_eval():
+    lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
   if lo != lo or hi != hi:
     raise ValueError(f"{name} must lie in [0, 1]; it contains NaN.")
   if lo < 0.0 or hi > 1.0:

@@ -261,6 +261,15 @@ def test_second_batch_of_the_same_shape_does_not_recompile():
   assert attacks.auto._apgd_impl._cache_size() == n_ap
 
 
+def test_attacks_jit_with_images_closed_over():
+  # The [0, 1] check reads concrete images; inside an outer jit they are constants, not
+  # tracers, and the check must still run on the host rather than fail to concretize.
+  x = jnp.full((2, 4, 4, 1), 0.5)
+  y = jnp.zeros(2, jnp.int32)
+  r = jax.jit(lambda k: attacks.apgd_robust(k, _linear, x, y, eps=0.01, num_steps=1)[1])(_KEY)
+  assert r.shape == (2,)
+
+
 _X = np.full((2, 4, 4, 1), 0.5, np.float32)
 _Y = np.zeros(2, np.int32)
 
