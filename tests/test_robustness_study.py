@@ -1,0 +1,74 @@
+"""experiments.robustness_study: the plan, bad flags, and a two-run smoke study end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import robustness_study as study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
+  monkeypatch.setattr(study, "available_methods", lambda: {"erm", "dro", "dro_mixup"})
+  runs, missing = study.plan(["methods", "modes"], [0, 1], study.SCALES["smoke"])
+  assert missing == ["pgd_at", "trades"]
+  assert len(runs) == 2 * (5 + 5)
+  assert len({r.workdir("/r") for r in runs}) == len(runs)
+  by = {(r.name, r.seed): r.config for r in runs}
+  assert by[("dro_rho0.3", 1)].method_config.rho == 0.3
+  assert by[("mode_exact", 0)].method_config.penalty_mode == "exact"
+  assert by[("mode_subsample0.1", 0)].method_config.penalty_subsample == 0.1
+  assert by[("mode_subsample0.1", 0)].method_config.rho == study.MODE_RHO
+  c = by[("erm", 0)]
+  assert c.eval.attack == "suite" and c.seed == 0
+  assert [round(e * 255) for e in c.eval.adv_eps] == [4, 8, 16]
+
+
+def _tiny_data(folder):
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 64), ("test", 16)):
+    np.savez(folder / f"fashion_mnist_{split}.npz",
+             images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+             labels=np.arange(n, dtype=np.int64) % 10)
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  _tiny_data(data)
+  root = tmp_path / "study"
+  args = [sys.executable, "-m", "experiments.robustness_study", f"--root={root}",
+          f"--data_dir={data}", "--scale=smoke", "--seeds=0", "--runs=erm,mode_subsample0.1",
+          f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads((root / "methods" / "erm" / "seed0" / "results.json").read_text())
+  assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "square"}
+  assert set(r["pgd20_accuracy"]) == {"0.0156863", "0.0313725", "0.0627451"}
+  md = (root / "report" / "robustness.md").read_text()
+  assert "| erm | 1 |" in md and "| mode_subsample0.1 | 1 |" in md
+  summary = json.loads((root / "report" / "summary.json").read_text())
+  cell = summary["runs"]["methods/erm"]["suite8"]
+  assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
+  assert (root / "report" / "suite_vs_time.png").stat().st_size > 1000
+  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count("finished before, skipped") == 2
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  for extra, needle in ((["--scale=huge"], "scale"), (["--seeds=a"], "--seeds"),
+                        (["--runs=ermm"], "--runs"), (["--width=0"], "--width")):
+    proc = subprocess.run([sys.executable, "-m", "experiments.robustness_study",
+                           f"--root={tmp_path}", *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (extra, proc.stderr[-2000:])
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
