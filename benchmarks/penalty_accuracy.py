@@ -2,9 +2,9 @@
 
 On a real model (PreActResNet-18 by default, train-mode BatchNorm, freshly initialized) and a
 batch of images, this computes the parameter gradient of the penalty term
-(``total - mean_loss`` of ``drojax.losses.wdro_loss``, rho = 1) and of the whole objective in
+(``total - mean_loss`` of ``drojax.wdro.wdro_total``, rho = 1) and of the whole objective in
 each mode, and reports the cosine similarity and the relative error of each to ``exact``.
-``finite_difference`` is run at each ``--fd_steps`` value (relative steps, see ``wdro_loss``).
+``finite_difference`` is run at each ``--fd_steps`` value (relative steps, see ``wdro_total``).
 
 Usage::
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from drojax import losses, models  # pylint: disable=import-outside-toplevel
+  from drojax import losses, models, wdro  # pylint: disable=import-outside-toplevel
 
   if args.float64:
     jax.config.update("jax_enable_x64", True)
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
 
   def gradients(mode: str, fd_step: float):
     def terms(params):
-      total, aux = losses.wdro_loss(loss_fn_of(params), x, rho=1.0, q=args.q, mode=mode,
-                                    fd_step=fd_step)
+      total, aux = wdro.wdro_total(None, loss_fn_of(params), x, rho=1.0, q=args.q,
+                                   penalty_mode=mode, fd_step=fd_step)
       return total - aux.mean_loss, total
     flat = lambda t: np.concatenate([np.asarray(a, np.float64).ravel()
                                      for a in jax.tree_util.tree_leaves(t)])
@@ -115,12 +115,12 @@ def main(argv=None) -> int:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), float(
         np.linalg.norm(a - b) / np.linalg.norm(b))
 
-  exact_penalty, exact_total = gradients("exact", losses.DEFAULT_FD_STEP)
+  exact_penalty, exact_total = gradients("exact", wdro.DEFAULT_FD_STEP)
   runs = [("forward_over_reverse", None)] + [("finite_difference", s) for s in args.fd_steps]
   rows = []
   for mode, step in runs:
     _common.log(f"{mode} {step or ''}")
-    penalty, total = gradients(mode, step or losses.DEFAULT_FD_STEP)
+    penalty, total = gradients(mode, step or wdro.DEFAULT_FD_STEP)
     cos_p, err_p = compare(penalty, exact_penalty)
     cos_t, err_t = compare(total, exact_total)
     rows.append({"benchmark": "penalty_accuracy", "model": args.model, "width": args.width,

@@ -73,7 +73,7 @@ def parse_method_spec(spec: str, *, rho: float, q: float):
   Raises:
     ValueError: unknown method name or option.
   """
-  from drojax import losses as _losses  # pylint: disable=import-outside-toplevel
+  from drojax import wdro as _wdro  # pylint: disable=import-outside-toplevel
   from drojax import methods as _methods  # pylint: disable=import-outside-toplevel
 
   parts = [p for p in spec.strip().split(":") if p]
@@ -82,13 +82,13 @@ def parse_method_spec(spec: str, *, rho: float, q: float):
   name, options = parts[0], parts[1:]
   mode, subsample = "exact", 1.0
   for opt in options:
-    if opt in _losses.PENALTY_MODES:
+    if opt in _wdro.PENALTY_MODES:
       mode = opt
     elif opt.startswith("subsample="):
       subsample = float(opt.split("=", 1)[1])
     else:
       raise ValueError(f"--methods: unknown option {opt!r} in {spec!r}; expected one of "
-                       f"{_losses.PENALTY_MODES} or 'subsample=F' (0 < F <= 1)")
+                       f"{_wdro.PENALTY_MODES} or 'subsample=F' (0 < F <= 1)")
   config = _methods.MethodConfig(rho=rho, q=q, penalty_mode=mode, penalty_subsample=subsample)
   method = _methods.get_method(name, config)  # ValueError lists the valid names
   has_penalty = name == "dro" or name.startswith("dro_")  # the W-DRO methods

@@ -21,7 +21,10 @@ _SUBMODULES = (
     "losses",
     "methods",
     "models",
+    "objectives",
     "train",
+    "views",
+    "wdro",
     "weighting",
 )
 

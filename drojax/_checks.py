@@ -3,10 +3,12 @@
 Shapes and dtypes are checked at trace time; values only when they are concrete (outside jit).
 """
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_concrete(x: Any) -> bool:
@@ -64,3 +66,18 @@ def check_unit_range(name: str, x: Any) -> None:
   if lo < 0.0 or hi > 1.0:
     raise ValueError(f"{name} must lie in [0, 1]; got values in [{lo:.6g}, {hi:.6g}]. Divide "
                      "0..255 images by 255 (x.astype(jnp.float32) / 255).")
+
+
+def check_scalar_range(name: str, value: Any, *, low: float, high: float = math.inf,
+                        low_open: bool = False, expected: str) -> None:
+  """A concrete scalar in the given range, else a ValueError naming it (traced: unchecked)."""
+  if not is_concrete(value):
+    return
+  v = np.asarray(value)
+  if v.ndim != 0:
+    raise ValueError(f"{name} must be a scalar, got shape {v.shape}.")
+  v = float(v)
+  bad = math.isnan(v) or v > high or (v <= low if low_open else v < low)
+  if bad:
+    raise ValueError(f"{name} must be {expected}, got {value}.")
+

@@ -515,7 +515,7 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     if len(steps) != len(eps):
       raise ValueError(f"step_size must be one number or one per eps ({len(eps)}); got "
                        f"{len(steps)}.")
-  attacks._check_options(norm=norm, num_steps=num_steps, restarts=restarts)
+  attacks.check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
   key = eval_key() if key is None else key
   if isinstance(model, BoundModel):
     fn = _jit_attack(model.apply_fn, None, num_steps, norm, bool(random_start), restarts, unroll)

@@ -53,7 +53,7 @@ class NonFiniteError(FloatingPointError):
     kept = (f"the last good checkpoint (step {last_checkpoint}) is kept in {directory}"
             if last_checkpoint is not None else "no checkpoint was written")
     super().__init__(f"non-finite {term} at step {step} ({metric}={value}); training stopped, "
-                     f"{kept}. Lower the learning rate or the robustness strength (rho, eps_max) "
+                     f"{kept}. Lower the learning rate or the method's robustness strength "
                      f"and re-run.")
 
 

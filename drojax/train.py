@@ -1,7 +1,8 @@
 """The train state, the optimizer, and jitted train / eval steps on a device mesh.
 
 One train step serves every method (a :class:`drojax.methods.Method` is data: augmentation,
-criterion, objective) and every device count: it runs under ``jax.shard_map`` over a
+criterion, objective with its own state) and every device count: it runs under
+``jax.shard_map`` over a
 ``jax.sharding.Mesh`` with one ``data`` axis. Each device holds ``B / n`` examples of the global
 batch; BatchNorm statistics are synced over the axis, the objective is ``pmean``-ed (global-batch
 semantics, see :mod:`drojax.methods`), so a run on ``n`` devices matches the run on one device
@@ -10,8 +11,9 @@ for the same global batch up to float reassociation.
 Data flow of a step (``batch = {"image": uint8 [B, H, W, C], "label": int [B], "id": int [B]}``):
 uint8 -> float32 in [0, 1] -> random crop + flip (a key per example, folded from the step key
 and the example's global position, so it does not depend on the device count) ->
-``method.augment`` -> ``model.apply`` -> ``method.criterion`` -> ``method.objective`` ->
-``jax.grad`` -> optax update -> Var-DRO tracker update (global ids and losses) -> metrics.
+``method.augment`` -> ``method.objective.apply`` (the model and ``method.criterion`` as closures
+over the parameters; returns the objective's new state) -> ``jax.grad`` -> optax update ->
+metrics. The objective's state rides in ``TrainState.objective_state``, opaque to the step.
 
 Multi-host: call ``jax.distributed.initialize()`` first, build the mesh over
 ``jax.devices()``, and feed each process its slice of the global batch with :func:`shard_batch`.
@@ -33,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from drojax import methods as _methods
-from drojax import weighting as _weighting
+from drojax import objectives as _objectives
 
 AXIS = "data"
 CropFlipFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -50,7 +52,8 @@ class TrainState:
     step: ``[]`` int32, optimizer steps taken.
     key: ``[2]`` uint32 raw PRNG key data of the run (``jax.random.key_data``); the step's
       randomness is ``fold_in(key, step)``.
-    tracker: Var-DRO ``TrackerState`` (``[N]`` arrays) or ``None``.
+    objective_state: the objective's state (``method.objective.init(num_examples)``; a
+      pytree, ``None`` for a stateless objective), passed through the step untouched.
   """
 
   params: Any
@@ -58,7 +61,7 @@ class TrainState:
   opt_state: Any
   step: jax.Array
   key: jax.Array
-  tracker: Any = None
+  objective_state: Any = None
 
 
 def make_mesh(num_devices: int | None = None, *, devices: Any = None) -> Mesh:
@@ -133,22 +136,24 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
                        image_shape: tuple[int, int, int], *,
                        method: _methods.Method | None = None,
                        num_examples: int | None = None, mesh: Mesh | None = None) -> TrainState:
-  """Initializes parameters, optimizer state, step 0, the run key and (Var-DRO) the tracker.
+  """Initializes parameters, optimizer state, step 0, the run key and the objective's state.
 
   Args:
     key: PRNG key (typed or raw); split into the init key and the run key.
     model: a drojax model (``model.init(key, x, train=False)``).
     optimizer: from :func:`make_optimizer`.
     image_shape: ``(H, W, C)`` of the training images.
-    method: the training method; its ``uses_tracker`` decides whether a tracker is created.
-    num_examples: dataset size ``N`` (ids are in ``[0, N)``), required for a tracker.
+    method: the training method; ``method.objective.init(num_examples)`` gives the objective's
+      state (``None`` without a method).
+    num_examples: dataset size ``N`` (ids are in ``[0, N)``), for objectives with per-example
+      state (they raise a ValueError without it).
     mesh: when given, the state is replicated over it (as the train step returns it).
 
   Example:
     >>> from drojax.models import TinyNet
     >>> s = create_train_state(jax.random.key(0), TinyNet(num_classes=3), make_optimizer(10),
     ...                        (8, 8, 3))
-    >>> int(s.step), s.tracker is None
+    >>> int(s.step), s.objective_state is None
     (0, True)
   """
   if len(tuple(image_shape)) != 3:
@@ -159,15 +164,11 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   variables = jax.jit(lambda k: model.init(k, x, train=False))(init_key)
   params = variables["params"]
-  tracker = None
-  if method is not None and method.uses_tracker:
-    if num_examples is None:
-      raise ValueError(f"method {method.name!r} tracks per-example loss variance: pass "
-                       f"num_examples (the training set size)")
-    tracker = _weighting.init_tracker(int(num_examples))
+  objective_state = None if method is None else method.objective.init(num_examples)
   state = TrainState(params=params, batch_stats=variables.get("batch_stats", {}),
                      opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                     key=jax.random.key_data(run_key), tracker=tracker)
+                     key=jax.random.key_data(run_key),
+                     objective_state=objective_state)
   return state if mesh is None else replicate(state, mesh)
 
 
@@ -246,7 +247,7 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     ``train_step(state, batch)`` with ``batch = {"image": [B, H, W, C] uint8 (or float in
     [0, 1]), "label": [B] int, "id": [B] int}``, ``B`` divisible by the mesh size. Metrics are
     replicated scalars: ``loss`` (the objective), ``mean_loss``, ``accuracy`` (first view),
-    ``grad_norm``, and the objective's own (``penalty``, ``weights_*``).
+    ``grad_norm``, and the objective's own metrics.
 
   The state comes back replicated over ``mesh``; pass ``mesh=`` to :func:`create_train_state`
   (or :func:`replicate` the state) so the first call does not copy it. The jitted function
@@ -279,35 +280,38 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     ids = batch["id"].astype(jnp.int32)
     views = method.augment(jax.random.fold_in(k_aug, device),
                            _methods.Batch(images, labels, ids), num_classes)
-    ctx = _methods.ObjectiveContext(key=jax.random.fold_in(k_obj, device), step=state.step,
-                                    ids=ids, tracker=state.tracker, axis_name=AXIS)
+    ctx = _objectives.ObjectiveContext(step=state.step, ids=ids, axis_name=AXIS)
 
     def objective(params):
       variables = {"params": params, "batch_stats": state.batch_stats}
 
-      def loss_fn(view_images, targets):
+      def logits_fn(view_images):
         if views.mix is not None and view_images.shape[0] != b:
           raise ValueError(
-              f"the objective evaluated the model on {view_images.shape[0]} of the {b} examples "
-              f"(penalty_subsample < 1), but this method mixes hidden layers with a plan over "
-              f"the whole batch; use penalty_subsample=1.0 with {method.name!r}")
+              f"the objective evaluated the model on {view_images.shape[0]} of the {b} examples, "
+              f"but the views of {method.name!r} mix hidden layers with a plan over the whole "
+              f"batch; evaluate it on the whole batch")
         logits, updates = model.apply(variables, _methods.views_to_model_batch(view_images),
                                       train=True, mix=views.mix, mutable=["batch_stats"])
-        stats = updates.get("batch_stats", {})
-        return method.criterion(logits, targets), {"batch_stats": stats, "logits": logits}
+        return logits, {"batch_stats": updates.get("batch_stats", {}), "logits": logits}
 
-      value, aux = method.objective(loss_fn, views.images, views.targets, ctx)
-      return jax.lax.pmean(value, AXIS), aux
+      def loss_fn(view_images, targets):
+        logits, model_aux = logits_fn(view_images)
+        return method.criterion(logits, targets), model_aux
 
-    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+      def eval_logits_fn(view_images):
+        return model.apply(variables, _methods.views_to_model_batch(view_images), train=False)
+
+      fns = _objectives.ModelFns(loss=loss_fn, logits=logits_fn, eval_logits=eval_logits_fn)
+      value, aux, objective_state = method.objective.apply(
+          jax.random.fold_in(k_obj, device), state.objective_state, fns, views.images,
+          views.targets, ctx)
+      return jax.lax.pmean(value, AXIS), (aux, objective_state)
+
+    (loss, (aux, objective_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    tracker = state.tracker
-    if method.uses_tracker:
-      losses = jax.lax.stop_gradient(aux.losses)
-      tracker = _weighting.update_tracker(
-          tracker, _methods._all_gather(ids, AXIS), _methods._all_gather(losses, AXIS),
-          alpha=method.tracker_ema)
     logits = aux.model_aux["logits"][:b]
     metrics = {
         "loss": loss,
@@ -321,7 +325,8 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     if learning_rate_fn is not None:
       metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
     new_state = state.replace(params=params, batch_stats=aux.model_aux["batch_stats"],
-                              opt_state=opt_state, step=state.step + 1, tracker=tracker)
+                              opt_state=opt_state, step=state.step + 1,
+                              objective_state=objective_state)
     return new_state, metrics
 
   sharded = shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))

@@ -29,6 +29,7 @@ from drojax import losses
 from drojax import methods
 from drojax import models
 from drojax import train
+from drojax import wdro
 
 NUM_CLASSES = 10
 
@@ -54,7 +55,7 @@ def _loss_and_grads(model, variables, x, y, *, dro: bool):
       return losses.cross_entropy(logits, y)
 
     if dro:
-      return losses.wdro_loss(loss_fn, x, rho=1.0, q=1.0)[0]
+      return wdro.wdro_total(None, loss_fn, x, rho=1.0, q=1.0, penalty_mode="exact")[0]
     return jnp.mean(loss_fn(x))
 
   return jax.jit(jax.value_and_grad(objective))(variables["params"])

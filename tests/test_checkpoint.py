@@ -19,7 +19,7 @@ def _state(seed=0):
   tracker = weighting.init_tracker(5)._replace(var=jnp.asarray(rng.uniform(size=5), jnp.float32))
   return train.TrainState(params=params, batch_stats={"m": jnp.zeros(2)},
                           opt_state=opt.init(params), step=jnp.asarray(7, jnp.int32),
-                          key=jax.random.key_data(jax.random.key(seed)), tracker=tracker)
+                          key=jax.random.key_data(jax.random.key(seed)), objective_state=tracker)
 
 
 def _assert_equal(a, b):

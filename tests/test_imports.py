@@ -13,7 +13,7 @@ HEAVY = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "torch")
 
 _PROBE = """
 import json, sys
-import drojax.losses, drojax.weighting
+import drojax.losses, drojax.wdro, drojax.objectives, drojax.weighting
 heavy = %r
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
@@ -26,10 +26,10 @@ def test_core_imports_no_heavy_dependencies():
                        env=env, cwd=REPO, timeout=120)
   assert out.returncode == 0, out.stderr[-3000:]
   loaded = json.loads(out.stdout.strip().splitlines()[-1])
-  assert loaded == [], f"import drojax.losses, drojax.weighting loaded {loaded}"
+  assert loaded == [], f"import drojax.losses, .wdro, .objectives, .weighting loaded {loaded}"
 
 
-@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.weighting"])
+@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.wdro", "drojax.weighting"])
 def test_public_api_conventions(module_name):
   module = __import__(module_name, fromlist=["_"])
   for name in module.__all__:
@@ -48,10 +48,49 @@ def test_public_api_conventions(module_name):
         f"{module_name}.{name}: options {positional_defaults} should be keyword-only")
 
 
-@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.weighting"])
+@pytest.mark.parametrize("module_name", ["drojax.losses", "drojax.wdro", "drojax.weighting",
+                                         "drojax.objectives.adversarial", "drojax.objectives.dro"])
 def test_doctests(module_name):
   import doctest
   module = __import__(module_name, fromlist=["_"])
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.attempted > 0
   assert result.failed == 0
+
+
+def test_no_import_cycle_in_drojax():
+  """Module-level ``drojax`` imports form no cycle (a package imports its submodules, which may
+  import the package's siblings but never back up a circle)."""
+  import ast
+  import pathlib
+  root = pathlib.Path(REPO) / "drojax"
+  graph = {}
+  for path in root.rglob("*.py"):
+    rel = path.relative_to(REPO).with_suffix("")
+    name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+    deps = set()
+    for node in ast.parse(path.read_text()).body:  # module level only, lazy imports excluded
+      if isinstance(node, ast.Import):
+        deps.update(a.name for a in node.names if a.name.startswith("drojax"))
+      elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("drojax"):
+        deps.add(node.module)
+        deps.update(f"{node.module}.{a.name}" for a in node.names)
+    graph[name] = deps
+  graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+  # A package's __init__ importing its own submodules is not a cycle back to it.
+  state, stack = {}, []
+
+  def visit(m):
+    state[m] = "open"
+    stack.append(m)
+    for d in sorted(graph[m]):
+      if state.get(d) == "open" and not m.startswith(d + "."):
+        raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+      if d not in state:
+        visit(d)
+    stack.pop()
+    state[m] = "done"
+
+  for m in sorted(graph):
+    if m not in state:
+      visit(m)

@@ -1,11 +1,8 @@
-"""Tests for drojax.losses against independent references (NumPy, finite differences)."""
+"""Tests for drojax.losses: the per-example losses ([B] in, [B] out) against float64 NumPy
+transcriptions of their papers' formulas (cross-entropy, AugMix's JSD, TRADES' KL, MART), their
+parameter gradients by finite differences, and the deprecated aliases of the old names."""
 
-import itertools
-import math
-import os
-import subprocess
-import sys
-import textwrap
+import warnings
 
 import chex
 import hypothesis
@@ -19,85 +16,7 @@ from jax.test_util import check_grads
 
 from drojax import losses as L
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# ----------------------------------------------------------------------------------------------
-# Tiny pure-JAX models (test-only).
-
-
-def _mlp_params(key, d=12, h=8, k=4, dtype=jnp.float32):
-  k1, k2, k3 = jax.random.split(key, 3)
-  return {"w1": (jax.random.normal(k1, (d, h)) / np.sqrt(d)).astype(dtype),
-          "b1": (0.1 * jax.random.normal(k3, (h,))).astype(dtype),
-          "w2": (jax.random.normal(k2, (h, k)) / np.sqrt(h)).astype(dtype)}
-
-
-def _mlp(params, x):
-  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"][None])
-  return h @ params["w2"]
-
-
-def _conv_params(key, c=3, f=4, k=4):
-  k1, k2 = jax.random.split(key)
-  return {"conv": jax.random.normal(k1, (3, 3, c, f)) / np.sqrt(9 * c),
-          "dense": jax.random.normal(k2, (f, k)) / np.sqrt(f)}
-
-
-def _conv(params, x):
-  y = jax.lax.conv_general_dilated(x, params["conv"], (1, 1), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = jax.nn.relu(y)
-  return jnp.mean(y, axis=(1, 2)) @ params["dense"]
-
-
-def _ce_loss_fn(model, params):
-  def loss_fn(x, y):
-    return L.cross_entropy(model(params, x), y)
-  return loss_fn
-
-
-def _mlp_data(key, b=8, d=12, k=4, dtype=jnp.float32):
-  kx, ky = jax.random.split(key)
-  x = jax.random.uniform(kx, (b, d), dtype)
-  y = jax.nn.softmax(jax.random.normal(ky, (b, k))).astype(dtype)
-  return x, y
-
-
-def _cos(a, b):
-  a = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(a)]).astype(np.float64)
-  b = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(b)]).astype(np.float64)
-  return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
-# ----------------------------------------------------------------------------------------------
-# NumPy references.
-
-
-def _np_dual_norms(g, norm):
-  flat = np.asarray(g, np.float64).reshape(len(g), -1)
-  if norm == 1:
-    return np.abs(flat).max(axis=1)
-  if math.isinf(norm):
-    return np.abs(flat).sum(axis=1)
-  r = norm / (norm - 1)
-  return (np.abs(flat) ** r).sum(axis=1) ** (1 / r)
-
-
-def _np_penalty(g, q, norm):
-  n = _np_dual_norms(g, norm)
-  if math.isinf(q):
-    return n.max()
-  return np.mean(n ** q) ** (1 / q)
-
-
-def _np_log_softmax(z):
-  z = np.asarray(z, np.float64)
-  m = z.max(axis=-1, keepdims=True)
-  return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
-
-
-Q_VALUES = [1.0, 2.0, 3.0, math.inf]
-NORMS = [1, 2, 3.0, math.inf]
+from _loss_helpers import _np_log_softmax
 
 
 class CrossEntropyTest(parameterized.TestCase):
@@ -128,468 +47,18 @@ class CrossEntropyTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "label_smoothing must be in"):
       L.cross_entropy(jnp.ones((3, 2)), jnp.array([0, 1, 1]), label_smoothing=1.5)
 
-
-class InputGradientsTest(parameterized.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_per_example_gradients(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    fn = self.variant(lambda x, y: L.input_gradients(_ce_loss_fn(_mlp, params), x, y))
-    g = fn(x, y)
-    self.assertEqual(g.shape, x.shape)
-    # Independent: per-example jax.grad of the single example's scalar loss, vmapped.
-    per_ex = jax.jit(jax.vmap(jax.grad(
-        lambda xi, yi: L.cross_entropy(_mlp(params, xi[None]), yi[None])[0])))(x, y)
-    np.testing.assert_allclose(g, per_ex, rtol=1e-5, atol=1e-7)
-
-  def test_has_aux_and_central_differences(self):
-    with jax.enable_x64(True):
-      x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2)))
-
-      def loss_fn(x):
-        return jnp.sin(x[:, 0]) * x[:, 1] ** 2, {"aux": jnp.sum(x)}
-
-      g, aux = L.input_gradients(loss_fn, x, has_aux=True)
-      np.testing.assert_allclose(aux["aux"], np.sum(x))
-      h = 1e-6
-      for j in range(2):
-        e = np.zeros((3, 2))
-        e[:, j] = h
-        fd = (loss_fn(x + e)[0] - loss_fn(x - e)[0]) / (2 * h)
-        np.testing.assert_allclose(g[:, j], fd, rtol=1e-7)
-
-  def test_bad_inputs(self):
-    with self.assertRaisesRegex(TypeError, "x must be a floating-point array"):
-      L.input_gradients(lambda x: x, jnp.ones(3, jnp.int32))
-    with self.assertRaisesRegex(ValueError, r"args\[0\] must be batched along axis 0"):
-      L.input_gradients(lambda x, y: x[:, 0] * y[:, 0], jnp.ones((3, 2)), jnp.ones((2, 2)))
-    with self.assertRaisesRegex(ValueError, r"loss_fn must return per-example losses of shape"):
-      L.input_gradients(lambda x: jnp.sum(x), jnp.ones((3, 2)))
-
-
-class VariationPenaltyTest(parameterized.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_matches_numpy(self):
-    g = np.random.default_rng(0).normal(size=(5, 2, 3, 2)).astype(np.float32)
-    g[1] = 0.0
-    for q, norm in itertools.product(Q_VALUES, NORMS):
-      fn = self.variant(lambda g, q=q, norm=norm: L.variation_penalty(g, q=q, norm=norm))
-      np.testing.assert_allclose(fn(g), _np_penalty(g, q, norm), rtol=1e-5,
-                                 err_msg=f"q={q} norm={norm}")
-
-  def test_gradient_vs_finite_differences(self):
-    with jax.enable_x64(True):
-      g = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))
-      for q, norm in [(1.0, 2), (2.0, 2), (3.0, math.inf), (2.0, 3.0), (math.inf, 2)]:
-        check_grads(lambda g, q=q, norm=norm: L.variation_penalty(g, q=q, norm=norm), (g,),
-                    order=1, modes=["rev"], eps=1e-6)
-
-  def test_gradient_finite_at_zero(self):
-    g = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32).at[0].set(0.0)
-    for q, norm in itertools.product(Q_VALUES, NORMS):
-      for grads in (g, jnp.zeros_like(g)):
-        d = jax.grad(lambda g: L.variation_penalty(g, q=q, norm=norm))(grads)
-        self.assertTrue(np.all(np.isfinite(d)), f"q={q} norm={norm}")
-      # A zero row beside non-zero ones gets a zero (sub)gradient.
-      d = jax.grad(lambda g: L.variation_penalty(g, q=q, norm=norm))(g)
-      np.testing.assert_array_equal(d[0], 0.0)
-
-  @parameterized.parameters(*Q_VALUES)
-  def test_axis_name_matches_global_batch(self, q):
-    g = jnp.asarray(np.random.default_rng(3).normal(size=(8, 3)), jnp.float32)
-    full = L.variation_penalty(g, q=q)
-    split = jax.vmap(lambda gl: L.variation_penalty(gl, q=q, axis_name="d"), axis_name="d")(
-        g.reshape(4, 2, 3))
-    np.testing.assert_allclose(split, np.full(4, full), rtol=1e-6)
-
-  def test_bad_inputs(self):
-    with self.assertRaisesRegex(ValueError, r"q must be in \[1, inf\]"):
-      L.variation_penalty(jnp.ones((2, 2)), q=0.5)
-    with self.assertRaisesRegex(ValueError, r"norm must be in \[1, inf\]"):
-      L.variation_penalty(jnp.ones((2, 2)), norm=0)
-    with self.assertRaisesRegex(TypeError, "q must be a Python number"):
-      L.variation_penalty(jnp.ones((2, 2)), q=jnp.array(2.0))
-    with self.assertRaisesRegex(TypeError, "grads must be a floating-point array"):
-      L.variation_penalty(jnp.ones((2, 2), jnp.int32))
-    with self.assertRaisesRegex(ValueError, "grads must have rank >= 1"):
-      L.variation_penalty(jnp.float32(1.0))
-
-
-class WDROLossTest(parameterized.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_value_matches_independent_reference(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    fn = self.variant(lambda x, y: L.wdro_loss(_ce_loss_fn(_mlp, params), x, y, rho=0.3, q=2.0,
-                                               norm=math.inf))
-    total, aux = fn(x, y)
-    logits = np.asarray(_mlp(params, x), np.float64)
-    ce = -(np.asarray(y) * _np_log_softmax(logits)).sum(-1)
-    per_ex = jax.vmap(jax.grad(
-        lambda xi, yi: L.cross_entropy(_mlp(params, xi[None]), yi[None])[0]))(x, y)
-    pen = _np_penalty(per_ex, 2.0, math.inf)
-    np.testing.assert_allclose(aux.losses, ce, rtol=1e-5)
-    np.testing.assert_allclose(aux.mean_loss, ce.mean(), rtol=1e-5)
-    np.testing.assert_allclose(aux.penalty, pen, rtol=1e-5)
-    np.testing.assert_allclose(total, ce.mean() + 0.3 * pen, rtol=1e-5)
-    self.assertIsNone(aux.fn_aux)
-
-  @parameterized.parameters((2.0, 2), (1.0, math.inf), (math.inf, 2))
-  def test_parameter_gradient_vs_finite_differences(self, q, norm):
-    with jax.enable_x64(True):
-      params = _mlp_params(jax.random.key(0), d=5, h=4, k=3, dtype=jnp.float64)
-      x, y = _mlp_data(jax.random.key(1), b=4, d=5, k=3, dtype=jnp.float64)
-
-      def total(p):
-        return L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, norm=norm)[0]
-
-      check_grads(jax.jit(total), (params,), order=1, modes=["rev"], eps=1e-6)
-
-  def test_parameter_gradient_changes_with_rho(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    grad = jax.jit(jax.grad(lambda p, rho: L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=rho)[0]))
-    g0, g1, g2 = (grad(params, jnp.float32(r)) for r in (0.0, 1.0, 2.0))
-    erm = jax.grad(lambda p: jnp.mean(_ce_loss_fn(_mlp, p)(x, y)))(params)
-    chex.assert_trees_all_close(g0, erm, rtol=1e-5, atol=1e-7)
-    diff = jax.tree_util.tree_map(lambda a, b: a - b, g1, g0)
-    size = np.sqrt(sum(float(jnp.sum(d ** 2)) for d in jax.tree_util.tree_leaves(diff)))
-    self.assertGreater(size, 1e-3)
-    # Affine in rho: g(2) - g(0) = 2 (g(1) - g(0)).
-    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, b: a - b, g2, g0),
-                                jax.tree_util.tree_map(lambda d: 2 * d, diff), rtol=1e-4,
-                                atol=1e-6)
-
-  @parameterized.parameters("exact", "finite_difference")
-  def test_finite_when_some_input_gradients_are_zero(self, mode):
-    params = _mlp_params(jax.random.key(0))
-    params["b1"] = jnp.zeros_like(params["b1"])
-    x, _ = _mlp_data(jax.random.key(1))
-
-    def loss_fn(p):
-      return lambda x: jnp.sum(_mlp(p, x), axis=1) ** 2  # g_i = 0 exactly at x_i = 0
-
-    for q, norm in [(1.0, 2), (2.0, math.inf), (math.inf, 2)]:
-      grad = jax.jit(jax.grad(lambda p, xs: L.wdro_loss(loss_fn(p), xs, rho=1.0, q=q, norm=norm,
-                                                        mode=mode)[0]))
-      for xs in (x.at[0].set(0.0), jnp.zeros_like(x)):
-        for leaf in jax.tree_util.tree_leaves(grad(params, xs)):
-          self.assertTrue(np.all(np.isfinite(leaf)), f"{mode} q={q} norm={norm}")
-
-  def test_has_aux_returns_unperturbed_aux(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-
-    def loss_fn(x, y):
-      return L.cross_entropy(_mlp(params, x), y), {"batch_mean": jnp.mean(x, axis=0)}
-
-    for mode in L.PENALTY_MODES:
-      _, aux = L.wdro_loss(loss_fn, x, y, rho=1.0, has_aux=True, mode=mode, fd_step=0.5)
-      np.testing.assert_allclose(aux.fn_aux["batch_mean"], np.mean(x, axis=0), rtol=1e-6)
-
-  def test_bad_inputs(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    f = _ce_loss_fn(_mlp, params)
-    with self.assertRaisesRegex(ValueError, "rho must be >= 0"):
-      L.wdro_loss(f, x, y, rho=-0.1)
-    with self.assertRaisesRegex(ValueError,
-                                r"mode must be one of \('exact', 'forward_over_reverse', "
-                                r"'finite_difference'\)"):
-      L.wdro_loss(f, x, y, rho=1.0, mode="fast")
-    with self.assertRaisesRegex(ValueError, "subsample must be a Python float in"):
-      L.wdro_loss(f, x, y, rho=1.0, subsample=0.0)
-    with self.assertRaisesRegex(ValueError, "key is required when subsample < 1"):
-      L.wdro_loss(f, x, y, rho=1.0, subsample=0.5)
-    with self.assertRaisesRegex(ValueError, "fd_step must be a positive"):
-      L.wdro_loss(f, x, y, rho=1.0, mode="finite_difference", fd_step=0.0)
-    with self.assertRaisesRegex(TypeError, "x must be a floating-point array"):
-      L.wdro_loss(f, jnp.ones((8, 12), jnp.int32), y, rho=1.0)
-    with self.assertRaisesRegex(ValueError, r"args\[0\] must be batched along axis 0"):
-      L.wdro_loss(f, x, y[:4], rho=1.0)
-    with self.assertRaisesRegex(ValueError, "x must have rank >= 1"):
-      L.wdro_loss(lambda x: x, jnp.float32(1.0), rho=1.0)
-
-
-class PenaltyModesTest(parameterized.TestCase):
-  """Issue 7's cheaper penalty gradients, against the exact grad of grad."""
-
-  def _grads(self, model, params, x, y, **kw):
-    """Parameter gradients of (total, penalty term), and (total, penalty), in one jit."""
-    def terms(p):
-      t, aux = L.wdro_loss(_ce_loss_fn(model, p), x, y, rho=1.0, **kw)
-      return (t, t - aux.mean_loss), (t, aux.penalty, aux.mean_loss)
-
-    (g_total, g_pen), values = jax.jit(jax.jacrev(terms, has_aux=True))(params)
-    return g_total, g_pen, values
-
-  @staticmethod
-  def _setup(model_name):
-    """``(model, params, x, y)``: the tanh MLP on soft targets or the ReLU conv on labels."""
-    if model_name == "mlp":
-      return (_mlp, _mlp_params(jax.random.key(0))) + _mlp_data(jax.random.key(1))
-    return (_conv, _conv_params(jax.random.key(0)),
-            jax.random.uniform(jax.random.key(1), (8, 8, 8, 3)),
-            jax.random.randint(jax.random.key(2), (8,), 0, 4))
-
-  @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf))
-  def test_finite_difference_close_to_exact(self, model_name, q, norm):
-    model, params, x, y = self._setup(model_name)
-    ex_total, ex_pen, ex_values = self._grads(model, params, x, y, q=q, norm=norm)
-    fd_total, fd_pen, fd_values = self._grads(model, params, x, y, q=q, norm=norm,
-                                              mode="finite_difference")
-    self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
-    self.assertGreaterEqual(_cos(ex_total, fd_total), 0.99)
-    # Same value (total and penalty) in both modes.
-    np.testing.assert_allclose(fd_values, ex_values, rtol=1e-6)
-
-  def test_subsample_one_equals_full(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    f = _ce_loss_fn(_mlp, params)
-    full = L.wdro_loss(f, x, y, rho=0.5)
-    one = L.wdro_loss(f, x, y, rho=0.5, subsample=1.0)
-    chex.assert_trees_all_close(full, one)
-    # A fraction that rounds to the whole batch draws a permutation of it: same penalty.
-    perm = jax.jit(lambda x, y, k: L.wdro_loss(f, x, y, rho=0.5, subsample=0.99, key=k))(
-        x, y, jax.random.key(3))
-    np.testing.assert_allclose(perm[0], full[0], rtol=1e-5)
-    np.testing.assert_allclose(perm[1].penalty, full[1].penalty, rtol=1e-5)
-
-  def test_subsample_unbiased_for_q1(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    f = _ce_loss_fn(_mlp, params)
-    full = L.wdro_loss(f, x, y, rho=1.0, q=1.0)[1].penalty
-    keys = jax.random.split(jax.random.key(7), 4000)
-    est = jax.jit(jax.vmap(lambda k: L.wdro_loss(f, x, y, rho=1.0, q=1.0, subsample=0.25,
-                                                 key=k)[1]))(keys)
-    pens = np.asarray(est.penalty, np.float64)
-    np.testing.assert_allclose(est.mean_loss, np.full(4000, np.mean(f(x, y))), rtol=1e-6)
-    se = pens.std() / np.sqrt(len(pens))
-    self.assertGreater(pens.std(), 0.0)  # the subsets really differ
-    self.assertLess(abs(pens.mean() - float(full)), 4 * se)
-    # Every value is the mean norm of m = 2 of the 8 examples.
-    g = L.input_gradients(f, x, y)
-    norms = np.linalg.norm(np.asarray(g, np.float64), axis=1)
-    pairs = {round((norms[i] + norms[j]) / 2, 4) for i in range(8) for j in range(i + 1, 8)}
-    self.assertTrue(set(np.round(pens, 4)) <= pairs)
-
-  def test_subsample_composes_with_finite_difference(self):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    key = jax.random.key(5)
-    _, ex_pen, ex_values = self._grads(_mlp, params, x, y, subsample=0.5, key=key)
-    _, fd_pen, fd_values = self._grads(_mlp, params, x, y, subsample=0.5, key=key,
-                                       mode="finite_difference")
-    self.assertGreaterEqual(_cos(ex_pen, fd_pen), 0.99)
-    np.testing.assert_allclose(fd_values, ex_values, rtol=1e-6)
-    # The subsampled penalty differs from the full one; the loss mean does not.
-    f = _ce_loss_fn(_mlp, params)
-    np.testing.assert_allclose(ex_values[2], jnp.mean(f(x, y)), rtol=1e-6)
-    full_penalty = L.variation_penalty(L.input_gradients(f, x, y))
-    self.assertNotAlmostEqual(float(ex_values[1]), float(full_penalty), places=5)
-
-  @parameterized.parameters(("mlp", 2.0, 2, 1.0), ("conv", 1.0, math.inf, 1.0),
-                            ("mlp", 1.0, 2, 0.5))
-  def test_forward_over_reverse_equals_exact(self, model_name, q, norm, subsample):
-    model, params, x, y = self._setup(model_name)
-    kw = dict(q=q, norm=norm, subsample=subsample, key=jax.random.key(4))
-    ex = self._grads(model, params, x, y, **kw)
-    fr = self._grads(model, params, x, y, mode="forward_over_reverse", **kw)
-    # Exact both ways: the same gradients up to float32 rounding.
-    chex.assert_trees_all_close(fr, ex, rtol=2e-4, atol=1e-6)
-
-  @hypothesis.settings(max_examples=12, deadline=None)
-  @hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([2, 5]),
-                    q=st.sampled_from([1.0, 2.0, math.inf]),
-                    norm=st.sampled_from([1.0, 2.0, math.inf]),
-                    rho=st.floats(0.0, 3.0))
-  def test_forward_over_reverse_property(self, seed, b, q, norm, rho):
-    # Any batch, exponent, ground norm and weight: the jvp form is the grad-of-grad gradient
-    # (parameters and inputs together).
-    kp, kd = jax.random.split(jax.random.key(seed))
-    params = _mlp_params(kp)
-    x, y = _mlp_data(kd, b=b)
-
-    def grads(mode):
-      def total(p, x_):
-        return L.wdro_loss(_ce_loss_fn(_mlp, p), x_, y, rho=rho, q=q, norm=norm, mode=mode)[0]
-      return jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(params, x)
-
-    chex.assert_trees_all_close(grads("forward_over_reverse"), grads("exact"), rtol=2e-4,
-                                atol=2e-6)
-
-  @parameterized.parameters("forward_over_reverse", "finite_difference")
-  def test_input_and_target_gradients_match_exact(self, mode):
-    params = _mlp_params(jax.random.key(0))
-    x, t = _mlp_data(jax.random.key(1))  # t: soft targets, a float argument to differentiate
-
-    def total(x, t, mode):
-      fn = lambda x_, t_: -jnp.sum(t_ * jax.nn.log_softmax(_mlp(params, x_)), -1)
-      return L.wdro_loss(fn, x, t, rho=0.8, mode=mode)[0]
-
-    ex = jax.grad(total, argnums=(0, 1))(x, t, "exact")
-    got = jax.jit(jax.grad(total, argnums=(0, 1)), static_argnums=2)(x, t, mode)
-    for a, b in zip(got, ex):
-      self.assertGreaterEqual(_cos(a, b), 0.99 if mode == "finite_difference" else 0.99999)
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_shared_finite_difference_equals_the_surrogate(self):
-    # The one-device custom_vjp and the surrogate form (used on a mesh axis of size > 1)
-    # compute the same estimate: same h, same direction, same difference quotient.
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-
-    def shared(p):
-      return L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.6, mode="finite_difference")[0]
-
-    def surrogate(p):
-      f = _ce_loss_fn(_mlp, p)
-      losses, vjp_fn = jax.vjp(lambda x_: f(x_, y), x)
-      (g,) = vjp_fn(jnp.ones_like(losses))
-      _, term = L._finite_difference_surrogate(  # pylint: disable=protected-access
-          f, x, (y,), losses, g, q=2.0, norm=2.0, has_aux=False, axis_name=None,
-          fd_step=L.DEFAULT_FD_STEP)
-      return jnp.mean(losses) + 0.6 * term
-
-    got = self.variant(jax.value_and_grad(shared))(params)
-    want = jax.value_and_grad(surrogate)(params)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
-    self.assertGreaterEqual(_cos(got[1], want[1]), 0.9999)
-
-  @parameterized.parameters("forward_over_reverse", "finite_difference")
-  def test_named_vmap_axis_uses_the_fallback_forms(self, mode):
-    # A named axis outside shard_map (size 2 here) keeps grad of grad / the surrogate: values
-    # match one device, and the gradient is computed (JAX transposes a named vmap's psum to a
-    # sum of cotangents, so only values are compared, as for variation_penalty).
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1), b=8)
-
-    def per_device(p, xx, yy):
-      return L.wdro_loss(_ce_loss_fn(_mlp, p), xx, yy, rho=0.7, mode=mode, axis_name="d")[0]
-
-    def mean_total(p):
-      return jnp.mean(jax.vmap(per_device, in_axes=(None, 0, 0), axis_name="d")(
-          p, x.reshape(2, 4, -1), y.reshape(2, 4, -1)))
-
-    value, grads = jax.jit(jax.value_and_grad(mean_total))(params)
-    np.testing.assert_allclose(value, L.wdro_loss(_ce_loss_fn(_mlp, params), x, y, rho=0.7)[0],
-                               rtol=1e-5)
-    self.assertTrue(all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)))
-
-  @parameterized.parameters("forward_over_reverse", "finite_difference")
-  def test_losses_differentiable_fn_aux_not(self, mode):
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1))
-    c = jax.random.normal(jax.random.key(2), (8,))
-
-    def weighted(p, mode):
-      f = lambda x_, y_: (lambda l: (l, {"logits_sum": jnp.sum(_mlp(p, x_))}))(
-          _ce_loss_fn(_mlp, p)(x_, y_))
-      t, aux = L.wdro_loss(f, x, y, rho=0.5, has_aux=True, mode=mode)
-      return t + jnp.dot(c, aux.losses) + 3.0 * aux.mean_loss, aux.fn_aux["logits_sum"]
-
-    ex = jax.grad(lambda p: weighted(p, "exact")[0])(params)
-    got = jax.grad(lambda p: weighted(p, mode)[0])(params)
-    self.assertGreaterEqual(_cos(got, ex), 0.99)
-    with self.assertRaisesRegex(ValueError, "fn_aux"):
-      jax.grad(lambda p: weighted(p, mode)[1])(params)
-
-
-_SHARDED_SCRIPT = textwrap.dedent("""
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    import math
-    import jax, jax.numpy as jnp, numpy as np
-    from jax import shard_map
-    from jax.sharding import PartitionSpec as P
-    sys.path.insert(0, sys.argv[1])
-    sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-    from drojax import losses as L
-    from test_losses import _mlp, _mlp_params, _mlp_data, _ce_loss_fn, _cos
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    params = _mlp_params(jax.random.key(0))
-    x, y = _mlp_data(jax.random.key(1), b=8)
-    def close(a, b):
-      for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_allclose(u, v, rtol=2e-4, atol=1e-6)
-
-    def sharded(q, mode, weighted=False, subsample=1.0):
-      def local(p, x, y):
-        t, aux = L.wdro_loss(_ce_loss_fn(_mlp, p), x, y, rho=0.7, q=q, mode=mode,
-                             axis_name="data", subsample=subsample, key=jax.random.key(3))
-        if weighted:  # a cotangent that differs per device (not the train step's pmean)
-          return jax.lax.psum(t * (1.0 + jax.lax.axis_index("data")), "data")
-        return jax.lax.pmean(t, "data")
-      return jax.jit(shard_map(jax.value_and_grad(local, argnums=(0, 1)), mesh=mesh,
-                               in_specs=(P(), P("data"), P("data")),
-                               out_specs=(P(), (P(), P("data")))))(params, x, y)
-
-    def one_device(q, mode):
-      return jax.value_and_grad(lambda p, x_: L.wdro_loss(
-          _ce_loss_fn(_mlp, p), x_, y, rho=0.7, q=q, mode=mode)[0], argnums=(0, 1))(params, x)
-
-    for q in (2.0, math.inf):
-      exact = one_device(q, "exact")
-      close(sharded(q, "exact"), exact)  # 4 devices give the global-batch gradient
-      close(sharded(q, "forward_over_reverse"), exact)
-    # The finite difference takes one direction and step for the global batch: 4 devices give
-    # the one-device estimate.
-    close(sharded(2.0, "finite_difference"), one_device(2.0, "finite_difference"))
-    for mode in ("forward_over_reverse", "finite_difference"):
-      got, want = sharded(2.0, mode, weighted=True), sharded(2.0, "exact", weighted=True)
-      if mode == "forward_over_reverse":
-        close(got, want)
-      else:
-        assert _cos(got[1], want[1]) > 0.99, _cos(got[1], want[1])
-    close(sharded(1.0, "forward_over_reverse", subsample=0.5),
-          sharded(1.0, "exact", subsample=0.5))
-    print("OK")
-""")
-
-
-class ShardedTest(parameterized.TestCase):
-
-  def test_four_devices_equal_one(self):
-    # A fresh process: the forced device count must be set before JAX starts.
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, REPO], capture_output=True,
-                         text=True, env=env, timeout=300)
-    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    self.assertIn("OK", out.stdout)
-
-
-class RobustObjectivesTest(parameterized.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_kl_dro(self):
-    losses = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
-    fn = self.variant(lambda l, t: L.kl_dro_loss(l, temperature=t))
-    for t in [0.7, 2.0]:
-      ref = t * np.log(np.mean(np.exp(losses.astype(np.float64) / t)))
-      np.testing.assert_allclose(fn(losses, t), ref, rtol=1e-6)
-    np.testing.assert_allclose(fn(losses, 1e4), losses.mean(), rtol=1e-3)
-    np.testing.assert_allclose(fn(losses, 1e-3), losses.max(), atol=2e-3)
-    big = fn(losses + 1000.0, 0.01)  # exp(1e5) would overflow without logsumexp
-    self.assertTrue(np.isfinite(big))
-    np.testing.assert_allclose(big, 1003.0, atol=0.02)
-    # Gradient: softmax weights.
-    g = jax.grad(lambda l: L.kl_dro_loss(l, temperature=2.0))(jnp.asarray(losses))
-    w = np.exp(losses / 2.0)
-    np.testing.assert_allclose(g, w / w.sum(), rtol=1e-5)
-
-  @hypothesis.given(seed=st.integers(0, 2**31 - 1),
-                    alpha=st.sampled_from([0.05, 0.1, 0.25, 0.3, 0.5, 0.7, 0.999, 1.0]))
-  def test_cvar_vs_sorting(self, seed, alpha):
-    losses = np.random.default_rng(seed).normal(size=10).astype(np.float32)
-    k = {0.05: 1, 0.1: 1, 0.25: 3, 0.3: 3, 0.5: 5, 0.7: 7, 0.999: 10, 1.0: 10}[alpha]
-    ref = np.sort(losses.astype(np.float64))[::-1][:k].mean()
-    np.testing.assert_allclose(L.cvar_loss(losses, alpha=alpha), ref, rtol=1e-6)
+  def test_out_of_range_labels(self):
+    logits = jnp.zeros((3, 4))
+    for bad in ([0, 4, 1], [0, -1, 1]):
+      with self.assertRaisesRegex(ValueError, r"labels must be class ids in \[0, 4\)"):
+        L.cross_entropy(logits, jnp.array(bad))
+    # Under jit the ids cannot be checked: the row is NaN, never a finite wrong value.
+    got = np.asarray(jax.jit(L.cross_entropy)(logits, jnp.array([0, 4, -1])))
+    np.testing.assert_allclose(got[0], np.log(4.0), rtol=1e-6)
+    self.assertTrue(np.isnan(got[1]) and np.isnan(got[2]), got)
+
+
+class JSDTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_jsd_vs_numpy(self):
@@ -613,17 +82,6 @@ class RobustObjectivesTest(parameterized.TestCase):
     np.testing.assert_allclose(L.jsd_consistency(same), 0.0, atol=1e-6)
 
   def test_bad_inputs(self):
-    with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
-      L.kl_dro_loss(jnp.ones(3), temperature=0.0)
-    with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
-      L.kl_dro_loss(jnp.ones(3), temperature=-1.0)
-    with self.assertRaisesRegex(ValueError, "losses must have rank 1"):
-      L.kl_dro_loss(jnp.ones((3, 1)), temperature=1.0)
-    with self.assertRaisesRegex(TypeError, "losses must be a floating-point array"):
-      L.kl_dro_loss(jnp.ones(3, jnp.int32), temperature=1.0)
-    for alpha in (0.0, -0.5, 1.5):
-      with self.assertRaisesRegex(ValueError, r"alpha must be in \(0, 1\]"):
-        L.cvar_loss(jnp.ones(3), alpha=alpha)
     with self.assertRaisesRegex(ValueError, "V >= 2"):
       L.jsd_consistency(jnp.ones((1, 3, 2)))
     with self.assertRaisesRegex(ValueError, "V >= 2"):
@@ -634,5 +92,95 @@ class RobustObjectivesTest(parameterized.TestCase):
       L.jsd_consistency([jnp.ones((3, 2)), jnp.ones((2, 2))])
 
 
-if __name__ == "__main__":
-  pytest.main([__file__])
+def _np_softmax(z):
+  return np.exp(_np_log_softmax(z))
+
+
+def _np_trades_kl(zc, za):
+  """KL(p_clean || p_adv) per row, float64 (TRADES: KLDivLoss(log_softmax(adv), softmax(clean)))."""
+  p, lq = _np_softmax(zc), _np_log_softmax(za)
+  return (p * (_np_log_softmax(zc) - lq)).sum(-1)
+
+
+def _np_mart(zc, za, y, beta):
+  """MART's per-example loss in float64, transcribed from the paper / official mart_loss."""
+  zc, za = np.asarray(zc, np.float64), np.asarray(za, np.float64)
+  adv_probs = _np_softmax(za)
+  order = np.argsort(adv_probs, axis=1)[:, -2:]
+  new_y = np.where(order[:, -1] == y, order[:, -2], order[:, -1])
+  rows = np.arange(len(y))
+  ce = -_np_log_softmax(za)[rows, y]
+  bce = ce - np.log(1.0001 - adv_probs[rows, new_y] + 1e-12)
+  nat = _np_softmax(zc)
+  kl = (nat * (np.log(nat) - np.log(adv_probs + 1e-12))).sum(1)
+  return bce + beta * kl * (1.0000001 - nat[rows, y])
+
+
+class AdversarialLossesTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_trades_kl_vs_numpy_nonnegative_and_zero_when_equal(self):
+    rng = np.random.default_rng(0)
+    zc = (rng.normal(size=(7, 5)) * 3).astype(np.float32)
+    za = (rng.normal(size=(7, 5)) * 3).astype(np.float32)
+    fn = self.variant(L.trades_kl)
+    got = np.asarray(fn(zc, za))
+    np.testing.assert_allclose(got, _np_trades_kl(zc, za), rtol=1e-5, atol=1e-6)
+    self.assertTrue(np.all(got >= 0))
+    np.testing.assert_allclose(fn(zc, zc), 0.0, atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.0, 6.0)
+  def test_mart_vs_numpy(self, beta):
+    rng = np.random.default_rng(1)
+    zc = (rng.normal(size=(16, 4)) * 2).astype(np.float32)
+    za = (rng.normal(size=(16, 4)) * 2).astype(np.float32)
+    y = rng.integers(0, 4, 16)
+    za[0] = za[0] + 10.0 * np.eye(4)[y[0]]  # the true class on top: the wrong class is 2nd
+    got = self.variant(lambda a, b, c: L.mart_loss(a, b, c, beta=beta))(zc, za, y)
+    np.testing.assert_allclose(got, _np_mart(zc, za, y, beta), rtol=2e-5, atol=1e-6)
+
+  def test_gradients_vs_finite_differences(self):
+    rng = np.random.default_rng(2)
+    zc = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    za = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    y = jnp.asarray([0, 2, 3])
+    check_grads(lambda a, b: jnp.sum(L.trades_kl(a, b)), (zc, za), order=1, modes=["rev"],
+                atol=1e-2, rtol=1e-2)
+    check_grads(lambda a, b: jnp.sum(L.mart_loss(a, b, y, beta=6.0)), (zc, za), order=1,
+                modes=["rev"], atol=1e-2, rtol=1e-2)
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(ValueError, "same"):
+      L.trades_kl(jnp.ones((3, 2)), jnp.ones((3, 3)))
+    with self.assertRaisesRegex(ValueError, "beta must be >= 0"):
+      L.mart_loss(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.array([0, 1, 0]), beta=-1.0)
+    with self.assertRaisesRegex(ValueError, "labels must be"):
+      L.mart_loss(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones(3), beta=1.0)
+
+
+def test_old_names_are_deprecated_aliases():
+  from drojax import objectives, wdro
+  x, y = jnp.ones((2, 3)), jnp.array([[0.2, 0.8], [0.5, 0.5]])
+  w = jnp.array([[1.0, -1.0], [0.5, 0.0], [0.0, 2.0]])
+  fn = lambda x_, y_: L.cross_entropy(x_ @ w, y_)
+  pairs = [("PENALTY_MODES", wdro.PENALTY_MODES), ("DEFAULT_FD_STEP", wdro.DEFAULT_FD_STEP),
+           ("WDROAux", wdro.WDROAux), ("input_gradients", wdro.input_gradients),
+           ("kl_dro_loss", objectives.kl_dro_risk), ("cvar_loss", objectives.cvar_risk)]
+  for name, new in pairs:
+    with pytest.warns(DeprecationWarning, match=f"drojax.losses.{name} is deprecated"):
+      assert getattr(L, name) is new
+  with pytest.warns(DeprecationWarning, match="wdro_total"):
+    old = L.wdro_loss
+  # The old defaults (q 2, exact) and option names (mode, subsample, key last) still hold.
+  got = old(fn, x, y, rho=0.5)[0]
+  want = wdro.wdro_total(None, fn, x, y, rho=0.5, q=2.0, penalty_mode="exact")[0]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  with pytest.warns(DeprecationWarning):
+    g = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(L.variation_penalty(g), np.sqrt(12.5), rtol=1e-6)  # q 2
+  with pytest.raises(AttributeError):
+    L.no_such_name  # noqa: B018
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    from drojax.losses import cross_entropy  # noqa: F401  (current names do not warn)

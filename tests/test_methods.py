@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from drojax import methods, weighting
+from drojax import methods, objectives, weighting
 
 B, K, H, W, C = 8, 3, 2, 2, 1
 D = H * W * C
@@ -37,18 +37,22 @@ def _np_losses(images, targets, weight):
   return ce.mean(1), grads
 
 
-def _loss_fn(weight):
+def _fns(weight):
+  def logits_fn(images):
+    logits = methods.views_to_model_batch(images).reshape(-1, D) @ weight
+    return logits, {"logits": logits}
+
   def loss_fn(images, targets):
-    x = methods.views_to_model_batch(images).reshape(-1, D)
-    logits = x @ weight
-    return methods.cross_entropy_criterion(logits, targets), {"logits": logits}
-  return loss_fn
+    logits, aux = logits_fn(images)
+    return methods.cross_entropy_criterion(logits, targets), aux
+
+  return objectives.ModelFns(loss=loss_fn, logits=logits_fn,
+                             eval_logits=lambda images: logits_fn(images)[0])
 
 
-def _ctx(step=0, tracker=None, key=0):
-  return methods.ObjectiveContext(key=jax.random.key(key), step=jnp.asarray(step, jnp.int32),
-                                  ids=jnp.arange(B, dtype=jnp.int32), tracker=tracker,
-                                  axis_name=None)
+def _ctx(step=0):
+  return objectives.ObjectiveContext(step=jnp.asarray(step, jnp.int32),
+                                     ids=jnp.arange(B, dtype=jnp.int32), axis_name=None)
 
 
 def test_table_has_the_issue_methods_and_rejects_unknown_names():
@@ -66,8 +70,30 @@ def test_table_has_the_issue_methods_and_rejects_unknown_names():
   for name in methods.method_names():
     m = methods.get_method(name)
     assert m.name == name and isinstance(m, methods.Method)
-  assert methods.get_method("var_dro").uses_tracker
-  assert not methods.get_method("dro").uses_tracker
+  assert isinstance(methods.get_method("var_dro").objective.init(5), weighting.TrackerState)
+  assert methods.get_method("dro").objective.init(5) is None
+  with pytest.raises(ValueError, match="num_examples"):
+    methods.get_method("var_dro").objective.init(None)
+  # Every augmentation x objective name of the table is registered; absent pairs are absent.
+  assert set(methods.TABLE) <= set(methods.method_names())
+  assert "mart_augmix" not in methods.method_names()
+  with pytest.raises(ValueError, match=r"unknown augmentation 'cutmix'; valid: plain, mixup"):
+    methods.build_method("x", "cutmix", "erm", methods.MethodConfig())
+  with pytest.raises(ValueError, match=r"unknown objective 'dr0'; valid: erm, dro"):
+    methods.build_method("x", "plain", "dr0", methods.MethodConfig())
+
+
+def test_method_config_defaults_and_adversarial_fields_are_checked():
+  c = methods.MethodConfig()
+  assert c.penalty_mode == "forward_over_reverse" and c.q == 1.0
+  assert (c.adv_eps, c.adv_steps, c.adv_step_size) == (8 / 255, 10, 2 / 255)
+  assert c.trades_beta == 6.0 and c.mart_beta == 6.0
+  for name, field, value in (("pgd_at", "adv_eps", -0.1), ("pgd_at", "adv_steps", 0),
+                             ("trades", "trades_beta", -1.0), ("mart", "mart_beta", -0.5)):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+      methods.get_method(name, methods.MethodConfig(**{field: value}))
+  with pytest.raises(ValueError, match="penalty_subsample must be 1.0 with 'dro_noisymix'"):
+    methods.get_method("dro_noisymix", methods.MethodConfig(penalty_subsample=0.5))
 
 
 def test_plain_views_and_smoothed_targets():
@@ -96,9 +122,9 @@ def test_criterion_averages_views_in_view_major_order():
     methods.cross_entropy_criterion(logits[:5], targets)
 
 
-def _value_and_grad(objective, images, targets, weight, ctx):
+def _value_and_grad(objective, images, targets, weight, ctx, state=None):
   def f(w):
-    value, aux = objective(_loss_fn(w), images, targets, ctx)
+    value, aux, _ = objective.apply(jax.random.key(0), state, _fns(w), images, targets, ctx)
     return value, aux
   return jax.value_and_grad(f, has_aux=True)(jnp.asarray(weight))
 
@@ -185,8 +211,8 @@ def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
   m = methods.get_method("var_dro", methods.MethodConfig(
       var_dro_eps_min=eps_min, var_dro_eps_max=eps_max, var_dro_warmup_steps=0,
       var_dro_ramp_steps=0))
-  (value, aux), grad = _value_and_grad(m.objective, images, targets, weight,
-                                       _ctx(step=5, tracker=tracker))
+  (value, aux), grad = _value_and_grad(m.objective, images, targets, weight, _ctx(step=5),
+                                       state=tracker)
   losses, _ = _np_losses(images, targets, weight)
   eps = eps_min + (eps_max - eps_min) * var / var.max()  # the paper's radius mapping
   res = scipy.optimize.linprog(-losses, A_eq=np.ones((1, B)), b_eq=[1.0],
@@ -196,7 +222,13 @@ def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(aux.metrics["weights_sum"], 1.0, rtol=1e-6)
   with pytest.raises(ValueError, match="tracker"):
-    m.objective(_loss_fn(jnp.asarray(weight)), images, targets, _ctx(tracker=None))
+    m.objective.apply(None, None, _fns(jnp.asarray(weight)), images, targets, _ctx())
+  # apply updates its own state: the tracker saw this batch's losses (ids 0..B-1).
+  _, _, new = m.objective.apply(None, tracker, _fns(jnp.asarray(weight)), images, targets,
+                                _ctx(step=5))
+  expected = weighting.update_tracker(tracker, jnp.arange(B), jnp.asarray(losses), alpha=0.1)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7), new,
+               expected)
 
 
 @pytest.mark.parametrize("name", ["erm", "dro", "kl_dro", "cvar", "var_dro"])
@@ -207,13 +239,14 @@ def test_objectives_over_a_split_batch_equal_the_whole_batch(name):
   tracker = weighting.TrackerState(mean=jnp.zeros(B), var=jnp.asarray(var),
                                    count=jnp.ones(B, jnp.int32))
   m = methods.get_method(name, methods.MethodConfig(rho=0.5, q=2.0, cvar_alpha=0.25))
-  whole, _ = m.objective(_loss_fn(jnp.asarray(weight)), images, targets,
-                         _ctx(step=3, tracker=tracker))
+  state = tracker if name == "var_dro" else None
+  whole, _, _ = m.objective.apply(jax.random.key(0), state, _fns(jnp.asarray(weight)), images,
+                                  targets, _ctx(step=3))
 
   def shard(im, tg, ids):
-    ctx = methods.ObjectiveContext(jax.random.key(0), jnp.asarray(3, jnp.int32), ids, tracker,
-                                   "data")
-    value, _ = m.objective(_loss_fn(jnp.asarray(weight)), im, tg, ctx)
+    ctx = objectives.ObjectiveContext(jnp.asarray(3, jnp.int32), ids, "data")
+    value, _, _ = m.objective.apply(jax.random.key(0), state, _fns(jnp.asarray(weight)), im, tg,
+                                    ctx)
     return jax.lax.pmean(value, "data")
 
   split = lambda a: a.reshape((4, B // 4) + a.shape[1:])

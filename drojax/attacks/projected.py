@@ -81,7 +81,7 @@ def _check_number(value, argname: str, *, positive: bool = False) -> None:
     raise ValueError(f"{argname} must be {bound}; got {value!r}.")
 
 
-def _check_options(*, norm: str, num_steps: int, restarts: int) -> None:
+def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
   if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
@@ -318,7 +318,7 @@ def _run(key, logits_fn, x, y, *, eps, step_size, num_steps, norm, random_start,
   _check_inputs(x, y, name)
   _check_number(eps, "eps")
   _check_number(step_size, "step_size")
-  _check_options(norm=norm, num_steps=num_steps, restarts=restarts)
+  check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
   if not callable(logits_fn):
     raise TypeError(f"{name}: logits_fn must be callable x -> logits; got {type(logits_fn).__name__}.")
   return _pgd_impl(key, logits_fn, x, y, eps, step_size, norm=norm, num_steps=num_steps,

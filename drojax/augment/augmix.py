@@ -207,7 +207,7 @@ def _warp_batched(levels: jax.Array, coeffs: jax.Array, lut: jax.Array, *, fill:
   def gather_lut(yy, xx):
     return lut_flat[gather(yy, xx).astype(jnp.int32) + lut_rows]
 
-  out = ops._sample_pil(gather, u, v, h, w, resample=resample, first_tap=gather_lut)
+  out = ops.sample_pil(gather, u, v, h, w, resample=resample, first_tap=gather_lut)
   return jnp.where(inside[..., None], out, fill)
 
 

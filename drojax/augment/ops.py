@@ -177,7 +177,7 @@ def translate_y_matrix(pixels: jax.Array) -> jax.Array:
 
 
 
-def _sample_pil(gather: Callable[[jax.Array, jax.Array], jax.Array], u: jax.Array, v: jax.Array,
+def sample_pil(gather: Callable[[jax.Array, jax.Array], jax.Array], u: jax.Array, v: jax.Array,
                h: int, w: int, *, resample: str,
                first_tap: Callable[[jax.Array, jax.Array], jax.Array] | None = None
                ) -> jax.Array:
@@ -257,7 +257,7 @@ def warp_levels(levels: jax.Array, coeffs: jax.Array, *, fill: float | jax.Array
       taps = lut_flat[taps.astype(jnp.int32) + lut_offsets]
     return taps.reshape(h, w, c)
 
-  out = _sample_pil(gather, u, v, h, w, resample=resample)
+  out = sample_pil(gather, u, v, h, w, resample=resample)
   fill = jnp.asarray(fill, jnp.float32)
   return jnp.where(inside[..., None], out, fill)
 

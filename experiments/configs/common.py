@@ -142,9 +142,9 @@ def _corruption_names() -> list[str]:
 
 
 def _penalty_modes() -> list[str]:
-  from drojax import losses
+  from drojax import wdro
 
-  return list(losses.PENALTY_MODES)
+  return list(wdro.PENALTY_MODES)
 
 
 def _attacks() -> list[str]:

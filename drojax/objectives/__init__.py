@@ -1,0 +1,21 @@
+"""Objectives: how per-example losses become the scalar a train step differentiates.
+
+Optax-style ``(init, apply)`` pairs with their own state (:mod:`drojax.objectives.base`):
+
+* :func:`mean` (ERM), in ``base``;
+* :func:`wdro` (DRO-Augment's variation penalty), :func:`var_dro` (its state: the variance
+  tracker), :func:`kl_dro`, :func:`cvar`, in :mod:`~drojax.objectives.dro`;
+* :func:`pgd_at`, :func:`trades`, :func:`mart` (adversarial training), in
+  :mod:`~drojax.objectives.adversarial`.
+
+The pure core: imports JAX only (no Flax, Optax, Orbax or TFDS).
+"""
+
+from drojax.objectives.adversarial import linf_pgd_ascent, mart, pgd_at, trades
+from drojax.objectives.base import (ModelFns, Objective, ObjectiveAux, ObjectiveContext,
+                                    all_gather, mean, stateless_init, weight_entropy)
+from drojax.objectives.dro import cvar, cvar_risk, kl_dro, kl_dro_risk, var_dro, wdro
+
+__all__ = ["ModelFns", "Objective", "ObjectiveAux", "ObjectiveContext", "all_gather", "cvar",
+           "cvar_risk", "kl_dro", "kl_dro_risk", "linf_pgd_ascent", "mart", "mean", "pgd_at",
+           "stateless_init", "trades", "var_dro", "wdro", "weight_entropy"]

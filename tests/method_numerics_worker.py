@@ -1,0 +1,86 @@
+"""Helper for tests/test_method_numerics.py (not a test module): parameters after 3 train steps.
+
+Run as ``python tests/method_numerics_worker.py OUT.npz [SPEC ...]`` (SPEC = ``method`` or
+``method:penalty_mode``; default: every spec in ``SPECS``). It forces 8 CPU devices (before
+JAX initializes) and, for each spec, runs three train steps of a tiny TinyNet from one seed on a
+1-device mesh and on an 8-device mesh with the same global batches, and writes the final
+parameters and BatchNorm statistics, flattened into one float32 vector per (spec, mesh size),
+as ``OUT.npz`` entries ``"<spec>@<devices>"``.
+
+``tests/data/method_params_before.npz`` was written by this script from the code as it was
+before the method layer became objectives with their own state (issue 13); the test compares
+the refactored code against it. The penalty mode is pinned explicitly for every W-DRO method,
+so the recording keeps its meaning when ``MethodConfig``'s default mode changes.
+"""
+
+import dataclasses
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8")
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from drojax import methods, models, train  # noqa: E402
+
+# Every method of the table before issue 13; the W-DRO ones with the penalty mode pinned.
+SPECS = ("erm", "mixup", "augmix", "noisymix", "kl_dro", "cvar", "var_dro", "var_dro_mixup",
+         "var_dro_augmix", "dro:exact", "dro:forward_over_reverse", "dro_mixup:exact",
+         "dro_augmix:exact", "dro_noisymix:exact")
+DEVICE_COUNTS = (1, 8)
+
+
+def _batches():
+  rng = np.random.default_rng(0)
+  n, b = 32, 16
+  images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 3, n).astype(np.int32)
+  # Batch 0 twice: the third step's Var-DRO weights see non-zero tracked variances.
+  return n, [{"image": images[i * b:(i + 1) * b], "label": labels[i * b:(i + 1) * b],
+              "id": np.arange(i * b, (i + 1) * b, dtype=np.int32)} for i in (0, 1, 0)]
+
+
+def fingerprint(state) -> np.ndarray:
+  """Parameters and BatchNorm statistics, flattened in tree order, float32."""
+  leaves = jax.tree.leaves((state.params, state.batch_stats))
+  return np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
+
+
+def run(spec: str) -> dict[str, np.ndarray]:
+  n, batches = _batches()
+  model = models.TinyNet(num_classes=3, width=4)
+  config = methods.MethodConfig(rho=0.5, q=2.0, var_dro_eps_max=1.0, kl_temperature=1.0,
+                                cvar_alpha=0.5)
+  name, _, mode = spec.partition(":")
+  if mode:
+    config = dataclasses.replace(config, penalty_mode=mode)
+  method = methods.get_method(name, config)
+  out = {}
+  for num_devices in DEVICE_COUNTS:
+    mesh = train.make_mesh(num_devices)
+    opt = train.make_optimizer(10, learning_rate=0.1)
+    state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method,
+                                     num_examples=n, mesh=mesh)
+    step = train.make_train_step(method, model, mesh, optimizer=opt)
+    for batch in batches:
+      state, _ = step(state, train.shard_batch(batch, mesh))
+    out[f"{spec}@{num_devices}"] = fingerprint(jax.device_get(state))
+  return out
+
+
+def main(path, specs):
+  assert jax.device_count() == 8, jax.devices()
+  result = {}
+  for spec in specs or SPECS:
+    result.update(run(spec))
+    print(spec, flush=True)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  np.savez(path, **result)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1], sys.argv[2:])
