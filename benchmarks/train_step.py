@@ -18,6 +18,10 @@ W-DRO methods, separated by colons:
 * ``dro:subsample=0.25``: the penalty on a random quarter of the batch (exact gradient);
 * ``dro:finite_difference:subsample=0.25``: both; the same options apply to ``dro_augmix`` etc.
 
+Adversarial training (``pgd_at``, ``trades``, ``mart``) runs ``MethodConfig``'s ``adv_steps``
+(10) inner steps; ``--adv_steps N`` changes it. A ``k``-step PGD-AT step is ``k`` forward/backward
+passes of the attack plus one of training, about ``k + 1`` times an ``erm`` step.
+
 ``erm`` is always measured (the ratios are to it). All steps of one width are compiled first and
 then timed in interleaved rounds (``erm, dro, ... , erm, dro, ...``, order rotated each round) so
 that load from other processes hits all of them alike: on a shared machine compare the ratios,
@@ -67,7 +71,7 @@ class MethodSpec:
   penalty_subsample: float | None
 
 
-def parse_method_spec(spec: str, *, rho: float, q: float):
+def parse_method_spec(spec: str, *, rho: float, q: float, adv_steps: int = 10):
   """Returns ``(MethodSpec, Method)`` for one ``--methods`` entry.
 
   Raises:
@@ -89,7 +93,8 @@ def parse_method_spec(spec: str, *, rho: float, q: float):
     else:
       raise ValueError(f"--methods: unknown option {opt!r} in {spec!r}; expected one of "
                        f"{_wdro.PENALTY_MODES} or 'subsample=F' (0 < F <= 1)")
-  config = _methods.MethodConfig(rho=rho, q=q, penalty_mode=mode, penalty_subsample=subsample)
+  config = _methods.MethodConfig(rho=rho, q=q, penalty_mode=mode, penalty_subsample=subsample,
+                                 adv_steps=adv_steps)
   method = _methods.get_method(name, config)  # ValueError lists the valid names
   has_penalty = name == "dro" or name.startswith("dro_")  # the W-DRO methods
   if options and not has_penalty:
@@ -295,6 +300,8 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
   p.add_argument("--rho", type=float, default=1.0)
   p.add_argument("--q", type=float, default=1.0)
+  p.add_argument("--adv_steps", type=int, default=10,
+                 help="inner PGD steps of pgd_at, trades, mart")
   p.add_argument("--crop_flip", action="store_true", help="include the on-device crop/flip")
   p.add_argument("--torch", action="store_true",
                  help="also time the PyTorch peer in the same rounds (needs torch installed)")
@@ -316,7 +323,8 @@ def main(argv=None) -> int:
   if "erm" not in specs_text:
     specs_text = ["erm"] + specs_text
   try:
-    specs = [parse_method_spec(s, rho=args.rho, q=args.q) for s in specs_text]
+    specs = [parse_method_spec(s, rho=args.rho, q=args.q, adv_steps=args.adv_steps)
+             for s in specs_text]
   except ValueError as e:
     print(f"train_step: {e}", file=sys.stderr)
     return 2

@@ -75,10 +75,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
     if labels.shape != (b,):
       raise ValueError(f"labels must have shape [B]=({b},) (integer ids) or [B, K]={logits.shape}"
                        f" (probabilities), got shape {labels.shape}.")
-    if _is_concrete(labels) and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
-      bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= k)]
-      raise ValueError(f"labels must be class ids in [0, {k}) for {k} classes (logits "
-                       f"{logits.shape}), got {bad[:5].tolist()}.")
+    if _is_concrete(labels):  # host-side (numpy): inside a jit trace jnp ops would trace
+      host = np.asarray(labels)
+      bad = host[(host < 0) | (host >= k)]
+      if bad.size:
+        raise ValueError(f"labels must be class ids in [0, {k}) for {k} classes (logits "
+                         f"{logits.shape}), got {bad[:5].tolist()}.")
     targets = jax.nn.one_hot(labels, k, dtype=logits.dtype)
     valid = (labels >= 0) & (labels < k)
   elif jnp.issubdtype(labels.dtype, jnp.floating):

@@ -7,18 +7,12 @@ every combination that makes sense, each under the name users pass (``--method=d
 a combination that makes none (MART on mixed targets, an adversarial objective on AugMix's
 three views) is absent rather than failing at trace time.
 
-================  =========  ==========  =========  ========
-objective         plain      mixup       augmix     noisymix
-================  =========  ==========  =========  ========
-erm (mean)        erm        mixup       augmix     noisymix
-dro (W-DRO)       dro        dro_mixup   dro_augmix dro_noisymix
-var_dro           var_dro    var_dro_mixup var_dro_augmix  -
-kl_dro            kl_dro     -           -          -
-cvar              cvar       -           -          -
-pgd_at            pgd_at     -           -          -
-trades            trades     -           -          -
-mart              mart       -           -          -
-================  =========  ==========  =========  ========
+  objective / augmentation  plain    mixup           augmix           noisymix
+  erm (mean)                erm      mixup           augmix           noisymix
+  dro (W-DRO penalty)       dro      dro_mixup       dro_augmix       dro_noisymix
+  var_dro                   var_dro  var_dro_mixup   var_dro_augmix   -
+  kl_dro, cvar              kl_dro, cvar  -          -                -
+  pgd_at, trades, mart      pgd_at, trades, mart  -  -                -
 
 ``get_method(name, config)`` builds one from ``MethodConfig``'s hyper-parameters (each method
 reads the fields it needs); unknown names raise a ``ValueError`` listing the valid ones.

@@ -23,7 +23,8 @@ from experiments.configs import cifar_c as cifar_c_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "dro_augmix", "The method whose parameter is swept.")
-flags.DEFINE_string("param", "rho", "rho (W-DRO penalty weight) | eps_max (Var-DRO radius).")
+flags.DEFINE_string("param", "rho", "rho (W-DRO penalty weight) | eps_max (Var-DRO radius) | "
+                    "trades_beta | mart_beta | adv_eps (adversarial training).")
 flags.DEFINE_string("values", "0,0.3,1,3", "Comma-separated non-negative values.")
 flags.DEFINE_string("dataset", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | npz:PATH")
 flags.DEFINE_string("preset", "paper", "paper | quick")
@@ -31,7 +32,8 @@ flags.DEFINE_string("workdir", None, "Root directory; each value gets a sub-dire
 flags.DEFINE_string("data_dir", None, "Where to look for data first (default $DROJAX_DATA_DIR).")
 flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
 
-PARAMS = {"rho": "rho", "eps_max": "var_dro_eps_max"}
+PARAMS = {"rho": "rho", "eps_max": "var_dro_eps_max", "trades_beta": "trades_beta",
+          "mart_beta": "mart_beta", "adv_eps": "adv_eps"}
 
 
 def build_configs(overrides) -> tuple[list[float], list]:

@@ -26,6 +26,11 @@ def make_config(method: str, *, preset: str = "paper",
   c.nesterov = False
   c.weight_decay = 0.0
   c.method_config.rho = 0.08
+  # Adversarial training (pgd_at, trades, mart): eps 0.1 as the common Fashion-MNIST setting,
+  # above the evaluated radii; step eps/4 for 10 steps.
+  c.method_config.adv_eps = 0.1
+  c.method_config.adv_step_size = 0.025
+  c.method_config.adv_steps = 10
   c.eval.corruption_names = ("none",)  # clean + PGD only
   c.eval.adv_eps = (4 / 255, 8 / 255, 16 / 255)
   c.eval.pgd_steps = 20
