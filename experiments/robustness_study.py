@@ -243,7 +243,9 @@ def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[
            f"Scale `{scale_name}`: {json.dumps(dataclasses.asdict(scale))}; PGD-{PGD_STEPS} "
            "(random start, step eps/8); the suite is APGD-CE, APGD-T (9 targets), Square, each "
            "on the images still correct (cumulative; the last is the worst case). Accuracy in %, "
-           "mean +- 95 % t-interval half-width over seeds (n = seeds finished).", ""]
+           "mean +- 95 % t-interval half-width over seeds (n = seeds finished). Train s is "
+           "wall time with compilation; when several processes shared the device it includes "
+           "their load.", ""]
   if missing:
     lines += [f"Not run (method missing in this checkout): {', '.join(missing)}.", ""]
   if wall_s is not None:

@@ -18,10 +18,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from drojax.attacks import auto, square_attack
-from drojax.attacks.projected import LogitsFn
+from drojax.attacks.projected import LogitsFn, _check_inputs, _check_number
 
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "square")
 
@@ -64,7 +63,6 @@ def _suite_impl(key, logits_fn, x, y, eps, p_init, *, norm, num_steps, num_targe
 def check_suite_options(*, eps, norm, num_steps, num_targets, num_queries, p_init,
                         num_classes: int | None = None) -> None:
   """Raises a ValueError naming the first bad suite option (shared with the evaluator)."""
-  from drojax.attacks.projected import _check_number  # pylint: disable=import-outside-toplevel
   if eps is not None:
     _check_number(eps, "eps")
   if norm not in square_attack.SQUARE_NORMS:
@@ -116,7 +114,6 @@ def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array
     >>> {k: v.tolist() for k, v in m.items()}
     {'clean': [True, True, True, False], 'apgd_ce': [True, False, True, False], 'apgd_t': [True, False, True, False], 'square': [True, False, True, False]}
   """
-  from drojax.attacks.projected import _check_inputs  # pylint: disable=import-outside-toplevel
   _check_inputs(x, y, "robust_accuracy_suite")
   if not callable(logits_fn):
     raise TypeError(f"robust_accuracy_suite: logits_fn must be callable x -> logits; got "
