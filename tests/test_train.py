@@ -288,3 +288,25 @@ def test_train_step_and_loop_never_mention_a_method_or_its_fields():
         words.add(node.arg)
     hits = sorted(words & forbidden)
     assert not hits, f"{path} mentions {hits}"
+
+
+def test_adversarial_methods_train_in_the_sharded_step():
+  """pgd_at, trades and mart run inside the same sharded step: finite metrics, parameters move,
+  the state stays stateless (their objective state is None) and a second step does not retrace."""
+  model = models.TinyNet(num_classes=3, width=4)
+  mesh = train.make_mesh(1)
+  config = methods.MethodConfig(adv_steps=2, adv_eps=0.1, adv_step_size=0.05)
+  for name in ("pgd_at", "trades", "mart"):
+    method = methods.get_method(name, config)
+    opt = train.make_optimizer(10, learning_rate=0.1)
+    state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method)
+    start = jax.device_get(state.params)
+    step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False)
+    state, metrics = step(state, _batch(5))
+    state, metrics = step(state, _batch(6))
+    assert state.objective_state is None and int(state.step) == 2
+    assert all(np.isfinite(float(v)) for v in metrics.values()), (name, metrics)
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(start)))
+    assert moved > 1e-4, name
+    assert step.jitted._cache_size() == 1, name  # pylint: disable=protected-access
