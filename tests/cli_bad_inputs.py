@@ -92,7 +92,7 @@ CASES = [
      "--config.eval.severities: item 0: expected an integer >= 1 and <= 5", None),
     ("severities_repeated", ["--config.eval.severities=1,1"], 2, "no repeated items", None),
     # --- cross-field rules
-    ("warmup_not_below_epochs", ["--config.warmup_epochs=3"], 2,
+    ("warmup_not_below_epochs", ["--config.num_epochs=3", "--config.warmup_epochs=3"], 2,
      "--config.warmup_epochs: must be < num_epochs (3), got 3 epochs", None),
     ("eps_min_above_eps_max", ["--method=var_dro", "--config.method_config.var_dro_eps_min=2"],
      2, "var_dro_eps_min: must be <= method_config.var_dro_eps_max", None),

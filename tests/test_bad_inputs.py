@@ -131,7 +131,8 @@ CASES = [
     ("config_eps_order", lambda: common.validate(_config(
         "var_dro", method_config__var_dro_eps_min=2.0)), ConfigError,
      "var_dro_eps_min: must be <= method_config.var_dro_eps_max"),
-    ("config_warmup_epochs", lambda: common.validate(_config(warmup_epochs=5)), ConfigError,
+    ("config_warmup_epochs", lambda: common.validate(_config(num_epochs=3, warmup_epochs=5)),
+     ConfigError,
      "warmup_epochs: must be < num_epochs (3), got 5 epochs"),
     ("config_adv_eps_strings", lambda: common.validate(_config(eval__adv_eps=("8/255",))),
      ConfigError, "eval.adv_eps: item 0: expected a finite number"),

@@ -27,7 +27,8 @@ STEPS = 8  # train_subset / batch_size: 8 steps, one epoch
 ARGS = [
     "--dataset=digits", "--preset=quick", "--config.model=tiny", "--config.width=4",
     "--config.optimizer=sgd", "--config.learning_rate=0.05", "--config.batch_size=16",
-    "--config.train_subset=128", "--config.num_epochs=1", "--config.log_every_steps=1",
+    "--config.train_subset=128", "--config.num_epochs=1", "--config.warmup_epochs=0",
+    "--config.log_every_steps=1",
     "--config.eval.images=32", "--config.eval.batch_size=32",
     "--config.eval.corruption_names=contrast", "--config.eval.severities=3",
     "--config.eval.adv_eps=0.03", "--config.eval.pgd_steps=1", "--config.progress=false",

@@ -101,13 +101,22 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
+  # Chosen on the digits' TRAINING split only (1,150 to train, a stratified 20% = 284 held
+  # out; no test image), dro_augmix, width 8, penalty forward_over_reverse:
+  #   SGD 0.02, batch 64, 3 epochs (the old preset, exact mode): 55% held-out accuracy
+  #   Adam 3e-3, batch 32, 4 epochs:                              61%
+  #   SGD 0.1, 1 warm-up epoch, batch 32, 4 epochs:               83%
+  #   the same, 8 epochs, penalty on a random quarter of each batch: 90%
+  # Training CPU time incl. compilation: 115 s for the 144 full-penalty steps, 153 s for the
+  # 288 subsampled ones (one run each, machine loaded).
   c.width = 8
-  c.num_epochs = 3
-  c.batch_size = 64
-  # 0.02: with the JSD weight 12 and the penalty, dro_augmix collapsed to uniform predictions
-  # at 0.05 and 0.1 in 66 steps (clean 29% / diverging); 0.02 reached 46.5% (erm: 61% at 0.02,
-  # 82.5% at 0.05). One run each; the quick-start's method is dro_augmix.
-  c.learning_rate = 0.02
+  c.num_epochs = 8
+  c.batch_size = 32
+  c.learning_rate = 0.1
+  c.warmup_epochs = 1
+  if method_parts(c.method) != ("noisymix", "dro"):  # NoisyMix's plan needs the whole batch
+    c.method_config.penalty_subsample = 0.25
+  c.method_config.penalty_mode = "forward_over_reverse"
   c.eval.images = 200
   c.eval.batch_size = 200
   # Compiling all 15 corruptions costs ~2.5 min on 2 CPU cores (fog, frost, elastic and snow
@@ -116,8 +125,8 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.severities = (1, 3, 5)
   c.eval.adv_eps = (2 / 255, 8 / 255)
   c.eval.pgd_steps = 5
-  c.checkpoint_every_steps = 20
-  c.log_every_steps = 5
+  c.checkpoint_every_steps = 100
+  c.log_every_steps = 10
   return c
 
 
