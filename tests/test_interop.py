@@ -1,6 +1,6 @@
 """drojax's pure core with models written in Flax NNX and in Equinox.
 
-The W-DRO objective (``drojax.losses.wdro_loss``) and the attacks take a ``logits_fn``, so any
+The W-DRO objective (``drojax.wdro.wdro_total``) and the attacks take a ``logits_fn``, so any
 framework's model works once its parameters are a pytree. A linear classifier makes the
 reference closed-form: with logits ``z = x W + b`` the cross-entropy's input gradient is
 ``W (softmax(z) - onehot(y))``, transcribed below in float64 NumPy.
@@ -12,7 +12,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from drojax import attacks, losses
+from drojax import attacks, losses, wdro
 
 B, H, W, C, K = 6, 4, 4, 3, 5
 D = H * W * C
@@ -84,7 +84,7 @@ def framework(request):
 def _objective(logits_fn, x, y, mode):
   def objective(params):
     loss_fn = lambda images, labels: losses.cross_entropy(logits_fn(params, images), labels)
-    total, _ = losses.wdro_loss(loss_fn, x, y, rho=RHO, q=1.0, mode=mode)
+    total, _ = wdro.wdro_total(None, loss_fn, x, y, rho=RHO, q=1.0, penalty_mode=mode)
     return total
   return objective
 
