@@ -127,7 +127,7 @@ def test_quick_preset_dro_augmix_resumes_after_sigkill(tmp_path, cache):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path, cache):
   workdir = tmp_path / "erm_interrupted"
-  cmd = _cmd("erm", workdir, cache)
+  cmd = _cmd("erm", workdir, cache, "--config.num_epochs=3")
   proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, start_new_session=True)
   try:

@@ -36,7 +36,8 @@ def cache(tmp_path_factory):
 def test_sweep_writes_runs_pareto_and_comparison_then_compare_cli(tmp_path, cache):
   root = tmp_path / "sweep"
   proc = _run(["experiments.sweep", "--method=dro", "--param=rho", "--values=0,2",
-               "--dataset=digits", f"--workdir={root}", *TINY, "--config.num_epochs=1", "--config.warmup_epochs=0",
+               "--dataset=digits", f"--workdir={root}", *TINY, "--config.num_epochs=1",
+               "--config.warmup_epochs=0",
                "--config.train_subset=64", "--config.eval.corruption_names=contrast",
                "--config.eval.severities=3", "--config.eval.adv_eps="], cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
