@@ -616,7 +616,7 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
                               num_targets=1 if num_targets is None else num_targets,
                               num_queries=num_queries, p_init=0.8)
   else:
-    attacks._check_options(norm=norm, num_steps=num_steps, restarts=restarts)
+    attacks.check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
     auto._check_int(num_steps, "num_steps", 1)
   key = eval_key() if key is None else key
   if isinstance(model, BoundModel):

@@ -95,6 +95,13 @@ def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
 
   .. math:: \\mathrm{DLR}(z, y) = -\\frac{z_y - \\max_{j \\ne y} z_j}{z_{\\pi_1} - z_{\\pi_3}}
 
+  Args:
+    logits: ``[B, K]`` logits, K >= 3.
+    y: integer labels ``[B]``.
+
+  Returns:
+    ``[B]`` float32 losses (1e-12 is added to the denominator).
+
   Example:
     >>> import jax.numpy as jnp
     >>> round(float(dlr_loss(jnp.array([[3.0, 1.0, 0.0]]), jnp.array([0]))[0]), 6)
@@ -111,6 +118,14 @@ def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax
   """Targeted DLR loss ``[B]`` (to maximise) towards classes ``target [B]``; K >= 4.
 
   .. math:: -\\frac{z_y - z_t}{z_{\\pi_1} - (z_{\\pi_3} + z_{\\pi_4}) / 2}
+
+  Args:
+    logits: ``[B, K]`` logits, K >= 4.
+    y: integer labels ``[B]``.
+    target: integer target classes ``[B]``.
+
+  Returns:
+    ``[B]`` float32 losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -340,8 +355,14 @@ def apgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
          restarts: int = 1) -> jax.Array:
   """Untargeted Auto-PGD; returns the per-example worst point found ``[B, H, W, C]``.
 
-  Arguments as :func:`apgd_robust`. Every returned point lies in the eps-ball around ``x``
-  and in [0, 1].
+  Every returned point lies in the eps-ball around ``x`` and in [0, 1].
+
+  Args:
+    key, logits_fn, x, y, eps, norm, num_steps, loss, restarts: as :func:`apgd_robust`.
+
+  Returns:
+    ``x_adv [B, H, W, C]``: a misclassified iterate where one was found, else the
+    highest-loss point.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -405,6 +426,13 @@ def apgd_targeted(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Arra
                   eps: float | jax.Array, norm: str = "linf", num_steps: int = 100,
                   num_targets: int = 9, restarts: int = 1) -> jax.Array:
   """APGD-T; returns the per-example worst point found (see :func:`apgd_targeted_robust`).
+
+  Args:
+    key, logits_fn, x, y, eps, norm, num_steps, num_targets, restarts: as
+      :func:`apgd_targeted_robust`.
+
+  Returns:
+    ``x_adv [B, H, W, C]`` in the eps-ball and [0, 1].
 
   Example:
     >>> import jax, jax.numpy as jnp

@@ -82,6 +82,22 @@ def _check_number(value, argname: str, *, positive: bool = False) -> None:
 
 
 def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
+  """Raises a ValueError naming the first bad PGD option.
+
+  Args:
+    norm: ``'linf'`` or ``'l2'``.
+    num_steps: an int >= 0.
+    restarts: an int >= 1.
+
+  Returns:
+    None.
+
+  Example:
+    >>> check_pgd_options(norm="l1", num_steps=10, restarts=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: norm must be one of ('linf', 'l2'); got 'l1'.
+  """
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
   if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:

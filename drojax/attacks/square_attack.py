@@ -41,6 +41,14 @@ _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 def p_schedule(i: jax.Array, num_queries: int, p_init: float) -> jax.Array:
   """The fraction of pixels the ``i``-th query's square covers (see the module docstring).
 
+  Args:
+    i: the query index (int or traced int32).
+    num_queries: the budget the schedule is rescaled to.
+    p_init: the fraction at the start.
+
+  Returns:
+    A float32 scalar ``p_init / 2^m``.
+
   Example:
     >>> [float(p_schedule(i, 5000, 0.8)) for i in (1, 10, 100, 4999)]
     [0.800000011920929, 0.4000000059604645, 0.20000000298023224, 0.0015625000232830644]
@@ -51,7 +59,20 @@ def p_schedule(i: jax.Array, num_queries: int, p_init: float) -> jax.Array:
 
 
 def margin(logits: jax.Array, y: jax.Array) -> jax.Array:
-  """``z_y - max_{j != y} z_j`` per example ``[B]``; <= 0 means misclassified."""
+  """``z_y - max_{j != y} z_j`` per example; <= 0 means misclassified.
+
+  Args:
+    logits: ``[B, K]`` logits.
+    y: integer labels ``[B]``.
+
+  Returns:
+    ``[B]`` float32 margins.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> margin(jnp.array([[2.0, 0.5, 1.0], [0.0, 3.0, 1.0]]), jnp.array([0, 2])).tolist()
+    [1.0, -2.0]
+  """
   z = logits.astype(jnp.float32)
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)
@@ -157,6 +178,12 @@ def square(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
            eps: float | jax.Array, norm: str = "linf", num_queries: int = 5000,
            p_init: float = 0.8) -> jax.Array:
   """Square attack; returns the adversarial images (see :func:`square_robust`).
+
+  Args:
+    key, logits_fn, x, y, eps, norm, num_queries, p_init: as :func:`square_robust`.
+
+  Returns:
+    ``x_adv [B, H, W, C]`` in the eps-ball and [0, 1].
 
   Example:
     >>> import jax, jax.numpy as jnp

@@ -62,7 +62,23 @@ def _suite_impl(key, logits_fn, x, y, eps, p_init, *, norm, num_steps, num_targe
 
 def check_suite_options(*, eps, norm, num_steps, num_targets, num_queries, p_init,
                         num_classes: int | None = None) -> None:
-  """Raises a ValueError naming the first bad suite option (shared with the evaluator)."""
+  """Raises a ValueError naming the first bad suite option (shared with the evaluator).
+
+  Args:
+    eps: the budget (None: not checked); norm, num_steps, num_targets, num_queries, p_init:
+      as :func:`robust_suite`.
+    num_classes: the model's K (None: the K checks are skipped).
+
+  Returns:
+    None.
+
+  Example:
+    >>> check_suite_options(eps=8 / 255, norm="linf", num_steps=100, num_targets=9,
+    ...                     num_queries=0, p_init=0.8)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_queries must be an int >= 1; got 0.
+  """
   if eps is not None:
     _check_number(eps, "eps")
   if norm not in square_attack.SQUARE_NORMS:
@@ -133,7 +149,9 @@ def robust_accuracy_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: 
                           p_init: float = 0.8) -> dict[str, jax.Array]:
   """Robust accuracy under the suite, overall and after each attack.
 
-  Arguments as :func:`robust_suite`.
+  Args:
+    key, logits_fn, x, y, eps, norm, num_steps, num_targets, num_queries, p_init: as
+      :func:`robust_suite`.
 
   Returns:
     ``{'clean', 'apgd_ce', 'apgd_t', 'square', 'robust'}`` -> float32 scalars: the accuracy
