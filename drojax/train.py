@@ -2,11 +2,11 @@
 
 One train step serves every method (a :class:`drojax.methods.Method` is data: augmentation,
 criterion, objective with its own state) and every device count: it runs under
-``jax.shard_map`` over a
-``jax.sharding.Mesh`` with one ``data`` axis. Each device holds ``B / n`` examples of the global
-batch; BatchNorm statistics are synced over the axis, the objective is ``pmean``-ed (global-batch
-semantics, see :mod:`drojax.methods`), so a run on ``n`` devices matches the run on one device
-for the same global batch up to float reassociation.
+``jax.shard_map`` over a ``jax.sharding.Mesh`` with one ``data`` axis. Each device holds
+``B / n`` examples of the global batch; BatchNorm statistics are synced over the axis, the
+objective is ``pmean``-ed (global-batch semantics, see :mod:`drojax.objectives.base`), so a run
+on ``n`` devices matches the run on one device for the same global batch up to float
+reassociation.
 
 Data flow of a step (``batch = {"image": uint8 [B, H, W, C], "label": int [B], "id": int [B]}``):
 uint8 -> float32 in [0, 1] -> random crop + flip (a key per example, folded from the step key
