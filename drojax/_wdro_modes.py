@@ -249,11 +249,11 @@ def axis_size(axis_name: Any) -> int:
 
 def shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, mode, fd_step,
                           idx):
-  """``wdro_loss`` as one ``custom_vjp``: ``(total, penalty, losses, fn_aux)``.
+  """``wdro.wdro_total`` as one ``custom_vjp``: ``(total, penalty, losses, fn_aux)``.
 
   The forward pass computes the whole gradient, so that the one backward at ``x`` that gives
   the mean loss's gradient also gives the input gradient ``g`` the penalty needs (autodiff of
-  ``wdro_loss``'s other forms runs a separate backward for ``g``). The penalty's gradient
+  ``wdro_total``'s other forms runs a separate backward for ``g``). The penalty's gradient
   (w.r.t. the parameters, the penalty batch's inputs and args) is then
 
   * ``"finite_difference"``: ``s (dL_p(x_p + h u) - dL_p(x_p))`` with ``s = ||v|| / h``, one
@@ -352,8 +352,8 @@ def shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, 
     ct_total, ct_penalty, ct_losses, ct_aux = cts
     if not _is_symbolic_zero(ct_aux):
       raise ValueError(
-          f"wdro_loss(mode={mode!r}): loss_fn's aux (fn_aux) carries no gradient in this "
-          f"mode; differentiate the total (or mean_loss, losses), or use mode='exact'.")
+          f"wdro_total(penalty_mode={mode!r}): loss_fn's aux (fn_aux) carries no gradient in this "
+          f"mode; differentiate the total (or mean_loss, losses), or use penalty_mode='exact'.")
     zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
     ct_total = jnp.zeros((), jnp.float32) if zero(ct_total) else ct_total
     ct_penalty = jnp.zeros((), penalty.dtype) if zero(ct_penalty) else ct_penalty

@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Mapping
 
-# The plots drojax.results.write_results writes into a run's workdir, in display order.
+# The plots experiments.reporting.write_results writes into a run's workdir, in display order.
 _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
 
 
