@@ -209,18 +209,26 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _pct(cell) -> str:
+  """A fraction's cell in percent (``fmt`` scales by 100); '-' without data."""
   from experiments.reproduction_report import fmt
 
-  m, h, n = cell
-  if m is None or (isinstance(m, float) and math.isnan(m)):
+  m, _, n = cell
+  if not n or m is None or (isinstance(m, float) and math.isnan(m)):
     return "-"
-  return fmt((100 * m, None if h is None else 100 * h, n))
+  return fmt(cell)
+
+
+def _seconds(cell) -> str:
+  m, h, n = cell
+  if not n:
+    return "-"
+  return f"{m:.1f}" + (f" ± {h:.1f}" if h is not None else " (1 seed)")
 
 
 def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[str],
                  scale_name: str, scale: Scale, wall_s: float | None = None) -> str:
   """Writes robustness.md, summary.json and suite_vs_time.png; returns the markdown path."""
-  from experiments.reproduction_report import fmt, mean_ci
+  from experiments.reproduction_report import mean_ci
 
   os.makedirs(out_dir, exist_ok=True)
   rows: dict[tuple[str, str], list[dict]] = {}
@@ -263,7 +271,7 @@ def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[
           c: {"mean": v[0], "half_width": v[1], "n": v[2]} for c, v in cells.items()}
       ts = cells["train_s"]
       lines.append(f"| {key[1]} | {len(ms)} | " + " | ".join(_pct(cells[c]) for c in cols) +
-                   f" | {'-' if not ts[2] else fmt(ts)} |")
+                   f" | {_seconds(ts)} |")
     lines.append("")
   # Which attack broke what, at 8/255.
   lines += ["## The suite, attack by attack (8/255)", "",

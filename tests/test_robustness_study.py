@@ -54,6 +54,9 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   assert set(r["pgd20_accuracy"]) == {"0.0156863", "0.0313725", "0.0627451"}
   md = (root / "report" / "robustness.md").read_text()
   assert "| erm | 1 |" in md and "| mode_subsample0.1 | 1 |" in md
+  clean = f"| erm | 1 | {100 * r['clean_accuracy']:.2f} (1 seed) |"  # percent, not x100 twice
+  assert clean in md, md
+  assert f"{r['train_seconds']:.1f} (1 seed) |" in md
   summary = json.loads((root / "report" / "summary.json").read_text())
   cell = summary["runs"]["methods/erm"]["suite8"]
   assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
