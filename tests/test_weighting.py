@@ -106,7 +106,9 @@ class WaterFillingTest(parameterized.TestCase):
     perm = np.random.default_rng(seed + 1).permutation(b)
     q = np.asarray(_SOLVERS[method](losses, eps))
     q_perm = np.asarray(_SOLVERS[method](losses[perm], eps[perm]))
-    np.testing.assert_allclose(q_perm, q[perm], rtol=1e-6, atol=1e-9)
+    # float32 sums in another order: seed 117, b 12 differs by 1.2e-7 (rel 1.19e-6) on jax 0.10
+    # and 0.12 alike.
+    np.testing.assert_allclose(q_perm, q[perm], rtol=1e-5, atol=1e-9)
 
   def test_sort_and_dense_agree(self):
     for seed, ties in [(0, False), (1, True), (2, True)]:
