@@ -176,6 +176,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
         epoch_, batch_ = epoch_ + 1, 0
       ckpt.save(state, meta={"epoch": epoch_, "batch": batch_, "step": step})
 
+  bar = None
   try:
     from tqdm.auto import tqdm
     while epoch < num_epochs:
@@ -214,6 +215,9 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
         record({"step": step, "epoch": epoch, **ev})
       epoch, start_batch = epoch + 1, 0
   finally:
+    # Closed here too, so that an interruption's message comes after the bar's last line.
+    if bar is not None:
+      bar.close()
     if log is not None:
       log.close()
     if ckpt is not None:
