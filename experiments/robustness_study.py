@@ -39,23 +39,30 @@ from absl import flags
 from experiments import cli, multi
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
-flags.DEFINE_string("data_dir", None, "Folder with fashion_mnist_{train,test}.npz "
-                    "(default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("scale", "gpu", "smoke | cpu | gpu (see SCALES)")
-flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-flags.DEFINE_string("studies", "methods,modes", "Comma-separated: methods, modes.")
-flags.DEFINE_string("runs", None, "Only these run names (comma-separated, e.g. erm,dro_rho0.08,"
-                    "mode_exact); default all of the studies'.")
-flags.DEFINE_string("model", None, "Override the scale's model (small_cnn | preact_resnet18).")
-flags.DEFINE_integer("width", None, "Override the scale's model width.")
-flags.DEFINE_integer("epochs", None, "Override the scale's epochs.")
-flags.DEFINE_integer("train", None, "Override the scale's training subset (0 = all 30k).")
-flags.DEFINE_integer("test_images", None, "Override the scale's number of test images.")
-flags.DEFINE_integer("apgd_steps", None, "Override the scale's APGD steps.")
-flags.DEFINE_integer("square_queries", None, "Override the scale's Square queries.")
-flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+
+
+def _define_flags() -> None:
+  """The CLI's flags, defined only when run as a program: importing the module (for
+  ``plan`` or ``write_report``) beside another CLI module (``experiments.reproduce`` also
+  has ``--root``) must not collide in absl's global flag registry."""
+  flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
+  flags.DEFINE_string("data_dir", None, "Folder with fashion_mnist_{train,test}.npz "
+                      "(default $DROJAX_DATA_DIR).")
+  flags.DEFINE_string("scale", "gpu", "smoke | cpu | gpu (see SCALES)")
+  flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
+  flags.DEFINE_string("studies", "methods,modes", "Comma-separated: methods, modes.")
+  flags.DEFINE_string("runs", None, "Only these run names (comma-separated, e.g. erm,dro_rho0.08,"
+                      "mode_exact); default all of the studies'.")
+  flags.DEFINE_string("model", None, "Override the scale's model (small_cnn | preact_resnet18).")
+  flags.DEFINE_integer("width", None, "Override the scale's model width.")
+  flags.DEFINE_integer("epochs", None, "Override the scale's epochs.")
+  flags.DEFINE_integer("train", None, "Override the scale's training subset (0 = all 30k).")
+  flags.DEFINE_integer("test_images", None, "Override the scale's number of test images.")
+  flags.DEFINE_integer("apgd_steps", None, "Override the scale's APGD steps.")
+  flags.DEFINE_integer("square_queries", None, "Override the scale's Square queries.")
+  flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
+  flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+
 
 EPS = (4, 8, 16)  # in 1/255
 PGD_STEPS = 20
@@ -395,4 +402,5 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run_main(main)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import reproduce  # noqa: F401  (its --root must not collide with the study's)
 from experiments import robustness_study as study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
