@@ -153,6 +153,48 @@ def test_suite_matches_closed_form_and_is_cumulative(linf_points):
   assert math.isclose(float(acc["robust"]), robust.mean(), abs_tol=1e-6)
 
 
+# Square L2 is a random search over the paper's window patterns, not a gradient method: on
+# this 16-pixel linear model it lowers the margin by 63-92 % of the optimum eps ||w||_2 on
+# the robust points (keys 0-2, 400 queries; 1,000 queries gain nothing; torchattacks'
+# Square L2 reaches less on a 10x10 linear model). So a point the closed form flips counts only if it flips by more than
+# _SQ_L2_SHORT of the optimum; a point the closed form calls robust must stay robust.
+_SQ_L2_SHORT = 0.45
+
+
+@pytest.fixture(scope="module")
+def square_l2_on_l2_points(l2_points):
+  x, y, _, _, _ = l2_points
+  x_adv, r = attacks.square_robust(_KEY, _linear, x, y, eps=_EPS_L2, norm="l2",
+                                   num_queries=400)
+  return np.asarray(x_adv), np.asarray(r)
+
+
+def test_square_l2_matches_closed_form(l2_points, square_l2_on_l2_points):
+  x, y, robust, worst, _ = l2_points
+  x_adv, r = square_l2_on_l2_points
+  _in_ball(x_adv, x, _EPS_L2, "l2")
+  opt = _EPS_L2 * np.linalg.norm(_W.astype(np.float64))  # the optimal margin change
+  clear = robust | (np.abs(worst) > _SQ_L2_SHORT * opt)
+  assert clear.sum() >= 180 and (~robust[clear]).sum() >= 60, (clear.sum(), robust.sum())
+  np.testing.assert_array_equal(r[clear], robust[clear])
+  # On the robust points (never stopped early): the margin moved towards the boundary by
+  # at least 1 - _SQ_L2_SHORT of the optimum, and never by more than the optimum.
+  moved = np.abs(_np_margin(x) - _np_margin(x_adv))[robust] / opt
+  assert moved.min() >= 1 - _SQ_L2_SHORT and moved.max() <= 1 + 1e-5, (moved.min(), moved.max())
+
+
+def test_suite_l2_matches_closed_form(l2_points, square_l2_on_l2_points):
+  x, y, robust, _, _ = l2_points
+  masks = attacks.robust_suite(_KEY, _linear, x, y, eps=_EPS_L2, norm="l2", num_steps=20,
+                               num_targets=3, num_queries=400)
+  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "square"]
+  for k in ("apgd_ce", "apgd_t", "square"):
+    np.testing.assert_array_equal(np.asarray(masks[k]), robust, err_msg=k)
+  # The worst case is no weaker than Square L2 alone (which misses some flippable points).
+  sq = square_l2_on_l2_points[1]
+  assert np.asarray(masks["square"]).mean() <= sq.mean() and (sq & ~robust).any()
+
+
 def test_pgd_matches_closed_form(linf_points):
   x, y, robust, _, _ = linf_points
   _, r = attacks.pgd_robust(_KEY, _linear, x, y, eps=_EPS_INF, step_size=_EPS_INF / 4,
@@ -203,6 +245,27 @@ def test_apgd_trace_is_the_best_loss_so_far(norm):
   assert (trace[-1] > ce(x) + 1e-3).all()  # the attack raised every example's loss
 
 
+def _eta_loops(s):
+  """The paper's eta(s), float64, written as nested rectangles (one loop per ring)."""
+  def rings(rows, cols):
+    d = np.zeros((rows, cols))
+    r0, c0 = rows // 2, cols // 2
+    for k in range(max(r0, c0) + 1):
+      d[max(r0 - k, 0):r0 + k + 1, max(c0 - k, 0):c0 + k + 1] += 1.0 / (k + 1) ** 2
+    return d / np.linalg.norm(d) if rows else d
+  e = np.concatenate([rings(s // 2, s), -rings(s - s // 2, s)])
+  return e / np.linalg.norm(e)
+
+
+def test_square_l2_window_pattern_is_the_papers_eta():
+  for side in range(1, 10):
+    e = np.asarray(attacks.square_attack.eta(side, 10))
+    np.testing.assert_allclose(e[:side, :side], _eta_loops(side), atol=1e-6, err_msg=side)
+    assert not e[side:].any() and not e[:, side:].any()
+  traced = jax.jit(attacks.square_attack.eta, static_argnums=1)(jnp.int32(7), 10)
+  np.testing.assert_allclose(np.asarray(traced)[:7, :7], _eta_loops(7), atol=1e-6)
+
+
 # ------------------------------------------------------------------ gradient masking
 
 _Q = 255.0
@@ -245,6 +308,34 @@ def test_gradient_masking_fools_pgd_and_apgd_but_not_square(masked_points):
   assert float(acc["robust"]) <= min(pgd, apgd, sq) + 1e-6
 
 
+@pytest.fixture(scope="module")
+def masked_l2_points():
+  # Class-0 points on the 8-bit grid inside [eps, 1 - eps] (the box never binds), so the L2
+  # worst case moves the margin by eps ||w||_2 = opt and flips them all. Their margin lies in
+  # (0.45, 0.5) opt: a random start in the L2 ball moves it by about opt / 4 (one standard
+  # deviation in 16 dimensions), so it rarely flips one; Square L2 reaches >= 0.55 opt.
+  opt = _EPS_L2 * np.linalg.norm(_W)
+  rng = np.random.default_rng(3)
+  x = np.round(rng.uniform(_EPS_L2, 1 - _EPS_L2, size=(20000,) + _D) * _Q).astype(np.float32) / _Q
+  m = _np_margin(x)
+  x = x[(m > 0.45 * opt) & (m < 0.5 * opt)][:64]
+  assert len(x) == 64
+  return x, np.zeros(len(x), np.int32)
+
+
+def test_gradient_masking_l2_fools_pgd_and_apgd_but_not_square(masked_l2_points):
+  x, y = masked_l2_points
+  pgd = float(attacks.robust_accuracy(_KEY, _masked, x, y, eps=_EPS_L2, norm="l2",
+                                      step_size=_EPS_L2 / 4, num_steps=10, unroll=False))
+  acc = attacks.robust_accuracy_suite(_KEY, _masked, x, y, eps=_EPS_L2, norm="l2", num_steps=10,
+                                      num_targets=3, num_queries=300)
+  apgd, apgd_t = float(acc["apgd_ce"]), float(acc["apgd_t"])
+  # Square runs last, on what APGD-T left: its share of the breaks is apgd_t - square.
+  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8, (pgd, apgd, apgd_t)
+  assert float(acc["square"]) <= 0.05, acc
+  assert float(acc["robust"]) <= min(pgd, apgd, apgd_t) + 1e-6
+
+
 # ------------------------------------------------------------------ compile once, bad input
 
 
@@ -252,13 +343,20 @@ def test_second_batch_of_the_same_shape_does_not_recompile():
   x = jax.random.uniform(jax.random.key(5), (8, 4, 4, 3))
   y = jnp.zeros(8, jnp.int32)
   attacks.square_robust(_KEY, _mlp, x, y, eps=0.03, num_queries=5)
+  attacks.square_robust(_KEY, _mlp, x, y, eps=0.3, norm="l2", num_queries=5)
   attacks.apgd_robust(_KEY, _mlp, x, y, eps=0.03, num_steps=3)
   n_sq = attacks.square_attack._square_impl._cache_size()
   n_ap = attacks.auto._apgd_impl._cache_size()
   attacks.square_robust(jax.random.key(1), _mlp, x[::-1], y + 1, eps=0.05, num_queries=5)
+  x_adv = attacks.square(jax.random.key(1), _mlp, x[::-1], y + 1, eps=0.5, norm="l2",
+                         num_queries=5)
   attacks.apgd_robust(jax.random.key(1), _mlp, x[::-1], y + 1, eps=0.05, num_steps=3)
   assert attacks.square_attack._square_impl._cache_size() == n_sq
   assert attacks.auto._apgd_impl._cache_size() == n_ap
+  # Uniform pixels in [0, 1], 3 channels: the clip to [0, 1] binds and the L2 start and
+  # updates run per channel; every point stays in the ball (float32: rel 1e-5 + 1e-6).
+  _in_ball(x_adv, x[::-1], 0.5, "l2")
+  assert np.isfinite(np.asarray(x_adv)).all()
 
 
 def test_attacks_jit_with_images_closed_over():
@@ -288,7 +386,13 @@ _Y = np.zeros(2, np.int32)
      "at least 3 classes"),
     (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, num_queries=0), "num_queries"),
     (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=-1.0), "eps"),
-    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, norm="l2"), "norm"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, norm="l1"), "norm"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=-0.5, norm="l2"), "eps"),
+    (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.5, norm="l2", num_queries=0),
+     "num_queries"),
+    (lambda: attacks.square(_KEY, _linear, _X * 255, _Y, eps=0.5, norm="l2"), r"\[0, 1\]"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, norm="L2"), "norm"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=-0.1, norm="l2"), "eps"),
     (lambda: attacks.square(_KEY, _linear, _X, _Y, eps=0.1, p_init=1.5), "p_init"),
     (lambda: attacks.robust_accuracy_suite(_KEY, lambda z: _linear(z)[:, :3], _X, _Y, eps=0.1),
      "4 classes"),

@@ -1,5 +1,7 @@
 """The worst case over APGD-CE, APGD-T and Square, as AutoAttack's standard version runs them.
 
+L-inf or L2 (all three attacks in the same norm). Images are NHWC float in [0, 1].
+
 Per example, the attacks run in order, each only on the examples every earlier one left
 classified correctly; an example is robust only if it is clean-correct and survives all
 three. Under ``jit`` each attack is computed on the whole batch with an ``active`` mask
@@ -42,8 +44,8 @@ def _suite_masks(key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targ
   robust = robust & r
   out["apgd_t"] = robust
   if num_queries > 0:
-    _, r = square_attack._square_linf(jax.random.fold_in(key, 2), logits_fn, x, y, eps, robust,
-                                      num_queries=num_queries, p_init=p_init)
+    _, r = square_attack._square_run(jax.random.fold_in(key, 2), logits_fn, x, y, eps, robust,
+                                     norm=norm, num_queries=num_queries, p_init=p_init)
     robust = robust & r
   out["square"] = robust
   return out
@@ -82,8 +84,8 @@ def check_suite_options(*, eps, norm, num_steps, num_targets, num_queries, p_ini
   if eps is not None:
     _check_number(eps, "eps")
   if norm not in square_attack.SQUARE_NORMS:
-    raise ValueError(f"norm must be one of {square_attack.SQUARE_NORMS} for the suite (Square "
-                     f"has no L2 variant here); got {norm!r}.")
+    raise ValueError(f"norm must be one of {square_attack.SQUARE_NORMS} for the suite; got "
+                     f"{norm!r}.")
   auto._check_int(num_steps, "num_steps", 1)
   auto._check_int(num_queries, "num_queries", 1)
   auto._check_int(num_targets, "num_targets", 1)
@@ -109,8 +111,9 @@ def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array
     logits_fn: ``x [B, H, W, C] -> logits [B, K]`` in eval mode (static); K >= 4.
     x: clean images ``[B, H, W, C]`` float in [0, 1].
     y: integer labels ``[B]``.
-    eps: L-inf budget in pixel units, >= 0 (traced).
-    norm: ``'linf'`` (Square has no L2 variant here).
+    eps: budget in pixel units in the chosen norm, >= 0 (traced).
+    norm: ``'linf'`` or ``'l2'`` (static; every attack of the suite uses it, as AutoAttack's
+      standard L2 version does).
     num_steps: APGD iterations (CE and each target).
     num_targets: APGD-T target classes, <= K - 1.
     num_queries: Square's queries per example.
