@@ -1,12 +1,13 @@
 r"""Attack costs. Two modes:
 
 ``--mode throughput``: images/s of PGD-20, APGD-CE-100, APGD-T (9 targets x 100 steps),
-Square-5000 and the suite (APGD-CE, APGD-T, Square) on PreActResNet-18 (``--width``, 32x32x3,
-10 classes), and the suite's time per 1,000 images. The model's logits get a constant +1e4 on
-the label so no image is ever misclassified: every attack runs its full budget (no early
-exit), the cost for a model that withstands every attack, an upper bound (a model the first
-attack breaks costs less). The per-iteration cost is measured at two reduced counts (a linear
-fit: fixed cost + per-step cost) and extrapolated to the full counts; PGD-20 is timed in full.
+Square-5000 (L-inf) and the suite (APGD-CE, APGD-T, Square) on PreActResNet-18 (``--width``,
+32x32x3, 10 classes), the suite's time per 1,000 images, and Square-L2-5000 (L2 eps 0.5).
+The model's logits get a constant +1e4 on the label so no image is ever misclassified: every
+attack runs its full budget (no early exit), the cost for a model that withstands every
+attack, an upper bound (a model the first attack breaks costs less). The per-iteration cost
+is measured at two reduced counts (a linear fit: fixed cost + per-step cost) and extrapolated
+to the full counts; PGD-20 is timed in full.
 
   python benchmarks/attacks.py --mode throughput --width 16 --batch 32 --json /tmp/a.jsonl
 
@@ -80,7 +81,9 @@ def _throughput(args):
       if kind == "apgd_t1":  # one target; APGD-T is num_targets of these
         return auto._apgd_runs(k, f, x, y, eps, on, norm="linf", num_steps=n,
                                loss="dlr_targeted", restarts=1, num_targets=1)[1]
-      return square_attack._square_linf(k, f, x, y, eps, on, num_queries=n, p_init=0.8)[1]
+      run_square = square_attack._square_l2 if kind == "square_l2" else square_attack._square_linf
+      eps = jnp.float32(0.5) if kind == "square_l2" else eps  # L2: AutoAttack's CIFAR budget
+      return run_square(k, f, x, y, eps, on, num_queries=n, p_init=0.8)[1]
     fn = jax.jit(run)
     return lambda k: fn(k, variables, x, y)
 
@@ -105,7 +108,8 @@ def _throughput(args):
   rows.append({"attack": "PGD-20", "measured": "20 steps", "compile_s": c, "batch_s": t})
   for kind, name, full, (a, z) in (("apgd_ce", "APGD-CE-100", 100, (lo, hi)),
                                    ("apgd_t1", "APGD-T (1 target)", 100, (lo, hi)),
-                                   ("square", "Square-5000", 5000, (qlo, qhi))):
+                                   ("square", "Square-5000", 5000, (qlo, qhi)),
+                                   ("square_l2", "Square-L2-5000", 5000, (qlo, qhi))):
     ta, ca = make(kind, a)
     tz, _ = make(kind, z)
     per = (tz - ta) / (z - a)

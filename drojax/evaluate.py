@@ -585,7 +585,7 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4), None for
       ``min(9, K - 1)`` (AutoAttack's 9 on 10 classes);
     num_queries: Square's queries; restarts: APGD-CE restarts (``'apgd'`` only).
-    norm: ``'linf'`` (the suite) or ``'l2'`` (``'apgd'`` only).
+    norm: ``'linf'`` or ``'l2'`` (for the suite, all three attacks in that norm).
     key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
     batch_size: rows per call; progress: show a progress bar.
 
@@ -759,7 +759,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     adv_images: attack only the first this many images (None: all).
     adv_attack: ``'pgd'`` (``adv_steps`` steps), ``'apgd'`` (APGD-CE, ``adv_apgd_steps``
       steps, ``adv_restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T with 9 targets and
-      ``adv_apgd_steps`` steps, Square with ``adv_square_queries`` queries; L-inf).
+      ``adv_apgd_steps`` steps, Square with ``adv_square_queries`` queries; all three in
+      ``adv_norm``).
     groups: ``[N]`` group ids (Waterbirds-style), or None.
     train_groups: training group ids for the weighted average.
     seed: evaluation seed (:func:`eval_key`).
