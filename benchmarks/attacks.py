@@ -11,10 +11,14 @@ to the full counts; PGD-20 is timed in full.
 
   python benchmarks/attacks.py --mode throughput --width 16 --batch 32 --json /tmp/a.jsonl
 
-``--mode loop`` (the default): PGD's step-loop form, unrolled Python loop vs
-``lax.fori_loop`` inside ``jit``.
+``--fast_input_grad`` builds the model with ``drojax.models.conv`` (what the evaluator uses).
 
-Runs both forms side by side in one process on the same small CNN (3 conv layers of
+``--mode loop`` (the default): PGD's step-loop form, unrolled Python loop vs
+``lax.fori_loop`` inside ``jit``, each with ``lax.conv_general_dilated`` and with
+``drojax.models.conv.conv_general_dilated`` (whose input gradient keeps XLA:CPU's fast
+convolution inside loops).
+
+Runs the four forms side by side in one process on the same small CNN (3 conv layers of
 ``--width`` channels, stride 2, global pool, dense; CIFAR-sized inputs) and prints compile
 time, run time per attack and images/s. Ratios are what to read: other processes may load the
 CPU, so absolute times are noisy.
@@ -35,6 +39,9 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from drojax import attacks  # noqa: E402
+from drojax.models import conv as drojax_conv  # noqa: E402
+
+CONVS = {"lax": jax.lax.conv_general_dilated, "drojax": drojax_conv.conv_general_dilated}
 
 
 def _init(key, width, num_classes=10):
@@ -45,11 +52,10 @@ def _init(key, width, num_classes=10):
           "w": jax.random.normal(ks[3], (4 * width, num_classes)) * 0.1}
 
 
-def _apply(params, x):
+def _apply(params, x, conv="lax"):
   h = x
   for name in ("c1", "c2", "c3"):
-    h = jax.lax.conv_general_dilated(h, params[name], (2, 2), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = CONVS[conv](h, params[name], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     h = jax.nn.relu(h)
   return h.mean(axis=(1, 2)) @ params["w"]
 
@@ -59,7 +65,8 @@ def _throughput(args):
   from drojax import models  # pylint: disable=import-outside-toplevel
   from drojax.attacks import auto, square_attack  # pylint: disable=import-outside-toplevel
 
-  model = models.get_model("preact_resnet18", num_classes=10, width=args.width)
+  model = models.get_model("preact_resnet18", num_classes=10, width=args.width,
+                           fast_input_grad=args.fast_input_grad)
   b = args.batch
   x = jax.random.uniform(jax.random.key(1), (b, 32, 32, 3))
   y = jax.random.randint(jax.random.key(2), (b,), 0, 10)
@@ -123,12 +130,13 @@ def _throughput(args):
   suite_s = est["APGD-CE-100"] + est["APGD-T (9 x 100)"] + est["Square-5000"]
   rows.append({"attack": "suite", "measured": "sum of the three", "batch_s": suite_s})
   print(f"backend={jax.default_backend()} PreActResNet-18 width={args.width} batch={b} "
-        f"32x32x3, repeats={args.repeats} (min), full budget (no early exit)")
+        f"32x32x3, repeats={args.repeats} (min), full budget (no early exit), "
+        f"fast_input_grad={args.fast_input_grad}")
   print(f"{'attack':>20} | {'measured at':>20} | {'compile s':>9} | {'batch s':>9} | "
         f"{'img/s':>8} | {'ms/iter':>8}")
   for row in rows:
     row.update(benchmark="attack_throughput", backend=jax.default_backend(), width=args.width,
-               batch=b, img_per_s=b / row["batch_s"])
+               batch=b, img_per_s=b / row["batch_s"], fast_input_grad=args.fast_input_grad)
     print(f"{row['attack']:>20} | {row['measured']:>20} | {row.get('compile_s', float('nan')):9.1f} | "
           f"{row['batch_s']:9.2f} | {row['img_per_s']:8.3f} | "
           f"{row.get('per_iter_ms', float('nan')):8.2f}")
@@ -154,6 +162,8 @@ def main():
                  help="throughput: the two APGD step counts of the linear fit")
   p.add_argument("--fit_queries", type=int, nargs=2, default=(20, 100),
                  help="throughput: the two Square query counts of the linear fit")
+  p.add_argument("--fast_input_grad", action="store_true",
+                 help="throughput: the model's convolutions from drojax.models.conv")
   p.add_argument("--json", default=None, help="append one JSON line per row")
   args = p.parse_args()
   if args.mode == "throughput":
@@ -166,37 +176,39 @@ def main():
 
   rows = []
   fns = {}
-  for unroll in (True, False):
-    @functools.partial(jax.jit, static_argnames=())
-    def attack(params, key, x, y, unroll=unroll):
-      f = functools.partial(_apply, params)
+  forms = [(unroll, conv) for conv in ("lax", "drojax") for unroll in (True, False)]
+  for unroll, conv in forms:
+    @jax.jit
+    def attack(params, key, x, y, unroll=unroll, conv=conv):
+      f = functools.partial(_apply, params, conv=conv)
       return attacks.pgd(key, f, x, y, eps=8 / 255, step_size=2 / 255, num_steps=args.steps,
                          unroll=unroll)
     t0 = time.perf_counter()
     attack(params, jax.random.key(0), x, y).block_until_ready()
-    fns[unroll] = (attack, time.perf_counter() - t0)
-  # Interleave the timed runs so both forms see the same background load.
-  times = {True: [], False: []}
+    fns[unroll, conv] = (attack, time.perf_counter() - t0)
+  # Interleave the timed runs so every form sees the same background load.
+  times = {form: [] for form in forms}
   for r in range(args.repeats):
-    for unroll in (True, False):
-      attack = fns[unroll][0]
+    for form in forms:
+      attack = fns[form][0]
       t0 = time.perf_counter()
       attack(params, jax.random.key(r + 1), x, y).block_until_ready()
-      times[unroll].append(time.perf_counter() - t0)
-  base = min(times[True])
+      times[form].append(time.perf_counter() - t0)
+  base = min(times[True, "lax"])
   print(f"backend={jax.default_backend()} batch={args.batch} width={args.width} "
         f"steps={args.steps} repeats={args.repeats}")
-  print(f"{'loop':>10} | {'compile s':>9} | {'attack s (min)':>14} | {'img/s':>8} | {'time / unrolled':>15}")
-  for unroll in (True, False):
-    t = min(times[unroll])
+  print(f"{'loop':>10} | {'conv':>7} | {'compile s':>9} | {'attack s (min)':>14} | "
+        f"{'img/s':>8} | {'time / unrolled lax':>19}")
+  for unroll, conv in forms:
+    t = min(times[unroll, conv])
     row = {"benchmark": "pgd_loop", "backend": jax.default_backend(),
-           "loop": "unrolled" if unroll else "fori_loop", "batch": args.batch,
-           "width": args.width, "steps": args.steps, "compile_s": round(fns[unroll][1], 3),
-           "attack_s": round(t, 4), "img_per_s": round(args.batch / t, 1),
-           "ratio_to_unrolled": round(t / base, 3)}
+           "loop": "unrolled" if unroll else "fori_loop", "conv": conv, "batch": args.batch,
+           "width": args.width, "steps": args.steps,
+           "compile_s": round(fns[unroll, conv][1], 3), "attack_s": round(t, 4),
+           "img_per_s": round(args.batch / t, 1), "ratio_to_unrolled": round(t / base, 3)}
     rows.append(row)
-    print(f"{row['loop']:>10} | {row['compile_s']:9.2f} | {t:14.3f} | {row['img_per_s']:8.1f} | "
-          f"{row['ratio_to_unrolled']:15.2f}")
+    print(f"{row['loop']:>10} | {conv:>7} | {row['compile_s']:9.2f} | {t:14.3f} | "
+          f"{row['img_per_s']:8.1f} | {row['ratio_to_unrolled']:19.2f}")
   if args.json:
     with open(args.json, "a") as f:
       for row in rows:

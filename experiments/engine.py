@@ -221,10 +221,11 @@ def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
 
 
 def bound_model(trained: Trained):
-  """The trained model in eval mode as a ``drojax.evaluate.BoundModel``."""
+  """The trained model in eval mode as a ``drojax.evaluate.BoundModel``; its convolutions are
+  ``drojax.models.conv``'s (same numbers), whose input gradients the attacks' loops need fast."""
   from drojax import evaluate as ev
 
-  model = trained.model
+  model = trained.model.clone(fast_input_grad=True)
   return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
 
 

@@ -32,7 +32,8 @@ def model_names() -> list[str]:
 
 def get_model(name: str, *, num_classes: int, width: int | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              dtype: Any = jnp.float32, bn_axis_name: str | None = None) -> nn.Module:
+              dtype: Any = jnp.float32, bn_axis_name: str | None = None,
+              fast_input_grad: bool = False) -> nn.Module:
   """Builds a model by name.
 
   Args:
@@ -42,6 +43,8 @@ def get_model(name: str, *, num_classes: int, width: int | None = None,
     mean, std: per-channel input normalization (length 1 or ``C``); model default when None.
     dtype: computation dtype (parameters stay float32).
     bn_axis_name: mesh axis for synced BatchNorm (the train step sets it itself).
+    fast_input_grad: convolutions from ``drojax.models.conv`` (same values and derivatives;
+      input gradients inside ``lax`` loops, i.e. attacks, run 4-10x faster on XLA:CPU).
 
   Example:
     >>> get_model("preact_resnet18", num_classes=10, width=16).width
@@ -53,7 +56,8 @@ def get_model(name: str, *, num_classes: int, width: int | None = None,
     raise ValueError(f"unknown model {name!r}; expected one of {model_names()}.{hint}")
   if not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  kwargs: dict[str, Any] = dict(num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name)
+  kwargs: dict[str, Any] = dict(num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name,
+                                fast_input_grad=bool(fast_input_grad))
   if width is not None:
     if not isinstance(width, int) or width < 1:
       raise ValueError(f"width must be a positive int, got {width!r}")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from drojax.augment.mixing import MixPlan, apply_mix_plan
 from drojax.models._common import BN_EPSILON, BN_MOMENTUM, check_images, normalize
+from drojax.models.conv import conv_impl
 
 
 class PreActBlock(nn.Module):
@@ -33,6 +34,7 @@ class PreActBlock(nn.Module):
   stride: int = 1
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  fast_input_grad: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -41,7 +43,7 @@ class PreActBlock(nn.Module):
         dtype=self.dtype, axis_name=self.bn_axis_name if train else None, name=name)
     conv = lambda ch, k, s, name: nn.Conv(
         ch, (k, k), strides=(s, s), padding=((k // 2, k // 2),) * 2, use_bias=False,
-        dtype=self.dtype, name=name)
+        dtype=self.dtype, conv_general_dilated=conv_impl(self.fast_input_grad), name=name)
     out = nn.relu(norm("bn1")(x))
     if self.stride != 1 or x.shape[-1] != self.channels:
       shortcut = conv(self.channels, 1, self.stride, "shortcut")(out)
@@ -64,6 +66,8 @@ class PreActResNet18(nn.Module):
     dtype: computation dtype (``jnp.bfloat16`` on accelerators); parameters stay float32.
     bn_axis_name: mesh axis over which training BatchNorm statistics are averaged (synced BN),
       or ``None`` for per-device statistics. The train step sets it.
+    fast_input_grad: route the convolutions through ``drojax.models.conv`` (same values and
+      derivatives; the input gradient runs 4-10x faster inside ``lax`` loops on XLA:CPU).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -80,6 +84,7 @@ class PreActResNet18(nn.Module):
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
   blocks_per_stage: Sequence[int] = (2, 2, 2, 2)
+  fast_input_grad: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
@@ -88,13 +93,13 @@ class PreActResNet18(nn.Module):
     h = normalize(x.astype(jnp.float32), self.mean, self.std).astype(self.dtype)
     h = apply_mix_plan(h, mix, position=0)
     h = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                name="stem")(h)
+                conv_general_dilated=conv_impl(self.fast_input_grad), name="stem")(h)
     for stage, num_blocks in enumerate(self.blocks_per_stage):
       channels = self.width * 2**stage
       for block in range(num_blocks):
         stride = 2 if (stage > 0 and block == 0) else 1
         h = PreActBlock(channels, stride, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                        name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
+                        fast_input_grad=self.fast_input_grad, name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
       h = apply_mix_plan(h, mix, position=stage + 1)
     h = jnp.mean(h, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from drojax.augment.mixing import MixPlan, apply_mix_plan
 from drojax.models._common import BN_EPSILON, BN_MOMENTUM, check_images, normalize
+from drojax.models.conv import conv_impl
 
 
 class _ConvStage(nn.Module):
@@ -25,12 +26,14 @@ class _ConvStage(nn.Module):
   pool: bool = False
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  fast_input_grad: bool = False  # see drojax.models.conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     for i in range(self.depth):
       x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, name=f"conv{i + 1}")(x)
+                  dtype=self.dtype, conv_general_dilated=conv_impl(self.fast_input_grad),
+                  name=f"conv{i + 1}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                        dtype=self.dtype, axis_name=self.bn_axis_name if train else None,
                        name=f"bn{i + 1}")(x)
@@ -61,6 +64,7 @@ class SmallCNN(nn.Module):
   std: Sequence[float] = (0.5,)
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  fast_input_grad: bool = False  # see drojax.models.conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
@@ -71,7 +75,8 @@ class SmallCNN(nn.Module):
     specs = ((1, 1, False), (2, 2, True), (4, 2, True), (4, 2, True))
     for stage, (mult, depth, pool) in enumerate(specs):
       h = _ConvStage(self.width * mult, depth, pool, dtype=self.dtype,
-                     bn_axis_name=self.bn_axis_name, name=f"stage{stage + 1}")(h, train=train)
+                     bn_axis_name=self.bn_axis_name, fast_input_grad=self.fast_input_grad,
+                     name=f"stage{stage + 1}")(h, train=train)
       h = apply_mix_plan(h, mix, position=stage + 1)
     h = jnp.mean(h, axis=(1, 2))
     h = nn.relu(nn.Dense(4 * self.width, dtype=self.dtype, name="hidden")(h))
@@ -95,6 +100,7 @@ class TinyNet(nn.Module):
   std: Sequence[float] = (0.5,)
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  fast_input_grad: bool = False  # see drojax.models.conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
@@ -105,7 +111,7 @@ class TinyNet(nn.Module):
     for stage in range(4):
       h = nn.Conv(self.width, (3, 3), strides=(1, 1) if stage == 0 else (2, 2),
                   padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                  name=f"conv{stage + 1}")(h)
+                  conv_general_dilated=conv_impl(self.fast_input_grad), name=f"conv{stage + 1}")(h)
       h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                        dtype=self.dtype, axis_name=self.bn_axis_name if train else None,
                        name=f"bn{stage + 1}")(h)
