@@ -132,6 +132,13 @@ def make_optimizer(total_steps: int, *, learning_rate: float = 0.1, momentum: fl
   return optax.chain(*parts)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]):
+  # The model and shape are static (flax modules hash by their fields): the init program
+  # compiles once per (model, shape), not once per call (one state per method or run).
+  return model.init(key, jnp.zeros((1,) + image_shape, jnp.float32), train=False)
+
+
 def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
                        image_shape: tuple[int, int, int], *,
                        method: _methods.Method | None = None,
@@ -161,8 +168,13 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
   if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
     key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
   init_key, run_key = jax.random.split(key)
-  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  variables = jax.jit(lambda k: model.init(k, x, train=False))(init_key)
+  image_shape = tuple(image_shape)
+  try:
+    hash(model)
+  except TypeError:  # a module with an unhashable field (a list mean): compile for this call
+    variables = jax.jit(lambda k: _init_variables.__wrapped__(model, k, image_shape))(init_key)
+  else:
+    variables = _init_variables(model, init_key, image_shape)
   params = variables["params"]
   objective_state = None if method is None else method.objective.init(num_examples)
   state = TrainState(params=params, batch_stats=variables.get("batch_stats", {}),

@@ -83,6 +83,16 @@ def test_erm_step_equals_a_manual_update_and_does_not_retrace():
   method = dataclasses.replace(erm, objective=erm.objective._replace(apply=counting_apply))
   state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3))
   start = jax.device_get(state)
+  # An equal model and shape reuse the compiled init; an unhashable module compiles its own.
+  compiled = train._init_variables._cache_size()  # pylint: disable=protected-access
+  again = train.create_train_state(jax.random.key(0), models.TinyNet(num_classes=3, width=4),
+                                   opt, [8, 8, 3])
+  assert train._init_variables._cache_size() == compiled  # pylint: disable=protected-access
+  listed = train.create_train_state(jax.random.key(0), models.TinyNet(
+      num_classes=3, width=4, mean=[0.5] * 3, std=[0.25] * 3), opt, (8, 8, 3))
+  for a, b, c in zip(jax.tree.leaves(start), jax.tree.leaves(again), jax.tree.leaves(listed)):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)  # the init does not depend on mean/std
   step = train.make_train_step(method, model, mesh, optimizer=opt, crop_flip=False)
   batch = _batch(0)
   state, metrics = step(state, batch)
