@@ -20,3 +20,52 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.load_profile("drojax")
+
+
+# ----------------------------------------------------------------- pytest-xdist: longest first
+# CI runs `pytest -n 2`: the suite's wall time is its busier worker's. Most tests take well under
+# a second, a few minutes; left in collection order, one of the long ones may start last and run
+# alone at the end. So the long tests (seconds from CI's loaded runs, either JAX end) start
+# first, each on the least busy worker, and the short ones fill the gaps. Order only: every test
+# still runs, with the same fixtures.
+_LONGEST_FIRST = (
+    "tests/test_method_numerics.py::",  # 279 s (jax 0.10.2; skips elsewhere)
+    "tests/test_distributed.py::test_two_processes_match_one",  # 172 s
+    "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 136 s
+    "tests/test_train.py::test_every_method_reduces_the_loss",  # 135 s
+    "tests/test_train.py::test_eight_devices_equal_one_device",  # 118 s
+    "tests/test_models.py::test_mixing_at_input_equals_mixing_the_pixels[preact",  # 110 s
+    "tests/test_reproduce.py::test_reproduce_end_to_end",  # 95 s
+    "tests/test_train.py::test_forward_over_reverse_equals_exact_for_dro_augmix",  # 93 s
+    "tests/test_models.py::test_small_cnn_accepts_gray_and_rgb",  # 82 s
+    "tests/test_cli_multi.py::test_sweep",  # 57 s
+    "tests/test_augment_methods.py::test_train_steps_reduce_the_loss[dro_noisymix]",  # 52 s
+    "tests/test_cli_e2e.py::test_quick_preset_dro_augmix_resumes_after_sigkill",  # 44 s
+    "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 42 s
+)
+
+
+def _rank(item) -> int:
+  nodeid = item.nodeid.replace("\\", "/")
+  for i, prefix in enumerate(_LONGEST_FIRST):
+    if nodeid.startswith(prefix) or ("/" + prefix) in nodeid:
+      return i
+  return len(_LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  items.sort(key=_rank)  # stable: everything else keeps pytest's order
+  workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+  long = sum(_rank(item) < len(_LONGEST_FIRST) for item in items)
+  if workers > 1 and long >= 2 * workers:
+    # xdist's load scheduler (with --maxschedchunk=1, set below) first gives worker w the items
+    # 2w and 2w + 1: pair the k-th longest with the (2W-1-k)-th, as longest-first would.
+    first = items[:2 * workers]
+    items[:2 * workers] = [first[j] for w in range(workers) for j in (w, 2 * workers - 1 - w)]
+
+
+def pytest_configure(config):
+  # One test at a time to whichever worker is free (xdist's default hands out chunks of
+  # consecutive tests, which would give one worker all the long ones).
+  if getattr(config.option, "maxschedchunk", "absent") is None:
+    config.option.maxschedchunk = 1
