@@ -91,6 +91,17 @@ def test_configs_are_locked_and_carry_the_recipes():
   assert wb.eval.groups and (wb.learning_rate, wb.weight_decay) == (1e-3, 1e-4)
 
 
+def test_quick_preset_on_digits_evaluates_the_whole_test_split():
+  from sklearn.datasets import load_digits
+
+  c = cifar_c_config.make_config("dro_augmix", preset="quick", dataset="digits")
+  train, test = runner.load_data(c, data_dir=None, download=False)
+  assert len(train) + len(test) == len(load_digits().target)  # sklearn's 1,797: nothing left out
+  assert len(test) == 359 and c.eval.batch_size >= len(test)  # one evaluation batch
+  cifar = cifar_c_config.make_config("dro_augmix", preset="quick", dataset="cifar10")
+  assert (cifar.eval.images, cifar.eval.batch_size) == (200, 200)  # a subset of the 10,000
+
+
 # ---------------------------------------------------------------- validation
 
 def _quick(method="erm", **overrides):

@@ -117,8 +117,14 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.warmup_epochs = 1
   if method_parts(c.method) != ("noisymix", "dro"):  # NoisyMix's plan needs the whole batch
     c.method_config.penalty_subsample = 0.25
-  c.eval.images = 200
-  c.eval.batch_size = 200
+  # Digits' whole test split is 359 images: all of them (standard error of a ~90% clean accuracy
+  # 1.6 points instead of 2.1 on 200, for ~4 s more on 2 CPU cores); a 200-image subset elsewhere.
+  if c.dataset == "digits":
+    c.eval.images = 0
+    c.eval.batch_size = 359
+  else:
+    c.eval.images = 200
+    c.eval.batch_size = 200
   # Compiling all 15 corruptions costs ~2.5 min on 2 CPU cores (fog, frost, elastic and snow
   # most); the quick preset evaluates a cheap representative of each family.
   c.eval.corruption_names = QUICK_CORRUPTIONS
