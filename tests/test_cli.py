@@ -206,7 +206,8 @@ def test_prepare_workdir_resumes_same_config_and_refuses_another(tmp_path):
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["method"] == "erm" and saved["method_config"]["rho"] == c.method_config.rho
   assert cli.prepare_workdir(str(tmp_path), _quick(data_dir="/elsewhere")) is True  # run-only
-  with pytest.raises(cli.UsageError, match=r"different config \(method_config.rho: 1.0 -> 2.0"):
+  rho = c.method_config.rho
+  with pytest.raises(cli.UsageError, match=rf"different config \(method_config.rho: {rho} -> 2.0"):
     cli.prepare_workdir(str(tmp_path), _quick(**{"method_config.rho": 2.0}))
 
 
