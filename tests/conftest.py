@@ -25,23 +25,28 @@ hypothesis.settings.load_profile("drojax")
 # ----------------------------------------------------------------- pytest-xdist: longest first
 # CI runs `pytest -n 2`: the suite's wall time is its busier worker's. Most tests take well under
 # a second, a few minutes; left in collection order, one of the long ones may start last and run
-# alone at the end. So the long tests (seconds from CI's loaded runs, either JAX end) start
+# alone at the end. So the long tests (seconds from a loaded whole-suite run) start
 # first, each on the least busy worker, and the short ones fill the gaps. Order only: every test
 # still runs, with the same fixtures.
-_LONGEST_FIRST = (
-    "tests/test_method_numerics.py::",  # 279 s (jax 0.10.2; skips elsewhere)
-    "tests/test_distributed.py::test_two_processes_match_one",  # 172 s
-    "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 136 s
-    "tests/test_train.py::test_every_method_reduces_the_loss",  # 135 s
-    "tests/test_train.py::test_eight_devices_equal_one_device",  # 118 s
-    "tests/test_models.py::test_mixing_at_input_equals_mixing_the_pixels[preact",  # 110 s
-    "tests/test_reproduce.py::test_reproduce_end_to_end",  # 95 s
-    "tests/test_train.py::test_forward_over_reverse_equals_exact_for_dro_augmix",  # 93 s
-    "tests/test_models.py::test_small_cnn_accepts_gray_and_rgb",  # 82 s
-    "tests/test_cli_multi.py::test_sweep",  # 57 s
-    "tests/test_augment_methods.py::test_train_steps_reduce_the_loss[dro_noisymix]",  # 52 s
-    "tests/test_cli_e2e.py::test_quick_preset_dro_augmix_resumes_after_sigkill",  # 44 s
-    "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 42 s
+_LONGEST_FIRST = (  # seconds: the whole suite at jax 0.10.2, -n 2, load average 5-14 (81 min)
+    "tests/test_method_numerics.py::",  # 1406 (skips on other JAX versions)
+    "tests/test_robustness_study.py::test_smoke_study_end_to_end",  # 538
+    "tests/test_reproduce.py::test_reproduce_end_to_end",  # 516
+    "tests/test_attacks_torch.py::test_robust_accuracies_agree_with_torchattacks",  # 428
+    "tests/test_distributed.py::test_two_processes_match_one",  # 406
+    "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 174
+    "tests/test_cli_multi.py::test_sweep",  # 171
+    "tests/test_evaluate.py::test_public_api_conventions_and_doctests[drojax.attacks]",  # 165
+    "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 141
+    "tests/test_models.py::test_mixing_at_input_equals_mixing_the_pixels[preact",  # 136
+    "tests/test_train.py::test_every_method_reduces_the_loss",  # 136
+    "tests/test_cli_e2e.py::test_quick_preset_dro_augmix_resumes_after_sigkill",  # 132
+    "tests/test_cli_e2e.py::test_quick_preset_erm_end_to_end",  # 108
+    "tests/test_models.py::test_small_cnn_accepts_gray_and_rgb",  # 108
+    "tests/test_cli_multi.py::test_waterbirds",  # 107
+    "tests/test_train.py::test_eight_devices_equal_one_device",  # 102
+    "tests/test_bf16.py::test_bf16_train_step_keeps_float32_state",  # 99
+    "tests/test_augment_methods.py::test_train_steps_reduce_the_loss[dro_noisymix]",  # 92
 )
 
 
