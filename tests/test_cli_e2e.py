@@ -91,6 +91,14 @@ def test_quick_preset_erm_end_to_end(tmp_path, cache):
   assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def _logged_steps(workdir):
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return [json.loads(line)["step"] for line in f if '"batch"' in line]
+  except (FileNotFoundError, json.JSONDecodeError):  # not yet written, or a line half-written
+    return []
+
+
 def _checkpoint_steps(workdir):
   steps = []
   for root, dirs, _ in os.walk(workdir):
@@ -131,9 +139,11 @@ def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path, cach
   proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, start_new_session=True)
   try:
+    # Interrupt once training has logged a step: a checkpoint directory can become visible only
+    # when the asynchronous save commits, as late as the run's exit, where a Ctrl-C is too late.
     deadline = time.time() + 500
-    while time.time() < deadline and proc.poll() is None and not _checkpoint_steps(workdir):
-      time.sleep(0.2)
+    while time.time() < deadline and proc.poll() is None and not _logged_steps(workdir):
+      time.sleep(0.1)
     assert proc.poll() is None, f"finished before Ctrl-C: {proc.stderr.read()[-2000:]}"
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
