@@ -88,9 +88,10 @@ def _throughput(args):
       if kind == "apgd_t1":  # one target; APGD-T is num_targets of these
         return auto._apgd_runs(k, f, x, y, eps, on, norm="linf", num_steps=n,
                                loss="dlr_targeted", restarts=1, num_targets=1)[1]
-      run_square = square_attack._square_l2 if kind == "square_l2" else square_attack._square_linf
-      eps = jnp.float32(0.5) if kind == "square_l2" else eps  # L2: AutoAttack's CIFAR budget
-      return run_square(k, f, x, y, eps, on, num_queries=n, p_init=0.8)[1]
+      norm = "l2" if kind == "square_l2" else "linf"
+      eps = jnp.float32(0.5) if norm == "l2" else eps  # L2: AutoAttack's CIFAR budget
+      return square_attack._square_run(k, f, x, y, eps, on, norm=norm, num_queries=n,
+                                       p_init=0.8)[1]
     fn = jax.jit(run)
     return lambda k: fn(k, variables, x, y)
 

@@ -99,7 +99,8 @@ class PreActResNet18(nn.Module):
       for block in range(num_blocks):
         stride = 2 if (stage > 0 and block == 0) else 1
         h = PreActBlock(channels, stride, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                        fast_input_grad=self.fast_input_grad, name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
+                        fast_input_grad=self.fast_input_grad,
+                        name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
       h = apply_mix_plan(h, mix, position=stage + 1)
     h = jnp.mean(h, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)
