@@ -152,3 +152,8 @@ def test_a_model_with_fast_input_grad_gives_the_same_logits_gradients_and_attack
     np.testing.assert_allclose(np.asarray(out["fast"][kind]), np.asarray(out["plain"][kind]),
                                rtol=1e-5, atol=1e-6, err_msg=kind)
   assert fast.apply(variables, x, train=False).shape == (shape[0], 5)
+
+
+def test_get_model_refuses_a_non_bool_fast_input_grad():
+  with pytest.raises(ValueError, match="fast_input_grad must be a bool, got 'no'"):
+    models.get_model("tiny", num_classes=3, fast_input_grad="no")

@@ -56,8 +56,10 @@ def get_model(name: str, *, num_classes: int, width: int | None = None,
     raise ValueError(f"unknown model {name!r}; expected one of {model_names()}.{hint}")
   if not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+  if not isinstance(fast_input_grad, bool):
+    raise ValueError(f"fast_input_grad must be a bool, got {fast_input_grad!r}")
   kwargs: dict[str, Any] = dict(num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name,
-                                fast_input_grad=bool(fast_input_grad))
+                                fast_input_grad=fast_input_grad)
   if width is not None:
     if not isinstance(width, int) or width < 1:
       raise ValueError(f"width must be a positive int, got {width!r}")
