@@ -549,21 +549,46 @@ ATTACK_LABELS = {"pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "square
 
 
 @functools.lru_cache(maxsize=64)
-def _jit_auto_attack(apply_fn: Callable | None, model_fn: Callable | None, attack: str,
-                     num_steps: int, num_targets: int, num_queries: int, restarts: int,
-                     norm: str) -> Callable:
-  auto, suite = attacks.auto, attacks.suite
+def _jit_attack_stage(apply_fn: Callable | None, model_fn: Callable | None, stage: str,
+                      num_steps: int, num_targets: int, num_queries: int, restarts: int,
+                      norm: str) -> Callable:
+  """One attack on one batch: ``robust(variables, key, x, y, eps, n_valid) -> [B] bool``.
+
+  ``stage`` is ``'apgd_ce'``, ``'apgd_t'`` or ``'square'``; rows ``>= n_valid`` (padding)
+  come back False.
+  """
+  auto, square_attack = attacks.auto, attacks.square_attack
 
   def robust(variables, key, x, y, eps, n_valid):
     f = functools.partial(apply_fn, variables) if apply_fn is not None else model_fn
     active = jnp.arange(x.shape[0]) < n_valid
-    if attack == "apgd":
+    eps = jnp.asarray(eps, x.dtype)
+    if stage == "square":
+      _, r = square_attack._square_run(key, f, x, y, eps, active, norm=norm,
+                                       num_queries=num_queries, p_init=0.8)
+    else:
+      targeted = stage == "apgd_t"
       _, r = auto._apgd_runs(key, f, x, y, eps, active, norm=norm, num_steps=num_steps,
-                             loss="ce", restarts=restarts, num_targets=0)
-      return {"apgd_ce": r & active}
-    return suite._suite_masks(key, f, x, y, eps, active, norm=norm, num_steps=num_steps,
-                              num_targets=num_targets, num_queries=num_queries, p_init=0.8)
+                             loss="dlr_targeted" if targeted else "ce",
+                             restarts=1 if targeted else restarts,
+                             num_targets=num_targets if targeted else 0)
+    return r & active
   return jax.jit(robust)
+
+
+def _survivor_batches(rows: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
+  """Splits row indices into batches of ``batch_size``; ``[(rows_b, padded_size_b)]``.
+
+  A short last batch is padded only up to the smallest of ``batch_size`` / 8, / 4, / 2, / 1
+  (rounded up) that holds it: at most four shapes per attack to compile, at most twice the
+  rows computed.
+  """
+  sizes = sorted({-(-batch_size // d) for d in (8, 4, 2, 1)})
+  out = []
+  for s in range(0, len(rows), batch_size):
+    chunk = rows[s:s + batch_size]
+    out.append((chunk, next(z for z in sizes if z >= len(chunk))))
+  return out
 
 
 def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
@@ -581,13 +606,18 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     labels: ``[N]`` integer labels.
     eps: budgets in pixel units (0 gives the clean accuracy).
     attack: ``'apgd'`` (APGD-CE, ``restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T,
-      Square; :func:`drojax.attacks.robust_suite`).
+      Square; the verdicts of :func:`drojax.attacks.robust_suite`). As AutoAttack does, each
+      attack of the suite runs only on the images every earlier one left robust, gathered
+      from all batches into new ones, so an image a cheap attack breaks costs nothing later.
     num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4), None for
       ``min(9, K - 1)`` (AutoAttack's 9 on 10 classes);
     num_queries: Square's queries; restarts: APGD-CE restarts (``'apgd'`` only).
     norm: ``'linf'`` or ``'l2'`` (for the suite, all three attacks in that norm).
-    key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
-    batch_size: rows per call; progress: show a progress bar.
+    key: PRNG key (default :func:`eval_key`); the ``j``-th batch of an attack uses
+      ``fold_in(key, j)`` (``'apgd'``), or ``fold_in(fold_in(key, j), i)`` for the suite's
+      ``i``-th attack (0 APGD-CE, 1 APGD-T, 2 Square).
+    batch_size: rows per call (a short last batch is padded to ``batch_size`` / 8, / 4, / 2
+      or / 1, the smallest that holds it); progress: show a progress bar.
 
   Returns:
     ``{attack_name: {eps_key(eps): accuracy}}`` with names ``'apgd_ce'`` (and ``'apgd_t'``,
@@ -637,26 +667,40 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     suite.check_suite_options(eps=None, norm=norm, num_steps=num_steps,
                               num_targets=num_targets, num_queries=num_queries, p_init=0.8,
                               num_classes=k)
-  fn = _jit_auto_attack(apply_fn, model_fn, attack, num_steps,
-                        (num_targets or 0) if attack == "suite" else 0,
-                        num_queries if attack == "suite" else 0, restarts, norm)
-  names = ("apgd_ce",) if attack == "apgd" else suite.SUITE_ATTACKS
-  out: dict[str, dict[str, float]] = {a: {} for a in names}
+  stages = ("apgd_ce",) if attack == "apgd" else suite.SUITE_ATTACKS
+  fns = {a: _jit_attack_stage(apply_fn, model_fn, a,
+                              0 if a == "square" else num_steps,
+                              num_targets if a == "apgd_t" else 0,
+                              num_queries if a == "square" else 0,
+                              restarts if attack == "apgd" else 1, norm)
+         for a in stages}
+  out: dict[str, dict[str, float]] = {a: {} for a in stages}
   desc = f"APGD-CE-{num_steps}" if attack == "apgd" else (
       f"suite (APGD-CE/T-{num_steps}, Square-{num_queries})")
-  with _progress(len(eps) * len(spans), f"{desc} {norm}", progress) as bar:
+  with _progress(len(eps) * len(_batches(n, bs)), f"{desc} {norm}", progress) as bar:
     for e in eps:
       bar.set_postfix_str(f"eps={e:.4g}")
-      robust = {a: 0 for a in names}
-      for b, (s, t) in enumerate(spans):
-        x = _padded(_to_float(np.asarray(images[s:t])), bs)
-        y = _padded(labels[s:t].astype(np.int32), bs)
-        r = fn(variables, jax.random.fold_in(key, b), x, y, np.float32(e), np.int32(t - s))
-        for a in names:
-          robust[a] += int(np.sum(np.asarray(r[a])[: t - s]))
-        bar.update(1)
-      for a in names:
-        out[a][eps_key(e)] = robust[a] / n if n else math.nan
+      rows = np.arange(n)
+      for i, a in enumerate(stages):
+        # Each attack sees only the rows every earlier one left robust, gathered into full
+        # batches (AutoAttack's order); masking them inside one batch would cost as much as
+        # attacking all of them.
+        batches = _survivor_batches(rows, bs)
+        if i:
+          bar.total += len(batches)
+          bar.refresh()
+        kept = []
+        for j, (chunk, size) in enumerate(batches):
+          x = _padded(_to_float(np.asarray(images[chunk])), size)
+          y = _padded(labels[chunk].astype(np.int32), size)
+          kb = jax.random.fold_in(key, j)
+          if attack == "suite":
+            kb = jax.random.fold_in(kb, i)
+          r = np.asarray(fns[a](variables, kb, x, y, np.float32(e), np.int32(len(chunk))))
+          kept.append(chunk[r[:len(chunk)]])
+          bar.update(1)
+        rows = np.concatenate(kept) if kept else rows[:0]
+        out[a][eps_key(e)] = len(rows) / n if n else math.nan
   return out
 
 

@@ -7,7 +7,9 @@ classified correctly; an example is robust only if it is clean-correct and survi
 three. Under ``jit`` each attack is computed on the whole batch with an ``active`` mask
 instead of gathering the survivors (which would change shapes and recompile): an inactive
 example's result is discarded, and each attack's loops stop early once every active example
-is fooled, so the verdicts are the ones the sequential version gives.
+is fooled, so the verdicts are the ones the sequential version gives. Over a dataset,
+:func:`drojax.evaluate.auto_attack_accuracy` gathers each attack's survivors from all batches
+into new batches instead, so a broken image costs nothing in the later attacks.
 
 (AutoAttack's standard version also runs FAB-T between APGD-T and Square; it is not
 implemented here. Its authors report that it rarely changes the robust accuracy after
