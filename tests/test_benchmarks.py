@@ -76,3 +76,26 @@ def test_conv_ops_rows_and_bad_width(tmp_path):
   assert all(r["jax_ms"] > 0 and r["torch_ms"] is None for r in rows)
   bad = _run("conv_ops.py", "--width", "0")
   assert bad.returncode == 2 and "--width must be a comma list of positive ints" in bad.stderr
+
+
+def test_suite_gather_rows_and_bad_flag(tmp_path):
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 64), ("test", 24)):
+    np.savez(tmp_path / f"fashion_mnist_{split}.npz",
+             images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+             labels=np.arange(n, dtype=np.int64) % 10)
+  out = tmp_path / "gather.jsonl"
+  proc = _run("suite_gather.py", "--data_dir", str(tmp_path), "--width", "4", "--train", "64",
+              "--train_batch", "16", "--images", "24", "--batch", "8", "--apgd_steps", "3", "--targets", "2",
+              "--square_queries", "5", "--eps", "8", "--json", str(out))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = _rows(out)
+  assert [r["form"] for r in rows] == ["masked", "gathered"]
+  for r in rows:
+    assert r["images"] == 24 and r["wall_s"] > 0
+    assert 0 <= r["robust_square"] <= r["robust_apgd_t"] <= r["robust_apgd_ce"] <= 100
+  assert rows[1]["speedup_vs_masked"] > 0
+  proc = _run("suite_gather.py", "--data_dir", str(tmp_path), "--images", "0")
+  assert proc.returncode == 2 and "--images must be >= 1" in proc.stderr
