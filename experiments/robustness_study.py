@@ -21,7 +21,8 @@ mean and a 95 % t-interval over seeds per run, and plots the suite's robust accu
 against training time for the penalty modes (and erm / dro for reference). ``--scale`` picks
 the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``, ``--test_images``,
 ``--apgd_steps``, ``--square_queries``, ``--model`` override single fields; ``--runs``
-picks runs by name.
+picks runs by name; ``--shard=I/N`` runs the I-th of N cost-balanced shares (N processes on
+one device: ``experiments/robustness_study_gpu.sh``).
 Re-running skips finished runs; ``--report_only`` rewrites the report.
 """
 
@@ -60,6 +61,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("test_images", None, "Override the scale's number of test images.")
   flags.DEFINE_integer("apgd_steps", None, "Override the scale's APGD steps.")
   flags.DEFINE_integer("square_queries", None, "Override the scale's Square queries.")
+  flags.DEFINE_string("shard", None, "I/N: run only the I-th of N cost-balanced shares of the "
+                      "planned runs (0 <= I < N), for N processes sharing one device.")
   flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
   flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
 
@@ -162,6 +165,23 @@ def plan(studies, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
         runs.append(RunSpec("modes", name, "dro", seed,
                             _config("dro", seed, scale, rho=MODE_RHO, method_fields=fields)))
   return runs, missing
+
+
+# Rough training cost per method (adversarial training runs a 10-step attack per step), to
+# spread the expensive runs over the shards.
+_COST = {"pgd_at": 3, "trades": 3, "erm": 1}
+
+
+def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
+  """The ``index``-th of ``count`` shares of ``runs``: dealt round-robin, costliest first.
+
+  Depends only on the plan (not on which runs have finished), so the ``count`` shares
+  together are every run exactly once, whatever each process has done before.
+  """
+  if not 0 <= index < count:
+    raise ValueError(f"shard index must be in [0, {count}); got {index}.")
+  ordered = sorted(runs, key=lambda r: (-_COST.get(r.method, 2), r.seed, r.study, r.name))
+  return ordered[index::count]
 
 
 def finished(spec: RunSpec, root: str) -> bool:
@@ -340,6 +360,16 @@ def _scale() -> Scale:
   return dataclasses.replace(s, **over)
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+  try:
+    index, count = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise cli.UsageError(f"--shard must be I/N with integers, e.g. 0/6; got {text!r}") from None
+  if count < 1 or not 0 <= index < count:
+    raise cli.UsageError(f"--shard I/N needs N >= 1 and 0 <= I < N; got {text!r}")
+  return index, count
+
+
 def main(argv, overrides):
   del argv
   if overrides:
@@ -363,6 +393,10 @@ def main(argv, overrides):
       cli.check_choice(name, known, "--runs")
     runs = [r for r in runs if r.name in wanted]
     missing = [m for m in missing if m in wanted]
+  if FLAGS.shard:
+    index, count = _parse_shard(FLAGS.shard)
+    if not FLAGS.report_only:
+      runs = shard(runs, index, count)
   root = os.path.abspath(FLAGS.root)
   report_dir = os.path.join(root, "report")
   if FLAGS.report_only:
@@ -396,6 +430,10 @@ def main(argv, overrides):
           f"{100 * m['clean']:.1f}, PGD-20 8/255 {100 * (m['pgd8'] or 0):.1f}, suite 8/255 "
           f"{100 * (m['suite8'] or 0):.1f}; elapsed {time.monotonic() - start:.0f} s",
           flush=True)
+  if FLAGS.shard:  # the other shards may still run: one --report_only call writes the report
+    print(f"shard {FLAGS.shard} done in {time.monotonic() - start:.0f} s; write the report with "
+          f"--report_only once every shard has finished", flush=True)
+    return
   md = write_report(runs, root, report_dir, missing=missing, scale_name=FLAGS.scale,
                     scale=scale, wall_s=time.monotonic() - start)
   print(f"report: {md}")

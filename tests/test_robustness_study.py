@@ -30,6 +30,20 @@ def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
   assert [round(e * 255) for e in c.eval.adv_eps] == [4, 8, 16]
 
 
+def test_shards_deal_every_run_once_with_the_costly_ones_spread():
+  runs, _ = study.plan(["methods", "modes"], [0, 1, 2], study.SCALES["smoke"])
+  for count in (1, 2, 5, 6, 7):
+    shares = [study.shard(runs, i, count) for i in range(count)]
+    dealt = [r.workdir("/r") for share in shares for r in share]
+    assert sorted(dealt) == sorted(r.workdir("/r") for r in runs)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    # The 6 adversarial-training runs (3x the cost) land on different shards while they can.
+    costly = [sum(r.method in ("pgd_at", "trades") for r in share) for share in shares]
+    assert max(costly) - min(costly) <= 1, (count, costly)
+  with pytest.raises(ValueError, match="shard index"):
+    study.shard(runs, 3, 3)
+
+
 def _tiny_data(folder):
   rng = np.random.default_rng(0)
   for split, n in (("train", 64), ("test", 16)):
@@ -44,12 +58,19 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   data.mkdir()
   _tiny_data(data)
   root = tmp_path / "study"
-  args = [sys.executable, "-m", "experiments.robustness_study", f"--root={root}",
-          f"--data_dir={data}", "--scale=smoke", "--seeds=0", "--runs=erm,mode_subsample0.1",
-          f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  flags = ["--seeds=0", "--runs=erm,mode_subsample0.1",
+           f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", PYTHON=sys.executable,
+             SCALE="smoke")
+  # First pass: the GPU script, two shards (one run each) in parallel, then the report.
+  proc = subprocess.run(["bash", "experiments/robustness_study_gpu.sh", str(data), str(root),
+                         "2", "0", *flags], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  for i in (0, 1):
+    log = (root / "logs" / f"shard{i}.log").read_text()
+    assert "1 runs on cpu" in log and f"shard {i}/2 done" in log, log[-2000:]
+  assert "report: " in proc.stdout
   r = json.loads((root / "methods" / "erm" / "seed0" / "results.json").read_text())
   assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "square"}
   assert set(r["pgd20_accuracy"]) == {"0.0156863", "0.0313725", "0.0627451"}
@@ -62,6 +83,9 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   cell = summary["runs"]["methods/erm"]["suite8"]
   assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
   assert (root / "report" / "suite_vs_time.png").stat().st_size > 1000
+  # Second pass: the driver alone, unsharded, finds both runs finished.
+  args = [sys.executable, "-m", "experiments.robustness_study", f"--root={root}",
+          f"--data_dir={data}", "--scale=smoke", *flags]
   proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count("finished before, skipped") == 2
@@ -70,7 +94,8 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
 def test_bad_flags_exit_2_with_one_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   for extra, needle in ((["--scale=huge"], "scale"), (["--seeds=a"], "--seeds"),
-                        (["--runs=ermm"], "--runs"), (["--width=0"], "--width")):
+                        (["--runs=ermm"], "--runs"), (["--width=0"], "--width"),
+                        (["--shard=2/2"], "--shard"), (["--shard=a"], "--shard")):
     proc = subprocess.run([sys.executable, "-m", "experiments.robustness_study",
                            f"--root={tmp_path}", *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
