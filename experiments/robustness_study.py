@@ -20,7 +20,7 @@ The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png
 mean and a 95 % t-interval over seeds per run, and plots the suite's robust accuracy at 8/255
 against training time for the penalty modes (and erm / dro for reference). ``--scale`` picks
 the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``, ``--test_images``,
-``--apgd_steps``, ``--square_queries``, ``--model`` override single fields; ``--runs``
+``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps`` override single fields; ``--runs``
 picks runs by name; ``--shard=I/N`` runs the I-th of N cost-balanced shares (N processes on
 one device: ``experiments/robustness_study_gpu.sh``).
 Re-running skips finished runs; ``--report_only`` rewrites the report.
@@ -61,6 +61,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("test_images", None, "Override the scale's number of test images.")
   flags.DEFINE_integer("apgd_steps", None, "Override the scale's APGD steps.")
   flags.DEFINE_integer("square_queries", None, "Override the scale's Square queries.")
+  flags.DEFINE_string("eps", None, "Override the budgets attacked: a subset of 4,8,16 (1/255).")
   flags.DEFINE_string("shard", None, "I/N: run only the I-th of N cost-balanced shares of the "
                       "planned runs (0 <= I < N), for N processes sharing one device.")
   flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
@@ -91,6 +92,7 @@ class Scale:
   square_queries: int
   batch_size: int = 128
   eval_batch: int = 500  # attack batch: the attacks' loops are sequential, so larger is faster
+  eps: tuple[int, ...] = EPS  # in 1/255, a subset of EPS (the report's columns)
 
 
 SCALES = {
@@ -130,7 +132,7 @@ def _config(method: str, seed: int, scale: Scale, *, rho=None, method_fields=Non
     c.eval.images = scale.test_images
     c.eval.batch_size = scale.eval_batch
     c.eval.corruption_names = ("none",)
-    c.eval.adv_eps = tuple(e / 255 for e in EPS)
+    c.eval.adv_eps = tuple(e / 255 for e in scale.eps)
     c.eval.attack = "suite"
     c.eval.apgd_steps = scale.apgd_steps
     c.eval.square_queries = scale.square_queries
@@ -188,14 +190,15 @@ def finished(spec: RunSpec, root: str) -> bool:
   return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
 
 
-def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int):
-  """PGD-20 (random start, step eps/8) at EPS on the same test images as the suite."""
+def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tuple[int, ...]):
+  """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the same test images as the
+  suite."""
   from drojax import evaluate as ev
   from experiments import engine
 
   n = min(images, len(test_ds)) if images else len(test_ds)
   acc = ev.adversarial_accuracy(engine.bound_model(trained), test_ds.images[:n],
-                                test_ds.labels[:n], eps=[e / 255 for e in EPS],
+                                test_ds.labels[:n], eps=[e / 255 for e in eps],
                                 num_steps=PGD_STEPS, key=jax_fold(3), batch_size=batch_size,
                                 progress=False)
   return {"pgd20_accuracy": acc}
@@ -213,7 +216,8 @@ def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache
   from experiments import runner
 
   extra = lambda trained, test_ds: _pgd_evaluation(  # noqa: E731
-      trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size)
+      trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
+      eps=scale.eps)
   runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache,
              extra_evaluation=extra)
 
@@ -357,6 +361,15 @@ def _scale() -> Scale:
   for k, v in over.items():
     if k != "model" and (v < 0 or (v < 1 and k not in ("train",))):
       raise cli.UsageError(f"--{k} must be >= 1 (--train >= 0), got {v}")
+  if FLAGS.eps is not None:
+    try:
+      eps = tuple(sorted({int(e) for e in multi.parse_list(FLAGS.eps, "--eps")}))
+    except ValueError:
+      eps = ()
+    if not eps or not set(eps) <= set(EPS):
+      raise cli.UsageError(f"--eps must be a non-empty subset of {','.join(map(str, EPS))} "
+                           f"(in 1/255); got {FLAGS.eps!r}")
+    over["eps"] = eps
   return dataclasses.replace(s, **over)
 
 

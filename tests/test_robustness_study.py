@@ -1,5 +1,6 @@
 """experiments.robustness_study: the plan, bad flags, and a two-run smoke study end to end."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,9 @@ def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
   c = by[("erm", 0)]
   assert c.eval.attack == "suite" and c.seed == 0
   assert [round(e * 255) for e in c.eval.adv_eps] == [4, 8, 16]
+  only8 = dataclasses.replace(study.SCALES["smoke"], eps=(8,))
+  runs, _ = study.plan(["methods"], [0], only8)
+  assert all([round(e * 255) for e in r.config.eval.adv_eps] == [8] for r in runs)
 
 
 def test_shards_deal_every_run_once_with_the_costly_ones_spread():
@@ -95,7 +99,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   for extra, needle in ((["--scale=huge"], "scale"), (["--seeds=a"], "--seeds"),
                         (["--runs=ermm"], "--runs"), (["--width=0"], "--width"),
-                        (["--shard=2/2"], "--shard"), (["--shard=a"], "--shard")):
+                        (["--shard=2/2"], "--shard"), (["--shard=a"], "--shard"),
+                        (["--eps=5"], "--eps"), (["--eps=8,x"], "--eps")):
     proc = subprocess.run([sys.executable, "-m", "experiments.robustness_study",
                            f"--root={tmp_path}", *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
