@@ -658,7 +658,6 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     apply_fn, model_fn, variables = None, model, None
   n = images.shape[0]
   bs = min(batch_size, max(n, 1))
-  spans = _batches(n, bs)
   if attack == "suite" and n:
     f = model_fn if model_fn is not None else functools.partial(apply_fn, variables)
     k = auto._num_classes(f, jnp.zeros((1,) + images.shape[1:], jnp.float32))

@@ -439,9 +439,10 @@ def main(argv, overrides):
     run_spec(spec, root, scale, data_dir, cache)
     with open(os.path.join(spec.workdir(root), "results.json")) as f:
       m = _metrics(json.load(f))
+    e = 8 if 8 in scale.eps else scale.eps[0]
     print(f"{tag}: {time.monotonic() - t0:.0f} s (train {m['train_s']:.0f} s); clean "
-          f"{100 * m['clean']:.1f}, PGD-20 8/255 {100 * (m['pgd8'] or 0):.1f}, suite 8/255 "
-          f"{100 * (m['suite8'] or 0):.1f}; elapsed {time.monotonic() - start:.0f} s",
+          f"{100 * m['clean']:.1f}, PGD-20 {e}/255 {100 * m[f'pgd{e}']:.1f}, suite {e}/255 "
+          f"{100 * m[f'suite{e}']:.1f}; elapsed {time.monotonic() - start:.0f} s",
           flush=True)
   if FLAGS.shard:  # the other shards may still run: one --report_only call writes the report
     print(f"shard {FLAGS.shard} done in {time.monotonic() - start:.0f} s; write the report with "

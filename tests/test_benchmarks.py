@@ -88,8 +88,8 @@ def test_suite_gather_rows_and_bad_flag(tmp_path):
              labels=np.arange(n, dtype=np.int64) % 10)
   out = tmp_path / "gather.jsonl"
   proc = _run("suite_gather.py", "--data_dir", str(tmp_path), "--width", "4", "--train", "64",
-              "--train_batch", "16", "--images", "24", "--batch", "8", "--apgd_steps", "3", "--targets", "2",
-              "--square_queries", "5", "--eps", "8", "--json", str(out))
+              "--train_batch", "16", "--images", "24", "--batch", "8", "--apgd_steps", "3",
+              "--targets", "2", "--square_queries", "5", "--eps", "8", "--json", str(out))
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = _rows(out)
   assert [r["form"] for r in rows] == ["masked", "gathered"]
