@@ -79,13 +79,9 @@ def test_conv_ops_rows_and_bad_width(tmp_path):
 
 
 def test_suite_gather_rows_and_bad_flag(tmp_path):
-  import numpy as np
+  from tests._shared_data import write_tiny_fashion_mnist
 
-  rng = np.random.default_rng(0)
-  for split, n in (("train", 64), ("test", 24)):
-    np.savez(tmp_path / f"fashion_mnist_{split}.npz",
-             images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-             labels=np.arange(n, dtype=np.int64) % 10)
+  write_tiny_fashion_mnist(tmp_path, test=24)
   out = tmp_path / "gather.jsonl"
   proc = _run("suite_gather.py", "--data_dir", str(tmp_path), "--width", "4", "--train", "64",
               "--train_batch", "16", "--images", "24", "--batch", "8", "--apgd_steps", "3",

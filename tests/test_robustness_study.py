@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from experiments import reproduce  # noqa: F401  (its --root must not collide with the study's)
 from experiments import robustness_study as study
+from tests._shared_data import write_tiny_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,19 +48,11 @@ def test_shards_deal_every_run_once_with_the_costly_ones_spread():
     study.shard(runs, 3, 3)
 
 
-def _tiny_data(folder):
-  rng = np.random.default_rng(0)
-  for split, n in (("train", 64), ("test", 16)):
-    np.savez(folder / f"fashion_mnist_{split}.npz",
-             images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-             labels=np.arange(n, dtype=np.int64) % 10)
-
-
 @pytest.mark.slow
 def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   data = tmp_path / "data"
   data.mkdir()
-  _tiny_data(data)
+  write_tiny_fashion_mnist(data)
   root = tmp_path / "study"
   flags = ["--seeds=0", "--runs=erm,mode_subsample0.1",
            f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
