@@ -116,7 +116,8 @@ def main():
                  "wall_s": round(wall, 2), "images": len(y), "batch": args.batch,
                  "apgd_steps": args.apgd_steps, "targets": args.targets,
                  "square_queries": args.square_queries, "width": args.width,
-                 **{f"robust_{a}": round(100 * acc[a], 2) for a in acc}}
+                 **{f"robust_{a}": round(100 * acc[a], 2) for a in acc},
+                 "utc": _common.utc_now(), **_common.machine_info()}
           rows.append(row)
           print(f"{form} eps {e}/255 (call {row['call']}): {wall:.1f} s, robust "
                 + ", ".join(f"{a} {100 * v:.1f}%" for a, v in acc.items()),
