@@ -557,22 +557,12 @@ def _jit_attack_stage(apply_fn: Callable | None, model_fn: Callable | None, stag
   ``stage`` is ``'apgd_ce'``, ``'apgd_t'`` or ``'square'``; rows ``>= n_valid`` (padding)
   come back False.
   """
-  auto, square_attack = attacks.auto, attacks.square_attack
-
   def robust(variables, key, x, y, eps, n_valid):
     f = functools.partial(apply_fn, variables) if apply_fn is not None else model_fn
-    active = jnp.arange(x.shape[0]) < n_valid
-    eps = jnp.asarray(eps, x.dtype)
-    if stage == "square":
-      _, r = square_attack._square_run(key, f, x, y, eps, active, norm=norm,
-                                       num_queries=num_queries, p_init=0.8)
-    else:
-      targeted = stage == "apgd_t"
-      _, r = auto._apgd_runs(key, f, x, y, eps, active, norm=norm, num_steps=num_steps,
-                             loss="dlr_targeted" if targeted else "ce",
-                             restarts=1 if targeted else restarts,
-                             num_targets=num_targets if targeted else 0)
-    return r & active
+    return attacks.suite._attack_stage(
+        stage, key, f, x, y, jnp.asarray(eps, x.dtype), jnp.arange(x.shape[0]) < n_valid,
+        norm=norm, num_steps=num_steps, num_targets=num_targets, num_queries=num_queries,
+        p_init=0.8, restarts=restarts)
   return jax.jit(robust)
 
 

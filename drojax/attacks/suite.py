@@ -29,6 +29,25 @@ from drojax.attacks.projected import LogitsFn, _check_inputs, _check_number
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "square")
 
 
+def _attack_stage(stage, key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targets,
+                  num_queries, p_init, restarts=1):
+  """One attack of the suite (``stage`` in SUITE_ATTACKS) on the ``active`` rows.
+
+  Returns robust ``[B]`` bool: active, clean-correct and not fooled (inactive rows False).
+  ``restarts`` applies to APGD-CE only (the suite uses 1, as AutoAttack's standard version).
+  """
+  if stage == "square":
+    _, r = square_attack._square_run(key, logits_fn, x, y, eps, active, norm=norm,
+                                     num_queries=num_queries, p_init=p_init)
+  else:
+    targeted = stage == "apgd_t"
+    _, r = auto._apgd_runs(key, logits_fn, x, y, eps, active, norm=norm, num_steps=num_steps,
+                           loss="dlr_targeted" if targeted else "ce",
+                           restarts=1 if targeted else restarts,
+                           num_targets=num_targets if targeted else 0)
+  return r & active
+
+
 def _suite_masks(key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targets,
                  num_queries, p_init):
   """Cumulative verdicts; rows with ``active`` False (e.g. batch padding) count as broken."""
@@ -36,20 +55,12 @@ def _suite_masks(key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targ
   eps = jnp.asarray(eps, x.dtype)
   robust = active & (jnp.argmax(logits_fn(x), axis=-1) == y)
   out = {"clean": robust}
-  _, r = auto._apgd_runs(jax.random.fold_in(key, 0), logits_fn, x, y, eps, robust, norm=norm,
-                         num_steps=num_steps, loss="ce", restarts=1, num_targets=0)
-  robust = robust & r
-  out["apgd_ce"] = robust
-  _, r = auto._apgd_runs(jax.random.fold_in(key, 1), logits_fn, x, y, eps, robust, norm=norm,
-                         num_steps=num_steps, loss="dlr_targeted", restarts=1,
-                         num_targets=num_targets)
-  robust = robust & r
-  out["apgd_t"] = robust
-  if num_queries > 0:
-    _, r = square_attack._square_run(jax.random.fold_in(key, 2), logits_fn, x, y, eps, robust,
-                                     norm=norm, num_queries=num_queries, p_init=p_init)
-    robust = robust & r
-  out["square"] = robust
+  for i, stage in enumerate(SUITE_ATTACKS):
+    if stage != "square" or num_queries > 0:
+      robust = _attack_stage(stage, jax.random.fold_in(key, i), logits_fn, x, y, eps, robust,
+                             norm=norm, num_steps=num_steps, num_targets=num_targets,
+                             num_queries=num_queries, p_init=p_init)
+    out[stage] = robust
   return out
 
 
