@@ -112,11 +112,11 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
 
 def _check_adv(eps, steps, step_size):
   if eps < 0:
-    raise ValueError(f"adv_eps must be >= 0, got {eps}")
+    raise ValueError(f"eps must be >= 0, got {eps}")
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"adv_steps must be an int >= 1, got {steps!r}")
+    raise ValueError(f"steps must be an int >= 1, got {steps!r}")
   if step_size < 0:
-    raise ValueError(f"adv_step_size must be >= 0, got {step_size}")
+    raise ValueError(f"step_size must be >= 0, got {step_size}")
 
 
 def _one_view(name, images):
@@ -154,7 +154,7 @@ def trades(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   """
   _check_adv(eps, steps, step_size)
   if beta < 0:
-    raise ValueError(f"trades_beta must be >= 0, got {beta}")
+    raise ValueError(f"beta must be >= 0, got {beta}")
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
@@ -181,7 +181,7 @@ def mart(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   """
   _check_adv(eps, steps, step_size)
   if beta < 0:
-    raise ValueError(f"mart_beta must be >= 0, got {beta}")
+    raise ValueError(f"beta must be >= 0, got {beta}")
 
   def apply(key, state, model, images, targets, ctx):
     del ctx

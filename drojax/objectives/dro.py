@@ -128,11 +128,11 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   value is the same on every device. ``apply`` then updates the tracker with the global batch's
   ids and (constant) losses, EMA rate ``ema``.
   """
-  for name, value in (("var_dro_eps_min", eps_min), ("var_dro_eps_max", eps_max)):
+  for name, value in (("eps_min", eps_min), ("eps_max", eps_max)):
     if value < 0:
       raise ValueError(f"{name} must be >= 0, got {value}")
   if eps_max < eps_min:
-    raise ValueError(f"var_dro_eps_max ({eps_max}) must be >= var_dro_eps_min ({eps_min})")
+    raise ValueError(f"eps_max ({eps_max}) must be >= eps_min ({eps_min})")
 
   def init(num_examples):
     if num_examples is None:
@@ -167,7 +167,7 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
 def kl_dro(*, temperature: float) -> Objective:
   r"""KL-DRO: :math:`\tau \log \frac1N \sum_i e^{\ell_i/\tau}` over the global batch. No state."""
   if temperature <= 0:
-    raise ValueError(f"kl_temperature must be > 0, got {temperature}")
+    raise ValueError(f"temperature must be > 0, got {temperature}")
 
   def apply(key, state, model, images, targets, ctx):
     del key
@@ -184,7 +184,7 @@ def kl_dro(*, temperature: float) -> Objective:
 def cvar(*, alpha: float) -> Objective:
   """CVaR: the mean of the top ``ceil(alpha * N)`` losses of the global batch. No state."""
   if not 0.0 < alpha <= 1.0:
-    raise ValueError(f"cvar_alpha must be in (0, 1], got {alpha}")
+    raise ValueError(f"alpha must be in (0, 1], got {alpha}")
 
   def apply(key, state, model, images, targets, ctx):
     del key
