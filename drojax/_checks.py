@@ -35,7 +35,8 @@ def check_unit_range(name: str, x: Any) -> None:
 
   Images inside the library are float in [0, 1]; an image in 0..255 passed by mistake would
   otherwise be clipped to [0, 1] (attacks, corruptions) or quantized (AugMix) into garbage
-  without a word. The check reads only the minimum and maximum, computed where ``x`` lives.
+  without a word. The check counts NaNs with ``isnan`` (a min/max reduction can skip them) and
+  reads the minimum and maximum of the rest, computed where ``x`` lives.
 
   Skipped silently, by design, when the value cannot be read: under ``jit``/``vmap``/``grad``
   (``x`` is a tracer; the check then happened, or should happen, at the caller's concrete
@@ -58,11 +59,16 @@ def check_unit_range(name: str, x: Any) -> None:
     return
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     return
-  # A concrete array closed over inside a jit trace would otherwise give traced min/max.
+  # A concrete array closed over inside a jit trace would otherwise give traced reductions.
+  # NaN is counted with isnan: XLA:CPU's vectorized min/max can drop a NaN from large arrays.
   with jax.ensure_compile_time_eval():
-    lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
-  if lo != lo or hi != hi:
-    raise ValueError(f"{name} must lie in [0, 1]; it contains NaN.")
+    nans = jnp.isnan(x)
+    stats = (jnp.sum(nans), jnp.min(jnp.where(nans, jnp.inf, x)),
+             jnp.max(jnp.where(nans, -jnp.inf, x)))
+    n_nan, lo, hi = (v.item() for v in jax.device_get(stats))
+  if n_nan:
+    raise ValueError(f"{name} must lie in [0, 1] and be finite; it contains {n_nan} NaN "
+                     "value(s). Find where they come from (a division by zero, a corrupt file).")
   if lo < 0.0 or hi > 1.0:
     raise ValueError(f"{name} must lie in [0, 1]; got values in [{lo:.6g}, {hi:.6g}]. Divide "
                      "0..255 images by 255 (x.astype(jnp.float32) / 255).")
