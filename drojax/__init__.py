@@ -17,6 +17,7 @@ _SUBMODULES = (
     "corruptions",
     "data",
     "evaluate",
+    "groups",
     "loop",
     "losses",
     "methods",

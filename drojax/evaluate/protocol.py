@@ -43,11 +43,11 @@ class EvalConfig:
       maker does); None: the procedural texture. Only with ``corruptions='generated'``.
     eps: attack budgets in pixel units (empty: no attack).
     attack: ``'pgd'``, ``'apgd'`` (APGD-CE, ``restarts`` restarts) or ``'suite'`` (APGD-CE,
-      APGD-T with ``min(9, K - 1)`` targets, Square with ``num_queries`` queries; all three in
-      ``norm``).
+      APGD-T and FAB-T with ``min(9, K - 1)`` targets, Square with ``num_queries`` queries;
+      all four in ``norm``).
     norm: ``'linf'`` or ``'l2'``.
-    num_steps: the attack's iterations (PGD steps, or APGD's per run); None: 20 for PGD, 100
-      for APGD and the suite.
+    num_steps: the attack's iterations (PGD steps, or APGD's and FAB-T's per run); None: 20
+      for PGD, 100 for APGD and the suite.
     step_size: PGD only: one step for every eps, one per eps, or None for ``eps / 8``.
     restarts: random restarts of PGD or APGD-CE (not the suite).
     num_queries: Square's queries per image (the suite only).
@@ -162,7 +162,8 @@ def _adversarial_results(model, images, labels, config, key, progress):
   settings = {"attack": config.attack, "norm": config.norm, "num_steps": num_steps,
               "num_images": m}
   if config.attack == "suite":
-    settings.update(attacks="APGD-CE, APGD-T (min(9, K - 1) targets), Square (p_init 0.8)",
+    settings.update(attacks="APGD-CE, APGD-T and FAB-T (min(9, K - 1) targets), Square "
+                            "(p_init 0.8)",
                     square_queries=config.num_queries)
   else:
     settings["restarts"] = config.restarts
@@ -194,8 +195,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``{'dir', 'files', 'scale'}``; with generated corruptions), ``corruption_accuracy``,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
-    ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'square': {eps: acc}}``,
-    cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
+    ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'fab_t' | 'square': {eps:
+    acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
     ``eval_seed``, ``num_eval``.
 
   Example:
