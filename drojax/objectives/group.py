@@ -77,12 +77,27 @@ def _env_risks(losses, envs, num_environments, axis_name):
 
 def _check_penalty(name: str, num_environments: int, penalty_weight: float,
                    anneal_steps: int) -> None:
-  _check_count("num_environments", num_environments, minimum=1)
-  if num_environments < 2:
+  _check_count("num_environments", num_environments, minimum=0)
+  if num_environments == 1:
     raise ValueError(f"{name} compares environments: it needs at least 2, got "
-                     f"num_environments={num_environments}")
+                     f"num_environments=1")
   check_hyper(f"{name}_penalty_weight", penalty_weight, low=0.0, expected=">= 0 and finite")
   _check_count("penalty_anneal_steps", anneal_steps, minimum=0)
+
+
+def _require_count(name: str, field: str, count: int) -> None:
+  """A count of 0 means "from the data": it must have been filled in before training."""
+  if count == 0:
+    raise ValueError(f"{name}: {field} is 0 (from the data) but was never filled in: pass the "
+                     f"number of {field[4:]} of the training data")
+
+
+def _counted_init(name: str, field: str, count: int, init=stateless_init):
+  def checked(num_examples):
+    _require_count(name, field, count)
+    return init(num_examples)
+
+  return checked
 
 
 def group_dro(*, num_groups: int, step_size: float,
@@ -98,7 +113,7 @@ def group_dro(*, num_groups: int, step_size: float,
     step_size: :math:`\eta > 0`.
     adjustments: optional ``[G]`` :math:`C/\sqrt{n_g}` (:func:`drojax.groups.group_adjustments`).
   """
-  g = _check_count("num_groups", num_groups, minimum=1)
+  g = _check_count("num_groups", num_groups, minimum=0)
   check_hyper("group_dro_step_size", step_size, low=0.0, low_open=True,
               expected="> 0 and finite")
   adj = None
@@ -109,6 +124,7 @@ def group_dro(*, num_groups: int, step_size: float,
 
   def init(num_examples):
     del num_examples
+    _require_count("group_dro", "num_groups", g)
     return GroupDROState(q=jnp.full((g,), 1.0 / g, jnp.float32))
 
   def apply(key, state, model, images, targets, ctx):
@@ -139,7 +155,7 @@ def vrex(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0)
     value = _penalized(risk, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
     return value, ObjectiveAux(losses, model_aux, {"penalty": penalty, "risk": risk}), state
 
-  return Objective(stateless_init, apply)
+  return Objective(_counted_init("vrex", "num_environments", num_environments), apply)
 
 
 def irm(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0) -> Objective:
@@ -163,7 +179,7 @@ def irm(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0) 
     value = _penalized(risk, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
     return value, ObjectiveAux(losses, model_aux, {"penalty": penalty, "risk": risk}), state
 
-  return Objective(stateless_init, apply)
+  return Objective(_counted_init("irm", "num_environments", num_environments), apply)
 
 
 def var_dro_vrex(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0,
@@ -184,7 +200,8 @@ def var_dro_vrex(*, num_environments: int, penalty_weight: float, anneal_steps: 
     total = _penalized(value, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
     return total, aux._replace(metrics={**aux.metrics, "penalty": penalty}), new_state
 
-  return Objective(base.init, apply)
+  return Objective(_counted_init("var_dro_vrex", "num_environments", num_environments,
+                                 base.init), apply)
 
 
 def weighted_erm(weights_by_id: np.ndarray) -> Objective:
