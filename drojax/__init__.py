@@ -18,6 +18,7 @@ _SUBMODULES = (
     "data",
     "distributed",
     "evaluate",
+    "groups",
     "loop",
     "losses",
     "methods",

@@ -545,7 +545,8 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
 
 
 ATTACKS = ("pgd", "apgd", "suite")
-ATTACK_LABELS = {"pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "square": "Square"}
+ATTACK_LABELS = {"pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "fab_t": "FAB-T",
+                 "square": "Square"}
 
 
 @functools.lru_cache(maxsize=64)
@@ -554,7 +555,7 @@ def _jit_attack_stage(apply_fn: Callable | None, model_fn: Callable | None, stag
                       norm: str) -> Callable:
   """One attack on one batch: ``robust(variables, key, x, y, eps, n_valid) -> [B] bool``.
 
-  ``stage`` is ``'apgd_ce'``, ``'apgd_t'`` or ``'square'``; rows ``>= n_valid`` (padding)
+  ``stage`` is one of ``attacks.SUITE_ATTACKS``; rows ``>= n_valid`` (padding)
   come back False.
   """
   def robust(variables, key, x, y, eps, n_valid):
@@ -596,22 +597,23 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     labels: ``[N]`` integer labels.
     eps: budgets in pixel units (0 gives the clean accuracy).
     attack: ``'apgd'`` (APGD-CE, ``restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T,
-      Square; the verdicts of :func:`drojax.attacks.robust_suite`). As AutoAttack does, each
+      FAB-T, Square: AutoAttack's standard version; the verdicts of :func:`drojax.attacks.robust_suite`). As AutoAttack does, each
       attack of the suite runs only on the images every earlier one left robust, gathered
       from all batches into new ones, so an image a cheap attack breaks costs nothing later.
-    num_steps: APGD iterations; num_targets: APGD-T targets (<= K - 1; K >= 4), None for
+    num_steps: APGD and FAB-T iterations; num_targets: APGD-T and FAB-T targets (<= K - 1;
+      K >= 4), None for
       ``min(9, K - 1)`` (AutoAttack's 9 on 10 classes);
     num_queries: Square's queries; restarts: APGD-CE restarts (``'apgd'`` only).
-    norm: ``'linf'`` or ``'l2'`` (for the suite, all three attacks in that norm).
+    norm: ``'linf'`` or ``'l2'`` (for the suite, all four attacks in that norm).
     key: PRNG key (default :func:`eval_key`); the ``j``-th batch of an attack uses
       ``fold_in(key, j)`` (``'apgd'``), or ``fold_in(fold_in(key, j), i)`` for the suite's
-      ``i``-th attack (0 APGD-CE, 1 APGD-T, 2 Square).
+      ``i``-th attack (0 APGD-CE, 1 APGD-T, 2 FAB-T, 3 Square).
     batch_size: rows per call (a short last batch is padded to ``batch_size`` / 8, / 4, / 2
       or / 1, the smallest that holds it); progress: show a progress bar.
 
   Returns:
     ``{attack_name: {eps_key(eps): accuracy}}`` with names ``'apgd_ce'`` (and ``'apgd_t'``,
-    ``'square'`` for the suite): the accuracy after that attack, cumulative, so the last
+    ``'fab_t'``, ``'square'`` for the suite): the accuracy after that attack, cumulative, so the last
     is the worst case.
 
   Example:
@@ -621,7 +623,7 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     >>> x = np.array([0.9, 0.3], np.float32).reshape(2, 1, 1, 1)  # margins .8, .1
     >>> auto_attack_accuracy(f, x, np.array([0, 0]), eps=[0.1], num_steps=5, num_targets=3,
     ...                      num_queries=10, progress=False)
-    {'apgd_ce': {'0.1': 0.5}, 'apgd_t': {'0.1': 0.5}, 'square': {'0.1': 0.5}}
+    {'apgd_ce': {'0.1': 0.5}, 'apgd_t': {'0.1': 0.5}, 'fab_t': {'0.1': 0.5}, 'square': {'0.1': 0.5}}
   """
   auto, suite = attacks.auto, attacks.suite
   images, labels = _check_arrays(images, labels, "auto_attack_accuracy")
@@ -659,13 +661,13 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
   stages = ("apgd_ce",) if attack == "apgd" else suite.SUITE_ATTACKS
   fns = {a: _jit_attack_stage(apply_fn, model_fn, a,
                               0 if a == "square" else num_steps,
-                              num_targets if a == "apgd_t" else 0,
+                              num_targets if a in ("apgd_t", "fab_t") else 0,
                               num_queries if a == "square" else 0,
                               restarts if attack == "apgd" else 1, norm)
          for a in stages}
   out: dict[str, dict[str, float]] = {a: {} for a in stages}
   desc = f"APGD-CE-{num_steps}" if attack == "apgd" else (
-      f"suite (APGD-CE/T-{num_steps}, Square-{num_queries})")
+      f"suite (APGD-CE/T-{num_steps}, FAB-T-{num_steps}, Square-{num_queries})")
   with _progress(len(eps) * len(_batches(n, bs)), f"{desc} {norm}", progress) as bar:
     for e in eps:
       bar.set_postfix_str(f"eps={e:.4g}")
@@ -791,9 +793,9 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     adv_steps, adv_step_size, adv_norm, adv_restarts: PGD settings (step default eps / 8).
     adv_images: attack only the first this many images (None: all).
     adv_attack: ``'pgd'`` (``adv_steps`` steps), ``'apgd'`` (APGD-CE, ``adv_apgd_steps``
-      steps, ``adv_restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T with 9 targets and
-      ``adv_apgd_steps`` steps, Square with ``adv_square_queries`` queries; all three in
-      ``adv_norm``).
+      steps, ``adv_restarts`` restarts) or ``'suite'`` (APGD-CE, APGD-T and FAB-T with 9
+      targets and ``adv_apgd_steps`` steps, Square with ``adv_square_queries`` queries; all
+      four in ``adv_norm``).
     groups: ``[N]`` group ids (Waterbirds-style), or None.
     train_groups: training group ids for the weighted average.
     seed: evaluation seed (:func:`eval_key`).
@@ -810,7 +812,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``{'dir', 'files', 'scale'}``; with generated corruptions), ``corruption_accuracy``,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
-    ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'square': {eps: acc}}``,
+    ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'fab_t' | 'square': {eps: acc}}``,
     cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
     ``eval_seed``, ``num_eval``.
 
@@ -894,7 +896,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
       settings = {"attack": adv_attack, "norm": adv_norm, "num_steps": adv_apgd_steps,
                   "num_images": m}
       if adv_attack == "suite":
-        settings.update(attacks="APGD-CE, APGD-T (min(9, K - 1) targets), Square (p_init 0.8)",
+        settings.update(attacks="APGD-CE, APGD-T and FAB-T (min(9, K - 1) targets), Square "
+                                "(p_init 0.8)",
                         square_queries=adv_square_queries)
       else:
         settings["restarts"] = adv_restarts

@@ -25,7 +25,7 @@ class Trained:
 def method_config(config: ml_collections.ConfigDict):
   from drojax.methods import MethodConfig
 
-  return MethodConfig(**config.method_config.to_dict())
+  return MethodConfig.from_dict(config.method_config.to_dict())
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):

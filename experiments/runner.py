@@ -22,7 +22,7 @@ import ml_collections
 from experiments import cli
 from experiments import summary
 from experiments.configs import common
-from experiments.configs.fields import ConfigError
+from drojax.specs import ConfigError
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
 
