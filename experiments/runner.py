@@ -158,7 +158,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
   trained = engine.train(config, workdir, train_ds, mesh=train_lib.make_mesh())
   if jax.process_count() > 1:
     # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-    # the others wait for its results.json: evaluate.py's jitted functions never see a
+    # the others wait for its results.json: drojax.evaluate's jitted functions never see a
     # cross-process array, so nothing there needs to know about several processes.
     trained = engine.local_copy(trained)
     if main:
