@@ -129,6 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
       config.download = True
     if compilation_cache_dir is not None:
       config.compilation_cache_dir = compilation_cache_dir
+  if jax.process_count() > 1:  # first: a device count that differs would mislead validate
+    agree(config, workdir)
   validate(config, num_devices=jax.device_count())
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
@@ -169,6 +171,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
     return results if main else read_results(workdir)
   return _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
                              extra_evaluation)
+
+
+def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The processes of a multi-process run agree on the config (all but ``cli.RUN_ONLY_FIELDS``,
+  which may differ per host), the workdir and their device counts (``drojax.distributed.agree``);
+  a disagreement is a ``cli.UsageError`` naming what differs, raised on every process."""
+  from drojax import distributed
+
+  shared = {k: v for k, v in cli.config_to_dict(config).items() if k not in cli.RUN_ONLY_FIELDS}
+  try:
+    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+  except distributed.Disagreement as e:
+    raise cli.UsageError(str(e)) from None
 
 
 def _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
