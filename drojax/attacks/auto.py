@@ -47,13 +47,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_labels
 from drojax.attacks.projected import (NORMS, LogitsFn, _TINY, _check_inputs, _check_number,
-                                      _l2_norm, _project)
+                                      _l2_norm, _labels_valid, _num_outputs, _project)
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75
 RHO = 0.75  # condition (1): the share of increasing steps at or below which the step halves
 _DLR_EPS = 1e-12
+_num_classes = _num_outputs  # the evaluator's name for it
 
 
 def checkpoints(num_steps: int) -> list[tuple[int, int]]:
@@ -108,10 +110,12 @@ def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     -0.666667
   """
   z = logits.astype(jnp.float32)
+  check_labels("y", y, z.shape[-1])
   top, idx = _sorted_desc(z, 3)
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   other = jnp.where(idx[:, 0] == y, top[:, 1], top[:, 0])
-  return -(z_y - other) / (top[:, 0] - top[:, 2] + _DLR_EPS)
+  loss = -(z_y - other) / (top[:, 0] - top[:, 2] + _DLR_EPS)
+  return jnp.where(_labels_valid(y, z.shape[-1]), loss, jnp.nan)
 
 
 def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax.Array:
@@ -134,10 +138,14 @@ def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax
     -0.571429
   """
   z = logits.astype(jnp.float32)
+  check_labels("y", y, z.shape[-1])
+  check_labels("target", target, z.shape[-1])
   top, _ = _sorted_desc(z, 4)
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   z_t = jnp.take_along_axis(z, target[:, None], axis=-1)[:, 0]
-  return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_EPS)
+  loss = -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_EPS)
+  valid = _labels_valid(y, z.shape[-1]) & _labels_valid(target, z.shape[-1])
+  return jnp.where(valid, loss, jnp.nan)
 
 
 def _loss(logits, y, target, loss):
@@ -296,7 +304,7 @@ def _check_int(value, name, minimum):
 
 
 def _check_apgd(name, logits_fn, x, y, eps, norm, num_steps, restarts):
-  _check_inputs(x, y, name)
+  _check_inputs(x, y, name, logits_fn)
   _check_number(eps, "eps")
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
@@ -305,10 +313,6 @@ def _check_apgd(name, logits_fn, x, y, eps, norm, num_steps, restarts):
   if not callable(logits_fn):
     raise TypeError(f"{name}: logits_fn must be callable x -> logits; got "
                     f"{type(logits_fn).__name__}.")
-
-
-def _num_classes(logits_fn, x):
-  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
 
 
 def apgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
@@ -343,9 +347,9 @@ def apgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array,
   _check_apgd("apgd", logits_fn, x, y, eps, norm, num_steps, restarts)
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
-  if loss == "dlr" and _num_classes(logits_fn, x) < 3:
+  if loss == "dlr" and _num_outputs(logits_fn, x) < 3:
     raise ValueError(f"loss='dlr' needs at least 3 classes; logits_fn returns "
-                     f"{_num_classes(logits_fn, x)}. Use loss='ce'.")
+                     f"{_num_outputs(logits_fn, x)}. Use loss='ce'.")
   return _apgd_impl(key, logits_fn, x, y, eps, jnp.ones(x.shape[0], bool), norm=norm,
                     num_steps=num_steps, loss=loss, restarts=restarts, num_targets=0)
 
@@ -377,7 +381,7 @@ def apgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
 
 
 def _check_targets(logits_fn, x, num_targets):
-  k = _num_classes(logits_fn, x)
+  k = _num_outputs(logits_fn, x)
   if k < 4:
     raise ValueError(f"apgd_targeted needs at least 4 classes (the targeted DLR loss uses the "
                      f"4th largest logit); logits_fn returns {k}. Use apgd(..., loss='ce').")
