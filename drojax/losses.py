@@ -269,3 +269,9 @@ def __getattr__(name: str) -> Any:
       return globals()[attr]
     return getattr(importlib.import_module(module), attr)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The group-shift statistics live in drojax.groups; these are their names in this module.
+from drojax.groups import group_losses, irm_penalty, vrex_penalty  # noqa: E402
+
+__all__ += ["group_losses", "irm_penalty", "vrex_penalty"]

@@ -435,3 +435,9 @@ def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | i
   eps = radii(variances.astype(jnp.float32), eps_min=floor, eps_max=cap)
   return water_filling(losses, eps.astype(losses.dtype))
 
+
+
+# Group DRO's weight update lives in drojax.groups; this is its name in this module.
+from drojax.groups import group_adjustments, group_dro_update  # noqa: E402
+
+__all__ += ["group_adjustments", "group_dro_update"]

@@ -68,12 +68,7 @@ def _check_inputs(x, y, name: str, logits_fn=None) -> None:
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise TypeError(f"{name}: y must be integer class labels; got dtype {y.dtype}.")
   if callable(logits_fn) and is_concrete(y):
-    check_labels(f"{name}: y", y, _num_outputs(logits_fn, x))
-
-
-def _num_outputs(logits_fn: LogitsFn, x: jax.Array) -> int:
-  """K, the model's number of outputs, from an abstract evaluation (no compute)."""
-  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    check_labels(f"{name}: y", y, count_classes(logits_fn, x))
 
 
 def _labels_valid(y: jax.Array, num_classes: int) -> jax.Array:
@@ -118,6 +113,26 @@ def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
     raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}.")
   if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
     raise ValueError(f"restarts must be an int >= 1; got {restarts!r}.")
+
+
+def count_classes(logits_fn: LogitsFn, x: jax.Array) -> int:
+  """The number of classes ``K`` that ``logits_fn`` returns for inputs shaped like ``x``.
+
+  Nothing is computed: the shape comes from :func:`jax.eval_shape`.
+
+  Args:
+    logits_fn: ``x [B, H, W, C] -> logits [B, K]``.
+    x: an array (or ``jax.ShapeDtypeStruct``) of the input's shape and dtype.
+
+  Returns:
+    ``K``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> count_classes(lambda z: jnp.zeros((z.shape[0], 7)), jnp.zeros((2, 4, 4, 3)))
+    7
+  """
+  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
 
 
 def default_unroll(backend: str | None = None) -> bool:
@@ -413,9 +428,9 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   _, robust = pgd_robust(key, logits_fn, x, y, eps=eps, step_size=step_size,
                          num_steps=num_steps, norm=norm, random_start=random_start,
                          restarts=restarts, unroll=unroll)
-  valid = jnp.all(_labels_valid(y, _num_outputs(logits_fn, x)))
+  valid = jnp.all(_labels_valid(y, count_classes(logits_fn, x)))
   return jnp.where(valid, jnp.mean(robust.astype(jnp.float32)), jnp.nan)
 
 
-__all__ = ["NORMS", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
+__all__ = ["NORMS", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
            "robust_accuracy"]
