@@ -30,7 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_distribution, check_hyper
+from drojax._checks import check_distribution, check_hyper, check_static_int
 from drojax.augment import _random
 from drojax.augment.mixing import MixPlan
 
@@ -78,14 +78,12 @@ def sample_noisymix_plan(key: jax.Array, targets: jax.Array, *, num_views: int =
   if targets.ndim != 2 or not jnp.issubdtype(targets.dtype, jnp.floating):
     raise TypeError(f"targets must be [B, K] float soft targets; received shape "
                     f"{tuple(targets.shape)}, dtype {targets.dtype}.")
-  if not isinstance(num_views, int) or num_views < 1:
-    raise ValueError(f"num_views must be an int >= 1; received {num_views!r}.")
+  check_static_int("num_views", num_views, minimum=1)
   check_hyper("alpha", alpha, low=0.0, low_open=True, expected="> 0 and finite")
   for name, value in (("add_level", add_level), ("mult_level", mult_level)):
     check_hyper(name, value, low=0.0, expected=">= 0 and finite")
   check_hyper("sparsity", sparsity, low=0.0, high=1.0, expected="in [0, 1]")
-  if isinstance(max_layer, bool) or not isinstance(max_layer, int) or max_layer < 0:
-    raise ValueError(f"max_layer must be an int >= 0; received {max_layer!r}.")
+  check_static_int("max_layer", max_layer, minimum=0)
   check_distribution("targets", targets)
   b = targets.shape[0]
   v = num_views
