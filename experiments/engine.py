@@ -77,7 +77,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
   from drojax import train as train_lib
 
   model = build_model(config, train_ds.num_classes)
-  method = methods.get_method(config.method, method_config(config))
+  from experiments import groups
+
+  # Group-shift methods: counts from the data, environments = groups where there are none.
+  method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
+  method = methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   if steps_per_epoch < 1:
     from experiments import cli

@@ -30,10 +30,10 @@ DATA_DIR_ENV = "DROJAX_DATA_DIR"
 # ------------------------------------------------------------------------------- validation
 
 def _config_module(config: ml_collections.ConfigDict):
-  from experiments.configs import cifar_c, fashion_mnist_pgd, waterbirds
+  from experiments.configs import cifar_c, fashion_mnist_pgd, group_shift, waterbirds
 
   modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
-             "waterbirds": waterbirds}
+             "waterbirds": waterbirds, "group_shift": group_shift}
   return modules.get(config.get("experiment"))
 
 
@@ -71,13 +71,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
 def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
                data_dir: str | None) -> None:
   """The checks that need the loaded data (or other files); run before ``config.json``."""
+  from experiments import engine, groups
+
+  groups.check(config.method, engine.method_config(config), train_ds)
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
   names = tuple(config.eval.corruption_names)
   if config.eval.corruptions == "published" and names != ("none",):
-    from experiments import engine
-
     engine._published_loader(config, data_dir)  # DataNotFoundError before training, not after
 
 
