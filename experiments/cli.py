@@ -421,6 +421,12 @@ def maybe_initialize_distributed(environ: Any = None, *,
                                               ("DROJAX_PROCESS_ID", "process_id", 0))
             if (value := _env_int(env, name, low)) is not None}
   timeout = _env_int(env, "DROJAX_DISTRIBUTED_TIMEOUT", 1) or DISTRIBUTED_TIMEOUT_S
+  from drojax import distributed
+
+  if environ is None and not env.get(distributed.SUPERVISOR_ENV):
+    # This process supervises the one that joins: see drojax.distributed.supervise.
+    sys.exit(distributed.supervise([sys.executable, *sys.orig_argv[1:]], prog=prog))
+  distributed.divert_runtime_log()
   import threading
 
   import jax
@@ -447,7 +453,9 @@ def maybe_initialize_distributed(environ: Any = None, *,
   timer.daemon = True
   timer.start()
   try:
-    jax.distributed.initialize(initialization_timeout=timeout + 60, **kwargs)
+    jax.distributed.initialize(initialization_timeout=timeout + 60,
+                               heartbeat_timeout_seconds=distributed.HEARTBEAT_TIMEOUT_S,
+                               **kwargs)
   except (ValueError, TypeError, RuntimeError) as e:
     timer.cancel()
     if "JAX_COORDINATOR_ADDRESS" not in env and "coordinator_address" in str(e):
@@ -478,6 +486,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   """
   from absl import flags
 
+  from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
 
   argv = list(sys.argv if argv is None else argv)
@@ -490,7 +499,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   def fail(message: str, status: int) -> None:
     if verbose:
       traceback.print_exc()
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    message = ' '.join(str(message).split())
+    distributed.leave(status, message)  # a process of a multi-process run: its supervisor says it
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
   try:
@@ -519,7 +530,11 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   except Exception as e:  # noqa: BLE001  (re-raised below unless it is an anticipated OSError)
     os_error = _os_error_in_chain(e)
     if os_error is None:
-      raise  # a bug: keep the traceback
+      # In a multi-process run, first give JAX's runtime the time to tell a dead peer (then
+      # that is what is reported); otherwise a bug: keep the traceback.
+      distributed.await_peer_failure()
+      distributed.print_traceback_and_leave()
+      raise
     if os_error.errno not in _OS_ERRORS:  # a network error: data that cannot be reached
       fail(f"network error while fetching data ({type(os_error).__name__}: {os_error}); check "
            "the connection or supply the data locally with --data_dir", 1)

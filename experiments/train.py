@@ -239,16 +239,16 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
     table = "refined_cifar100" if config.dataset == "cifar100" else "refined"
   groups = test_ds.groups if config.eval.groups else None
   train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
-  return ev.evaluate(
-      bound_model(trained), test_ds.images, test_ds.labels, corruptions=corruptions,
-      table=table, corruption_names=names_arg, severities=tuple(config.eval.severities),
-      published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
-      adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts,
-      adv_attack=config.eval.get("attack", "pgd"),
-      adv_apgd_steps=config.eval.get("apgd_steps", 100),
-      adv_square_queries=config.eval.get("square_queries", 5000), groups=groups,
-      train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress,
-      frost_dir=config.eval.get("frost_dir") or None)
+  attack = config.eval.get("attack", "pgd")
+  eval_config = ev.EvalConfig(
+      corruptions=corruptions, table=table, corruption_names=names_arg,
+      severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
+      num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
+      batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
+  return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
+                     groups=groups, train_groups=train_groups, published_loader=loader,
+                     progress=config.progress)
 
 
 # ------------------------------------------------------------------------------- the run
@@ -270,6 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   import jax
 
+  if jax.process_count() > 1:  # first: a device count that differs would mislead validate
+    agree(config, workdir)
   validate(config, num_devices=jax.device_count())
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
@@ -311,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_count() == 1:
     return evaluate_and_write()
   # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-  # the others wait for its results.json: evaluate's jitted functions never see a
+  # the others wait for its results.json: drojax.evaluate's jitted functions never see a
   # cross-process array, so nothing there needs to know about several processes.
   trained = local_copy(trained)
   results = evaluate_and_write() if main else None
@@ -320,6 +322,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
                                   timeout=EVAL_WAIT_S)
   return results if main else read_results(workdir)
+
+
+def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The processes of a multi-process run agree on the config (all but ``cli.RUN_ONLY_FIELDS``,
+  which may differ per host), the workdir and their device counts (``drojax.distributed.agree``);
+  a disagreement is a ``cli.UsageError`` naming what differs, raised on every process."""
+  from drojax import distributed
+
+  shared = {k: v for k, v in cli.config_to_dict(config).items() if k not in cli.RUN_ONLY_FIELDS}
+  try:
+    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+  except distributed.Disagreement as e:
+    raise cli.UsageError(str(e)) from None
 
 
 def read_results(workdir: str) -> dict[str, Any]:
