@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_static_int, check_unit_range
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -100,10 +100,8 @@ def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
   """
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
-  if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
-    raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}.")
-  if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-    raise ValueError(f"restarts must be an int >= 1; got {restarts!r}.")
+  check_static_int("num_steps", num_steps, minimum=0)
+  check_static_int("restarts", restarts, minimum=1)
 
 
 def count_classes(logits_fn: LogitsFn, x: jax.Array) -> int:
