@@ -78,6 +78,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
 
 def check_data(config: ml_collections.ConfigDict, train_ds, *, data_dir: str | None) -> None:
   """The checks that need the loaded data (or other files); run before ``config.json``."""
+  from experiments import groups
+
+  groups.check(config.method, method_config(config), train_ds)
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
@@ -105,6 +108,13 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 
 # ------------------------------------------------------------------------------- training
+
+def method_config(config: ml_collections.ConfigDict):
+  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
+  from drojax.methods import MethodConfig
+
+  return MethodConfig.from_dict(config.method_config.to_dict())
+
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   from drojax import models
@@ -154,9 +164,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
   from drojax import data, loop, methods
   from drojax import train as train_lib
 
+  from experiments import groups
+
   model = build_model(config, train_ds.num_classes)
-  method = methods.get_method(
-      config.method, methods.MethodConfig.from_dict(config.method_config.to_dict()))
+  # Group-shift methods: counts from the data, environments = groups where there are none.
+  method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
+  method = methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   optimizer = make_optimizer(config, total_steps)

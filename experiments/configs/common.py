@@ -333,10 +333,10 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
 def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
   """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
   factory, in ``experiments/configs/<experiment>.py``)."""
-  from experiments.configs import cifar_c, fashion_mnist_pgd, waterbirds
+  from experiments.configs import cifar_c, fashion_mnist_pgd, group_shift, waterbirds
 
   modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
-             "waterbirds": waterbirds}
+             "waterbirds": waterbirds, "group_shift": group_shift}
   return field_specs(getattr(modules.get(config.get("experiment")), "EXTRA_FIELDS", None))
 
 
