@@ -132,7 +132,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     workdir: where ``checkpoints/`` and ``metrics.jsonl`` go; ``None``: no files, no resume.
     checkpoint_every_steps: also save every this many steps (0: only at epoch ends).
     keep_checkpoints: how many checkpoints to keep.
-    place_batch: e.g. ``lambda b: drojax.train.shard_batch(b, mesh)``; identity when ``None``.
+    place_batch: e.g. ``lambda b: drojax.data.shard_batch(b, mesh)``; identity when ``None``.
     eval_fn: ``fn(state, epoch) -> metrics`` run after each epoch (logged with ``eval_``).
     on_step: ``fn(step, metrics)`` after each step (host floats).
     log_every_steps: write a ``metrics.jsonl`` record every this many steps.
