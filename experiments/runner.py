@@ -20,6 +20,7 @@ from typing import Any, Callable
 import ml_collections
 
 from experiments import cli
+from experiments import preflight
 from experiments import summary
 from experiments.configs import common
 from drojax.specs import ConfigError
@@ -77,9 +78,8 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
-  names = tuple(config.eval.corruption_names)
-  if config.eval.corruptions == "published" and names != ("none",):
-    engine._published_loader(config, data_dir)  # DataNotFoundError before training, not after
+  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
+                             image_shape=test_ds.image_shape, data_dir=data_dir)
 
 
 # ------------------------------------------------------------------------------- data
