@@ -92,9 +92,9 @@ def validation_results(config, trained, validation_ds) -> dict[str, Any]:
   """``{"validation": {"accuracy", "group_accuracy", ...}}`` of ``trained`` on the validation
   split (group accuracies weighted by the validation split's own group sizes)."""
   from drojax import evaluate as ev
-  from experiments import engine
+  from experiments import train
 
-  bound = engine.bound_model(trained)
+  bound = train.bound_model(trained)
   predictions = ev.predict(bound, validation_ds.images, batch_size=config.eval.batch_size,
                            progress=False)
   accuracy = float(np.mean(predictions == validation_ds.labels))
