@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from drojax._checks import check_static_int
+
 
 class Restored(NamedTuple):
   """A restored checkpoint."""
@@ -58,8 +60,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | os.PathLike[str], *, max_to_keep: int = 3):
-    if not isinstance(max_to_keep, int) or max_to_keep < 1:
-      raise ValueError(f"max_to_keep must be a positive int, got {max_to_keep!r}")
+    check_static_int("max_to_keep", max_to_keep, minimum=1)
     self.directory = os.path.abspath(os.fspath(directory))
     # Synchronous saves: the train step donates the state, so its buffers must be written
     # before the next step reuses them; saves are rare (every N steps and at epoch ends).

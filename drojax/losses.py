@@ -22,11 +22,10 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range
-from drojax._checks import is_concrete as _is_concrete
+from drojax._checks import (check_distribution, check_hyper, check_labels, check_scalar_range,
+                            distribution_tolerance)
 
 __all__ = ["cross_entropy", "jsd_consistency", "mart_loss", "trades_kl"]
 
@@ -52,9 +51,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
   Args:
     logits: ``[B, K]`` float.
-    labels: ``[B]`` integer class ids in ``[0, K)``, or ``[B, K]`` float probabilities. An
-      id outside ``[0, K)`` is a ``ValueError`` when the labels are concrete; under ``jit``
-      (where they cannot be checked) that row's loss is NaN, never a finite wrong value.
+    labels: ``[B]`` integer class ids in ``[0, K)``, or ``[B, K]`` float probabilities (rows
+      >= 0 summing to 1). An id outside ``[0, K)`` or a row that is no distribution is a
+      ``ValueError`` when the labels are concrete; under ``jit`` (where they cannot be
+      checked) that row's loss is NaN, never a finite wrong value.
     label_smoothing: ``s`` in ``[0, 1]``.
 
   Returns:
@@ -75,27 +75,23 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
     if labels.shape != (b,):
       raise ValueError(f"labels must have shape [B]=({b},) (integer ids) or [B, K]={logits.shape}"
                        f" (probabilities), got shape {labels.shape}.")
-    if _is_concrete(labels):  # host-side (numpy): inside a jit trace jnp ops would trace
-      host = np.asarray(labels)
-      bad = host[(host < 0) | (host >= k)]
-      if bad.size:
-        raise ValueError(f"labels must be class ids in [0, {k}) for {k} classes (logits "
-                         f"{logits.shape}), got {bad[:5].tolist()}.")
+    check_labels("labels", labels, k)
     targets = jax.nn.one_hot(labels, k, dtype=logits.dtype)
     valid = (labels >= 0) & (labels < k)
   elif jnp.issubdtype(labels.dtype, jnp.floating):
     if labels.shape != logits.shape:
       raise ValueError(f"probability labels must have the shape of logits {logits.shape}, got "
                        f"{labels.shape}.")
+    check_distribution("labels", labels)
+    # Traced rows cannot be checked: a row that is no distribution gives NaN.
+    valid = jnp.all(labels >= 0, axis=-1) & (
+        jnp.abs(jnp.sum(labels, axis=-1) - 1) <= distribution_tolerance(labels.dtype))
     targets = labels.astype(logits.dtype)
-    valid = None
   else:
     raise TypeError(f"labels must be integer ids or float probabilities, got dtype "
                     f"{labels.dtype}.")
   targets = (1.0 - label_smoothing) * targets + label_smoothing / k
   losses = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
-  if valid is None:
-    return losses
   return jnp.where(valid, losses, jnp.nan)
 
 
@@ -214,7 +210,7 @@ def mart_loss(logits_clean: jax.Array, logits_adv: jax.Array, labels: jax.Array,
   b, k = logits_adv.shape
   if k < 2:
     raise ValueError(f"mart_loss needs K >= 2 classes, got logits of shape {logits_adv.shape}.")
-  check_scalar_range("beta", beta, low=0.0, expected=">= 0")
+  check_hyper("beta", beta, low=0.0, expected=">= 0 and finite")
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (b,):
     raise ValueError(f"labels must be [B]=({b},) integer class ids, got {labels.dtype} "
@@ -273,3 +269,9 @@ def __getattr__(name: str) -> Any:
       return globals()[attr]
     return getattr(importlib.import_module(module), attr)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The group-shift statistics live in drojax.groups; these are their names in this module.
+from drojax.groups import group_losses, irm_penalty, vrex_penalty  # noqa: E402
+
+__all__ += ["group_losses", "irm_penalty", "vrex_penalty"]

@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float_array
+from drojax._checks import check_finite as _check_finite
+from drojax._checks import check_nonnegative as _check_nonnegative
+from drojax._checks import check_static_int
 from drojax._checks import is_concrete as _is_concrete
 
 __all__ = [
@@ -38,17 +41,6 @@ __all__ = [
     "var_dro_weights",
     "water_filling",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# Input checks (trace-time: shapes and dtypes always; values only when they are concrete).
-
-
-def _check_nonnegative(name: str, x: Any) -> None:
-  if _is_concrete(x):
-    v = np.asarray(x)
-    if v.size and (np.any(v < 0) or np.any(np.isnan(v))):
-      raise ValueError(f"{name} must be >= 0, got {v if v.size <= 8 else f'min {v.min()}'}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +149,7 @@ def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
   infinite radius).
 
   Args:
-    losses: ``[B]`` float per-example losses.
+    losses: ``[B]`` float per-example losses, finite (checked when concrete).
     eps: radius, a scalar or ``[B]`` float, every entry in ``[0, inf]`` (``eps = 0`` gives
       uniform weights ``1/B``). Values are checked when concrete (outside ``jit``); under
       ``jit`` a negative or NaN radius makes every weight NaN (never a finite wrong answer).
@@ -187,6 +179,7 @@ def water_filling(losses: jax.Array, eps: jax.Array | float) -> jax.Array:
                      f"shape {eps.shape}.")
   if losses.shape[0] == 0:
     raise ValueError("losses must hold at least one example, got shape (0,).")
+  _check_finite("losses", losses)
   _check_nonnegative("eps", eps)
   q = _water_filling(jax.lax.stop_gradient(losses), jax.lax.stop_gradient(eps))
   return jax.lax.stop_gradient(q)
@@ -229,11 +222,7 @@ def init_tracker(num_examples: int) -> TrackerState:
     >>> s.mean.shape, s.count.tolist()
     ((3,), [0, 0, 0])
   """
-  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)):
-    raise TypeError(f"num_examples must be a Python int, got {type(num_examples).__name__}.")
-  if num_examples <= 0:
-    raise ValueError(f"num_examples must be positive, got {num_examples}.")
-  n = int(num_examples)
+  n = check_static_int("num_examples", num_examples, minimum=1)
   return TrackerState(mean=jnp.zeros((n,), jnp.float32), var=jnp.zeros((n,), jnp.float32),
                       count=jnp.zeros((n,), jnp.int32))
 
@@ -328,7 +317,8 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
   with :math:`\epsilon_i = \epsilon_{\min}` for all ``i`` when every variance is 0.
 
   Args:
-    variances: ``[B]`` float, non-negative (e.g. ``state.var[ids]``).
+    variances: ``[B]`` float, non-negative (e.g. ``state.var[ids]``); a negative or NaN
+      variance is a ``ValueError`` when concrete, NaN radii under ``jit``.
     eps_min: smallest radius, ``>= 0``.
     eps_max: largest radius, ``>= eps_min`` (checked when concrete; ``inf`` allowed: no upper
       bound for the largest variances); may be a traced scalar
@@ -342,6 +332,7 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
     [0.5, 0.625, 1.0]
   """
   variances = _check_float_array("variances", variances, rank=1)
+  _check_nonnegative("variances", variances)
   _check_nonnegative("eps_min", eps_min)
   _check_nonnegative("eps_max", eps_max)
   if _is_concrete(eps_min) and _is_concrete(eps_max):
@@ -356,7 +347,10 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
   # (or eps_min) gives inf, never inf * 0 or inf - inf = NaN.
   span = jnp.where(eps_max == eps_min, 0.0, eps_max - eps_min)
   lerp = eps_min + span * ratio
-  return jnp.where(ratio <= 0, eps_min, jnp.where(ratio >= 1, eps_max, lerp))
+  out = jnp.where(ratio <= 0, eps_min, jnp.where(ratio >= 1, eps_max, lerp))
+  # Traced variances are unchecked: a negative or NaN one makes every radius NaN (and so every
+  # weight), never a finite radius computed from a wrong maximum.
+  return jnp.where(jnp.all(variances >= 0), out, jnp.nan)
 
 
 def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: int,
@@ -427,6 +421,7 @@ def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | i
   if variances.shape != losses.shape:
     raise ValueError(f"variances must have the shape of losses {losses.shape}, got "
                      f"{variances.shape}.")
+  _check_nonnegative("variances", variances)
   if _is_concrete(eps_min) and _is_concrete(eps_max) and np.any(
       np.asarray(eps_max) < np.asarray(eps_min)):
     raise ValueError(f"eps_max must be >= eps_min, got eps_max={eps_max}, eps_min={eps_min}.")
@@ -437,3 +432,9 @@ def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | i
   eps = radii(variances.astype(jnp.float32), eps_min=floor, eps_max=cap)
   return water_filling(losses, eps.astype(losses.dtype))
 
+
+
+# Group DRO's weight update lives in drojax.groups; this is its name in this module.
+from drojax.groups import group_adjustments, group_dro_update  # noqa: E402
+
+__all__ += ["group_adjustments", "group_dro_update"]

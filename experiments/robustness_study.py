@@ -233,9 +233,9 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
   for e in EPS:
     k = eps_key(e / 255)
     out[f"pgd{e}"] = (r.get("pgd20_accuracy") or {}).get(k)
-    for a in ("apgd_ce", "apgd_t", "square"):
+    for a in ("apgd_ce", "apgd_t", "fab_t", "square"):
       out[f"{a}{e}"] = (by.get(a) or {}).get(k)
-    out[f"suite{e}"] = out[f"square{e}"]
+    out[f"suite{e}"] = out[f"square{e}"]  # runs from before FAB-T have no fab_t column
   return out
 
 
@@ -306,14 +306,15 @@ def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[
     lines.append("")
   # Which attack broke what, at 8/255.
   lines += ["## The suite, attack by attack (8/255)", "",
-            "| run | clean | after APGD-CE | after APGD-T | after Square |", "|---|---|---|---|---|"]
+            "| run | clean | after APGD-CE | after APGD-T | after FAB-T | after Square |",
+            "|---|---|---|---|---|---|"]
   for key in names:
     ms = rows.get(key, [])
     if not ms:
       continue
     lines.append(f"| {key[0]}/{key[1]} | " + " | ".join(
         _pct(mean_ci([m[c] for m in ms if m.get(c) is not None]))
-        for c in ("clean", "apgd_ce8", "apgd_t8", "square8")) + " |")
+        for c in ("clean", "apgd_ce8", "apgd_t8", "fab_t8", "square8")) + " |")
   lines.append("")
   png = os.path.join(out_dir, "suite_vs_time.png")
   pts = []

@@ -144,13 +144,23 @@ def test_suite_matches_closed_form_and_is_cumulative(linf_points):
   x, y, robust, _, _ = linf_points
   masks = attacks.robust_suite(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20, num_targets=3,
                                num_queries=400)
-  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "square"]
+  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "fab_t", "square"]
   assert np.asarray(masks["clean"]).all()
-  for k in ("apgd_ce", "apgd_t", "square"):
+  for k in ("apgd_ce", "apgd_t", "fab_t", "square"):
     np.testing.assert_array_equal(np.asarray(masks[k]), robust, err_msg=k)
   acc = attacks.robust_accuracy_suite(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20,
                                       num_targets=3, num_queries=400)
   assert math.isclose(float(acc["robust"]), robust.mean(), abs_tol=1e-6)
+
+
+def test_suite_subset_runs_only_those_attacks_in_the_standard_order(linf_points):
+  x, y, robust, _, _ = linf_points
+  x, y, robust = x[:32], y[:32], robust[:32]
+  acc = attacks.robust_accuracy_suite(_KEY, _linear, x, y, eps=_EPS_INF, num_steps=20,
+                                      num_targets=3, attacks=("fab_t", "apgd_ce"))
+  assert list(acc) == ["clean", "apgd_ce", "fab_t", "robust"]
+  for k in ("apgd_ce", "fab_t", "robust"):
+    assert math.isclose(float(acc[k]), robust.mean(), abs_tol=1e-6), k
 
 
 # Square L2 is a random search over the paper's window patterns, not a gradient method: on
@@ -188,8 +198,8 @@ def test_suite_l2_matches_closed_form(l2_points, square_l2_on_l2_points):
   x, y, robust, _, _ = l2_points
   masks = attacks.robust_suite(_KEY, _linear, x, y, eps=_EPS_L2, norm="l2", num_steps=20,
                                num_targets=3, num_queries=400)
-  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "square"]
-  for k in ("apgd_ce", "apgd_t", "square"):
+  assert list(masks) == ["clean", "apgd_ce", "apgd_t", "fab_t", "square"]
+  for k in ("apgd_ce", "apgd_t", "fab_t", "square"):
     np.testing.assert_array_equal(np.asarray(masks[k]), robust, err_msg=k)
   # The worst case is no weaker than Square L2 alone (which misses some flippable points).
   sq = square_l2_on_l2_points[1]
@@ -300,10 +310,11 @@ def test_gradient_masking_fools_pgd_and_apgd_but_not_square(masked_points):
   acc = attacks.robust_accuracy_suite(_KEY, _masked, x, y, eps=eps, num_steps=10,
                                       num_targets=3, num_queries=300)
   apgd = float(acc["apgd_ce"])  # APGD-CE runs first in the suite, on every clean-correct point
-  apgd_t = float(acc["apgd_t"])
+  apgd_t, fab_t = float(acc["apgd_t"]), float(acc["fab_t"])
   sq = float(np.mean(np.asarray(r_sq)))
-  # Every point is breakable (closed form); the gradient attacks see a flat loss.
-  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8, (pgd, apgd, apgd_t)
+  # Every point is breakable (closed form); the gradient attacks see a flat loss (FAB-T's
+  # linearisation has a zero normal: its projection cannot reach the boundary).
+  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8 and fab_t >= 0.8, (pgd, apgd, apgd_t, fab_t)
   assert sq <= 0.05, sq
   assert float(acc["robust"]) <= min(pgd, apgd, sq) + 1e-6
 
@@ -329,9 +340,10 @@ def test_gradient_masking_l2_fools_pgd_and_apgd_but_not_square(masked_l2_points)
                                       step_size=_EPS_L2 / 4, num_steps=10, unroll=False))
   acc = attacks.robust_accuracy_suite(_KEY, _masked, x, y, eps=_EPS_L2, norm="l2", num_steps=10,
                                       num_targets=3, num_queries=300)
-  apgd, apgd_t = float(acc["apgd_ce"]), float(acc["apgd_t"])
-  # Square runs last, on what APGD-T left: its share of the breaks is apgd_t - square.
-  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8, (pgd, apgd, apgd_t)
+  apgd, apgd_t, fab_t = float(acc["apgd_ce"]), float(acc["apgd_t"]), float(acc["fab_t"])
+  # Square runs last, on what FAB-T left: its share of the breaks is fab_t - square.
+  assert pgd >= 0.8 and apgd >= 0.8 and apgd_t >= 0.8 and fab_t >= 0.8, (pgd, apgd, apgd_t,
+                                                                          fab_t)
   assert float(acc["square"]) <= 0.05, acc
   assert float(acc["robust"]) <= min(pgd, apgd, apgd_t) + 1e-6
 
@@ -398,6 +410,12 @@ _Y = np.zeros(2, np.int32)
      "4 classes"),
     (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, num_queries=0),
      "num_queries"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, attacks=("fab",)),
+     "attacks must be distinct names"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, attacks="square"),
+     "attacks must be a sequence"),
+    (lambda: attacks.robust_accuracy_suite(_KEY, _linear, _X, _Y, eps=0.1, attacks=()),
+     "at least one"),
 ])
 def test_bad_input_names_the_argument(call, match):
   with pytest.raises(ValueError, match=match):

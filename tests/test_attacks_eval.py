@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drojax import evaluate as ev
+from drojax.evaluate import adversarial
 from experiments import reporting
 from tests.test_attacks_auto import _EPS_INF, _closed_form_linf, _linear, _points
 
@@ -21,8 +22,9 @@ def suite_results():
   worst, _ = _closed_form_linf(x, y, _EPS_INF)
   robust = np.where(y == 0, worst > 0, worst <= 0)
   # 40 images in batches of 16: the last batch has 8 padding rows.
-  r = ev.evaluate(_linear, x, y, corruptions=None, adv_eps=[0.0, _EPS_INF], adv_attack="suite",
-                  adv_apgd_steps=20, adv_square_queries=300, batch_size=16, progress=False)
+  config = ev.EvalConfig(corruptions=None, eps=[0.0, _EPS_INF], attack="suite", num_steps=20,
+                         num_queries=300, batch_size=16)
+  r = ev.evaluate(_linear, x, y, config=config, progress=False)
   return r, robust
 
 
@@ -30,7 +32,7 @@ def test_suite_through_the_evaluator_matches_the_closed_form(suite_results):
   r, robust = suite_results
   key = ev.eps_key(_EPS_INF)
   assert r["adversarial"]["attack"] == "suite"
-  assert list(r["adversarial_by_attack"]) == ["apgd_ce", "apgd_t", "square"]
+  assert list(r["adversarial_by_attack"]) == ["apgd_ce", "apgd_t", "fab_t", "square"]
   for a, accs in r["adversarial_by_attack"].items():
     assert accs["0"] == 1.0, a
     assert accs[key] == pytest.approx(robust.mean()), a
@@ -47,14 +49,15 @@ def test_per_attack_columns_in_results_and_comparison(suite_results, tmp_path):
   old["adversarial"] = {"attack": "pgd", "norm": "linf"}
   reporting.write_results(b, old)
   md = open(os.path.join(a, "results.md")).read()
-  assert "| eps | APGD-CE | APGD-T | Square |" in md
+  assert "| eps | APGD-CE | APGD-T | FAB-T | Square |" in md
   with open(os.path.join(a, "results.csv")) as f:
     metrics = {row["metric"] for row in csv.DictReader(f)}
-  assert {"adversarial_accuracy_apgd_ce", "adversarial_accuracy_square"} <= metrics
+  assert {"adversarial_accuracy_apgd_ce", "adversarial_accuracy_fab_t",
+          "adversarial_accuracy_square"} <= metrics
   assert "adversarial_by_attack" in json.load(open(os.path.join(a, "results.json")))
   paths = reporting.compare_runs([a, b], str(tmp_path / "cmp"))
   table = open(paths["md"]).read()
-  for col in ("APGD-CE 0.06", "APGD-T 0.06", "Square 0.06", "PGD 0.06"):
+  for col in ("APGD-CE 0.06", "APGD-T 0.06", "FAB-T 0.06", "Square 0.06", "PGD 0.06"):
     assert any(col in line for line in table.splitlines()[:3]), (col, table)
 
 
@@ -62,7 +65,7 @@ def test_per_attack_columns_in_results_and_comparison(suite_results, tmp_path):
 @given(n=st.integers(0, 300), batch_size=st.integers(1, 64), seed=st.integers(0, 2**16))
 def test_survivor_batches_cover_each_row_once_in_few_shapes(n, batch_size, seed):
   rows = np.sort(np.random.default_rng(seed).choice(1000, size=n, replace=False))
-  batches = ev._survivor_batches(rows, batch_size)
+  batches = adversarial.survivor_batches(rows, batch_size)
   allowed = {-(-batch_size // d) for d in (8, 4, 2, 1)}
   assert len(batches) == -(-n // batch_size)
   np.testing.assert_array_equal(np.concatenate([c for c, _ in batches] + [rows[:0]]), rows)
@@ -82,29 +85,29 @@ def test_each_attack_of_the_suite_sees_only_the_survivors(monkeypatch):
   robust = int(np.sum(np.where(y == 0, worst > 0, worst <= 0)))
   assert 0 < robust < 40
   calls = []
-  real = ev._jit_attack_stage
+  real = adversarial._jit_attack_stage
 
-  def counting(apply_fn, model_fn, stage, *args):
-    fn = real(apply_fn, model_fn, stage, *args)
+  def counting(apply_fn, stage, *args):
+    fn = real(apply_fn, stage, *args)
 
     def wrapped(variables, key, xb, yb, eps, n_valid):
       calls.append((float(eps), stage, int(n_valid), xb.shape[0]))
       return fn(variables, key, xb, yb, eps, n_valid)
     return wrapped
 
-  monkeypatch.setattr(ev, "_jit_attack_stage", counting)
+  monkeypatch.setattr(adversarial, "_jit_attack_stage", counting)
   out = ev.auto_attack_accuracy(_linear, x, y, eps=[0.0, _EPS_INF], num_steps=20,
                                 num_targets=3, num_queries=100, batch_size=16, progress=False)
-  for a in ("apgd_ce", "apgd_t", "square"):
+  for a in ("apgd_ce", "apgd_t", "fab_t", "square"):
     assert out[a]["0"] == 1.0
     assert out[a][ev.eps_key(_EPS_INF)] == robust / 40
   at = [c[1:] for c in calls if c[0] == np.float32(_EPS_INF)]
-  rows = {s: sum(n for t, n, _ in at if t == s) for s in ("apgd_ce", "apgd_t", "square")}
-  assert rows == {"apgd_ce": 40, "apgd_t": robust, "square": robust}
+  rows = {s: sum(n for t, n, _ in at if t == s) for s in ("apgd_ce", "apgd_t", "fab_t", "square")}
+  assert rows == {"apgd_ce": 40, "apgd_t": robust, "fab_t": robust, "square": robust}
   assert [(n, b) for t, n, b in at if t == "apgd_ce"] == [(16, 16), (16, 16), (8, 8)]
   for _, n, b in at:
     assert b == min(z for z in (2, 4, 8, 16) if z >= n)
   # At eps 0 nothing is broken: every attack sees all 40 images.
   at0 = [c[1:] for c in calls if c[0] == 0.0]
-  assert {s: sum(n for t, n, _ in at0 if t == s) for s in ("apgd_t", "square")} == {
-      "apgd_t": 40, "square": 40}
+  assert {s: sum(n for t, n, _ in at0 if t == s) for s in ("apgd_t", "fab_t", "square")} == {
+      "apgd_t": 40, "fab_t": 40, "square": 40}

@@ -15,7 +15,7 @@ from drojax._checks import check_unit_range
 from drojax.data import DataError, arrays, registry
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import common
-from experiments.configs.fields import ConfigError, Real, Tuple
+from drojax.specs import ConfigError, Real, Tuple
 
 _KEY = jax.random.key(0)
 _F = lambda z: jnp.stack([z.mean((1, 2, 3)), -z.mean((1, 2, 3))], -1)  # noqa: E731
@@ -43,7 +43,8 @@ CASES = [
     # Images must lie in [0, 1] when concrete (clipping or quantizing 0..255 destroys them).
     ("fgsm_255", lambda: attacks.fgsm(_F, _X255, _Y, eps=0.1), ValueError,
      "fgsm: x must lie in [0, 1]; got values in [128, 128]. Divide 0..255 images by 255"),
-    ("fgsm_nan", lambda: attacks.fgsm(_F, _XNAN, _Y, eps=0.1), ValueError, "contains NaN"),
+    ("fgsm_nan", lambda: attacks.fgsm(_F, _XNAN, _Y, eps=0.1), ValueError,
+     "contains 1 NaN value(s)"),
     ("pgd_255", lambda: attacks.pgd(_KEY, _F, _X255, _Y, eps=0.1, step_size=0.1, num_steps=1),
      ValueError, "pgd: x must lie in [0, 1]"),
     ("pgd_negative", lambda: attacks.pgd(_KEY, _F, _XNEG, _Y, eps=0.1, step_size=0.1,
@@ -88,7 +89,7 @@ CASES = [
         weighting.init_tracker(3), jnp.array([0, 3]), jnp.ones(2)), ValueError,
      "ids must be in [0, 3)"),
     ("tracker_empty", lambda: weighting.init_tracker(0), ValueError,
-     "num_examples must be positive"),
+     "num_examples must be an int >= 1"),
     ("tracker_alpha_zero", lambda: weighting.update_tracker(
         weighting.init_tracker(3), jnp.array([0]), jnp.ones(1), alpha=0.0), ValueError,
      "alpha must be in (0, 1]"),
@@ -130,7 +131,7 @@ CASES = [
      "optimizer: unknown value 'adamw'; expected one of sgd, adam. Did you mean 'adam'?"),
     ("config_eps_order", lambda: common.validate(_config(
         "var_dro", method_config__var_dro_eps_min=2.0)), ConfigError,
-     "var_dro_eps_min: must be <= method_config.var_dro_eps_max"),
+     "method_config.var_dro_eps_min: must be <= var_dro_eps_max (1), got 2"),
     ("config_warmup_epochs", lambda: common.validate(_config(num_epochs=3, warmup_epochs=5)),
      ConfigError,
      "warmup_epochs: must be < num_epochs (3), got 5 epochs"),
@@ -180,6 +181,16 @@ def test_bad_input(fn, exc, phrase, npz_dir):
   message = str(info.value)
   assert phrase.lower() in message.lower(), message
   assert "\n" not in message
+
+
+def test_unit_range_finds_one_nan_in_a_large_image():
+  # XLA:CPU's min/max over this many elements returned finite values despite the NaN.
+  x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  x[0, 5, 5, 1] = np.nan
+  with pytest.raises(ValueError, match="contains 1 NaN value"):
+    check_unit_range("images", jnp.asarray(x))
+  with pytest.raises(ValueError, match="contains 1 NaN value"):
+    corruptions.corrupt(_KEY, jnp.asarray(x[:1]), name="fog", severity=1)
 
 
 def test_unit_range_accepts_bounds_and_skips_tracers():

@@ -76,9 +76,9 @@ def test_readme_suite_example_runs():
   with contextlib.redirect_stdout(out):
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
   acc = namespace["acc"]
-  assert list(acc) == ["clean", "apgd_ce", "apgd_t", "square", "robust"]
+  assert list(acc) == ["clean", "apgd_ce", "apgd_t", "fab_t", "square", "robust"]
   assert float(acc["clean"]) == 0.75
-  vals = [float(acc[k]) for k in ("clean", "apgd_ce", "apgd_t", "square")]
+  vals = [float(acc[k]) for k in ("clean", "apgd_ce", "apgd_t", "fab_t", "square")]
   assert vals == sorted(vals, reverse=True)  # cumulative: never increases
   assert "'robust':" in out.getvalue()
 

@@ -68,7 +68,7 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
     assert "1 runs on cpu" in log and f"shard {i}/2 done" in log, log[-2000:]
   assert "report: " in proc.stdout
   r = json.loads((root / "methods" / "erm" / "seed0" / "results.json").read_text())
-  assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "square"}
+  assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
   assert set(r["pgd20_accuracy"]) == {"0.0156863", "0.0313725", "0.0627451"}
   md = (root / "report" / "robustness.md").read_text()
   assert "| erm | 1 |" in md and "| mode_subsample0.1 | 1 |" in md

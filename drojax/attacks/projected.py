@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_static_int, check_unit_range
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -100,10 +100,28 @@ def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
   """
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
-  if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
-    raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}.")
-  if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-    raise ValueError(f"restarts must be an int >= 1; got {restarts!r}.")
+  check_static_int("num_steps", num_steps, minimum=0)
+  check_static_int("restarts", restarts, minimum=1)
+
+
+def count_classes(logits_fn: LogitsFn, x: jax.Array) -> int:
+  """The number of classes ``K`` that ``logits_fn`` returns for inputs shaped like ``x``.
+
+  Nothing is computed: the shape comes from :func:`jax.eval_shape`.
+
+  Args:
+    logits_fn: ``x [B, H, W, C] -> logits [B, K]``.
+    x: an array (or ``jax.ShapeDtypeStruct``) of the input's shape and dtype.
+
+  Returns:
+    ``K``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> count_classes(lambda z: jnp.zeros((z.shape[0], 7)), jnp.zeros((2, 4, 4, 3)))
+    7
+  """
+  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
 
 
 def default_unroll(backend: str | None = None) -> bool:
@@ -399,5 +417,5 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   return jnp.mean(robust.astype(jnp.float32))
 
 
-__all__ = ["NORMS", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
+__all__ = ["NORMS", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
            "robust_accuracy"]

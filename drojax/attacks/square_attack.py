@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_static_int
 from drojax.attacks.projected import (LogitsFn, _TINY, _check_inputs, _check_number, _l2_norm,
                                       _project)
 
@@ -273,9 +274,7 @@ def _check_square(logits_fn, x, y, eps, norm, num_queries, p_init):
   _check_number(eps, "eps")
   if norm not in SQUARE_NORMS:
     raise ValueError(f"norm must be one of {SQUARE_NORMS} for square; got {norm!r}.")
-  if (not isinstance(num_queries, (int, np.integer)) or isinstance(num_queries, bool)
-      or num_queries < 1):
-    raise ValueError(f"num_queries must be an int >= 1; got {num_queries!r}.")
+  check_static_int("num_queries", num_queries, minimum=1)
   _check_number(p_init, "p_init", positive=True)
   if not isinstance(p_init, jax.core.Tracer) and float(p_init) > 1:
     raise ValueError(f"p_init must be in (0, 1]; got {p_init!r}.")

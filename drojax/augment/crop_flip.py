@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_static_int, check_unit_range
 
 _PAD_MODES = ("constant", "edge", "reflect")
 
@@ -53,8 +53,7 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, *, paddin
   _check_images(images)
   if pad_mode not in _PAD_MODES:
     raise ValueError(f"pad_mode must be one of {_PAD_MODES}; received {pad_mode!r}.")
-  if not isinstance(padding, int) or padding < 0:
-    raise ValueError(f"padding must be a non-negative int; received {padding!r}.")
+  check_static_int("padding", padding, minimum=0)
   b, h, w, _ = images.shape
   if offsets.shape != (b, 2):
     raise ValueError(f"offsets must be [B, 2] = {(b, 2)}; received {tuple(offsets.shape)}.")

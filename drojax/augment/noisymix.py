@@ -30,6 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_static_int
 from drojax.augment import _random
 from drojax.augment.mixing import MixPlan
 
@@ -77,8 +78,7 @@ def sample_noisymix_plan(key: jax.Array, targets: jax.Array, *, num_views: int =
   if targets.ndim != 2 or not jnp.issubdtype(targets.dtype, jnp.floating):
     raise TypeError(f"targets must be [B, K] float soft targets; received shape "
                     f"{tuple(targets.shape)}, dtype {targets.dtype}.")
-  if not isinstance(num_views, int) or num_views < 1:
-    raise ValueError(f"num_views must be an int >= 1; received {num_views!r}.")
+  check_static_int("num_views", num_views, minimum=1)
   if not alpha > 0:
     raise ValueError(f"alpha must be > 0; received {alpha!r}.")
   for name, value in (("add_level", add_level), ("mult_level", mult_level)):

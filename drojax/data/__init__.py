@@ -2,7 +2,8 @@
 
 Images are uint8 NHWC at this boundary; the train step converts them to float32 in [0, 1].
 Batches are dicts ``{image [B, H, W, C] uint8, label [B] int32, id [B] int32}`` (plus ``group``
-where the dataset has groups). This package is an I/O module: it reads files, nothing else in
+and ``environment`` where the dataset has them; the group-shift benchmarks of
+``drojax.data.group_shift`` do). This package is an I/O module: it reads files, nothing else in
 ``drojax`` does.
 
 Main entry points:

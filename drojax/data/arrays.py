@@ -28,6 +28,8 @@ class ArrayDataset:
     num_classes: number of classes ``K``.
     groups: optional ``[N]`` int32 group ids (e.g. Waterbirds ``2 * y + place``).
     name: a short name used in messages and results.
+    environments: optional ``[N]`` int32 environment ids (the training environments of
+      V-REx / IRM, e.g. Colored MNIST's two colour-flip rates).
 
   Example:
     >>> ds = ArrayDataset.create(np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 0, 1]),
@@ -42,6 +44,7 @@ class ArrayDataset:
   num_classes: int
   groups: np.ndarray | None = None
   name: str = "arrays"
+  environments: np.ndarray | None = None
 
   @classmethod
   def create(
@@ -53,6 +56,7 @@ class ArrayDataset:
       ids: np.ndarray | None = None,
       groups: np.ndarray | None = None,
       name: str = "arrays",
+      environments: np.ndarray | None = None,
   ) -> "ArrayDataset":
     """Validates and converts arrays (labels/ids/groups to int32) into an ``ArrayDataset``.
 
@@ -63,6 +67,7 @@ class ArrayDataset:
       ids: ``[N]`` integer example ids; default ``arange(N)``.
       groups: optional ``[N]`` integer group ids.
       name: the dataset's name, used in error messages.
+      environments: optional ``[N]`` integer environment ids.
 
     Raises:
       ValueError / TypeError naming the offending array, what was expected and what was received.
@@ -93,14 +98,11 @@ class ArrayDataset:
       raise ValueError(f"{name}: ids must be integers of shape [{n}], got {ids.dtype} {ids.shape}")
     if len(np.unique(ids)) != n:
       raise ValueError(f"{name}: ids must be unique")
-    if groups is not None:
-      groups = np.asarray(groups)
-      if groups.shape != (n,) or not np.issubdtype(groups.dtype, np.integer):
-        raise ValueError(
-            f"{name}: groups must be integers of shape [{n}], got {groups.dtype} {groups.shape}")
-      groups = groups.astype(np.int32)
+    groups, environments = (_optional_ids(name, what, v, n) for what, v in
+                            (("groups", groups), ("environments", environments)))
     return cls(images=images, labels=labels.astype(np.int32), ids=ids.astype(np.int32),
-               num_classes=int(num_classes), groups=groups, name=name)
+               num_classes=int(num_classes), groups=groups, name=name,
+               environments=environments)
 
   def __len__(self) -> int:
     return int(self.images.shape[0])
@@ -111,10 +113,11 @@ class ArrayDataset:
     return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 
   def take(self, indices: np.ndarray | slice) -> "ArrayDataset":
-    """The sub-dataset at ``indices`` (ids and groups follow the examples)."""
+    """The sub-dataset at ``indices`` (ids, groups and environments follow the examples)."""
     return dataclasses.replace(
         self, images=self.images[indices], labels=self.labels[indices], ids=self.ids[indices],
-        groups=None if self.groups is None else self.groups[indices])
+        groups=None if self.groups is None else self.groups[indices],
+        environments=None if self.environments is None else self.environments[indices])
 
   def subset(self, n: int | None, *, seed: int = 0) -> "ArrayDataset":
     """A fixed random subset of ``n`` examples (all when ``n`` is None or >= len)."""
@@ -124,6 +127,16 @@ class ArrayDataset:
       raise ValueError(f"subset size must be positive, got {n}")
     order = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
     return self.take(order)
+
+
+def _optional_ids(name: str, what: str, values, n: int) -> np.ndarray | None:
+  if values is None:
+    return None
+  values = np.asarray(values)
+  if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
+    raise ValueError(
+        f"{name}: {what} must be integers of shape [{n}], got {values.dtype} {values.shape}")
+  return values.astype(np.int32)
 
 
 def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
@@ -163,7 +176,7 @@ def epoch_batches(
     num_shards: int = 1,
     rows: np.ndarray | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Yields the batches of one epoch as dicts ``{image, label, id}`` (plus ``group`` if any).
+  """Yields one epoch's batches as dicts ``{image, label, id}`` (+ ``group``, ``environment``).
 
   Args:
     dataset: the examples.
@@ -182,7 +195,8 @@ def epoch_batches(
 
   Yields:
     ``image`` ``[b, H, W, C]`` uint8, ``label`` ``[b]`` int32, ``id`` ``[b]`` int32 and, when the
-    dataset has groups, ``group`` ``[b]`` int32, with ``b = B / num_shards`` (``len(rows)``).
+    dataset has them, ``group`` and ``environment`` ``[b]`` int32, with ``b = B / num_shards``
+    (``len(rows)``).
 
   Example:
     >>> ds = ArrayDataset.create(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10) % 2)
@@ -219,6 +233,8 @@ def epoch_batches(
     batch = {"image": dataset.images[idx], "label": dataset.labels[idx], "id": dataset.ids[idx]}
     if dataset.groups is not None:
       batch["group"] = dataset.groups[idx]
+    if dataset.environments is not None:
+      batch["environment"] = dataset.environments[idx]
     yield batch
 
 

@@ -1,7 +1,9 @@
 """``load_dataset(name, split)``: one entry point for every dataset drojax knows.
 
 Names: ``digits`` (bundled, offline), ``fashion_mnist``, ``cifar10``, ``cifar100``,
-``waterbirds`` (a folder, see ``drojax.data.waterbirds``) and ``npz:PATH``.
+``waterbirds`` (a folder, see ``drojax.data.waterbirds``), the group-shift benchmarks
+``colored_digits`` (bundled), ``colored_fashion_mnist`` and ``dominoes`` (built offline from
+``data_dir``, see ``drojax.data.group_shift``) and ``npz:PATH``.
 
 ``npz:PATH`` accepts a directory holding ``train.npz`` and ``test.npz``, a template containing
 ``{split}`` (``npz:/data/my_{split}.npz``), or a file named ``..._train.npz`` whose test split
@@ -24,7 +26,8 @@ import numpy as np
 from drojax.data.arrays import ArrayDataset, load_npz
 from drojax.data.errors import DataError, DataNotFoundError
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "waterbirds")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "waterbirds", "colored_digits",
+            "colored_fashion_mnist", "dominoes")
 SPLITS = ("train", "test", "validation")
 
 
@@ -68,7 +71,7 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
 
   Args:
     name: one of ``DATASETS`` or ``npz:PATH``.
-    split: 'train' or 'test' ('validation' for waterbirds).
+    split: 'train' or 'test' ('validation' for waterbirds and the group-shift benchmarks).
     data_dir: where to look first (npz files, idx files, prepared tfds data, archives).
     download: allow downloading (CIFAR archives, checksummed) when nothing is found locally and
       the network is reachable. Offline, a missing dataset fails at once.
@@ -111,6 +114,10 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
     from drojax.data.tfds_builders import load_cifar
 
     return load_cifar(name, split, data_dir=data_dir, download=download)
+  if name in ("colored_digits", "colored_fashion_mnist", "dominoes"):
+    from drojax.data.group_shift import load_group_shift
+
+    return load_group_shift(name, split, data_dir=data_dir).dataset
   if name == "waterbirds":
     from drojax.data.waterbirds import load_waterbirds
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from drojax import attacks as _attacks
 from drojax import losses as _losses
+from drojax._checks import check_float, check_hyper, check_static_int, check_unit_range
 from drojax.objectives.base import Objective, ObjectiveAux, stateless_init
 
 __all__ = ["linf_pgd_ascent", "mart", "pgd_at", "trades", "START_MODES"]
@@ -61,8 +62,9 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   Args:
     key: PRNG key of the random start (unused, may be None, with ``start="none"``).
     loss_fn: ``x' [B, ...] -> [B]`` per-example losses to maximize (a closure over the model).
-    x: ``[B, ...]`` float images in [0, 1].
-    eps: radius ``>= 0`` in pixel units (e.g. 8/255).
+    x: ``[B, ...]`` float images in [0, 1] (checked when concrete).
+    eps: radius ``>= 0`` in pixel units (e.g. 8/255); finite, checked when concrete; a traced
+      negative or NaN radius (or step size) gives NaN images.
     step_size: ``alpha >= 0`` (e.g. 2/255).
     num_steps: ``>= 1`` (static).
     start: ``"uniform"`` (uniform in the ball, clipped to [0, 1]; Madry et al.), ``"normal"``
@@ -85,8 +87,11 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   """
   if start not in START_MODES:
     raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
-  if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-    raise ValueError(f"num_steps must be an int >= 1 (static), got {num_steps!r}")
+  check_static_int("num_steps", num_steps, minimum=1)
+  check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
+  check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
+  x = check_float("x", x, min_rank=1)
+  check_unit_range("x", x)
   x = jax.lax.stop_gradient(x)
   eps = jnp.asarray(eps, x.dtype)
   step_size = jnp.asarray(step_size, x.dtype)
@@ -107,16 +112,17 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
       x_adv = step(i, x_adv)
   else:
     x_adv = jax.lax.fori_loop(0, num_steps, step, x_adv)
+  # A traced negative or NaN radius cannot be refused: NaN, never a point outside the ball.
+  x_adv = jnp.where((eps >= 0) & (step_size >= 0), x_adv, jnp.nan)
   return jax.lax.stop_gradient(x_adv)
 
 
-def _check_adv(eps, steps, step_size):
-  if eps < 0:
-    raise ValueError(f"adv_eps must be >= 0, got {eps}")
-  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"adv_steps must be an int >= 1, got {steps!r}")
-  if step_size < 0:
-    raise ValueError(f"adv_step_size must be >= 0, got {step_size}")
+def _check_adv(eps, steps, step_size, beta=None):
+  check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
+  check_static_int("steps", steps, minimum=1)
+  check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
+  if beta is not None:
+    check_hyper("beta", beta, low=0.0, expected=">= 0 and finite")
 
 
 def _one_view(name, images):
@@ -152,9 +158,7 @@ def trades(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   The adversarial example maximizes the KL to the clean prediction (inference-mode model,
   start ``x + 0.001 N(0, I)``). One view per example.
   """
-  _check_adv(eps, steps, step_size)
-  if beta < 0:
-    raise ValueError(f"trades_beta must be >= 0, got {beta}")
+  _check_adv(eps, steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
@@ -179,9 +183,7 @@ def mart(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   ``x + 0.001 N(0, I)``). Labels are the targets' argmax (MART's formula needs a class; use it
   with one-hot targets, i.e. the plain augmentation). One view per example.
   """
-  _check_adv(eps, steps, step_size)
-  if beta < 0:
-    raise ValueError(f"mart_beta must be >= 0, got {beta}")
+  _check_adv(eps, steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx

@@ -18,7 +18,8 @@ import numpy as np
 from drojax import wdro as _wdro
 from drojax import weighting as _weighting
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range
+from drojax._checks import check_finite, check_hyper, check_static_int
+from drojax._wdro_modes import check_q_norm
 from drojax.objectives.base import (Objective, ObjectiveAux, all_gather, stateless_init,
                                     weight_entropy)
 
@@ -50,7 +51,8 @@ def kl_dro_risk(losses: jax.Array, *, temperature: float | jax.Array) -> jax.Arr
     1.0
   """
   losses = _check_float("losses", losses, rank=1)
-  check_scalar_range("temperature", temperature, low=0.0, low_open=True, expected="> 0")
+  check_finite("losses", losses)
+  check_hyper("temperature", temperature, low=0.0, low_open=True, expected="> 0 and finite")
   t = jnp.asarray(temperature, losses.dtype)
   b = losses.shape[0]
   return t * (jax.nn.logsumexp(losses / t) - jnp.log(jnp.asarray(b, losses.dtype)))
@@ -67,7 +69,8 @@ def cvar_risk(losses: jax.Array, *, alpha: float) -> jax.Array:
   by ``lax.top_k``'s order).
 
   Args:
-    losses: ``[B]`` float per-example losses.
+    losses: ``[B]`` float per-example losses, finite (checked when concrete; a traced NaN
+      gives NaN).
     alpha: fraction in ``(0, 1]`` (static Python float: it fixes ``k``).
 
   Returns:
@@ -79,6 +82,7 @@ def cvar_risk(losses: jax.Array, *, alpha: float) -> jax.Array:
     3.5
   """
   losses = _check_float("losses", losses, rank=1)
+  check_finite("losses", losses)
   if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)):
     raise TypeError(f"alpha must be a Python float (static), got {type(alpha).__name__}.")
   if not 0.0 < float(alpha) <= 1.0:
@@ -86,7 +90,8 @@ def cvar_risk(losses: jax.Array, *, alpha: float) -> jax.Array:
   b = losses.shape[0]
   k = max(1, math.ceil(round(float(alpha) * b, 6)))
   top, _ = jax.lax.top_k(losses, k)
-  return jnp.mean(top)
+  # top_k may rank a traced NaN below every number and drop it: NaN in, NaN out.
+  return jnp.where(jnp.any(jnp.isnan(losses)), jnp.nan, jnp.mean(top))
 
 
 def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: float = 2.0,
@@ -102,10 +107,12 @@ def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: float = 2.0,
   train mode couples examples, so the input gradient is that of the batch's summed loss (as in
   the reference).
   """
-  if rho < 0:
-    raise ValueError(f"rho must be >= 0, got {rho}")
+  check_hyper("rho", rho, low=0.0, expected=">= 0 and finite")
+  check_q_norm(q, norm)
   if penalty_mode not in _wdro.PENALTY_MODES:
     raise ValueError(f"penalty_mode must be one of {_wdro.PENALTY_MODES}, got {penalty_mode!r}")
+  check_hyper("penalty_subsample", penalty_subsample, low=0.0, low_open=True, high=1.0,
+              expected="a number in (0, 1]")
 
   def apply(key, state, model, images, targets, ctx):
     total, aux = _wdro.wdro_total(
@@ -128,11 +135,14 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   value is the same on every device. ``apply`` then updates the tracker with the global batch's
   ids and (constant) losses, EMA rate ``ema``.
   """
-  for name, value in (("var_dro_eps_min", eps_min), ("var_dro_eps_max", eps_max)):
-    if value < 0:
-      raise ValueError(f"{name} must be >= 0, got {value}")
+  check_hyper("eps_min", eps_min, low=0.0, expected=">= 0 and finite")
+  check_hyper("eps_max", eps_max, low=0.0, expected="a number >= 0 (inf allowed)",
+              allow_inf=True)
+  for name, value in (("warmup_steps", warmup_steps), ("ramp_steps", ramp_steps)):
+    check_static_int(name, value, minimum=0)
+  check_hyper("ema", ema, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
   if eps_max < eps_min:
-    raise ValueError(f"var_dro_eps_max ({eps_max}) must be >= var_dro_eps_min ({eps_min})")
+    raise ValueError(f"eps_max ({eps_max}) must be >= eps_min ({eps_min})")
 
   def init(num_examples):
     if num_examples is None:
@@ -166,8 +176,8 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
 
 def kl_dro(*, temperature: float) -> Objective:
   r"""KL-DRO: :math:`\tau \log \frac1N \sum_i e^{\ell_i/\tau}` over the global batch. No state."""
-  if temperature <= 0:
-    raise ValueError(f"kl_temperature must be > 0, got {temperature}")
+  check_hyper("temperature", temperature, low=0.0, low_open=True,
+              expected="> 0 and finite")
 
   def apply(key, state, model, images, targets, ctx):
     del key
@@ -183,8 +193,7 @@ def kl_dro(*, temperature: float) -> Objective:
 
 def cvar(*, alpha: float) -> Objective:
   """CVaR: the mean of the top ``ceil(alpha * N)`` losses of the global batch. No state."""
-  if not 0.0 < alpha <= 1.0:
-    raise ValueError(f"cvar_alpha must be in (0, 1], got {alpha}")
+  check_hyper("alpha", alpha, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
 
   def apply(key, state, model, images, targets, ctx):
     del key

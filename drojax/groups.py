@@ -1,0 +1,231 @@
+r"""Group and environment statistics for group-shift training: group losses, the group-DRO
+weight update, the V-REx and IRMv1 penalties.
+
+* :func:`group_losses`: the mean loss of each group (0 for a group with no example), over the
+  global batch when an ``axis_name`` is given;
+* :func:`group_dro_update`: Sagawa et al. (ICLR 2020), Algorithm 1's exponentiated-gradient step
+  on the group weights, with the optional group adjustment :math:`C/\sqrt{n_g}`
+  (:func:`group_adjustments`);
+* :func:`vrex_penalty`: Krueger et al. (ICML 2021), the variance of the environment risks;
+* :func:`irm_penalty`, :func:`irm_gradients`: Arjovsky et al. (2019), IRMv1, the squared
+  gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0.
+
+Re-exported as ``drojax.losses.group_losses / vrex_penalty / irm_penalty`` and
+``drojax.weighting.group_dro_update``. Pure functions of arrays; imports JAX only. Logits are
+``[B, K]`` float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drojax._checks import check_float as _check_float
+from drojax._checks import check_scalar_range, check_static_int
+from drojax._checks import is_concrete as _is_concrete
+
+__all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losses",
+           "irm_gradients", "irm_penalty", "vrex_penalty"]
+
+
+def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
+  check_static_int("num_groups", num_groups, minimum=1)
+  ids = jnp.asarray(ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.shape != (b,):
+    raise ValueError(f"{name} must be integer ids of shape [B]=({b},), got {ids.dtype} "
+                     f"{ids.shape}")
+  if _is_concrete(ids):
+    host = np.asarray(ids)
+    bad = host[(host < 0) | (host >= num_groups)]
+    if bad.size:
+      raise ValueError(f"{name} must lie in [0, {num_groups}) for num_groups={num_groups}, got "
+                       f"{bad[:5].tolist()}")
+  return ids
+
+
+def group_counts(groups: jax.Array, num_groups: int, *, axis_name: str | None = None,
+                 dtype=jnp.float32) -> jax.Array:
+  """``[G]``: how many examples of each group (summed over ``axis_name``'s devices).
+
+  >>> group_counts(jnp.array([0, 2, 2]), 4).tolist()
+  [1.0, 0.0, 2.0, 0.0]
+  """
+  groups = _check_ids("groups", groups, jnp.shape(groups)[0], num_groups)
+  counts = jax.ops.segment_sum(jnp.ones(groups.shape, dtype), groups, num_groups)
+  return counts if axis_name is None else jax.lax.psum(counts, axis_name)
+
+
+def group_losses(per_example: jax.Array, groups: jax.Array, num_groups: int, *,
+                 axis_name: str | None = None) -> jax.Array:
+  r"""The mean loss of each group: :math:`\bar\ell_g = \frac{1}{n_g}\sum_{i: g_i = g} \ell_i`.
+
+  A group without an example gets 0 (Sagawa et al.'s convention: it then contributes nothing
+  to the robust loss, and its weight shrinks relative to the others in the next update).
+
+  Args:
+    per_example: ``[B]`` float losses.
+    groups: ``[B]`` integer group ids in ``[0, num_groups)`` (checked when concrete).
+    num_groups: ``G``, a static Python int.
+    axis_name: a mesh axis the batch is split over: sums and counts are taken over the global
+      batch (every device gets the same ``[G]``), differentiably.
+
+  Returns:
+    ``[G]`` in the dtype of ``per_example``.
+
+  Example:
+    >>> group_losses(jnp.array([1.0, 2.0, 4.0]), jnp.array([0, 2, 2]), 3).tolist()
+    [1.0, 0.0, 3.0]
+  """
+  per_example = _check_float("per_example", per_example, rank=1)
+  groups = _check_ids("groups", groups, per_example.shape[0], num_groups)
+  sums = jax.ops.segment_sum(per_example, groups, num_groups)
+  counts = jax.ops.segment_sum(jnp.ones_like(per_example), groups, num_groups)
+  if axis_name is not None:
+    sums, counts = jax.lax.psum((sums, counts), axis_name)
+  return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), 0.0)
+
+
+def group_adjustments(train_counts: Any, *, adjustment: float) -> np.ndarray:
+  r"""Sagawa et al.'s group adjustment :math:`C / \sqrt{n_g}` from training group sizes (host).
+
+  Args:
+    train_counts: ``[G]`` number of training examples of each group (all positive).
+    adjustment: ``C >= 0``.
+
+  Returns:
+    ``[G]`` float32 NumPy array, added to the group losses in :func:`group_dro_update`.
+
+  >>> group_adjustments([4, 100], adjustment=2.0).tolist()
+  [1.0, 0.20000000298023224]
+  """
+  counts = np.asarray(train_counts, np.float64)
+  if counts.ndim != 1 or not counts.size:
+    raise ValueError(f"train_counts must be [G] counts, got shape {counts.shape}")
+  if np.any(counts <= 0):
+    raise ValueError(f"every group needs a training example for the group adjustment, got "
+                     f"counts {counts.astype(int).tolist()}")
+  check_scalar_range("adjustment", adjustment, low=0.0, expected=">= 0")
+  return (adjustment / np.sqrt(counts)).astype(np.float32)
+
+
+def group_dro_update(q: jax.Array, group_losses: jax.Array, *, step_size: float | jax.Array,
+                     adjustments: jax.Array | None = None) -> jax.Array:
+  r"""One exponentiated-gradient step on the group weights (Sagawa et al. 2020, Algorithm 1).
+
+  .. math::
+
+    q'_g \propto q_g \exp\big(\eta\,(\bar\ell_g + a_g)\big), \qquad \sum_g q'_g = 1,
+
+  computed as a softmax of :math:`\log q + \eta(\bar\ell + a)` (no overflow for large
+  :math:`\eta\bar\ell`). The weights are constants for the model's gradient: the robust
+  objective is :math:`\sum_g q'_g \bar\ell_g`.
+
+  Args:
+    q: ``[G]`` current weights, positive, summing to 1.
+    group_losses: ``[G]`` float mean loss per group (:func:`group_losses`).
+    step_size: :math:`\eta > 0`.
+    adjustments: optional ``[G]`` :math:`a_g = C/\sqrt{n_g}` (:func:`group_adjustments`).
+
+  Returns:
+    ``[G]`` new weights.
+
+  Example:
+    >>> q = group_dro_update(jnp.array([0.5, 0.5]), jnp.array([0.0, jnp.log(3.0)]),
+    ...                      step_size=1.0)
+    >>> [round(float(v), 4) for v in q]
+    [0.25, 0.75]
+  """
+  q = _check_float("q", q, rank=1)
+  losses = _check_float("group_losses", group_losses, rank=1)
+  if losses.shape != q.shape:
+    raise ValueError(f"group_losses must have the shape of q {q.shape}, got {losses.shape}")
+  check_scalar_range("step_size", step_size, low=0.0, low_open=True, expected="> 0")
+  if adjustments is not None:
+    adjustments = _check_float("adjustments", adjustments, rank=1)
+    if adjustments.shape != q.shape:
+      raise ValueError(f"adjustments must have the shape of q {q.shape}, got "
+                       f"{adjustments.shape}")
+    losses = losses + adjustments.astype(losses.dtype)
+  logits = jnp.log(q) + jnp.asarray(step_size, losses.dtype) * losses
+  return jax.nn.softmax(logits)
+
+
+def vrex_penalty(risks: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+  r"""V-REx's penalty: the population variance of the environment risks (Krueger et al. 2021).
+
+  .. math:: \frac1E \sum_e (R_e - \bar R)^2, \qquad \bar R = \frac1E \sum_e R_e.
+
+  Args:
+    risks: ``[E]`` float risks, one per environment.
+    mask: optional ``[E]`` bool: only the environments where it is True count (``E`` becomes
+      their number; environments absent from a batch are left out this way). With fewer than
+      one environment counted the penalty is 0.
+
+  Returns:
+    ``[]`` scalar.
+
+  >>> float(vrex_penalty(jnp.array([1.0, 3.0])))
+  1.0
+  """
+  risks = _check_float("risks", risks, rank=1)
+  if mask is None:
+    return jnp.mean(jnp.square(risks - jnp.mean(risks)))
+  mask = jnp.asarray(mask)
+  if mask.shape != risks.shape or mask.dtype != jnp.bool_:
+    raise ValueError(f"mask must be bool of the shape of risks {risks.shape}, got {mask.dtype} "
+                     f"{mask.shape}")
+  m = mask.astype(risks.dtype)
+  n = jnp.maximum(jnp.sum(m), 1.0)
+  mean = jnp.sum(m * risks) / n
+  return jnp.sum(m * jnp.square(risks - mean)) / n
+
+
+def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  r"""Per example, :math:`\partial_w\, \mathrm{CE}(w z_i, t_i)` at :math:`w = 1`.
+
+  The mean of these over an environment is the gradient of its risk with respect to IRMv1's
+  dummy classifier; they are differentiable with respect to the logits (the IRM objective
+  differentiates their square). In closed form, :math:`p_i^\top z_i - t_i^\top z_i` with
+  :math:`p_i = \mathrm{softmax}(z_i)` and :math:`t_i` the one-hot label or the probability row
+  (``jax.grad`` with respect to a scalar ``w`` would, inside ``shard_map``, sum ``w``'s
+  cotangent over the devices, since ``w`` is the same on all of them).
+
+  Args:
+    logits: ``[B, K]`` float.
+    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities (rows summing to 1).
+
+  Returns:
+    ``[B]`` in the dtype of ``logits``.
+  """
+  from drojax.losses import cross_entropy
+
+  logits = _check_float("logits", logits, rank=2)
+  labels = jnp.asarray(labels)
+  cross_entropy(logits, labels)  # label checks (shape, dtype, range when concrete)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    targets = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
+  else:
+    targets = labels.astype(logits.dtype)
+  p = jax.nn.softmax(logits, axis=-1)
+  return jnp.sum((p - targets) * logits, axis=-1)
+
+
+def irm_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  r"""IRMv1's penalty of one environment (Arjovsky et al. 2019):
+  :math:`\big(\partial_w \frac1B \sum_i \mathrm{CE}(w z_i, y_i)\big|_{w=1}\big)^2`.
+
+  Args:
+    logits: ``[B, K]`` float, the examples of one environment.
+    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities.
+
+  Returns:
+    ``[]`` scalar.
+
+  Example:
+    >>> float(irm_penalty(jnp.array([[0.0, 0.0]]), jnp.array([0])))  # symmetric: optimal w
+    0.0
+  """
+  return jnp.square(jnp.mean(irm_gradients(logits, labels)))

@@ -1,0 +1,135 @@
+"""drojax.groups (group losses, group-DRO update, V-REx and IRMv1 penalties) against float64 NumPy
+transcriptions of the papers' formulas and finite differences."""
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from drojax import groups as G
+from drojax import losses, weighting
+
+
+def _np_group_losses(x, g, n):
+  out = np.zeros(n)
+  for k in range(n):
+    if np.any(g == k):
+      out[k] = np.mean(np.asarray(x, np.float64)[g == k])
+  return out
+
+
+def _np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  m = z.max(-1, keepdims=True)
+  return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+
+
+def _np_irm_penalty(z, y):
+  """(d/dw mean CE(w z, y) at w=1)^2 = (mean_i (p_i . z_i - z_{i, y_i}))^2, in float64."""
+  z = np.asarray(z, np.float64)
+  p = np.exp(_np_log_softmax(z))
+  g = (p * z).sum(-1) - z[np.arange(len(y)), y]
+  return np.mean(g) ** 2
+
+
+class GroupsTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), num_groups=st.sampled_from([1, 3, 5]))
+  def test_group_losses_vs_numpy(self, seed, num_groups):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=8).astype(np.float32)
+    g = rng.integers(0, num_groups, size=8).astype(np.int32)
+    fn = self.variant(lambda x, g: G.group_losses(x, g, num_groups))
+    np.testing.assert_allclose(fn(x, g), _np_group_losses(x, g, num_groups), rtol=1e-6,
+                               atol=1e-6)
+
+  def test_group_losses_empty_groups_and_gradient(self):
+    x = jnp.array([1.0, 2.0, 6.0])
+    g = jnp.array([0, 2, 2])
+    np.testing.assert_allclose(losses.group_losses(x, g, 4), [1.0, 0.0, 4.0, 0.0])
+    jac = jax.jacobian(lambda x: G.group_losses(x, g, 4))(x)
+    np.testing.assert_allclose(jac, [[1, 0, 0], [0, 0, 0], [0, 0.5, 0.5], [0, 0, 0]])
+    np.testing.assert_allclose(G.group_counts(g, 4), [1, 0, 2, 0])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), eta=st.sampled_from([0.01, 0.5, 3.0]),
+                    adjust=st.booleans())
+  def test_group_dro_update_vs_algorithm_1(self, seed, eta, adjust):
+    rng = np.random.default_rng(seed)
+    q = rng.dirichlet(np.ones(4)).astype(np.float32)
+    ell = rng.uniform(0, 3, size=4).astype(np.float32)
+    counts = rng.integers(1, 100, size=4)
+    adj = G.group_adjustments(counts, adjustment=2.0) if adjust else None
+    # Algorithm 1: q_g <- q_g exp(eta (l_g + C / sqrt(n_g))); q <- q / sum(q).
+    lossed = ell.astype(np.float64) + (2.0 / np.sqrt(counts) if adjust else 0.0)
+    ref = q.astype(np.float64) * np.exp(eta * lossed)
+    ref /= ref.sum()
+    fn = self.variant(lambda q, l: weighting.group_dro_update(q, l, step_size=eta,
+                                                              adjustments=adj))
+    np.testing.assert_allclose(fn(q, ell), ref, rtol=2e-5, atol=1e-7)
+
+  def test_group_dro_update_no_overflow(self):
+    q = weighting.group_dro_update(jnp.array([0.5, 0.5]), jnp.array([1000.0, 999.0]),
+                                   step_size=10.0)
+    np.testing.assert_allclose(q, [1 / (1 + np.exp(-10.0)), 1 / (1 + np.exp(10.0))], rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), e=st.sampled_from([2, 3, 6]))
+  def test_vrex_penalty_is_population_variance(self, seed, e):
+    r = np.random.default_rng(seed).uniform(0, 2, size=e).astype(np.float32)
+    np.testing.assert_allclose(self.variant(losses.vrex_penalty)(r),
+                               np.var(r.astype(np.float64)), rtol=1e-5, atol=1e-7)
+    mask = np.arange(e) != 0
+    masked = self.variant(lambda r, m: G.vrex_penalty(r, mask=m))(r, mask)
+    np.testing.assert_allclose(masked, np.var(r[1:].astype(np.float64)), rtol=1e-5, atol=1e-7)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @hypothesis.given(seed=st.integers(0, 2**31 - 1), k=st.sampled_from([2, 3]))
+  def test_irm_penalty_closed_form(self, seed, k):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(6, k)).astype(np.float32) * 2
+    y = rng.integers(0, k, size=6).astype(np.int32)
+    np.testing.assert_allclose(self.variant(losses.irm_penalty)(z, y), _np_irm_penalty(z, y),
+                               rtol=1e-4, atol=1e-6)
+
+  def test_irm_penalty_vs_finite_differences_float64(self):
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(5, 3)), rng.integers(0, 3, size=5)
+    with jax.enable_x64(True):
+      def risk(w):
+        return np.mean(-_np_log_softmax(w * z)[np.arange(5), y])
+      h = 1e-5
+      fd = ((risk(1 + h) - risk(1 - h)) / (2 * h)) ** 2
+      got = G.irm_penalty(jnp.asarray(z), jnp.asarray(y))
+      self.assertEqual(got.dtype, jnp.float64)
+      np.testing.assert_allclose(got, fd, rtol=1e-7)
+      # Soft targets: one-hot probabilities give the same penalty.
+      soft = np.eye(3)[y]
+      np.testing.assert_allclose(G.irm_penalty(jnp.asarray(z), jnp.asarray(soft)), fd, rtol=1e-7)
+      # The penalty's gradient w.r.t. the logits (what IRM trains on) vs finite differences.
+      jax.test_util.check_grads(lambda z: G.irm_penalty(z, jnp.asarray(y)), (jnp.asarray(z),),
+                                order=1, modes=("rev",), eps=1e-5)
+
+  def test_bad_inputs(self):
+    with pytest.raises(ValueError, match=r"groups must lie in \[0, 3\)"):
+      G.group_losses(jnp.ones(2), jnp.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="num_groups must be an int >= 1"):
+      G.group_losses(jnp.ones(2), jnp.array([0, 0]), 0)
+    with pytest.raises(ValueError, match="groups must be integer ids of shape"):
+      G.group_losses(jnp.ones(2), jnp.array([0.0, 1.0]), 2)
+    for eta in (0.0, -1.0):
+      with pytest.raises(ValueError, match="step_size"):
+        G.group_dro_update(jnp.array([0.5, 0.5]), jnp.ones(2), step_size=eta)
+    with pytest.raises(ValueError, match="group_losses must have the shape of q"):
+      G.group_dro_update(jnp.array([0.5, 0.5]), jnp.ones(3), step_size=1.0)
+    with pytest.raises(ValueError, match="every group needs a training example"):
+      G.group_adjustments([3, 0], adjustment=1.0)
+    with pytest.raises(ValueError, match="risks must have rank 1"):
+      G.vrex_penalty(jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 2\)"):
+      G.irm_penalty(jnp.zeros((2, 2)), jnp.array([0, 2]))
