@@ -35,7 +35,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import methods, models, train  # noqa: E402
+from drojax import data, methods, models, train  # noqa: E402
 
 # Every method of the table before issue 13; the W-DRO ones with the penalty mode pinned.
 SPECS = ("erm", "mixup", "augmix", "noisymix", "kl_dro", "cvar", "var_dro", "var_dro_mixup",
@@ -94,10 +94,11 @@ def run(spec: str) -> dict[str, np.ndarray]:
     step = train.make_train_step(method, model, mesh, optimizer=opt)
     for seed in (None,) + ULP_SEEDS:
       start = initial if seed is None else initial.replace(
-          params=one_ulp(initial.params, seed), batch_stats=one_ulp(initial.batch_stats, 100 + seed))
+          params=one_ulp(initial.params, seed),
+          batch_stats=one_ulp(initial.batch_stats, 100 + seed))
       state = jax.device_put(start, shardings)
       for batch in batches:
-        state, _ = step(state, train.shard_batch(batch, mesh))
+        state, _ = step(state, data.shard_batch(batch, mesh))
       key = f"{spec}@{num_devices}" + ("" if seed is None else f"/ulp{seed}")
       out[key] = fingerprint(jax.device_get(state))
   return out
