@@ -54,8 +54,11 @@ def test_make_loader_folder_with_evaluate(tmp_path):
 
   root = _write_folder(str(tmp_path / "c"))
   loader = published_c.make_loader("cifar10", folder=root)
-  # Predicts class 0 when the (constant) pixel value is below 10/255, else class 1.
-  f = lambda x: jnp.stack([10 / 255 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 10 / 255], -1)
+  # Ten outputs (the labels are 0..9); predicts class 0 when the (constant) pixel value is
+  # below 10/255, else class 1.
+  f = lambda x: jnp.concatenate([
+      jnp.stack([10 / 255 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 10 / 255], -1),
+      jnp.full((x.shape[0], 8), -1e3)], -1)
   acc = evaluate.published_corruption_accuracy(f, loader, names=["fog"], severities=[1, 2, 3],
                                                batch_size=4, progress=False)
   labels = np.arange(N) % 10
