@@ -139,3 +139,12 @@ def test_the_adversarial_plot_starts_at_clean_and_spans_0_to_100(tmp_path, monke
   assert ax.get_title() == "accuracy under PGD-20 attack (eps 0 = clean)"
   monkeypatch.undo()
   plt.close(figures[0])
+
+
+def test_formatting_doctests():
+  import doctest
+
+  from experiments import formatting
+
+  result = doctest.testmod(formatting)
+  assert result.attempted >= 4 and result.failed == 0
