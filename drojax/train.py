@@ -16,7 +16,7 @@ over the parameters; returns the objective's new state) -> ``jax.grad`` -> optax
 metrics. The objective's state rides in ``TrainState.objective_state``, opaque to the step.
 
 Multi-host: call ``jax.distributed.initialize()`` first, build the mesh over
-``jax.devices()``, and feed each process its slice of the global batch with :func:`shard_batch`.
+``jax.devices()``, and feed each process its slice of the global batch with :func:`drojax.data.shard_batch`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import shard_map
 from jax.sharding import Mesh, NamedSharding
@@ -411,12 +410,5 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
   return jax.device_put(state, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, split over ``data`` (this process's rows when multi-host)."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
-
-
 __all__ = ["AXIS", "TrainState", "create_train_state", "make_eval_step", "make_learning_rate",
-           "make_mesh", "make_optimizer", "make_train_step", "replicate", "shard_batch"]
+           "make_mesh", "make_optimizer", "make_train_step", "replicate"]

@@ -39,10 +39,7 @@ flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,v
                     "Comma-separated methods.")
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
 flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
-flags.DEFINE_string("preset", "paper", "paper | quick")
-flags.DEFINE_string("workdir", None, "Root directory of the study.")
-flags.DEFINE_string("data_dir", None, "Where the data is (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+cli.define_flags("preset", "workdir", "data_dir", "compilation_cache_dir")
 
 # The hyper-parameter each method is tuned over (on validation), and its values.
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -155,21 +152,19 @@ def main(argv, overrides):
   import jax
 
   from drojax import data
-  from experiments import runner
+  from experiments import train
 
   runs = plan(overrides)
   for *_, config in runs:  # every config checked before the first run trains
-    runner.validate(config, num_devices=jax.device_count())
-  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0][3])
+    train.validate(config, num_devices=jax.device_count())
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0][3])
   validation = data.load_dataset(FLAGS.benchmark, "validation", data_dir=data_dir)
   done = []
   for method, label, seed, config in runs:
     workdir = os.path.join(FLAGS.workdir, method, label, f"seed_{seed}")
-    results = runner.run(
-        config, workdir, data_dir=FLAGS.data_dir,
-        compilation_cache_dir=FLAGS.compilation_cache_dir,
-        extra_evaluation=lambda trained, test_ds, c=config: groups.validation_results(
-            c, trained, validation))
+    results = train.train_and_evaluate(
+        config, workdir, extra_evaluation=lambda trained, test_ds, c=config:
+        groups.validation_results(c, trained, validation))
     done.append((method, label, seed, results))
   if jax.process_index() == 0:
     path = write_summary(FLAGS.workdir, summarize(done))

@@ -93,9 +93,9 @@ def validation_results(config, trained, validation_ds) -> dict[str, Any]:
   """``{"validation": {"accuracy", "group_accuracy", ...}}`` of ``trained`` on the validation
   split (group accuracies weighted by the validation split's own group sizes)."""
   from drojax import evaluate as ev
-  from experiments import engine
+  from experiments import train
 
-  bound = engine.bound_model(trained)
+  bound = train.bound_model(trained)
   predictions = ev.predict(bound, validation_ds.images, batch_size=config.eval.batch_size,
                            progress=False)
   accuracy = float(np.mean(predictions == validation_ds.labels))
@@ -124,23 +124,23 @@ def train_two_stage(config, workdir: str, train_ds, *, mesh):
   """
   from drojax import evaluate as ev
   from drojax import methods, objectives
-  from experiments import engine
+  from experiments import train as runs
 
-  mc = engine.method_config(config)
+  mc = runs.method_config(config)
   first = config.copy_and_resolve_references()
   with first.unlocked():
     first.num_epochs = mc.jtt_epochs
     first.warmup_epochs = min(first.warmup_epochs, mc.jtt_epochs - 1)
-  stage1 = engine.train(first, os.path.join(workdir, IDENTIFICATION_DIR), train_ds, mesh=mesh,
+  stage1 = runs.train(first, os.path.join(workdir, IDENTIFICATION_DIR), train_ds, mesh=mesh,
                         method=methods.get_method(config.method, mc))
-  predictions = ev.predict(engine.bound_model(engine.local_copy(stage1)), train_ds.images,
+  predictions = ev.predict(runs.bound_model(runs.local_copy(stage1)), train_ds.images,
                            batch_size=config.eval.batch_size, progress=False)
   errors = predictions != train_ds.labels
   weights = np.ones(int(train_ds.ids.max()) + 1, np.float32)
   weights[train_ds.ids[errors]] = mc.jtt_lambda_up
   method = dataclasses.replace(methods.get_method(config.method, mc),
                                objective=objectives.weighted_erm(weights))
-  stage2 = engine.train(config, workdir, train_ds, mesh=mesh, method=method)
+  stage2 = runs.train(config, workdir, train_ds, mesh=mesh, method=method)
   return dataclasses.replace(stage2, train_seconds=stage1.train_seconds + stage2.train_seconds,
                              steps=stage1.steps + stage2.steps)
 

@@ -294,15 +294,16 @@ def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
 
 
 def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
-  """``extra_evaluation`` for ``runner.run``: accuracy on both pre-made corrupted tables."""
+  """``extra_evaluation`` for ``train_and_evaluate``: accuracy on both pre-made corrupted
+  tables."""
 
   def extra(trained, test_ds) -> dict[str, Any]:
     del test_ds
     from drojax import corruptions, evaluate as ev
     from drojax.data import published_c
-    from experiments import engine
+    from experiments import train
 
-    bound = engine.bound_model(trained)
+    bound = train.bound_model(trained)
     names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
     out = {}
     for table in TABLES:
@@ -378,11 +379,11 @@ def release(workdir: str) -> None:
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
              cache_dir: str | None) -> None:
-  from experiments import runner
+  from experiments import train
 
   extra = score_corrupted(root, scale) if spec.corrupted else None
-  runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache_dir,
-             extra_evaluation=extra)
+  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
 
 
 def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
@@ -495,14 +496,14 @@ def main(argv, overrides):
     raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
   runs = plan(studies, seeds, scale)
   root = os.path.abspath(FLAGS.root)
-  from experiments import runner
+  from experiments import train
 
   report_dir = FLAGS.report_dir or os.path.join(root, "report")
   if FLAGS.report_only:
     _write_report(runs, root, report_dir)
     print(f"report: {os.path.join(report_dir, 'results.md')}")
     return
-  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
   if FLAGS.worker_index >= 0:
     work(runs, root, scale, data_dir, cache,
@@ -511,7 +512,7 @@ def main(argv, overrides):
   import jax
 
   for spec in runs:  # a bad value fails here, not an hour in
-    runner.validate(spec.config, num_devices=jax.device_count())
+    train.validate(spec.config, num_devices=jax.device_count())
   os.makedirs(root, exist_ok=True)
   if FLAGS.retry_failed:
     for spec in runs:

@@ -194,10 +194,10 @@ def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tupl
   """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the same test images as the
   suite."""
   from drojax import evaluate as ev
-  from experiments import engine
+  from experiments import train
 
   n = min(images, len(test_ds)) if images else len(test_ds)
-  acc = ev.adversarial_accuracy(engine.bound_model(trained), test_ds.images[:n],
+  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images[:n],
                                 test_ds.labels[:n], eps=[e / 255 for e in eps],
                                 num_steps=PGD_STEPS, key=jax_fold(3), batch_size=batch_size,
                                 progress=False)
@@ -213,13 +213,13 @@ def jax_fold(i: int):
 
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache: str | None):
-  from experiments import runner
+  from experiments import train
 
   extra = lambda trained, test_ds: _pgd_evaluation(  # noqa: E731
       trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
       eps=scale.eps)
-  runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache,
-             extra_evaluation=extra)
+  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache)
+  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
 
 
 # ------------------------------------------------------------------------------- report
@@ -420,11 +420,11 @@ def main(argv, overrides):
     return
   import jax
 
-  from experiments import runner
+  from experiments import train
 
   for spec in runs:  # a bad value fails here, not an hour in
-    runner.validate(spec.config, num_devices=jax.device_count())
-  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+    train.validate(spec.config, num_devices=jax.device_count())
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
   cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
   if missing:

@@ -334,15 +334,15 @@ def main():
   import jax
   import numpy as np
 
-  from experiments import engine
+  from experiments import train
 
   def no_training(config, workdir, train_ds, *, mesh):  # build and initialise, never train
-    model = engine.build_model(config, train_ds.num_classes)
+    model = train.build_model(config, train_ds.num_classes)
     x = np.asarray(train_ds.images[:2], np.float32) / 255
     logits = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
     raise ReachedTraining(f"images {train_ds.image_shape}, logits {tuple(logits.shape)}")
 
-  engine.train = no_training
+  train.train = no_training
   rows = [run_case(case, base_root) for case in CASES + REACHES]
   with open(out, "w") as f:
     json.dump(rows, f)

@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import methods, models, train  # noqa: E402
+from drojax import data, methods, models, train  # noqa: E402
 
 # Every method of the table before issue 13; the W-DRO ones with the penalty mode pinned.
 SPECS = ("erm", "mixup", "augmix", "noisymix", "kl_dro", "cvar", "var_dro", "var_dro_mixup",
@@ -67,7 +67,7 @@ def run(spec: str) -> dict[str, np.ndarray]:
                                      num_examples=n, mesh=mesh)
     step = train.make_train_step(method, model, mesh, optimizer=opt)
     for batch in batches:
-      state, _ = step(state, train.shard_batch(batch, mesh))
+      state, _ = step(state, data.shard_batch(batch, mesh))
     out[f"{spec}@{num_devices}"] = fingerprint(jax.device_get(state))
   return out
 

@@ -128,12 +128,3 @@ def test_tfds_path_with_mock_data(tmp_path):
   assert x.shape == (6, 32, 32, 3) and x.dtype == np.uint8
   assert y.shape == (6,) and y.min() >= 0 and y.max() < 10
   assert x2.shape == (6, 32, 32, 3)
-
-
-def test_old_module_path_is_a_deprecated_alias():
-  import importlib
-  import sys
-  sys.modules.pop("drojax.published_c", None)
-  with pytest.warns(DeprecationWarning, match="drojax.data.published_c"):
-    old = importlib.import_module("drojax.published_c")
-  assert old.make_loader is published_c.make_loader

@@ -50,11 +50,3 @@ def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
   parts = (arg or "erm").split(",")
   return make_config(parts[0], preset=parts[1] if len(parts) > 1 else "paper",
                      **({"dataset": parts[2]} if len(parts) > 2 else {}))
-
-
-EXTRA_FIELDS: dict = {}
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``specs.ConfigError``."""
-  common.validate(config, EXTRA_FIELDS)
