@@ -10,27 +10,18 @@ A run's tables and plots are in its workdir; this says what they hold without op
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 from typing import Any, Mapping
+
+from experiments.formatting import eps_label, pct
 
 # The plots experiments.reporting.write_results writes into a run's workdir, in display order.
 _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
 
 
-def _pct(value: Any) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return "n/a"
-  return f"{100.0 * float(value):.1f}%"
-
-
-def _eps_label(key: str) -> str:
-  """``'0.0313725'`` -> ``'8/255'`` where the budget is a whole number of 1/255 steps."""
-  eps = float(key)
-  steps = eps * 255.0
-  if abs(steps - round(steps)) < 1e-3:
-    return f"{int(round(steps))}/255"
-  return f"{eps:g}"
+# Console style: one decimal with the sign.
+_pct = functools.partial(pct, digits=1, sign="%", missing="n/a")
 
 
 def format_summary(results: Mapping[str, Any], workdir: str) -> str:
@@ -61,7 +52,7 @@ def format_summary(results: Mapping[str, Any], workdir: str) -> str:
     if settings.get("num_steps"):
       name += f"-{settings['num_steps']}"
     items = sorted(adv.items(), key=lambda kv: float(kv[0]))
-    parts.append(f"{name} eps " + ", ".join(f"{_eps_label(k)} {_pct(v)}" for k, v in items))
+    parts.append(f"{name} eps " + ", ".join(f"{eps_label(k)} {_pct(v)}" for k, v in items))
   groups = results.get("group_accuracy") or {}
   if groups:
     parts.append(f"worst group {_pct(groups.get('worst_group'))}, "

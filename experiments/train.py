@@ -24,6 +24,7 @@ import ml_collections
 
 from drojax.specs import ConfigError
 from experiments import cli
+from experiments import preflight
 from experiments import summary
 from experiments.configs import common
 
@@ -76,16 +77,18 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
       raise cli.UsageError(f"eval.frost_dir: {e}") from None
 
 
-def check_data(config: ml_collections.ConfigDict, train_ds, *, data_dir: str | None) -> None:
-  """The checks that need the loaded data (or other files); run before ``config.json``."""
+def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
+               data_dir: str | None) -> None:
+  """The checks that need the loaded data (or other files); run before ``config.json``: among
+  them every requirement of the final evaluation (``experiments.preflight``)."""
   from experiments import groups
 
   groups.check(config.method, method_config(config), train_ds)
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
-  if config.eval.corruptions == "published" and tuple(config.eval.corruption_names) != ("none",):
-    _published_loader(config, data_dir)  # DataNotFoundError before training, not after
+  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
+                             image_shape=test_ds.image_shape, data_dir=data_dir)
 
 
 # ------------------------------------------------------------------------------- data
@@ -304,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
-  check_data(config, train_ds, data_dir=data_dir)
+  check_data(config, train_ds, test_ds, data_dir=data_dir)
   resumed = cli.prepare_workdir(workdir, config, write=main)
   cli.enable_compilation_cache(config.compilation_cache_dir)
   if main:

@@ -122,3 +122,12 @@ def test_compare_runs_missing_results(tmp_path):
     results.compare_runs([str(tmp_path)], str(tmp_path / "out"))
   with pytest.raises(ValueError, match="at least one"):
     results.compare_runs([], str(tmp_path / "out"))
+
+
+def test_formatting_doctests():
+  import doctest
+
+  from experiments import formatting
+
+  result = doctest.testmod(formatting)
+  assert result.attempted >= 4 and result.failed == 0
