@@ -38,6 +38,7 @@ from typing import Any
 from absl import flags
 
 from experiments import cli, multi
+from experiments.formatting import ci_cell, mean_ci
 
 FLAGS = flags.FLAGS
 
@@ -240,26 +241,16 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _pct(cell) -> str:
-  """A fraction's cell in percent (``fmt`` scales by 100); '-' without data."""
-  from experiments.reproduction_report import fmt
-
-  m, _, n = cell
-  if not n or m is None or (isinstance(m, float) and math.isnan(m)):
-    return "-"
-  return fmt(cell)
+  return ci_cell(cell, missing="-")
 
 
 def _seconds(cell) -> str:
-  m, h, n = cell
-  if not n:
-    return "-"
-  return f"{m:.1f}" + (f" ± {h:.1f}" if h is not None else " (1 seed)")
+  return ci_cell(cell, scale=1.0, digits=1, missing="-")
 
 
 def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[str],
                  scale_name: str, scale: Scale, wall_s: float | None = None) -> str:
   """Writes robustness.md, summary.json and suite_vs_time.png; returns the markdown path."""
-  from experiments.reproduction_report import mean_ci
 
   os.makedirs(out_dir, exist_ok=True)
   rows: dict[tuple[str, str], list[dict]] = {}

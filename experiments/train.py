@@ -154,8 +154,12 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
   return optax.chain(*parts, optax.adam(learning_rate_fn(config, total_steps)))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) -> Trained:
+def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
+          method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
+
+  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s); a
+  two-stage method (JTT) runs both stages through ``experiments.groups.train_two_stage``.
 
   On several processes every process calls this with the same arguments: ``mesh`` spans all
   processes' devices, each process loads only its slice of every global batch (the rows its
@@ -169,10 +173,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
 
   from experiments import groups
 
+  if method is None and groups.two_stage(config.method):
+    return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
   model = build_model(config, train_ds.num_classes)
   # Group-shift methods: counts from the data, environments = groups where there are none.
   method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
-  method = methods.get_method(config.method, method_cfg)
+  method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   optimizer = make_optimizer(config, total_steps)

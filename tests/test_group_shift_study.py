@@ -87,3 +87,37 @@ def test_prepare_fills_counts_and_uses_groups_as_environments():
   with pytest.raises(cli.UsageError, match=r"group_counts=\(1, 1, 4\), but the training data "
                      r"has \(2, 2, 2\)"):
     groups.check("group_dro", methods.MethodConfig(group_counts=(1, 1, 4)), ds)
+
+
+def test_jtt_two_stages_resume_in_either_stage(tmp_path):
+  work = tmp_path / "jtt"
+  run_dir = work / "jtt" / "preset" / "seed_0"
+  cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
+         "--preset=quick", "--methods=jtt", "--seeds=0", "--grid=none", f"--workdir={work}",
+         "--compilation_cache_dir=none", "--config.num_epochs=2", "--config.width=4",
+         "--config.method_config.jtt_epochs=1", "--config.progress=false"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+
+  def run():
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+  first = run()
+  steps_per_epoch = 1078 // 64
+  assert first["steps"] == 3 * steps_per_epoch  # 1 identification epoch + 2 epochs
+  assert (run_dir / "identification" / "checkpoints").is_dir()
+  # Stage 2 resumes from its last checkpoint: nothing is trained again, the same results.
+  (run_dir / "results.json").unlink()
+  lines = (run_dir / "metrics.jsonl").read_text()
+  again = run()
+  assert (run_dir / "metrics.jsonl").read_text() == lines
+  assert again["clean_accuracy"] == first["clean_accuracy"]
+  # Stage 1 resumes (finished) and gives the same errors: stage 2 retrained from scratch on
+  # them reproduces the first run's model.
+  (run_dir / "results.json").unlink()
+  import shutil
+  shutil.rmtree(run_dir / "checkpoints")
+  retrained = run()
+  assert retrained["group_accuracy"] == first["group_accuracy"]
+  assert retrained["clean_accuracy"] == first["clean_accuracy"]

@@ -16,6 +16,9 @@ module never downloads: the arrays are 2.7 GB per dataset):
    The directory is checked on disk before tfds is called, so a missing dataset fails in
    milliseconds instead of entering tfds's download/retry path.
 
+:func:`write_folder` writes the same layout from any uint8 test images, corrupted with
+:mod:`drojax.corruptions` (a fixed, shareable corrupted test set), so the loader reads it too.
+
 Missing data raises :class:`drojax.data.errors.DataNotFoundError` (a ``FileNotFoundError``)
 saying what was looked for, where, and how to supply it.
 
@@ -370,6 +373,59 @@ def make_loader(dataset: str = "cifar10", *, folder: str | None = None,
   raise DataNotFoundError(f"{dirname} (published)", looked, how_to_supply(dataset))
 
 
+def write_folder(folder: str, images: np.ndarray, labels: np.ndarray, *, key,
+                 names: tuple[str, ...], table: str = "standard", note: str = "",
+                 batch_size: int = 250, progress: bool = False) -> None:
+  """Corrupts ``images`` with :mod:`drojax.corruptions` and writes them in the Hendrycks layout.
+
+  ``<folder>/<name>.npy`` holds severity 1's images, then 2's, ..., 5's (uint8, rounded from
+  the float result), ``labels.npy`` the labels repeated per severity; ``README.txt`` says how
+  (``note``). The folder is written under a temporary name and renamed into place, so a killed
+  writer never leaves a half-written folder; an existing complete folder is left as it is.
+
+  Args:
+    folder: the folder to create.
+    images: uint8 ``[N, H, W, C]``; labels: ``[N]``.
+    key: the PRNG key; corruption ``c`` (its index in ``names``) at severity ``s`` on batch
+      ``b`` uses ``fold_in(fold_in(fold_in(key, c), s), b)``.
+    names: the corruptions; table: ``'standard'`` or a refined table of
+      :mod:`drojax.corruptions`.
+    batch_size: images corrupted per call (memory).
+  """
+  import shutil
+
+  import jax
+  from tqdm import tqdm
+
+  from drojax import corruptions
+
+  if os.path.isfile(os.path.join(folder, "labels.npy")):
+    return
+  x = np.asarray(images, np.float32) / 255.0
+  tmp = f"{folder}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with tqdm(total=len(names) * NUM_SEVERITIES, desc=f"corrupting ({table})",
+            disable=not progress) as bar:
+    for c, name in enumerate(names):
+      per_severity = []
+      for severity in range(1, NUM_SEVERITIES + 1):
+        fn = jax.jit(lambda k, im, name=name, severity=severity: corruptions.corrupt(
+            k, im, name=name, severity=severity, table=table))
+        k = jax.random.fold_in(jax.random.fold_in(key, c), severity)
+        out = np.concatenate([np.asarray(fn(jax.random.fold_in(k, b), x[s:s + batch_size]))
+                              for b, s in enumerate(range(0, len(x), batch_size))])
+        per_severity.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8))
+        bar.update(1)
+      np.save(os.path.join(tmp, f"{name}.npy"), np.concatenate(per_severity))
+  np.save(os.path.join(tmp, "labels.npy"), np.tile(np.asarray(labels), NUM_SEVERITIES))
+  with open(os.path.join(tmp, "README.txt"), "w") as f:
+    f.write(f"{len(x)} images corrupted with drojax.corruptions ({table} table), severities "
+            f"1..{NUM_SEVERITIES} stacked in order, uint8. {note}\n")
+  shutil.rmtree(folder, ignore_errors=True)
+  os.replace(tmp, folder)
+
+
 __all__ = ["NUM_SEVERITIES", "TFDS_NAME", "TFDS_NAMES", "ARCHIVES", "how_to_supply",
-           "resolve_folder", "load_folder", "check_folder", "tfds_config", "tfds_prepared", "load_tfds",
-           "make_loader"]
+           "resolve_folder", "load_folder", "check_folder", "tfds_config", "tfds_prepared",
+           "load_tfds", "make_loader", "write_folder"]
