@@ -119,7 +119,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   lines.append(f"| clean accuracy (%) | {pct(r.get('clean_accuracy'))} |")
   if r.get("corruption_accuracy"):
     src = r.get("corruption_source") or "corruptions"
-    lines.append(f"| mean corruption accuracy, 15 standard x severities (%) [{src}] | "
+    from experiments.summary import corruption_mean_scope
+
+    lines.append(f"| mean corruption accuracy, {corruption_mean_scope(r['corruption_accuracy'])}"
+                 f" (%) [{src}] | "
                  f"{pct(r.get('mean_corruption_accuracy'))} |")
     if r.get("extra_corruption_accuracy") is not None:
       lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
@@ -257,15 +260,24 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
 
 
 def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
-  """Accuracy vs eps (in 1/255 units), one line per run."""
+  """Accuracy vs eps (in 1/255 units) from eps 0 (the clean accuracy), one line per run, on a
+  0-100 % axis so a drop looks as large as it is."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
+  attacks = set()
   for label, res in results_by_label.items():
-    adv = res.get("adversarial_accuracy") or {}
+    adv = dict(res.get("adversarial_accuracy") or {})
+    if res.get("clean_accuracy") is not None:
+      adv.setdefault("0", res["clean_accuracy"])
     es = sorted(adv, key=float)
     ax.plot([255 * float(e) for e in es], [100 * adv[e] for e in es], marker="o", label=label)
+    settings = res.get("adversarial") or {}
+    attacks.add(str(settings.get("attack") or "pgd").upper() + (
+        f"-{settings['num_steps']}" if settings.get("num_steps") else ""))
+  ax.set_title(f"accuracy under {' / '.join(sorted(attacks))} attack (eps 0 = clean)")
   ax.set_xlabel("eps (x 1/255, pixel space)")
   ax.set_ylabel("robust accuracy (%)")
+  ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()

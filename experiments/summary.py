@@ -2,7 +2,7 @@
 
 A run's tables and plots are in its workdir; this says what they hold without opening them::
 
-  == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 corruptions x
+  == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 standard corruptions x
      severities 1,3,5) | PGD-5 eps 2/255 60.4%, 8/255 9.1% | training 71 s, 220 steps
      tables: runs/quick_dro_augmix/results.md
      plots:  runs/quick_dro_augmix/accuracy_vs_severity.png runs/quick_dro_augmix/adversarial.png
@@ -24,6 +24,18 @@ _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
 _pct = functools.partial(pct, digits=1, sign="%", missing="n/a")
 
 
+def corruption_mean_scope(accuracy: Mapping[str, Mapping[str, Any]]) -> str:
+  """What ``mean_corruption_accuracy`` averages for ``corruption_accuracy`` = ``accuracy``:
+  e.g. ``10 standard corruptions x severities 1,3,5`` (the extras are not in the mean)."""
+  from drojax.corruptions.tables import STANDARD_NAMES
+
+  standard = [n for n in accuracy if n in STANDARD_NAMES]
+  severities = sorted({int(s) for n in standard for s in accuracy[n]})
+  noun = "corruption" if len(standard) == 1 else "corruptions"
+  return (f"{len(standard)} standard {noun} x "
+          f"severit{'y' if len(severities) == 1 else 'ies'} {','.join(map(str, severities))}")
+
+
 def format_summary(results: Mapping[str, Any], workdir: str) -> str:
   """The end-of-run summary of ``results`` (the ``results.json`` dict) written to ``workdir``.
 
@@ -42,9 +54,8 @@ def format_summary(results: Mapping[str, Any], workdir: str) -> str:
   parts = [f"clean {_pct(results.get('clean_accuracy'))}"]
   corr = results.get("corruption_accuracy") or {}
   if corr:
-    severities = sorted({int(s) for per in corr.values() for s in per}, key=int)
     parts.append(f"mean corruption {_pct(results.get('mean_corruption_accuracy'))} "
-                 f"({len(corr)} corruptions x severities {','.join(map(str, severities))})")
+                 f"({corruption_mean_scope(corr)})")
   adv = results.get("adversarial_accuracy") or {}
   if adv:
     settings = results.get("adversarial") or {}

@@ -114,6 +114,8 @@ CASES = [
      "--config.method_config.group_dro_step_size: expected a finite number > 0, got 0.0", None),
     ("vrex_negative_penalty", ["--method=vrex", "--config.method_config.vrex_penalty_weight=-1"],
      2, "--config.method_config.vrex_penalty_weight: expected a finite number >= 0", None),
+    ("jtt_lambda_up_below_one", ["--method=jtt", "--config.method_config.jtt_lambda_up=0.5"],
+     2, "--config.method_config.jtt_lambda_up: expected a finite number >= 1, got 0.5", None),
     ("irm_one_environment_configured", ["--method=irm",
                                         "--config.method_config.num_environments=1"], 2,
      "irm compares environments: it needs at least 2, got num_environments=1", None),
