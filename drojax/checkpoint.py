@@ -127,13 +127,16 @@ class Checkpointer:
         return
       time.sleep(0.05)
 
-  def restore(self, step: int, target: Any) -> Restored:
-    """Restores checkpoint ``step`` into the structure (and shardings) of ``target``."""
+  def restore(self, step: int, target: Any = None) -> Restored:
+    """Restores checkpoint ``step`` into the structure (and shardings) of ``target``; with no
+    ``target``, the tree as it was saved (dicts of arrays: read the parameters of a run
+    without rebuilding its optimizer)."""
+    item = None if target is None else _abstract(target)
     out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(item), meta=ocp.args.JsonRestore()))
     return Restored(state=out["state"], step=step, meta=dict(out["meta"] or {}))
 
-  def restore_latest(self, target: Any) -> Restored | None:
+  def restore_latest(self, target: Any = None) -> Restored | None:
     """The newest readable checkpoint, or ``None`` when there is none.
 
     A checkpoint that fails to restore (corrupt or partial files) is skipped with a

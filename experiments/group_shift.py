@@ -1,7 +1,7 @@
 r"""The group-shift study: methods x hyper-parameters x seeds, selected on validation only.
 
   python -m experiments.group_shift --benchmark=colored_digits --preset=quick \
-      --methods=erm,kl_dro,cvar,var_dro,group_dro,vrex,irm,var_dro_vrex --seeds=0,1,2 \
+      --methods=erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex --seeds=0,1,2 \
       --workdir=runs/group_shift/colored_digits
 
 Each (method, hyper-parameter value, seed) trains into
@@ -35,7 +35,7 @@ from experiments.configs import group_shift as gs_config
 FLAGS = flags.FLAGS
 flags.DEFINE_string("benchmark", "colored_digits",
                     "colored_digits | colored_fashion_mnist | dominoes | waterbirds")
-flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,vrex,irm,var_dro_vrex",
+flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
                     "Comma-separated methods.")
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
 flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
@@ -50,6 +50,7 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "vrex": ("vrex_penalty_weight", (1e2, 1e4)),
     "irm": ("irm_penalty_weight", (1e2, 1e4)),
     "var_dro_vrex": ("vrex_penalty_weight", (1e2, 1e4)),
+    "jtt": ("jtt_lambda_up", (6.0, 20.0)),
 }
 
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -101,6 +102,47 @@ def validation_results(config, trained, validation_ds) -> dict[str, Any]:
   groups = ev.group_accuracy(predictions, validation_ds.labels, validation_ds.groups)
   return {"validation": {"accuracy": accuracy, "group_accuracy": groups,
                          "num_validation": len(validation_ds)}}
+
+
+def two_stage(method: str) -> bool:
+  """Whether ``method`` trains an identification model first (JTT)."""
+  from drojax import methods
+
+  return methods.TABLE.get(method, (None, None))[1] == "jtt"
+
+
+IDENTIFICATION_DIR = "identification"
+
+
+def train_two_stage(config, workdir: str, train_ds, *, mesh):
+  """JTT (Liu et al. 2021): ERM for ``jtt_epochs`` into ``workdir/identification``, then a new
+  model for ``num_epochs`` in ``workdir`` with the identification model's training errors
+  weighted ``jtt_lambda_up`` (``drojax.objectives.weighted_erm``; the weights are its state).
+
+  Each stage resumes from its own checkpoints; a finished first stage is read back and gives
+  the same errors again. The returned training time is both stages'.
+  """
+  from drojax import evaluate as ev
+  from drojax import methods, objectives
+  from experiments import train as runs
+
+  mc = runs.method_config(config)
+  first = config.copy_and_resolve_references()
+  with first.unlocked():
+    first.num_epochs = mc.jtt_epochs
+    first.warmup_epochs = min(first.warmup_epochs, mc.jtt_epochs - 1)
+  stage1 = runs.train(first, os.path.join(workdir, IDENTIFICATION_DIR), train_ds, mesh=mesh,
+                        method=methods.get_method(config.method, mc))
+  predictions = ev.predict(runs.bound_model(runs.local_copy(stage1)), train_ds.images,
+                           batch_size=config.eval.batch_size, progress=False)
+  errors = predictions != train_ds.labels
+  weights = np.ones(int(train_ds.ids.max()) + 1, np.float32)
+  weights[train_ds.ids[errors]] = mc.jtt_lambda_up
+  method = dataclasses.replace(methods.get_method(config.method, mc),
+                               objective=objectives.weighted_erm(weights))
+  stage2 = runs.train(config, workdir, train_ds, mesh=mesh, method=method)
+  return dataclasses.replace(stage2, train_seconds=stage1.train_seconds + stage2.train_seconds,
+                             steps=stage1.steps + stage2.steps)
 
 
 SELECTIONS = ("worst_group", "average")

@@ -24,6 +24,7 @@ import ml_collections
 
 from drojax.specs import ConfigError
 from experiments import cli
+from experiments import preflight
 from experiments import summary
 from experiments.configs import common
 
@@ -76,16 +77,25 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
       raise cli.UsageError(f"eval.frost_dir: {e}") from None
 
 
-def check_data(config: ml_collections.ConfigDict, train_ds, *, data_dir: str | None) -> None:
-  """The checks that need the loaded data (or other files); run before ``config.json``."""
+def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
+               data_dir: str | None) -> None:
+  """The checks that need the loaded data (or other files); run before ``config.json``: among
+  them every requirement of the final evaluation (``experiments.preflight``)."""
   from experiments import groups
 
   groups.check(config.method, method_config(config), train_ds)
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    if not var_dro_diagnostics.applies(config.method):
+      raise cli.UsageError(f"--config.var_dro_diagnostics=true needs a Var-DRO method "
+                           f"({', '.join(var_dro_diagnostics.OBJECTIVES)}), got "
+                           f"--method={config.method}")
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
-  if config.eval.corruptions == "published" and tuple(config.eval.corruption_names) != ("none",):
-    _published_loader(config, data_dir)  # DataNotFoundError before training, not after
+  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
+                             image_shape=test_ds.image_shape, data_dir=data_dir)
 
 
 # ------------------------------------------------------------------------------- data
@@ -151,8 +161,12 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
   return optax.chain(*parts, optax.adam(learning_rate_fn(config, total_steps)))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) -> Trained:
+def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
+          method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
+
+  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s); a
+  two-stage method (JTT) runs both stages through ``experiments.groups.train_two_stage``.
 
   On several processes every process calls this with the same arguments: ``mesh`` spans all
   processes' devices, each process loads only its slice of every global batch (the rows its
@@ -166,10 +180,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
 
   from experiments import groups
 
+  if method is None and groups.two_stage(config.method):
+    return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
   model = build_model(config, train_ds.num_classes)
   # Group-shift methods: counts from the data, environments = groups where there are none.
   method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
-  method = methods.get_method(config.method, method_cfg)
+  method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   optimizer = make_optimizer(config, total_steps)
@@ -190,13 +206,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh) ->
                            epoch=epoch, start_batch=start_batch, rows=rows),
         mesh)
 
+  eval_fn = None
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    eval_fn = var_dro_diagnostics.make_eval_fn(config, workdir, train_ds, model, method_cfg,
+                                               steps_per_epoch)
   result = loop.fit(
       state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
       steps_per_epoch=steps_per_epoch, workdir=workdir,
       checkpoint_every_steps=config.checkpoint_every_steps,
       keep_checkpoints=config.keep_checkpoints, log_every_steps=config.log_every_steps,
       progress=config.progress and jax.process_index() == 0,
-      images_per_batch=config.batch_size)
+      images_per_batch=config.batch_size, eval_fn=eval_fn)
   variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
   return Trained(model=model, variables=variables, train_seconds=result.train_seconds,
                  steps=int(result.steps))
@@ -298,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
-  check_data(config, train_ds, data_dir=data_dir)
+  check_data(config, train_ds, test_ds, data_dir=data_dir)
   resumed = cli.prepare_workdir(workdir, config, write=main)
   cli.enable_compilation_cache(config.compilation_cache_dir)
   if main:
@@ -319,6 +341,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
                    preset=config.preset, train_seconds=trained.train_seconds,
                    steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
+    if config.get("var_dro_diagnostics", False):
+      from experiments import var_dro_diagnostics
+
+      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
     reporting.write_results(workdir, results)
     summary.print_summary(results, workdir)
     return results

@@ -114,6 +114,8 @@ CASES = [
      "--config.method_config.group_dro_step_size: expected a finite number > 0, got 0.0", None),
     ("vrex_negative_penalty", ["--method=vrex", "--config.method_config.vrex_penalty_weight=-1"],
      2, "--config.method_config.vrex_penalty_weight: expected a finite number >= 0", None),
+    ("jtt_lambda_up_below_one", ["--method=jtt", "--config.method_config.jtt_lambda_up=0.5"],
+     2, "--config.method_config.jtt_lambda_up: expected a finite number >= 1, got 0.5", None),
     ("irm_one_environment_configured", ["--method=irm",
                                         "--config.method_config.num_environments=1"], 2,
      "irm compares environments: it needs at least 2, got num_environments=1", None),
@@ -150,6 +152,16 @@ CASES = [
      "float_train.npz: images must be uint8", "npz_files"),
     ("npz_split_shapes_differ", ["--dataset=npz:{data}/shapes_train.npz"], 2,
      "differ in shape", "npz_files"),
+    ("npz_single_class", ["--dataset=npz:{data}/oneclass_train.npz"], 2,
+     "oneclass_train.npz: a classifier needs at least 2 classes, got 1", "npz_files"),
+    ("npz_label_2_pow_40", ["--dataset=npz:{data}/huge_train.npz"], 2,
+     "so 1099511627777 classes are inferred, but 1099511627773 of them have no example (3, 4, 5",
+     "npz_files"),
+    ("suite_on_3_classes", ["--dataset=npz:{data}/three_train.npz", "--config.eval.attack=suite",
+                            "--config.batch_size=8"],
+     2, "--config.eval.attack=suite cannot evaluate", "npz_files"),
+    ("attack_without_eps", ["--config.eval.adv_eps=()", "--config.eval.attack=suite"], 2,
+     "--config.eval.attack has no effect: no attack runs", None),
     ("dataset_not_found", ["--dataset=cifar100", "--data_dir={root}/empty"], 2,
      "dataset 'cifar100' not found", None),
     ("batch_larger_than_data", ["--config.batch_size=5000"], 2,
@@ -201,6 +213,10 @@ def npz_files(root, data, monkey):
       save(f"{name}_{split}.npz", images=im, labels=lab, groups=groups)
   save("testout_test.npz", images=im, labels=np.r_[lab[:7], 3])
   save("float_train.npz", images=im.astype(np.float32), labels=lab)
+  for split in ("train", "test"):
+    save(f"oneclass_{split}.npz", images=im, labels=np.zeros(8, np.int64))
+    save(f"huge_{split}.npz", images=im, labels=np.r_[lab[:7], 2**40])
+    save(f"three_{split}.npz", images=im, labels=lab)
   save("shapes_train.npz", images=im, labels=lab)
   save("shapes_test.npz", images=np.zeros((8, 4, 4, 3), np.uint8), labels=lab)
   gray = np.random.default_rng(0).integers(0, 256, (64, 16, 16), dtype=np.uint8)
