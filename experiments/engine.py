@@ -231,8 +231,16 @@ def bound_model(trained: Trained):
 
 def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
              data_dir: str | None = None) -> dict[str, Any]:
-  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
+  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``.
+
+  In a multi-process run every process calls it and evaluates its share of every pass
+  (``drojax.evaluate.share``); all get the whole test set's numbers. Only process 0 shows
+  progress bars.
+  """
+  import jax
+
   from drojax import evaluate as ev
+  from drojax.evaluate.share import this_process
 
   bound = bound_model(trained)
   names = tuple(config.eval.corruption_names)
@@ -253,7 +261,8 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
       batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
   return ev.evaluate(bound, test_ds.images, test_ds.labels, config=eval_config, groups=groups,
                      train_groups=train_groups, published_loader=loader,
-                     progress=config.progress)
+                     progress=config.progress and jax.process_index() == 0,
+                     share=this_process())
 
 
 def write(workdir: str, results: dict[str, Any]) -> dict[str, str]:

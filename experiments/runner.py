@@ -102,9 +102,8 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 # ------------------------------------------------------------------------------- run
 
-# How long processes other than 0 wait for process 0's evaluation (corruptions and attacks on
-# a large test set take hours on a slow device; a crashed process 0 ends the wait sooner,
-# through JAX's heartbeat).
+# How long processes wait for each other after the evaluation (process 0 writes the results;
+# a crashed process ends the wait sooner, through JAX's heartbeat).
 EVAL_WAIT_S = 24 * 3600
 
 
@@ -157,18 +156,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
 
   trained = engine.train(config, workdir, train_ds, mesh=train_lib.make_mesh())
   if jax.process_count() > 1:
-    # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-    # the others wait for its results.json: drojax.evaluate's jitted functions never see a
-    # cross-process array, so nothing there needs to know about several processes.
+    # Every process evaluates its share of the batches on its first device (a copy of the
+    # variables there; the jitted evaluation never sees a cross-process array) and the counts
+    # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
     trained = engine.local_copy(trained)
-    if main:
-      results = _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
-                                    extra_evaluation)
+    results = _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
+                                  extra_evaluation, write=main)
     from orbax.checkpoint import multihost
 
     multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
                                     timeout=EVAL_WAIT_S)
-    return results if main else read_results(workdir)
+    return results
   return _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
                              extra_evaluation)
 
@@ -187,7 +185,7 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
-                        extra_evaluation) -> dict[str, Any]:
+                        extra_evaluation, *, write: bool = True) -> dict[str, Any]:
   from experiments import engine
 
   results = engine.evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
@@ -203,8 +201,9 @@ def _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
       "num_train": len(train_ds),
       "num_test": len(test_ds),
   })
-  engine.write(workdir, results)
-  summary.print_summary(results, workdir)
+  if write:  # one writer per workdir: process 0
+    engine.write(workdir, results)
+    summary.print_summary(results, workdir)
   return results
 
 
