@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range
+from drojax._checks import check_scalar_range, check_static_int
 from drojax._checks import is_concrete as _is_concrete
 
 __all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losses",
@@ -32,9 +32,7 @@ __all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losse
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
-  if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
-      or num_groups < 1:
-    raise ValueError(f"num_groups must be a positive Python int (static), got {num_groups!r}")
+  check_static_int("num_groups", num_groups, minimum=1)
   ids = jnp.asarray(ids)
   if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.shape != (b,):
     raise ValueError(f"{name} must be integer ids of shape [B]=({b},), got {ids.dtype} "
@@ -186,15 +184,18 @@ def vrex_penalty(risks: jax.Array, *, mask: jax.Array | None = None) -> jax.Arra
 
 
 def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  r"""Per example, :math:`\partial_w\, \mathrm{CE}(w z_i, y_i)` at :math:`w = 1`.
+  r"""Per example, :math:`\partial_w\, \mathrm{CE}(w z_i, t_i)` at :math:`w = 1`.
 
   The mean of these over an environment is the gradient of its risk with respect to IRMv1's
   dummy classifier; they are differentiable with respect to the logits (the IRM objective
-  differentiates their square). Closed form: :math:`p_i^\top z_i - t_i^\top z_i`.
+  differentiates their square). In closed form, :math:`p_i^\top z_i - t_i^\top z_i` with
+  :math:`p_i = \mathrm{softmax}(z_i)` and :math:`t_i` the one-hot label or the probability row
+  (``jax.grad`` with respect to a scalar ``w`` would, inside ``shard_map``, sum ``w``'s
+  cotangent over the devices, since ``w`` is the same on all of them).
 
   Args:
     logits: ``[B, K]`` float.
-    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities.
+    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities (rows summing to 1).
 
   Returns:
     ``[B]`` in the dtype of ``logits``.
@@ -203,11 +204,13 @@ def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
   logits = _check_float("logits", logits, rank=2)
   labels = jnp.asarray(labels)
-  one = jnp.ones((), logits.dtype)
-  if jnp.issubdtype(labels.dtype, jnp.integer) and _is_concrete(labels):
-    cross_entropy(logits, labels)  # the range check, on concrete labels, before vmap traces
-  return jax.vmap(jax.grad(lambda w, z, y: cross_entropy((w * z)[None], y[None])[0]),
-                  in_axes=(None, 0, 0))(one, logits, labels)
+  cross_entropy(logits, labels)  # label checks (shape, dtype, range when concrete)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    targets = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
+  else:
+    targets = labels.astype(logits.dtype)
+  p = jax.nn.softmax(logits, axis=-1)
+  return jnp.sum((p - targets) * logits, axis=-1)
 
 
 def irm_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -13,6 +13,8 @@ three views) is absent rather than failing at trace time.
   var_dro                   var_dro  var_dro_mixup   var_dro_augmix   -
   kl_dro, cvar              kl_dro, cvar  -          -                -
   pgd_at, trades, mart      pgd_at, trades, mart  -  -                -
+  group_dro, vrex, irm,     group_dro, vrex, irm,  -  -                -
+  var_dro_vrex, jtt         var_dro_vrex, jtt
 
 ``get_method(name, config)`` builds one from ``MethodConfig``'s hyper-parameters (each method
 reads the fields it needs); unknown names raise a ``ValueError`` listing the valid ones.
@@ -29,7 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 from drojax import objectives as _obj
 from drojax import views as _views
 from drojax import wdro as _wdro
-from drojax.specs import Bool, Choice, ConfigError, Int, Real, Spec, for_default, suggest
+from drojax.specs import (Bool, Choice, ConfigError, Int, Real, Spec, Tuple, for_default,
+                          suggest)
 # Re-exported: the building blocks a user's own method is made of.
 from drojax.views import (AugmentFn, Batch, CriterionFn, Views,  # noqa: F401
                           cross_entropy_criterion, jsd_criterion, plain_views, smooth_targets,
@@ -109,6 +112,20 @@ class MethodConfig:
   adv_step_size: float = _field(2 / 255, Real(lo=0.0))
   trades_beta: float = _field(6.0, Real(lo=0.0))
   mart_beta: float = _field(6.0, Real(lo=0.0))
+  # Group shift (group_dro, vrex, irm, var_dro_vrex). 0 / (): from the training data (its
+  # environments, else its groups), filled in by the experiments before the method is built.
+  num_groups: int = _field(0, Int(lo=0))
+  num_environments: int = _field(0, Int(lo=0))
+  group_counts: tuple = _field((), Tuple(item=Int(lo=1)))  # training examples per group
+  group_dro_step_size: float = _field(0.01, Real(lo=0.0, lo_open=True))  # Sagawa et al.
+  group_dro_adjustment: float = _field(0.0, Real(lo=0.0))  # C in C / sqrt(n_g)
+  # Penalty weight lambda from step penalty_anneal_steps on (1 before), as in the papers' code.
+  vrex_penalty_weight: float = _field(1e4, Real(lo=0.0))
+  irm_penalty_weight: float = _field(1e4, Real(lo=0.0))
+  penalty_anneal_steps: int = _field(100, Int(lo=0))
+  # JTT (Liu et al. 2021): ERM for jtt_epochs, then its training errors weighted jtt_lambda_up.
+  jtt_epochs: int = _field(1, Int(lo=1))
+  jtt_lambda_up: float = _field(6.0, Real(lo=1.0))
   # The values of fields registered by users' methods, as sorted (name, value) pairs.
   extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
 
@@ -286,6 +303,21 @@ def get_method(name: str, config: MethodConfig = MethodConfig()) -> Method:
 _AUGMIX = ("augmix_width", "augmix_depth", "augmix_severity", "augmix_alpha", "augmix_all_ops",
            "jsd_weight")
 _ADV = ("adv_eps", "adv_steps", "adv_step_size")
+_VAR_DRO = ("var_dro_ema", "var_dro_eps_min", "var_dro_eps_max", "var_dro_warmup_steps",
+            "var_dro_ramp_steps")
+_VREX = ("num_environments", "vrex_penalty_weight", "penalty_anneal_steps")
+
+
+def _adjustments(c: MethodConfig):
+  """Sagawa et al.'s C / sqrt(n_g) from ``group_counts`` (None when C is 0)."""
+  if not c.group_dro_adjustment:
+    return None
+  if len(c.group_counts) != c.num_groups:
+    raise ConfigError("group_counts", f"the group adjustment needs the {c.num_groups} training "
+                      f"group sizes, got {tuple(c.group_counts)}")
+  from drojax.groups import group_adjustments
+
+  return group_adjustments(c.group_counts, adjustment=c.group_dro_adjustment)
 
 # name -> (augment factory, criterion factory, the fields they read); factories of the config.
 AUGMENTATIONS: dict[str, tuple[Callable, Callable, tuple[str, ...]]] = {
@@ -310,8 +342,7 @@ OBJECTIVES: dict[str, tuple[Callable[[MethodConfig], _obj.Objective], tuple[str,
     "var_dro": (lambda c: _obj.var_dro(eps_min=c.var_dro_eps_min, eps_max=c.var_dro_eps_max,
                                        warmup_steps=c.var_dro_warmup_steps,
                                        ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema),
-                ("var_dro_ema", "var_dro_eps_min", "var_dro_eps_max", "var_dro_warmup_steps",
-                 "var_dro_ramp_steps")),
+                _VAR_DRO),
     "kl_dro": (lambda c: _obj.kl_dro(temperature=c.kl_temperature), ("kl_temperature",)),
     "cvar": (lambda c: _obj.cvar(alpha=c.cvar_alpha), ("cvar_alpha",)),
     "pgd_at": (lambda c: _obj.pgd_at(eps=c.adv_eps, steps=c.adv_steps,
@@ -320,7 +351,29 @@ OBJECTIVES: dict[str, tuple[Callable[[MethodConfig], _obj.Objective], tuple[str,
                                      step_size=c.adv_step_size), _ADV + ("trades_beta",)),
     "mart": (lambda c: _obj.mart(beta=c.mart_beta, eps=c.adv_eps, steps=c.adv_steps,
                                  step_size=c.adv_step_size), _ADV + ("mart_beta",)),
+    "group_dro": (lambda c: _obj.group_dro(
+        num_groups=c.num_groups, step_size=c.group_dro_step_size,
+        adjustments=_adjustments(c)), ("num_groups", "group_counts", "group_dro_step_size",
+                                       "group_dro_adjustment")),
+    "vrex": (lambda c: _obj.vrex(num_environments=c.num_environments,
+                                 penalty_weight=c.vrex_penalty_weight,
+                                 anneal_steps=c.penalty_anneal_steps), _VREX),
+    "irm": (lambda c: _obj.irm(num_environments=c.num_environments,
+                               penalty_weight=c.irm_penalty_weight,
+                               anneal_steps=c.penalty_anneal_steps),
+            ("num_environments", "irm_penalty_weight", "penalty_anneal_steps")),
+    "var_dro_vrex": (lambda c: _obj.var_dro_vrex(
+        num_environments=c.num_environments, penalty_weight=c.vrex_penalty_weight,
+        anneal_steps=c.penalty_anneal_steps, eps_min=c.var_dro_eps_min,
+        eps_max=c.var_dro_eps_max, warmup_steps=c.var_dro_warmup_steps,
+        ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema), _VREX + _VAR_DRO),
+    # JTT's identification stage; experiments.groups runs the upweighted second stage.
+    "jtt": (lambda c: _obj.mean(), ("jtt_epochs", "jtt_lambda_up")),
 }
+# The per-example ids an objective needs in every batch ("group" or "environment"; an
+# environment objective on data without environments uses the groups).
+NEEDS: dict[str, str] = {"group_dro": "group", "vrex": "environment", "irm": "environment",
+                         "var_dro_vrex": "environment"}
 
 # Rules between fields, checked when a method is built: (augmentation or None for any,
 # objective) -> [(field, rule(config) -> what is wrong or None)]. The field is the one the
@@ -355,6 +408,13 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "dro_noisymix": ("noisymix", "dro", "NoisyMix + W-DRO penalty on all three views"),
     "var_dro_mixup": ("mixup", "var_dro", "Mixup + Var-DRO example weights"),
     "var_dro_augmix": ("augmix", "var_dro", "AugMix/JSD + Var-DRO example weights"),
+    "group_dro": ("plain", "group_dro", "group DRO: exponentiated-gradient group weights "
+                  "(Sagawa et al. 2020); needs group labels"),
+    "vrex": ("plain", "vrex", "V-REx: mean + variance of the environment risks (Krueger et al.)"),
+    "irm": ("plain", "irm", "IRMv1: squared dummy-classifier gradient per environment"),
+    "var_dro_vrex": ("plain", "var_dro_vrex", "Var-DRO example weights + the V-REx penalty"),
+    "jtt": ("plain", "jtt", "JTT: ERM for jtt_epochs, then a new model with the first one's "
+            "training errors weighted jtt_lambda_up (Liu et al. 2021)"),
 }
 
 

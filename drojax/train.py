@@ -16,7 +16,7 @@ over the parameters; returns the objective's new state) -> ``jax.grad`` -> optax
 metrics. The objective's state rides in ``TrainState.objective_state``, opaque to the step.
 
 Multi-host: call ``jax.distributed.initialize()`` first, build the mesh over
-``jax.devices()``, and feed each process its slice of the global batch with :func:`shard_batch`.
+``jax.devices()``, and feed each process its slice of the global batch with :func:`drojax.data.shard_batch`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import shard_map
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from drojax._checks import check_static_int, to_unit_float
 from drojax import methods as _methods
 from drojax import objectives as _objectives
 
@@ -85,8 +85,7 @@ def make_learning_rate(total_steps: int, *, learning_rate: float = 0.1, warmup_s
     >>> round(float(lr(0)), 4), round(float(lr(50)), 4), round(float(lr(100)), 4)
     (0.1, 0.05, 0.0)
   """
-  if not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
-    raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+  check_static_int("total_steps", total_steps, minimum=1)
   if not 0 <= warmup_steps < total_steps:
     raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}")
   if learning_rate <= 0:
@@ -184,15 +183,6 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
   return state if mesh is None else replicate(state, mesh)
 
 
-def to_float_images(images: jax.Array) -> jax.Array:
-  """uint8 ``[0, 255]`` -> float32 ``[0, 1]``; float images are cast to float32 unchanged."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise TypeError(f"batch['image'] must be uint8 or float in [0, 1], got {images.dtype}")
-  return images.astype(jnp.float32)
-
-
 def _default_crop_flip() -> Callable[[jax.Array, jax.Array], jax.Array]:
   """Per-example random crop (pad 4) + flip: ``fn(keys [B], images [B, H, W, C])``."""
   from drojax.augment.crop_flip import crop_flip
@@ -214,6 +204,10 @@ def _with_axis(model: nn.Module, axis_name: str) -> nn.Module:
   return model
 
 
+# Optional per-example ids the step passes on to the objective (ObjectiveContext).
+_GROUP_KEYS = ("group", "environment")
+
+
 def _check_batch(batch: Mapping[str, Any], num_devices: int, *, need_ids: bool) -> None:
   if not isinstance(batch, Mapping):
     raise TypeError(f"batch must be a dict with 'image', 'label', 'id', got {type(batch).__name__}")
@@ -228,7 +222,7 @@ def _check_batch(batch: Mapping[str, Any], num_devices: int, *, need_ids: bool) 
   if b % num_devices:
     raise ValueError(f"batch size {b} is not divisible by the number of devices {num_devices}: "
                      f"use a batch size that is a multiple of {num_devices}")
-  for k in ("label", "id"):
+  for k in ("label", "id") + _GROUP_KEYS:
     if k in batch and tuple(batch[k].shape) != (b,):
       raise ValueError(f"batch[{k!r}] must have shape ({b},), got {tuple(batch[k].shape)}")
 
@@ -257,7 +251,9 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
 
   Returns:
     ``train_step(state, batch)`` with ``batch = {"image": [B, H, W, C] uint8 (or float in
-    [0, 1]), "label": [B] int, "id": [B] int}``, ``B`` divisible by the mesh size. Metrics are
+    [0, 1]), "label": [B] int, "id": [B] int}`` (and optionally ``"group"``,
+    ``"environment"``: [B] int, passed to the objective in its context), ``B`` divisible by the
+    mesh size. Metrics are
     replicated scalars: ``loss`` (the objective), ``mean_loss``, ``accuracy`` (first view),
     ``grad_norm``, and the objective's own metrics.
 
@@ -284,7 +280,7 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     k_crop, k_aug, k_obj = jax.random.split(step_key, 3)
     device = jax.lax.axis_index(AXIS)
-    images = to_float_images(batch["image"])
+    images = to_unit_float("batch['image']", batch["image"])
     if crop_flip is not None:
       keys = jax.vmap(jax.random.fold_in, (None, 0))(k_crop, _global_positions(b, AXIS))
       images = crop_flip(keys, images)
@@ -292,7 +288,9 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     ids = batch["id"].astype(jnp.int32)
     views = method.augment(jax.random.fold_in(k_aug, device),
                            _methods.Batch(images, labels, ids), num_classes)
-    ctx = _objectives.ObjectiveContext(step=state.step, ids=ids, axis_name=AXIS)
+    ctx = _objectives.ObjectiveContext(
+        step=state.step, ids=ids, axis_name=AXIS,
+        **{f"{k}s": batch[k].astype(jnp.int32) for k in _GROUP_KEYS if k in batch})
 
     def objective(params):
       variables = {"params": params, "batch_stats": state.batch_stats}
@@ -345,7 +343,8 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
 
   def step_fn(state: TrainState, batch: Mapping[str, Any]):
     _check_batch(batch, num_devices, need_ids=True)
-    return sharded(state, {k: batch[k] for k in ("image", "label", "id")})
+    return sharded(state, {k: batch[k] for k in ("image", "label", "id") + _GROUP_KEYS
+                           if k in batch})
 
   jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else ())
   replicated = NamedSharding(mesh, P())
@@ -371,7 +370,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[TrainState, Mappin
   from drojax import losses as _losses
 
   def local_eval(state: TrainState, batch: dict[str, jax.Array]):
-    images = to_float_images(batch["image"])
+    images = to_unit_float("batch['image']", batch["image"])
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                          train=False)
     labels = batch["label"].astype(jnp.int32)
@@ -411,13 +410,5 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
   return jax.device_put(state, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, split over ``data`` (this process's rows when multi-host)."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
-
-
 __all__ = ["AXIS", "TrainState", "create_train_state", "make_eval_step", "make_learning_rate",
-           "make_mesh", "make_optimizer", "make_train_step", "replicate", "shard_batch",
-           "to_float_images"]
+           "make_mesh", "make_optimizer", "make_train_step", "replicate"]

@@ -243,66 +243,39 @@ def balanced_subset(labels, n: int, seed: int):
 def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
                         subset_seed: int = 1234, key_seed: int = 20261122,
                         progress: bool = True) -> None:
-  """Writes ``ROOT/corrupted/<table>/{<name>.npy, labels.npy, indices.npy}`` for both tables.
-
-  The Hendrycks layout (``<name>.npy`` holds severity 1's images, then 2's, ..., uint8), so
-  ``drojax.data.published_c.make_loader(folder=...)`` reads it. A table is written to a temporary
-  folder and renamed into place, so a killed run never leaves a half-written table.
-  """
-  import shutil
-
+  """Writes ``ROOT/corrupted/<table>/`` for both tables (``published_c.write_folder``: the
+  Hendrycks layout, read by ``published_c.make_loader``), plus the test ``indices.npy``."""
   import jax
   import numpy as np
-  from tqdm import tqdm
 
   from drojax import corruptions, data
+  from drojax.data import published_c
 
   test = data.load_dataset("cifar10", "test", data_dir=data_dir)
   idx = balanced_subset(np.asarray(test.labels), scale.corrupted_images, subset_seed)
-  images = np.asarray(test.images)[idx]
-  labels = np.asarray(test.labels)[idx]
-  names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
-  x = images.astype(np.float32) / 255.0
   for t, table in enumerate(TABLES):
-    final = corrupted_dir(root, table)
-    if os.path.isfile(os.path.join(final, "labels.npy")):
-      continue
-    tmp = final + f".tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    key = jax.random.fold_in(jax.random.key(key_seed), t)
-    with tqdm(total=len(names) * 5, desc=f"corrupting ({table})", disable=not progress) as bar:
-      for c, name in enumerate(names):
-        per_sev = []
-        for sev in range(1, 6):
-          fn = jax.jit(lambda k, im, name=name, sev=sev: corruptions.corrupt(
-              k, im, name=name, severity=sev, table=table))
-          k = jax.random.fold_in(jax.random.fold_in(key, c), sev)
-          out = np.concatenate([np.asarray(fn(jax.random.fold_in(k, b), x[s:s + 250]))
-                                for b, s in enumerate(range(0, len(x), 250))])
-          per_sev.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8))
-          bar.update(1)
-        np.save(os.path.join(tmp, f"{name}.npy"), np.concatenate(per_sev))
-    np.save(os.path.join(tmp, "labels.npy"), np.tile(labels, 5))
-    np.save(os.path.join(tmp, "indices.npy"), idx)
-    with open(os.path.join(tmp, "README.txt"), "w") as f:
-      f.write(f"{len(idx)} class-balanced cifar10_test.npz images (indices.npy; subset seed "
-              f"{subset_seed}), corrupted with drojax.corruptions ({table} table, key seed "
-              f"{key_seed}), severities 1..5 stacked in order, uint8.\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    folder = corrupted_dir(root, table)
+    published_c.write_folder(
+        folder, np.asarray(test.images)[idx], np.asarray(test.labels)[idx],
+        key=jax.random.fold_in(jax.random.key(key_seed), t), table=table,
+        names=scale.corruption_names or tuple(corruptions.STANDARD_NAMES), progress=progress,
+        note=f"The {len(idx)} class-balanced cifar10_test.npz images of indices.npy (subset "
+             f"seed {subset_seed}); key seed {key_seed}.")
+    if not os.path.isfile(os.path.join(folder, "indices.npy")):
+      np.save(os.path.join(folder, "indices.npy"), idx)
 
 
 def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
-  """``extra_evaluation`` for ``runner.run``: accuracy on both pre-made corrupted tables."""
+  """``extra_evaluation`` for ``train_and_evaluate``: accuracy on both pre-made corrupted
+  tables."""
 
   def extra(trained, test_ds) -> dict[str, Any]:
     del test_ds
     from drojax import corruptions, evaluate as ev
     from drojax.data import published_c
-    from experiments import engine
+    from experiments import train
 
-    bound = engine.bound_model(trained)
+    bound = train.bound_model(trained)
     names = scale.corruption_names or tuple(corruptions.STANDARD_NAMES)
     out = {}
     for table in TABLES:
@@ -378,11 +351,11 @@ def release(workdir: str) -> None:
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
              cache_dir: str | None) -> None:
-  from experiments import runner
+  from experiments import train
 
   extra = score_corrupted(root, scale) if spec.corrupted else None
-  runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache_dir,
-             extra_evaluation=extra)
+  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
 
 
 def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
@@ -495,14 +468,14 @@ def main(argv, overrides):
     raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
   runs = plan(studies, seeds, scale)
   root = os.path.abspath(FLAGS.root)
-  from experiments import runner
+  from experiments import train
 
   report_dir = FLAGS.report_dir or os.path.join(root, "report")
   if FLAGS.report_only:
     _write_report(runs, root, report_dir)
     print(f"report: {os.path.join(report_dir, 'results.md')}")
     return
-  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
   if FLAGS.worker_index >= 0:
     work(runs, root, scale, data_dir, cache,
@@ -511,7 +484,7 @@ def main(argv, overrides):
   import jax
 
   for spec in runs:  # a bad value fails here, not an hour in
-    runner.validate(spec.config, num_devices=jax.device_count())
+    train.validate(spec.config, num_devices=jax.device_count())
   os.makedirs(root, exist_ok=True)
   if FLAGS.retry_failed:
     for spec in runs:

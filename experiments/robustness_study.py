@@ -38,6 +38,7 @@ from typing import Any
 from absl import flags
 
 from experiments import cli, multi
+from experiments.formatting import ci_cell, mean_ci
 
 FLAGS = flags.FLAGS
 
@@ -194,10 +195,10 @@ def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tupl
   """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the same test images as the
   suite."""
   from drojax import evaluate as ev
-  from experiments import engine
+  from experiments import train
 
   n = min(images, len(test_ds)) if images else len(test_ds)
-  acc = ev.adversarial_accuracy(engine.bound_model(trained), test_ds.images[:n],
+  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images[:n],
                                 test_ds.labels[:n], eps=[e / 255 for e in eps],
                                 num_steps=PGD_STEPS, key=jax_fold(3), batch_size=batch_size,
                                 progress=False)
@@ -213,13 +214,13 @@ def jax_fold(i: int):
 
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache: str | None):
-  from experiments import runner
+  from experiments import train
 
   extra = lambda trained, test_ds: _pgd_evaluation(  # noqa: E731
       trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
       eps=scale.eps)
-  runner.run(spec.config, spec.workdir(root), data_dir=data_dir, compilation_cache_dir=cache,
-             extra_evaluation=extra)
+  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache)
+  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
 
 
 # ------------------------------------------------------------------------------- report
@@ -240,26 +241,16 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _pct(cell) -> str:
-  """A fraction's cell in percent (``fmt`` scales by 100); '-' without data."""
-  from experiments.reproduction_report import fmt
-
-  m, _, n = cell
-  if not n or m is None or (isinstance(m, float) and math.isnan(m)):
-    return "-"
-  return fmt(cell)
+  return ci_cell(cell, missing="-")
 
 
 def _seconds(cell) -> str:
-  m, h, n = cell
-  if not n:
-    return "-"
-  return f"{m:.1f}" + (f" ± {h:.1f}" if h is not None else " (1 seed)")
+  return ci_cell(cell, scale=1.0, digits=1, missing="-")
 
 
 def write_report(runs: list[RunSpec], root: str, out_dir: str, *, missing: list[str],
                  scale_name: str, scale: Scale, wall_s: float | None = None) -> str:
   """Writes robustness.md, summary.json and suite_vs_time.png; returns the markdown path."""
-  from experiments.reproduction_report import mean_ci
 
   os.makedirs(out_dir, exist_ok=True)
   rows: dict[tuple[str, str], list[dict]] = {}
@@ -420,11 +411,11 @@ def main(argv, overrides):
     return
   import jax
 
-  from experiments import runner
+  from experiments import train
 
   for spec in runs:  # a bad value fails here, not an hour in
-    runner.validate(spec.config, num_devices=jax.device_count())
-  data_dir = runner.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+    train.validate(spec.config, num_devices=jax.device_count())
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
   cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
   if missing:

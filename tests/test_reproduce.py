@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import reproduce
+from experiments import formatting, reproduce
 from experiments import reproduction_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,26 +22,26 @@ SMOKE = reproduce.SCALES["smoke"]
 def test_t975_matches_scipy():
   for df in list(range(1, 31)) + [31, 100]:
     want = stats.t.ppf(0.975, df)
-    got = report.t975(df)
+    got = formatting.t975(df)
     assert abs(got - want) < (5e-4 if df <= 30 else 0.1), (df, got, want)
   with pytest.raises(ValueError, match="df"):
-    report.t975(0)
+    formatting.t975(0)
 
 
 def test_mean_ci_matches_scipy_interval():
   rng = np.random.default_rng(0)
   for n in (2, 3, 5, 12):
     x = rng.normal(0.7, 0.05, n)
-    mean, half, count = report.mean_ci(list(x))
+    mean, half, count = formatting.mean_ci(list(x))
     lo, hi = stats.t.interval(0.95, n - 1, loc=np.mean(x), scale=stats.sem(x))
     assert count == n
     np.testing.assert_allclose(mean, np.mean(x), rtol=1e-12)
     np.testing.assert_allclose(half, (hi - lo) / 2, rtol=1e-3)
-  assert report.mean_ci([0.5]) == (0.5, None, 1)
-  m, h, n = report.mean_ci([None, float("nan")])
+  assert formatting.mean_ci([0.5]) == (0.5, None, 1)
+  m, h, n = formatting.mean_ci([None, float("nan")])
   assert math.isnan(m) and h is None and n == 0
-  assert report.fmt((0.81234, 0.0045, 3)) == "81.23 ± 0.45"
-  assert report.fmt((-0.01, None, 1), signed=True) == "-1.00 (1 seed)"
+  assert formatting.ci_cell((0.81234, 0.0045, 3)) == "81.23 ± 0.45"
+  assert formatting.ci_cell((-0.01, None, 1), signed=True) == "-1.00 (1 seed)"
 
 
 def _row(study, name, seed, clean, pgd8=None, mca=None):
