@@ -5,7 +5,8 @@ weights; the labels are its own predictions, so every image starts correct and p
 survive each attack) on ``--images`` random 32x32 images, run by 1 process and by 2 processes
 (``jax.distributed`` on localhost, gloo; each process evaluates every other batch), one CPU
 device per process. Each run is fresh processes; each process evaluates twice and the second
-call (compiled) is timed, as is the first (compilation included). The two set-ups alternate
+call (compiled) is timed, as is the first (compilation, or loading from the persistent
+compilation cache the runs share, included). The two set-ups alternate
 ``--rounds`` times, so load from other jobs on a shared machine hits both alike: compare the
 ratio, not the absolute figures. The accuracies of the two must be equal (checked).
 
@@ -22,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,12 +61,13 @@ def _worker(index: int, count: int, address: str, images: int, batch: int) -> No
   print(json.dumps({"seconds": seconds, "results": results}), flush=True)
 
 
-def _run(count: int, images: int, batch: int) -> dict:
+def _run(count: int, images: int, batch: int, cache: str) -> dict:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{s.getsockname()[1]}"
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+  env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1", JAX_COMPILATION_CACHE_DIR=cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   t0 = time.perf_counter()
   procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(count), address,
                              str(images), str(batch)], stdout=subprocess.PIPE, env=env,
@@ -92,9 +95,10 @@ def main():
     if getattr(args, name) < 1:
       p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
   runs = []
+  cache = tempfile.mkdtemp(prefix="eval_processes_cache_")  # later runs load, not compile
   for r in range(args.rounds):
     for count in (1, 2):
-      run = _run(count, args.images, args.batch)
+      run = _run(count, args.images, args.batch, cache)
       run["round"] = r + 1
       runs.append(run)
       print(f"round {r + 1}, {count} process(es): evaluation {run['second_s']:.1f} s "

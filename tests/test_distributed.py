@@ -570,3 +570,14 @@ def test_evaluation_across_processes_equals_one_process(tmp_path):
         assert r[key] == one[key], (devices, key, r[key], one[key])
   print(f"2 x 1 and 2 x 2 evaluations equal the one-process one "
         f"({one['adversarial_by_attack']}); {time.monotonic() - t0:.0f} s")
+
+
+def test_a_share_is_every_count_th_batch_and_checked():
+  from drojax.evaluate import Share
+
+  assert [list(Share(i, 2).mine(5)) for i in (0, 1)] == [[0, 2, 4], [1, 3]]
+  assert list(Share().mine(3)) == [0, 1, 2] and list(Share(2, 3).mine(2)) == []
+  np.testing.assert_array_equal(Share().total(np.array([[1, 2]])), [[1, 2]])
+  for index, count in ((2, 2), (-1, 2), (0, 0), (0.0, 1)):
+    with pytest.raises(ValueError, match="0 <= index < count"):
+      Share(index, count)
