@@ -83,6 +83,13 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   from experiments import groups
 
   groups.check(config.method, method_config(config), train_ds)
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    if not var_dro_diagnostics.applies(config.method):
+      raise cli.UsageError(f"--config.var_dro_diagnostics=true needs a Var-DRO method "
+                           f"({', '.join(var_dro_diagnostics.OBJECTIVES)}), got "
+                           f"--method={config.method}")
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
@@ -198,13 +205,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
                            epoch=epoch, start_batch=start_batch, rows=rows),
         mesh)
 
+  eval_fn = None
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    eval_fn = var_dro_diagnostics.make_eval_fn(config, workdir, train_ds, model, method_cfg,
+                                               steps_per_epoch)
   result = loop.fit(
       state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
       steps_per_epoch=steps_per_epoch, workdir=workdir,
       checkpoint_every_steps=config.checkpoint_every_steps,
       keep_checkpoints=config.keep_checkpoints, log_every_steps=config.log_every_steps,
       progress=config.progress and jax.process_index() == 0,
-      images_per_batch=config.batch_size)
+      images_per_batch=config.batch_size, eval_fn=eval_fn)
   variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
   return Trained(model=model, variables=variables, train_seconds=result.train_seconds,
                  steps=int(result.steps))
@@ -336,6 +349,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
                    preset=config.preset, train_seconds=trained.train_seconds,
                    steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
+    if config.get("var_dro_diagnostics", False):
+      from experiments import var_dro_diagnostics
+
+      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
     if main:  # one writer per workdir
       reporting.write_results(workdir, results)
       summary.print_summary(results, workdir)
