@@ -249,7 +249,7 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
       corruption_names=names_arg, severities=tuple(config.eval.severities),
       published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
       adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts,
-      adv_attack=config.eval.get("attack", "pgd"),
+      adv_attack=config.eval.get("attack", "pgd"), adv_norm=config.eval.get("norm", "linf"),
       adv_apgd_steps=config.eval.get("apgd_steps", 100),
       adv_square_queries=config.eval.get("square_queries", 5000), groups=groups,
       train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress,

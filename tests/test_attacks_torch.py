@@ -110,9 +110,10 @@ def _torch_model(p):
   return net.eval()
 
 
-def test_robust_accuracies_agree_with_torchattacks(model):
+def _setup(model, n):
+  """``(f, x, y, net, xt, yt, clean)``: the JAX model and its torch port on ``n`` test images."""
   torch.set_num_threads(2)
-  x, y = _data("test", _N)
+  x, y = _data("test", n)
   f = lambda z: _apply(model, z)  # pylint: disable=unnecessary-lambda-assignment
   net = _torch_model(model)
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
@@ -121,15 +122,25 @@ def test_robust_accuracies_agree_with_torchattacks(model):
     np.testing.assert_allclose(net(xt).numpy(), np.asarray(f(x)), atol=1e-4)  # the port
   clean = float(np.mean(np.argmax(np.asarray(f(x)), -1) == y))
   assert clean > 0.7, clean
+  return f, x, y, net, xt, yt, clean
+
+
+def _torch_robust(net, atk, xt, yt, eps, norm):
+  """torchattacks' robust accuracy, after checking its points lie in the eps-ball."""
+  adv = atk(xt, yt)
+  if norm == "linf":
+    assert float((adv - xt).abs().max()) <= eps + 1e-6
+  else:
+    assert float((adv - xt).flatten(1).norm(dim=1).max()) <= eps * (1 + 1e-5)
+  with torch.no_grad():
+    return float((net(adv).argmax(1) == yt).float().mean())
+
+
+def test_robust_accuracies_agree_with_torchattacks(model):
+  f, x, y, net, xt, yt, clean = _setup(model, _N)
 
   def torch_acc(atk, norm="linf"):
-    adv = atk(xt, yt)
-    if norm == "linf":
-      assert float((adv - xt).abs().max()) <= _EPS + 1e-6
-    else:
-      assert float((adv - xt).flatten(1).norm(dim=1).max()) <= _EPS_L2 * (1 + 1e-5)
-    with torch.no_grad():
-      return float((net(adv).argmax(1) == yt).float().mean())
+    return _torch_robust(net, atk, xt, yt, _EPS if norm == "linf" else _EPS_L2, norm)
 
   key = jax.random.key(0)
   t0 = time.perf_counter()
@@ -160,3 +171,43 @@ def test_robust_accuracies_agree_with_torchattacks(model):
   # The attacks must bite, else agreeing proves little.
   assert ours["square"] < clean - 0.1 and ours["apgd_ce"] < clean - 0.1
   assert ours["square_l2"] < clean - 0.1
+
+
+# FAB-T and AutoAttack's standard version, at the settings torchattacks' AutoAttack uses:
+# 10 iterations for APGD, APGD-T and FAB-T (torchattacks' defaults; AutoAttack's own code uses
+# 100), 9 targets, Square 5,000 queries. 300 images keep torchattacks' FAB on this CPU to
+# minutes.
+_N_AA = 300
+_AA_STEPS = 10
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_t_and_the_standard_suite_agree_with_torchattacks(model, norm):
+  f, x, y, net, xt, yt, clean = _setup(model, _N_AA)
+  eps = _EPS if norm == "linf" else _EPS_L2
+  tnorm = {"linf": "Linf", "l2": "L2"}[norm]
+  key = jax.random.key(0)
+  t0 = time.perf_counter()
+  ours = {
+      "fab_t": float(np.mean(np.asarray(attacks.fab_robust(
+          key, f, x, y, eps=eps, norm=norm, num_steps=_AA_STEPS, targeted=True,
+          num_targets=9)[1]))),
+      "suite": float(attacks.robust_accuracy_suite(
+          key, f, x, y, eps=eps, norm=norm, num_steps=_AA_STEPS, num_targets=9,
+          num_queries=5000)["robust"]),
+  }
+  t1 = time.perf_counter()
+  theirs = {
+      "fab_t": _torch_robust(net, torchattacks.FAB(
+          net, norm=tnorm, eps=eps, steps=_AA_STEPS, multi_targeted=True, n_classes=10,
+          seed=0), xt, yt, eps, norm),
+      "suite": _torch_robust(net, torchattacks.AutoAttack(
+          net, norm=tnorm, eps=eps, version="standard", n_classes=10, seed=0), xt, yt, eps,
+          norm),
+  }
+  t2 = time.perf_counter()
+  print(f"{norm}: clean {clean:.3f} ours {ours} ({t1 - t0:.1f} s) torchattacks {theirs} "
+        f"({t2 - t1:.1f} s)")
+  for k in ours:
+    assert abs(ours[k] - theirs[k]) <= 0.02, (k, ours[k], theirs[k])
+  assert ours["fab_t"] < clean - 0.1  # FAB-T bites, else agreeing proves little
