@@ -40,14 +40,14 @@ def _masked(bound, x, y, *, eps, batch, num_steps, num_targets, num_queries, key
   import numpy as np
 
   from drojax import attacks
-  from drojax import evaluate as ev
+  from drojax.evaluate import batching
 
   logits_fn = functools.partial(bound.apply_fn, bound.variables)
   n = x.shape[0]
   counts = {a: 0 for a in attacks.SUITE_ATTACKS}
-  for b, (s, t) in enumerate(ev._batches(n, batch)):
-    xb = ev._padded(ev._to_float(x[s:t]), batch)
-    yb = ev._padded(y[s:t].astype(np.int32), batch)
+  for b, (s, t) in enumerate(batching.batches(n, batch)):
+    xb = batching.float_batch(x, s, t, batch)
+    yb = batching.padded(y[s:t].astype(np.int32), batch)
     r = attacks.robust_suite(jax.random.fold_in(key, b), logits_fn, xb, yb, eps=eps,
                              num_steps=num_steps, num_targets=num_targets,
                              num_queries=num_queries)

@@ -16,6 +16,7 @@ _SUBMODULES = (
     "checkpoint",
     "corruptions",
     "data",
+    "distributed",
     "evaluate",
     "groups",
     "loop",

@@ -231,3 +231,57 @@ def check_scalar_range(name: str, value: Any, *, low: float, high: float = math.
   if bad:
     raise ValueError(f"{name} must be {expected}, got {value}.")
 
+
+
+def check_static_int(name: str, value: Any, *, minimum: int) -> int:
+  """A Python or NumPy integer ``>= minimum`` as an ``int``, else a ValueError naming it.
+
+  For arguments that fix a shape or a loop length (static under ``jit``): ``bool`` and floats
+  such as ``3.0`` are refused, ``np.int64(3)`` is accepted, as everywhere in the library.
+
+  Args:
+    name: the argument's name as the user wrote it, e.g. ``"num_steps"``.
+    value: the value received.
+    minimum: the smallest allowed value.
+
+  Returns:
+    ``int(value)``.
+
+  Example:
+    >>> check_static_int("num_steps", np.int64(3), minimum=1)
+    3
+    >>> check_static_int("num_steps", 0, minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_steps must be an int >= 1; got 0.
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+  return int(value)
+
+
+def to_unit_float(name: str, images: Any) -> Any:
+  """uint8 images in 0..255 -> float32 in [0, 1]; floating images -> float32 unchanged.
+
+  A NumPy array stays a NumPy array (host-side batching), anything else becomes a JAX array.
+  Any other dtype is a TypeError naming the argument.
+
+  Args:
+    name: the argument's name, e.g. ``"batch['image']"``.
+    images: ``[..., H, W, C]`` uint8 or floating.
+
+  Returns:
+    float32 images of the same shape.
+
+  Example:
+    >>> to_unit_float("images", np.array([0, 51, 255], np.uint8)).tolist()
+    [0.0, 0.20000000298023224, 1.0]
+  """
+  xp = np if isinstance(images, np.ndarray) else jnp
+  images = xp.asarray(images)
+  if images.dtype == xp.uint8:
+    return images.astype(xp.float32) / xp.float32(255.0)
+  if not xp.issubdtype(images.dtype, xp.floating):
+    raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1]; got dtype "
+                    f"{images.dtype}.")
+  return images if images.dtype == xp.float32 else images.astype(xp.float32)

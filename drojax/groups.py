@@ -186,15 +186,18 @@ def vrex_penalty(risks: jax.Array, *, mask: jax.Array | None = None) -> jax.Arra
 
 
 def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  r"""Per example, :math:`\partial_w\, \mathrm{CE}(w z_i, y_i)` at :math:`w = 1`.
+  r"""Per example, :math:`\partial_w\, \mathrm{CE}(w z_i, t_i)` at :math:`w = 1`.
 
   The mean of these over an environment is the gradient of its risk with respect to IRMv1's
   dummy classifier; they are differentiable with respect to the logits (the IRM objective
-  differentiates their square). Closed form: :math:`p_i^\top z_i - t_i^\top z_i`.
+  differentiates their square). In closed form, :math:`p_i^\top z_i - t_i^\top z_i` with
+  :math:`p_i = \mathrm{softmax}(z_i)` and :math:`t_i` the one-hot label or the probability row
+  (``jax.grad`` with respect to a scalar ``w`` would, inside ``shard_map``, sum ``w``'s
+  cotangent over the devices, since ``w`` is the same on all of them).
 
   Args:
     logits: ``[B, K]`` float.
-    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities.
+    labels: ``[B]`` integer class ids or ``[B, K]`` float probabilities (rows summing to 1).
 
   Returns:
     ``[B]`` in the dtype of ``logits``.
@@ -203,11 +206,13 @@ def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
   logits = _check_float("logits", logits, rank=2)
   labels = jnp.asarray(labels)
-  one = jnp.ones((), logits.dtype)
-  if jnp.issubdtype(labels.dtype, jnp.integer) and _is_concrete(labels):
-    cross_entropy(logits, labels)  # the range check, on concrete labels, before vmap traces
-  return jax.vmap(jax.grad(lambda w, z, y: cross_entropy((w * z)[None], y[None])[0]),
-                  in_axes=(None, 0, 0))(one, logits, labels)
+  cross_entropy(logits, labels)  # label checks (shape, dtype, range when concrete)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    targets = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
+  else:
+    targets = labels.astype(logits.dtype)
+  p = jax.nn.softmax(logits, axis=-1)
+  return jnp.sum((p - targets) * logits, axis=-1)
 
 
 def irm_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -214,6 +214,10 @@ def _with_axis(model: nn.Module, axis_name: str) -> nn.Module:
   return model
 
 
+# Optional per-example ids the step passes on to the objective (ObjectiveContext).
+_GROUP_KEYS = ("group", "environment")
+
+
 def _check_batch(batch: Mapping[str, Any], num_devices: int, *, need_ids: bool) -> None:
   if not isinstance(batch, Mapping):
     raise TypeError(f"batch must be a dict with 'image', 'label', 'id', got {type(batch).__name__}")
@@ -228,7 +232,7 @@ def _check_batch(batch: Mapping[str, Any], num_devices: int, *, need_ids: bool) 
   if b % num_devices:
     raise ValueError(f"batch size {b} is not divisible by the number of devices {num_devices}: "
                      f"use a batch size that is a multiple of {num_devices}")
-  for k in ("label", "id"):
+  for k in ("label", "id") + _GROUP_KEYS:
     if k in batch and tuple(batch[k].shape) != (b,):
       raise ValueError(f"batch[{k!r}] must have shape ({b},), got {tuple(batch[k].shape)}")
 
@@ -257,7 +261,9 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
 
   Returns:
     ``train_step(state, batch)`` with ``batch = {"image": [B, H, W, C] uint8 (or float in
-    [0, 1]), "label": [B] int, "id": [B] int}``, ``B`` divisible by the mesh size. Metrics are
+    [0, 1]), "label": [B] int, "id": [B] int}`` (and optionally ``"group"``,
+    ``"environment"``: [B] int, passed to the objective in its context), ``B`` divisible by the
+    mesh size. Metrics are
     replicated scalars: ``loss`` (the objective), ``mean_loss``, ``accuracy`` (first view),
     ``grad_norm``, and the objective's own metrics.
 
@@ -292,7 +298,9 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     ids = batch["id"].astype(jnp.int32)
     views = method.augment(jax.random.fold_in(k_aug, device),
                            _methods.Batch(images, labels, ids), num_classes)
-    ctx = _objectives.ObjectiveContext(step=state.step, ids=ids, axis_name=AXIS)
+    ctx = _objectives.ObjectiveContext(
+        step=state.step, ids=ids, axis_name=AXIS,
+        **{f"{k}s": batch[k].astype(jnp.int32) for k in _GROUP_KEYS if k in batch})
 
     def objective(params):
       variables = {"params": params, "batch_stats": state.batch_stats}
@@ -345,7 +353,8 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
 
   def step_fn(state: TrainState, batch: Mapping[str, Any]):
     _check_batch(batch, num_devices, need_ids=True)
-    return sharded(state, {k: batch[k] for k in ("image", "label", "id")})
+    return sharded(state, {k: batch[k] for k in ("image", "label", "id") + _GROUP_KEYS
+                           if k in batch})
 
   jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else ())
   replicated = NamedSharding(mesh, P())

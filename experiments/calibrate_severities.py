@@ -188,15 +188,15 @@ def make_accuracy_fn(model, images: np.ndarray, labels: np.ndarray, name: str, *
                      key: jax.Array, batch_size: int = 256) -> Callable[[float], float]:
   """``s -> accuracy`` of ``model`` on ``images`` corrupted by ``name`` at continuous
   severity ``s`` (traced: one compilation per corruption), with a fixed key per batch."""
-  from drojax import evaluate as ev
+  from drojax.evaluate import batching, corruption
 
-  pred = ev._predictor(model)  # noqa: SLF001 - the evaluator's jitted argmax, shared
-  fn = ev.jit_corrupt_traced(name, table)
+  pred = batching.predictor(model)
+  fn = corruption.jit_corrupt_traced(name, table)
   x = _as_rgb_float(images)
   n = x.shape[0]
   bs = min(batch_size, n)
-  spans = ev._batches(n, bs)  # noqa: SLF001
-  batches = [ev._padded(x[s:e], bs) for s, e in spans]  # noqa: SLF001
+  spans = batching.batches(n, bs)
+  batches = [batching.padded(x[s:e], bs) for s, e in spans]
 
   def acc(s: float) -> float:
     correct = 0

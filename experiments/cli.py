@@ -19,6 +19,9 @@
 
   ``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
   (bugs) keep their traceback and exit 1.
+* ``--import=MODULE[,MODULE...]`` (every CLI): imports a user's modules before the flags are
+  read, so the methods they register (``drojax.methods.register``, with their own fields) are
+  valid ``--method`` values, checked, recorded and listed in ``--help`` like built-in ones.
 * ``enable_compilation_cache``: JAX's persistent compilation cache (CLIs may change
   ``jax.config``; the library never does).
 * ``prepare_workdir``: writes ``config.json``, or checks that a re-run uses the same config.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import ast
 import difflib
 import errno
+import importlib
 import json
 import logging
 import os
@@ -37,11 +41,13 @@ import traceback
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
+from absl import flags as _flags
 
+from drojax.specs import ConfigError, Spec
 from experiments.configs import common as _common
-from experiments.configs.fields import ConfigError, Spec
 
 PREFIX = "--config."
+IMPORT_FLAG = "--import"
 VERBOSE_FLAG = "--verbose"
 VERBOSE_ENV = "DROJAX_VERBOSE"
 # Config fields that CLIs set from their own flags: errors name the flag the user typed.
@@ -52,6 +58,11 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
 # Fields that may differ between runs in the same workdir (where data comes from, caches, and
 # evaluation-only settings do not change what is trained).
 RUN_ONLY_FIELDS = ("data_dir", "download", "compilation_cache_dir", "progress")
+
+
+_flags.DEFINE_list("import", [], "Modules to import first (comma-separated), e.g. a user's "
+                   "module that registers its own methods with drojax.methods.register: "
+                   "--import=my_methods makes --method=my_method valid.")
 
 
 class UsageError(Exception):
@@ -148,7 +159,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
                     check_applies: bool = True) -> ml_collections.ConfigDict:
   """Applies ``(dotted_field, text)`` overrides in place; unknown fields raise ``UsageError``.
 
-  Each value is parsed by the field's declared spec (``experiments.configs.common.FIELDS`` and
+  Each value is parsed by the field's declared spec (``experiments.configs.common.field_specs``,
   ``extra_fields``): numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``. With
   ``check_applies``, an override of a field that the config's method or set-up does not read is
   an error (``common.not_applying``); multi-method CLIs check that across methods instead.
@@ -195,6 +206,31 @@ def check_overrides_apply(configs: Sequence[ml_collections.ConfigDict],
     if configs and all(reasons):
       which = "" if len(configs) == 1 else " for any of the methods"
       raise UsageError(f"{PREFIX}{dotted} has no effect{which}: {reasons[0]}; drop it")
+
+
+def import_modules(argv: Sequence[str]) -> list[str]:
+  """Imports every module named by ``--import=A,B`` (or ``--import A``) in ``argv``.
+
+  A module that is not found is a ``UsageError`` naming it; an error raised while the module
+  runs is its own (a bug in it keeps its traceback).
+  """
+  names = []
+  for i, arg in enumerate(argv):
+    if arg.startswith(IMPORT_FLAG + "="):
+      names += arg[len(IMPORT_FLAG) + 1:].split(",")
+    elif arg == IMPORT_FLAG and i + 1 < len(argv):
+      names += argv[i + 1].split(",")
+  names = [n.strip() for n in names if n.strip()]
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except ModuleNotFoundError as e:
+      if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+        raise  # the module itself imports something missing
+      raise UsageError(f"{IMPORT_FLAG}: no module named {e.name!r} (a module on PYTHONPATH or "
+                       "in the current directory, e.g. --import=my_methods for my_methods.py)"
+                       ) from None
+  return names
 
 
 def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
@@ -380,6 +416,12 @@ def maybe_initialize_distributed(environ: Any = None, *,
                                               ("DROJAX_PROCESS_ID", "process_id", 0))
             if (value := _env_int(env, name, low)) is not None}
   timeout = _env_int(env, "DROJAX_DISTRIBUTED_TIMEOUT", 1) or DISTRIBUTED_TIMEOUT_S
+  from drojax import distributed
+
+  if environ is None and not env.get(distributed.SUPERVISOR_ENV):
+    # This process supervises the one that joins: see drojax.distributed.supervise.
+    sys.exit(distributed.supervise([sys.executable, *sys.orig_argv[1:]], prog=prog))
+  distributed.divert_runtime_log()
   import threading
 
   import jax
@@ -406,7 +448,9 @@ def maybe_initialize_distributed(environ: Any = None, *,
   timer.daemon = True
   timer.start()
   try:
-    jax.distributed.initialize(initialization_timeout=timeout + 60, **kwargs)
+    jax.distributed.initialize(initialization_timeout=timeout + 60,
+                               heartbeat_timeout_seconds=distributed.HEARTBEAT_TIMEOUT_S,
+                               **kwargs)
   except (ValueError, TypeError, RuntimeError) as e:
     timer.cancel()
     if "JAX_COORDINATOR_ADDRESS" not in env and "coordinator_address" in str(e):
@@ -437,6 +481,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   """
   from absl import flags
 
+  from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
 
   argv = list(sys.argv if argv is None else argv)
@@ -449,11 +494,14 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   def fail(message: str, status: int) -> None:
     if verbose:
       traceback.print_exc()
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    message = ' '.join(str(message).split())
+    distributed.leave(status, message)  # a process of a multi-process run: its supervisor says it
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
   try:
     rest, overrides = split_config_overrides(argv)
+    import_modules(rest)  # before the flags: --help and --method see the users' methods
     try:
       flags.FLAGS.unparse_flags()  # a second run in one process (tests) starts from defaults
       leftovers = flags.FLAGS(rest)
@@ -477,7 +525,11 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   except Exception as e:  # noqa: BLE001  (re-raised below unless it is an anticipated OSError)
     os_error = _os_error_in_chain(e)
     if os_error is None:
-      raise  # a bug: keep the traceback
+      # In a multi-process run, first give JAX's runtime the time to tell a dead peer (then
+      # that is what is reported); otherwise a bug: keep the traceback.
+      distributed.await_peer_failure()
+      distributed.print_traceback_and_leave()
+      raise
     if os_error.errno not in _OS_ERRORS:  # a network error: data that cannot be reached
       fail(f"network error while fetching data ({type(os_error).__name__}: {os_error}); check "
            "the connection or supply the data locally with --data_dir", 1)

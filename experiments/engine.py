@@ -25,7 +25,7 @@ class Trained:
 def method_config(config: ml_collections.ConfigDict):
   from drojax.methods import MethodConfig
 
-  return MethodConfig(**config.method_config.to_dict())
+  return MethodConfig.from_dict(config.method_config.to_dict())
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -244,16 +244,17 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
     loader = _published_loader(config, data_dir) if corruptions == "published" else None
   groups = test_ds.groups if config.eval.groups else None
   train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
-  return ev.evaluate(
-      bound, test_ds.images, test_ds.labels, corruptions=corruptions, table=_table(config),
-      corruption_names=names_arg, severities=tuple(config.eval.severities),
-      published_loader=loader, adv_eps=tuple(config.eval.adv_eps),
-      adv_steps=config.eval.pgd_steps, adv_restarts=config.eval.pgd_restarts,
-      adv_attack=config.eval.get("attack", "pgd"), adv_norm=config.eval.get("norm", "linf"),
-      adv_apgd_steps=config.eval.get("apgd_steps", 100),
-      adv_square_queries=config.eval.get("square_queries", 5000), groups=groups,
-      train_groups=train_groups, batch_size=config.eval.batch_size, progress=config.progress,
-      frost_dir=config.eval.get("frost_dir") or None)
+  attack = config.eval.get("attack", "pgd")
+  eval_config = ev.EvalConfig(
+      corruptions=corruptions, table=_table(config), corruption_names=names_arg,
+      severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
+      norm=config.eval.get("norm", "linf"),
+      num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
+      batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
+  return ev.evaluate(bound, test_ds.images, test_ds.labels, config=eval_config, groups=groups,
+                     train_groups=train_groups, published_loader=loader,
+                     progress=config.progress)
 
 
 def write(workdir: str, results: dict[str, Any]) -> dict[str, str]:

@@ -22,7 +22,7 @@ import ml_collections
 from experiments import cli
 from experiments import summary
 from experiments.configs import common
-from experiments.configs.fields import ConfigError
+from drojax.specs import ConfigError
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
 
@@ -129,6 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
       config.download = True
     if compilation_cache_dir is not None:
       config.compilation_cache_dir = compilation_cache_dir
+  if jax.process_count() > 1:  # first: a device count that differs would mislead validate
+    agree(config, workdir)
   validate(config, num_devices=jax.device_count())
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
@@ -156,7 +158,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
   trained = engine.train(config, workdir, train_ds, mesh=train_lib.make_mesh())
   if jax.process_count() > 1:
     # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-    # the others wait for its results.json: evaluate.py's jitted functions never see a
+    # the others wait for its results.json: drojax.evaluate's jitted functions never see a
     # cross-process array, so nothing there needs to know about several processes.
     trained = engine.local_copy(trained)
     if main:
@@ -169,6 +171,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, data_dir: str | None
     return results if main else read_results(workdir)
   return _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,
                              extra_evaluation)
+
+
+def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The processes of a multi-process run agree on the config (all but ``cli.RUN_ONLY_FIELDS``,
+  which may differ per host), the workdir and their device counts (``drojax.distributed.agree``);
+  a disagreement is a ``cli.UsageError`` naming what differs, raised on every process."""
+  from drojax import distributed
+
+  shared = {k: v for k, v in cli.config_to_dict(config).items() if k not in cli.RUN_ONLY_FIELDS}
+  try:
+    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+  except distributed.Disagreement as e:
+    raise cli.UsageError(str(e)) from None
 
 
 def _evaluate_and_write(config, workdir, trained, train_ds, test_ds, data_dir,

@@ -95,7 +95,7 @@ CASES = [
     ("warmup_not_below_epochs", ["--config.num_epochs=3", "--config.warmup_epochs=3"], 2,
      "--config.warmup_epochs: must be < num_epochs (3), got 3 epochs", None),
     ("eps_min_above_eps_max", ["--method=var_dro", "--config.method_config.var_dro_eps_min=2"],
-     2, "var_dro_eps_min: must be <= method_config.var_dro_eps_max", None),
+     2, "method_config.var_dro_eps_min: must be <= var_dro_eps_max (1), got 2", None),
     ("lr_min_above_lr", ["--config.lr_min=1"], 2, "--config.lr_min: must be <= learning_rate",
      None),
     ("none_with_names", ["--config.eval.corruption_names=none,fog"], 2,

@@ -268,9 +268,9 @@ def test_new_eps_does_not_recompile(linear_problem):
   f = _linear_fn(w, b)
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
   attacks.pgd(jax.random.key(0), f, x, y, eps=0.1, step_size=0.01, num_steps=2)
-  size = attacks._pgd_impl._cache_size()
+  size = attacks.projected._pgd_impl._cache_size()
   attacks.pgd(jax.random.key(1), f, x, y, eps=0.2, step_size=0.03, num_steps=2)
-  assert attacks._pgd_impl._cache_size() == size
+  assert attacks.projected._pgd_impl._cache_size() == size
 
 
 # ---------------------------------------------------------------------------- bad input

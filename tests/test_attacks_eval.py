@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drojax import evaluate as ev
+from drojax.evaluate import adversarial
 from experiments import reporting
 from tests.test_attacks_auto import _EPS_INF, _closed_form_linf, _linear, _points
 
@@ -21,8 +22,9 @@ def suite_results():
   worst, _ = _closed_form_linf(x, y, _EPS_INF)
   robust = np.where(y == 0, worst > 0, worst <= 0)
   # 40 images in batches of 16: the last batch has 8 padding rows.
-  r = ev.evaluate(_linear, x, y, corruptions=None, adv_eps=[0.0, _EPS_INF], adv_attack="suite",
-                  adv_apgd_steps=20, adv_square_queries=300, batch_size=16, progress=False)
+  config = ev.EvalConfig(corruptions=None, eps=[0.0, _EPS_INF], attack="suite", num_steps=20,
+                         num_queries=300, batch_size=16)
+  r = ev.evaluate(_linear, x, y, config=config, progress=False)
   return r, robust
 
 
@@ -72,7 +74,7 @@ def test_per_attack_columns_in_results_and_comparison(suite_results, tmp_path):
 @given(n=st.integers(0, 300), batch_size=st.integers(1, 64), seed=st.integers(0, 2**16))
 def test_survivor_batches_cover_each_row_once_in_few_shapes(n, batch_size, seed):
   rows = np.sort(np.random.default_rng(seed).choice(1000, size=n, replace=False))
-  batches = ev._survivor_batches(rows, batch_size)
+  batches = adversarial.survivor_batches(rows, batch_size)
   allowed = {-(-batch_size // d) for d in (8, 4, 2, 1)}
   assert len(batches) == -(-n // batch_size)
   np.testing.assert_array_equal(np.concatenate([c for c, _ in batches] + [rows[:0]]), rows)
@@ -92,17 +94,17 @@ def test_each_attack_of_the_suite_sees_only_the_survivors(monkeypatch):
   robust = int(np.sum(np.where(y == 0, worst > 0, worst <= 0)))
   assert 0 < robust < 40
   calls = []
-  real = ev._jit_attack_stage
+  real = adversarial._jit_attack_stage
 
-  def counting(apply_fn, model_fn, stage, *args):
-    fn = real(apply_fn, model_fn, stage, *args)
+  def counting(apply_fn, stage, *args):
+    fn = real(apply_fn, stage, *args)
 
     def wrapped(variables, key, xb, yb, eps, n_valid):
       calls.append((float(eps), stage, int(n_valid), xb.shape[0]))
       return fn(variables, key, xb, yb, eps, n_valid)
     return wrapped
 
-  monkeypatch.setattr(ev, "_jit_attack_stage", counting)
+  monkeypatch.setattr(adversarial, "_jit_attack_stage", counting)
   out = ev.auto_attack_accuracy(_linear, x, y, eps=[0.0, _EPS_INF], num_steps=20,
                                 num_targets=3, num_queries=100, batch_size=16, progress=False)
   for a in ("apgd_ce", "apgd_t", "fab_t", "square"):

@@ -15,7 +15,7 @@ from drojax._checks import check_unit_range
 from drojax.data import DataError, arrays, registry
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import common
-from experiments.configs.fields import ConfigError, Real, Tuple
+from drojax.specs import ConfigError, Real, Tuple
 
 _KEY = jax.random.key(0)
 _F = lambda z: jnp.stack([z.mean((1, 2, 3)), -z.mean((1, 2, 3))], -1)  # noqa: E731
@@ -131,7 +131,7 @@ CASES = [
      "optimizer: unknown value 'adamw'; expected one of sgd, adam. Did you mean 'adam'?"),
     ("config_eps_order", lambda: common.validate(_config(
         "var_dro", method_config__var_dro_eps_min=2.0)), ConfigError,
-     "var_dro_eps_min: must be <= method_config.var_dro_eps_max"),
+     "method_config.var_dro_eps_min: must be <= var_dro_eps_max (1), got 2"),
     ("config_warmup_epochs", lambda: common.validate(_config(num_epochs=3, warmup_epochs=5)),
      ConfigError,
      "warmup_epochs: must be < num_epochs (3), got 5 epochs"),

@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 
 from experiments import cli, pareto, runner
-from experiments.configs import common, fields
+from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import fashion_mnist_pgd as fm_config
 from experiments.configs import waterbirds as wb_config
@@ -158,21 +158,18 @@ def test_every_preset_of_every_method_validates(make):
     runner.validate(c, num_devices=1)
     # And every field of it has a declared check (a new field must come with one).
     module = runner._config_module(c)
-    specs = {**common.FIELDS, **module.EXTRA_FIELDS}
-    assert set(fields.flatten(c)) <= set(specs), set(fields.flatten(c)) - set(specs)
+    specs = common.field_specs(module.EXTRA_FIELDS)
+    assert set(common.flatten(c)) <= set(specs), set(common.flatten(c)) - set(specs)
 
 
 def test_every_method_config_field_has_a_spec_and_a_method_that_reads_it():
-  import dataclasses
+  from drojax import methods
 
-  from drojax.methods import MethodConfig, method_names
-
-  names = {f.name for f in dataclasses.fields(MethodConfig)}
-  assert {f"method_config.{n}" for n in names} <= set(common.METHOD_FIELDS)
+  names = set(methods.field_defaults())
+  assert {f"method_config.{n}" for n in names} <= set(common.field_specs())
   read = set()
-  for method in method_names():
-    got = common.method_fields_read(method)
-    assert got is not None, f"no field map for method {method!r}"
+  for method in methods.method_names():
+    got = methods.fields_read(method)
     assert set(got) <= names, set(got) - names
     read |= set(got)
   assert names - read == set(), f"fields no method reads: {names - read}"

@@ -188,17 +188,19 @@ def test_evaluate_records_frost_textures(tmp_path):
   _write(tmp_path / "frost1.png", np.full((200, 200, 3), 255, np.uint8))
   f = lambda x: jnp.stack([0.5 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 0.5], -1)
   x = np.zeros((4, 32, 32, 3), np.uint8)  # black: class 0; white frost at 0.45 keeps class 0
-  kw = dict(corruption_names=["frost"], severities=[5], progress=False, batch_size=4)
-  r = ev.evaluate(f, x, np.zeros(4, int), frost_dir=str(tmp_path), **kw)
+  kw = dict(corruption_names=["frost"], severities=[5], batch_size=4)
+  r = ev.evaluate(f, x, np.zeros(4, int), config=ev.EvalConfig(frost_dir=str(tmp_path), **kw),
+                  progress=False)
   assert r["frost_textures"] == {"dir": str(tmp_path), "files": ["frost1.png"], "scale": 0.2}
   assert r["corruption_accuracy"] == {"frost": {"5": 1.0}}
   kw["corruption_names"] = ["contrast"]
-  assert ev.evaluate(f, x, np.zeros(4, int), **kw)["frost_textures"] == "procedural"
+  assert ev.evaluate(f, x, np.zeros(4, int), config=ev.EvalConfig(**kw),
+                     progress=False)["frost_textures"] == "procedural"
   with pytest.raises(ValueError, match="at least as large as the images"):
-    ev.evaluate(f, np.zeros((2, 48, 48, 3), np.uint8), np.zeros(2, int), frost_dir=str(tmp_path),
-                **kw)
+    ev.evaluate(f, np.zeros((2, 48, 48, 3), np.uint8), np.zeros(2, int),
+                config=ev.EvalConfig(frost_dir=str(tmp_path), **kw), progress=False)
   with pytest.raises(ValueError, match="frost_dir applies to generated"):
-    ev.evaluate(f, x, np.zeros(4, int), corruptions=None, frost_dir=str(tmp_path), **kw)
+    ev.EvalConfig(corruptions=None, frost_dir=str(tmp_path), **kw)
 
 
 def _fidelity_module():

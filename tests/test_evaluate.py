@@ -171,10 +171,10 @@ def test_group_accuracy_matches_numpy():
 def test_evaluate_schema_and_groups(problem):
   w, b, images, labels = problem
   groups = np.arange(10) % 2
-  res = evaluate.evaluate(_models(w, b)["bound"], images, labels,
-                          corruption_names=["contrast", "saturate"], severities=[2],
-                          adv_eps=[0.0, 2 / 255], adv_steps=2, groups=groups,
-                          batch_size=4, progress=False)
+  config = evaluate.EvalConfig(corruption_names=["contrast", "saturate"], severities=[2],
+                               eps=[0.0, 2 / 255], num_steps=2, batch_size=4)
+  res = evaluate.evaluate(_models(w, b)["bound"], images, labels, config=config, groups=groups,
+                          progress=False)
   clean = np.mean(_np_predict(w, b, images / 255.0) == labels)
   assert res["clean_accuracy"] == pytest.approx(clean)
   assert set(res["corruption_accuracy"]) == {"contrast", "saturate"}
@@ -211,9 +211,28 @@ def test_bad_arrays(problem):
   with pytest.raises(ValueError, match="eps"):
     evaluate.adversarial_accuracy(m, images, labels, eps=[-1.0], progress=False)
   with pytest.raises(ValueError, match="published_loader"):
-    evaluate.evaluate(m, images, labels, corruptions="published", progress=False)
+    evaluate.evaluate(m, images, labels, config=evaluate.EvalConfig(corruptions="published"),
+                      progress=False)
   with pytest.raises(ValueError, match="groups"):
     evaluate.group_accuracy(np.zeros(3), np.zeros(3), np.zeros(2, int))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(attack="fgsm"), "EvalConfig.attack must be one of"),
+    (dict(corruptions="refined"), "EvalConfig.corruptions must be one of"),
+    (dict(corruptions=None, frost_dir="/tmp"), "frost_dir applies to generated"),
+])
+def test_bad_eval_config(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    evaluate.EvalConfig(**kwargs)
+
+
+def test_evaluate_refuses_the_old_keywords_naming_the_config_field(problem):
+  w, b, images, labels = problem
+  with pytest.raises(TypeError, match=r"'adv_steps'; it is now EvalConfig\(num_steps=...\)"):
+    evaluate.evaluate(_models(w, b)["bound"], images, labels, adv_steps=2, progress=False)
+  with pytest.raises(TypeError, match="must be an EvalConfig"):
+    evaluate.evaluate(_models(w, b)["bound"], images, labels, config={"eps": ()}, progress=False)
 
 
 @pytest.mark.parametrize("module_name", ["drojax.attacks", "drojax.evaluate"])

@@ -2,6 +2,7 @@
 gradient against NumPy references on a linear softmax model (closed-form input gradients)."""
 
 import math
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from drojax import methods, objectives, weighting
+from drojax import methods, objectives, specs, weighting
 
 B, K, H, W, C = 8, 3, 2, 2, 1
 D = H * W * C
@@ -88,12 +89,83 @@ def test_method_config_defaults_and_adversarial_fields_are_checked():
   assert c.penalty_mode == "forward_over_reverse" and c.q == 1.0
   assert (c.adv_eps, c.adv_steps, c.adv_step_size) == (8 / 255, 10, 2 / 255)
   assert c.trades_beta == 6.0 and c.mart_beta == 6.0
-  for name, field, value in (("pgd_at", "adv_eps", -0.1), ("pgd_at", "adv_steps", 0),
-                             ("trades", "trades_beta", -1.0), ("mart", "mart_beta", -0.5)):
-    with pytest.raises(ValueError, match=f"{field} must be"):
-      methods.get_method(name, methods.MethodConfig(**{field: value}))
-  with pytest.raises(ValueError, match="penalty_subsample must be 1.0 with 'dro_noisymix'"):
+  # A config field's bad value is refused by the field's spec, naming the field; ...
+  for field, value in (("adv_eps", -0.1), ("adv_steps", 0), ("trades_beta", -1.0),
+                       ("mart_beta", -0.5), ("kl_temperature", 0.0), ("cvar_alpha", 0.0),
+                       ("var_dro_ema", 0.0), ("augmix_depth", 0), ("penalty_mode", "approx")):
+    with pytest.raises(methods.ConfigError, match=f"^{field}: (unknown value .*; )?expected"):
+      methods.MethodConfig(**{field: value})
+  # ... an objective's own check names its own argument, not a config field.
+  for build, match in ((lambda: objectives.kl_dro(temperature=0.0), "^temperature must be"),
+                       (lambda: objectives.cvar(alpha=0.0), "^alpha must be"),
+                       (lambda: objectives.pgd_at(eps=-0.1), "^eps must be"),
+                       (lambda: objectives.pgd_at(steps=0), "^steps must be"),
+                       (lambda: objectives.trades(beta=-1.0), "^beta must be"),
+                       (lambda: objectives.var_dro(eps_min=2.0, eps_max=1.0),
+                        r"^eps_max \(1.0\) must be >= eps_min")):
+    with pytest.raises(ValueError, match=match):
+      build()
+  # The method layer's rules between fields, naming the field.
+  with pytest.raises(methods.ConfigError,
+                     match="penalty_subsample: must be 1.0 with 'dro_noisymix'"):
     methods.get_method("dro_noisymix", methods.MethodConfig(penalty_subsample=0.5))
+  assert methods.pinned("dro_noisymix") == {"penalty_subsample": (1.0, mock.ANY)}
+  assert methods.pinned("dro_augmix") == {}
+  with pytest.raises(methods.ConfigError, match="var_dro_eps_min: must be <= var_dro_eps_max"):
+    methods.get_method("var_dro_mixup", methods.MethodConfig(var_dro_eps_min=2.0))
+
+
+def test_each_method_declares_the_fields_it_reads():
+  assert methods.fields_read("erm") == ("label_smoothing",)
+  assert set(methods.fields_read("dro_mixup")) == {
+      "label_smoothing", "mixup_alpha", "rho", "q", "norm", "penalty_mode", "penalty_subsample"}
+  assert "rho" not in methods.fields_read("var_dro")
+  with pytest.raises(ValueError, match="Did you mean 'var_dro'"):
+    methods.fields_read("var_drro")
+
+
+def test_a_registered_method_brings_its_own_typed_fields():
+  seen = []
+
+  def factory(c):
+    seen.append((c.focal_gamma, c.focal_mode, c.label_smoothing))
+    return methods.build_method("focal_t", "plain", "erm", c)
+
+  methods.register("focal_t", factory, reads=("label_smoothing",),
+                   fields={"focal_gamma": (2.0, specs.Real(lo=0.0)), "focal_mode": "soft"})
+  try:
+    assert methods.fields_read("focal_t") == ("label_smoothing", "focal_gamma", "focal_mode")
+    assert methods.field_defaults()["focal_gamma"] == 2.0
+    assert methods.MethodConfig().focal_gamma == 2.0  # the default when unset
+    c = methods.MethodConfig.from_dict({"focal_gamma": 0.5, "rho": 0.3})
+    assert (c.focal_gamma, c.rho, c.to_dict()["focal_mode"]) == (0.5, 0.3, "soft")
+    methods.get_method("focal_t", c)
+    assert seen == [(0.5, "soft", 0.0)]
+    with pytest.raises(methods.ConfigError, match=r"^focal_gamma: expected a finite number >= 0"):
+      methods.MethodConfig(extra={"focal_gamma": -1.0})
+    with pytest.raises(methods.ConfigError, match=r"^focal_mode: expected a string, got 3"):
+      methods.MethodConfig(extra={"focal_mode": 3})
+    with pytest.raises(methods.ConfigError, match="Did you mean 'focal_gamma'"):
+      methods.MethodConfig(extra={"focal_gama": 1.0})
+    with pytest.raises(AttributeError, match="Did you mean 'focal_gamma'"):
+      _ = c.focal_gama
+    # A second method may share a field only as declared; a built-in cannot be redeclared.
+    with pytest.raises(ValueError, match="already registered with default/spec"):
+      methods.register("focal_u", factory, fields={"focal_gamma": 3.0})
+    with pytest.raises(ValueError, match="built-in MethodConfig field: list it in reads="):
+      methods.register("focal_u", factory, fields={"rho": 3.0})
+    with pytest.raises(ValueError, match="reads must list built-in MethodConfig fields"):
+      methods.register("focal_u", factory, reads=("rh0",))
+    with pytest.raises(ValueError, match="refused by its own spec"):
+      methods.register("focal_u", factory, fields={"focal_beta": (-1.0, specs.Real(lo=0.0))})
+    with pytest.raises(TypeError, match="default must be a bool, int, float or str"):
+      methods.register("focal_u", factory, fields={"focal_beta": [1]})
+    assert "focal_u" not in methods.method_names() and "focal_beta" not in methods.field_specs()
+  finally:
+    methods.unregister("focal_t")
+  assert "focal_gamma" not in methods.field_specs()
+  with pytest.raises(AttributeError):
+    _ = methods.MethodConfig().focal_gamma
 
 
 def test_plain_views_and_smoothed_targets():
@@ -253,3 +325,11 @@ def test_objectives_over_a_split_batch_equal_the_whole_batch(name):
   out = jax.vmap(shard, axis_name="data")(split(images), split(targets),
                                           split(np.arange(B, dtype=np.int32)))
   np.testing.assert_allclose(out, np.full(4, whole), rtol=1e-5)
+
+
+@pytest.mark.parametrize("module", [methods, specs])
+def test_doctests(module):
+  import doctest
+
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+  assert result.failed == 0 and (module is specs or result.attempted > 0)

@@ -12,19 +12,20 @@ Modules: :mod:`~drojax.attacks.projected` (FGSM, PGD and the shared checks/proje
 
 from drojax.attacks.auto import (LOSSES, apgd, apgd_robust, apgd_targeted, apgd_targeted_robust,
                                  apgd_trace, checkpoints, dlr_loss, dlr_targeted_loss)
-from drojax.attacks.fab_attack import FAB_NORMS, check_fab_options, fab, fab_robust, project_hyperplane_box
-from drojax.attacks.projected import (NORMS, _check_inputs, _check_number, check_pgd_options,
-                                      _pgd_impl, default_unroll, fgsm, per_example_loss, pgd,
-                                      pgd_robust, robust_accuracy)
+from drojax.attacks.fab_attack import (FAB_NORMS, check_fab_options, fab, fab_robust,
+                                       project_hyperplane_box)
+from drojax.attacks.projected import (NORMS, check_pgd_options, count_classes, default_unroll,
+                                      fgsm, per_example_loss, pgd, pgd_robust, robust_accuracy)
 from drojax.attacks.square_attack import SQUARE_NORMS, margin, p_schedule, square, square_robust
-from drojax.attacks.suite import (SUITE_ATTACKS, check_suite_options, robust_accuracy_suite,
-                                  robust_suite)
+from drojax.attacks.suite import (SUITE_ATTACKS, attack_stage, check_suite_options,
+                                  robust_accuracy_suite, robust_suite)
 
 __all__ = [
     "NORMS", "LOSSES", "SQUARE_NORMS", "SUITE_ATTACKS", "default_unroll", "per_example_loss",
     "fgsm", "pgd", "pgd_robust", "robust_accuracy", "checkpoints", "dlr_loss",
     "dlr_targeted_loss", "apgd", "apgd_robust", "apgd_targeted", "apgd_targeted_robust",
     "apgd_trace", "margin", "p_schedule", "square", "square_robust", "check_suite_options",
-    "robust_suite", "robust_accuracy_suite", "check_pgd_options", "FAB_NORMS", "fab",
-    "fab_robust", "check_fab_options", "project_hyperplane_box",
+    "robust_suite", "robust_accuracy_suite", "check_pgd_options", "count_classes",
+    "attack_stage", "FAB_NORMS", "fab", "fab_robust", "check_fab_options",
+    "project_hyperplane_box",
 ]

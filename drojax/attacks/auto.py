@@ -47,8 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_static_int
 from drojax.attacks.projected import (NORMS, LogitsFn, _TINY, _check_inputs, _check_number,
-                                      _l2_norm, _project)
+                                      _l2_norm, _project, count_classes)
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75
@@ -290,25 +291,16 @@ def _apgd_impl(key, logits_fn, x, y, eps, active, *, norm, num_steps, loss, rest
                     loss=loss, restarts=restarts, num_targets=num_targets)
 
 
-def _check_int(value, name, minimum):
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
-
-
 def _check_apgd(name, logits_fn, x, y, eps, norm, num_steps, restarts):
   _check_inputs(x, y, name)
   _check_number(eps, "eps")
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
-  _check_int(num_steps, "num_steps", 1)
-  _check_int(restarts, "restarts", 1)
+  check_static_int("num_steps", num_steps, minimum=1)
+  check_static_int("restarts", restarts, minimum=1)
   if not callable(logits_fn):
     raise TypeError(f"{name}: logits_fn must be callable x -> logits; got "
                     f"{type(logits_fn).__name__}.")
-
-
-def _num_classes(logits_fn, x):
-  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
 
 
 def apgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
@@ -343,9 +335,9 @@ def apgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array,
   _check_apgd("apgd", logits_fn, x, y, eps, norm, num_steps, restarts)
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
-  if loss == "dlr" and _num_classes(logits_fn, x) < 3:
+  if loss == "dlr" and count_classes(logits_fn, x) < 3:
     raise ValueError(f"loss='dlr' needs at least 3 classes; logits_fn returns "
-                     f"{_num_classes(logits_fn, x)}. Use loss='ce'.")
+                     f"{count_classes(logits_fn, x)}. Use loss='ce'.")
   return _apgd_impl(key, logits_fn, x, y, eps, jnp.ones(x.shape[0], bool), norm=norm,
                     num_steps=num_steps, loss=loss, restarts=restarts, num_targets=0)
 
@@ -377,11 +369,11 @@ def apgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
 
 
 def _check_targets(logits_fn, x, num_targets):
-  k = _num_classes(logits_fn, x)
+  k = count_classes(logits_fn, x)
   if k < 4:
     raise ValueError(f"apgd_targeted needs at least 4 classes (the targeted DLR loss uses the "
                      f"4th largest logit); logits_fn returns {k}. Use apgd(..., loss='ce').")
-  _check_int(num_targets, "num_targets", 1)
+  check_static_int("num_targets", num_targets, minimum=1)
   if num_targets > k - 1:
     raise ValueError(f"num_targets must be <= K - 1 = {k - 1} (the non-true classes); got "
                      f"{num_targets}.")

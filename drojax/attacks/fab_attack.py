@@ -46,8 +46,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_static_int
 from drojax.attacks import auto
-from drojax.attacks.projected import LogitsFn, _TINY, _check_inputs, _check_number
+from drojax.attacks.projected import LogitsFn, _TINY, _check_inputs, _check_number, count_classes
 
 FAB_NORMS = ("linf", "l2", "l1")
 _DIST_TINY = 1e-12  # added to the dual norm when ranking the boundaries (as the reference)
@@ -306,12 +307,12 @@ def check_fab_options(*, eps, norm, num_steps, targeted, num_targets, restarts, 
     _check_number(eps, "eps")
   if norm not in FAB_NORMS:
     raise ValueError(f"norm must be one of {FAB_NORMS}; got {norm!r}.")
-  auto._check_int(num_steps, "num_steps", 1)
-  auto._check_int(restarts, "restarts", 1)
+  check_static_int("num_steps", num_steps, minimum=1)
+  check_static_int("restarts", restarts, minimum=1)
   if not isinstance(targeted, bool):
     raise TypeError(f"targeted must be a bool; got {targeted!r}.")
   if targeted:
-    auto._check_int(num_targets, "num_targets", 1)
+    check_static_int("num_targets", num_targets, minimum=1)
   for name, value, lo, hi in (("alpha_max", alpha_max, 0.0, 1.0), ("beta", beta, 0.0, 1.0)):
     if isinstance(value, jax.core.Tracer):
       continue
@@ -383,7 +384,7 @@ def fab_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, 
                     f"{type(logits_fn).__name__}.")
   check_fab_options(eps=eps, norm=norm, num_steps=num_steps, targeted=targeted,
                     num_targets=num_targets, restarts=restarts, alpha_max=alpha_max, eta=eta,
-                    beta=beta, num_classes=auto._num_classes(logits_fn, x))
+                    beta=beta, num_classes=count_classes(logits_fn, x))
   x_adv, robust, _ = _fab_impl(key, logits_fn, x, y, eps, jnp.float32(alpha_max),
                                jnp.float32(eta), jnp.float32(beta), norm=norm,
                                num_steps=num_steps, targeted=targeted,

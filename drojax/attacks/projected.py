@@ -106,6 +106,26 @@ def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
     raise ValueError(f"restarts must be an int >= 1; got {restarts!r}.")
 
 
+def count_classes(logits_fn: LogitsFn, x: jax.Array) -> int:
+  """The number of classes ``K`` that ``logits_fn`` returns for inputs shaped like ``x``.
+
+  Nothing is computed: the shape comes from :func:`jax.eval_shape`.
+
+  Args:
+    logits_fn: ``x [B, H, W, C] -> logits [B, K]``.
+    x: an array (or ``jax.ShapeDtypeStruct``) of the input's shape and dtype.
+
+  Returns:
+    ``K``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> count_classes(lambda z: jnp.zeros((z.shape[0], 7)), jnp.zeros((2, 4, 4, 3)))
+    7
+  """
+  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+
+
 def default_unroll(backend: str | None = None) -> bool:
   """Whether PGD unrolls its step loop by default on ``backend``.
 
@@ -399,5 +419,5 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   return jnp.mean(robust.astype(jnp.float32))
 
 
-__all__ = ["NORMS", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
+__all__ = ["NORMS", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
            "robust_accuracy"]

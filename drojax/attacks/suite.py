@@ -24,21 +24,52 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_static_int
 from drojax.attacks import auto, fab_attack, square_attack
-from drojax.attacks.projected import LogitsFn, _check_inputs, _check_number
+from drojax.attacks.projected import LogitsFn, _check_inputs, _check_number, count_classes
 
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
 # FAB-T as AutoAttack's standard version runs it.
 _FAB_ALPHA_MAX, _FAB_ETA, _FAB_BETA = 0.1, 1.05, 0.9
 
 
-def _attack_stage(stage, key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targets,
-                  num_queries, p_init, restarts=1):
-  """One attack of the suite (``stage`` in SUITE_ATTACKS) on the ``active`` rows.
+def attack_stage(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
+                 stage: str, eps: float | jax.Array, active: jax.Array, norm: str,
+                 num_steps: int, num_targets: int, num_queries: int,
+                 p_init: float | jax.Array, restarts: int = 1) -> jax.Array:
+  """One attack of the suite on the ``active`` rows: the step a dataset evaluator repeats on
+  each attack's survivors (:func:`drojax.evaluate.auto_attack_accuracy`).
 
-  Returns robust ``[B]`` bool: active, clean-correct and not fooled (inactive rows False).
-  ``restarts`` applies to APGD-CE only (the suite uses 1, as AutoAttack's standard version).
+  Unchecked and not jitted (call it inside your own ``jit``); :func:`robust_suite` is the
+  checked entry point.
+
+  Args:
+    key: PRNG key of this attack.
+    logits_fn: ``x [B, H, W, C] -> logits [B, K]`` in eval mode.
+    x: clean images ``[B, H, W, C]`` float in [0, 1].
+    y: integer labels ``[B]``.
+    stage: one of :data:`SUITE_ATTACKS` (static).
+    eps: budget in pixel units (traced), of ``x``'s dtype.
+    active: ``[B]`` bool, the rows to attack.
+    norm, num_steps, num_targets, num_queries, p_init: as :func:`robust_suite` (the first
+      four static); each attack reads only its own.
+    restarts: APGD-CE restarts (static; the suite uses 1, as AutoAttack's standard version).
+
+  Returns:
+    ``[B]`` bool: active, clean-correct and not fooled (inactive rows False).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.array([1.0, -1.0, 0.0, 0.0])
+    >>> f = lambda z: z.mean((1, 2, 3))[:, None] * w[None] + jnp.array([[0.0, 0.5, 0.1, 0.0]])
+    >>> x = jnp.array([0.9, 0.3, 0.9]).reshape(3, 1, 1, 1)  # margins .8, .1, .8
+    >>> attack_stage(jax.random.key(0), f, x, jnp.array([0, 0, 0]), stage="apgd_ce",
+    ...              eps=jnp.float32(0.1), active=jnp.array([True, True, False]), norm="linf",
+    ...              num_steps=5, num_targets=0, num_queries=0, p_init=0.8).tolist()
+    [True, False, False]
   """
+  if stage not in SUITE_ATTACKS:
+    raise ValueError(f"stage must be one of {SUITE_ATTACKS}; got {stage!r}.")
   if stage == "square":
     _, r = square_attack._square_run(key, logits_fn, x, y, eps, active, norm=norm,
                                      num_queries=num_queries, p_init=p_init)
@@ -69,9 +100,9 @@ def _suite_masks(key, logits_fn, x, y, eps, active, *, norm, num_steps, num_targ
     if stage not in attacks:
       continue
     if stage != "square" or num_queries > 0:
-      robust = _attack_stage(stage, jax.random.fold_in(key, i), logits_fn, x, y, eps, robust,
-                             norm=norm, num_steps=num_steps, num_targets=num_targets,
-                             num_queries=num_queries, p_init=p_init)
+      robust = attack_stage(jax.random.fold_in(key, i), logits_fn, x, y, stage=stage, eps=eps,
+                            active=robust, norm=norm, num_steps=num_steps,
+                            num_targets=num_targets, num_queries=num_queries, p_init=p_init)
     out[stage] = robust
   return out
 
@@ -125,9 +156,9 @@ def check_suite_options(*, eps, norm, num_steps, num_targets, num_queries, p_ini
   if norm not in square_attack.SQUARE_NORMS:
     raise ValueError(f"norm must be one of {square_attack.SQUARE_NORMS} for the suite; got "
                      f"{norm!r}.")
-  auto._check_int(num_steps, "num_steps", 1)
-  auto._check_int(num_queries, "num_queries", 1)
-  auto._check_int(num_targets, "num_targets", 1)
+  check_static_int("num_steps", num_steps, minimum=1)
+  check_static_int("num_queries", num_queries, minimum=1)
+  check_static_int("num_targets", num_targets, minimum=1)
   _check_number(p_init, "p_init", positive=True)
   if float(p_init) > 1:
     raise ValueError(f"p_init must be in (0, 1]; got {p_init!r}.")
@@ -186,7 +217,7 @@ def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array
   attacks = _check_attacks(attacks)
   check_suite_options(eps=eps, norm=norm, num_steps=num_steps, num_targets=num_targets,
                       num_queries=num_queries, p_init=p_init,
-                      num_classes=auto._num_classes(logits_fn, x), attacks=attacks)
+                      num_classes=count_classes(logits_fn, x), attacks=attacks)
   masks = _suite_impl(key, logits_fn, x, y, eps, jnp.float32(p_init), norm=norm,
                       num_steps=num_steps, num_targets=num_targets,
                       num_queries=int(num_queries), attacks=attacks)
@@ -226,4 +257,4 @@ def robust_accuracy_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: 
   return out
 
 
-__all__ = ["SUITE_ATTACKS", "check_suite_options", "robust_suite", "robust_accuracy_suite"]
+__all__ = ["SUITE_ATTACKS", "attack_stage", "check_suite_options", "robust_suite", "robust_accuracy_suite"]

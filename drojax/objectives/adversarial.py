@@ -118,13 +118,13 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   return jax.lax.stop_gradient(x_adv)
 
 
-def _check_adv(eps, steps, step_size, beta=None, beta_name=None):
-  check_hyper("adv_eps", eps, low=0.0, expected=">= 0 and finite")
+def _check_adv(eps, steps, step_size, beta=None):
+  check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"adv_steps must be an int >= 1, got {steps!r}")
-  check_hyper("adv_step_size", step_size, low=0.0, expected=">= 0 and finite")
-  if beta_name is not None:
-    check_hyper(beta_name, beta, low=0.0, expected=">= 0 and finite")
+    raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+  check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
+  if beta is not None:
+    check_hyper("beta", beta, low=0.0, expected=">= 0 and finite")
 
 
 def _one_view(name, images):
@@ -160,7 +160,7 @@ def trades(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   The adversarial example maximizes the KL to the clean prediction (inference-mode model,
   start ``x + 0.001 N(0, I)``). One view per example.
   """
-  _check_adv(eps, steps, step_size, beta, "trades_beta")
+  _check_adv(eps, steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
@@ -185,7 +185,7 @@ def mart(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   ``x + 0.001 N(0, I)``). Labels are the targets' argmax (MART's formula needs a class; use it
   with one-hot targets, i.e. the plain augmentation). One view per example.
   """
-  _check_adv(eps, steps, step_size, beta, "mart_beta")
+  _check_adv(eps, steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx

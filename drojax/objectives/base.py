@@ -37,6 +37,8 @@ class ObjectiveContext(NamedTuple):
   step: jax.Array  # [] int32 optimizer step (schedules such as Var-DRO's eps_max ramp)
   ids: jax.Array  # [B] int32 dataset example ids
   axis_name: str | None  # mesh axis the global batch is split over, or None
+  groups: jax.Array | None = None  # [B] int32 group ids, where the data has them
+  environments: jax.Array | None = None  # [B] int32 environment ids, where the data has them
 
 
 class ObjectiveAux(NamedTuple):

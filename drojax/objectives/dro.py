@@ -135,15 +135,15 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   value is the same on every device. ``apply`` then updates the tracker with the global batch's
   ids and (constant) losses, EMA rate ``ema``.
   """
-  check_hyper("var_dro_eps_min", eps_min, low=0.0, expected=">= 0 and finite")
-  check_hyper("var_dro_eps_max", eps_max, low=0.0, expected="a number >= 0 (inf allowed)",
+  check_hyper("eps_min", eps_min, low=0.0, expected=">= 0 and finite")
+  check_hyper("eps_max", eps_max, low=0.0, expected="a number >= 0 (inf allowed)",
               allow_inf=True)
-  for name, value in (("var_dro_warmup_steps", warmup_steps), ("var_dro_ramp_steps", ramp_steps)):
+  for name, value in (("warmup_steps", warmup_steps), ("ramp_steps", ramp_steps)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
       raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-  check_hyper("var_dro_ema", ema, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
+  check_hyper("ema", ema, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
   if eps_max < eps_min:
-    raise ValueError(f"var_dro_eps_max ({eps_max}) must be >= var_dro_eps_min ({eps_min})")
+    raise ValueError(f"eps_max ({eps_max}) must be >= eps_min ({eps_min})")
 
   def init(num_examples):
     if num_examples is None:
@@ -177,7 +177,7 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
 
 def kl_dro(*, temperature: float) -> Objective:
   r"""KL-DRO: :math:`\tau \log \frac1N \sum_i e^{\ell_i/\tau}` over the global batch. No state."""
-  check_hyper("kl_temperature", temperature, low=0.0, low_open=True,
+  check_hyper("temperature", temperature, low=0.0, low_open=True,
               expected="> 0 and finite")
 
   def apply(key, state, model, images, targets, ctx):
@@ -194,7 +194,7 @@ def kl_dro(*, temperature: float) -> Objective:
 
 def cvar(*, alpha: float) -> Objective:
   """CVaR: the mean of the top ``ceil(alpha * N)`` losses of the global batch. No state."""
-  check_hyper("cvar_alpha", alpha, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
+  check_hyper("alpha", alpha, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
 
   def apply(key, state, model, images, targets, ctx):
     del key

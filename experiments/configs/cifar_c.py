@@ -49,5 +49,5 @@ EXTRA_FIELDS = {}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``fields.ConfigError``."""
+  """Checks every field of a config from ``make_config``; raises ``drojax.specs.ConfigError``."""
   common.validate(config, EXTRA_FIELDS)

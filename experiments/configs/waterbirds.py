@@ -13,7 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs import common
-from experiments.configs.fields import Int
+from drojax.specs import Int
 
 
 def make_config(method: str, *, preset: str = "paper",
@@ -50,5 +50,5 @@ EXTRA_FIELDS = {"image_size": Int(lo=8)}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``fields.ConfigError``."""
+  """Checks every field of a config from ``make_config``; raises ``drojax.specs.ConfigError``."""
   common.validate(config, EXTRA_FIELDS)

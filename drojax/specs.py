@@ -1,14 +1,13 @@
-"""Typed field specifications: how a config field's text is parsed and what values it accepts.
+"""Typed hyper-parameter specs: how a field's text is parsed and which values it accepts.
 
-Each experiment config declares a spec for every field it owns (``common.BASE_FIELDS``,
-``common.EVAL_FIELDS``, ``common.METHOD_FIELDS`` and each experiment's extras) and
-``check_fields`` walks a whole ``ConfigDict`` against them, so a bad value is reported before
-anything is written or compiled. A spec parses a ``--config.<field>=TEXT`` override by the
-field's declared type (not the type of its current value: an empty tuple knows its item type)
-and checks a value however it was set (flag, override or Python).
+A spec describes one configuration field (a ``MethodConfig`` field, a user method's own field,
+an experiment config's field): ``parse(text)`` reads a ``--config.<field>=TEXT`` override by the
+field's declared type (not the type of its current value: an empty tuple knows its item type),
+``check(value)`` returns what was expected when the value is bad, and ``describe()`` says it in
+words (``--help``). Numbers accept a fraction ``a/b`` (``8/255``), as the papers write budgets;
+tuples accept ``1,5``, ``(1, 5)``, ``[1, 5]`` or a single item.
 
-Numbers accept a fraction ``a/b`` (``--config.eval.adv_eps=8/255`` is ``0.0314...``), as the
-papers write budgets; tuples accept ``1,5``, ``(1, 5)``, ``[1, 5]`` or a single item.
+Pure Python: no JAX, no I/O.
 """
 
 from __future__ import annotations
@@ -17,9 +16,7 @@ import dataclasses
 import difflib
 import math
 import numbers
-from typing import Any, Callable, Mapping, Sequence
-
-import ml_collections
+from typing import Any, Callable, Sequence
 
 
 class ConfigError(ValueError):
@@ -51,6 +48,10 @@ def _parse_number(text: str) -> float:
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """Base: a description for messages, a parser from text and a check of a value."""
+
+  def describe(self) -> str:
+    """The accepted values in words (messages, ``--help``)."""
+    raise NotImplementedError
 
   def parse(self, text: str) -> Any:
     raise NotImplementedError
@@ -137,6 +138,9 @@ class Int(Spec):
 class Bool(Spec):
   """true/false (also 1/0, yes/no)."""
 
+  def describe(self) -> str:
+    return "true/false"
+
   def parse(self, text: str) -> bool:
     low = text.strip().lower()
     if low in ("true", "1", "yes"):
@@ -153,6 +157,9 @@ class Bool(Spec):
 class Str(Spec):
   """Any string (paths: their existence is the loader's check, with the file named)."""
 
+  def describe(self) -> str:
+    return "a string"
+
   def parse(self, text: str) -> str:
     return text
 
@@ -165,6 +172,9 @@ class Choice(Spec):
   """One of ``options`` (a tuple, or a callable returning them: registries fill at import)."""
 
   options: tuple[str, ...] | Callable[[], Sequence[str]] = ()
+
+  def describe(self) -> str:
+    return "one of " + ", ".join(self.values())
 
   def values(self) -> list[str]:
     return list(self.options() if callable(self.options) else self.options)
@@ -184,6 +194,10 @@ class Custom(Spec):
   """A string checked by ``fn(value)``, which raises ``ValueError`` with the reason."""
 
   fn: Callable[[str], Any] = str
+  what: str = "a string"
+
+  def describe(self) -> str:
+    return self.what
 
   def parse(self, text: str) -> str:
     return text.strip()
@@ -205,6 +219,9 @@ class Tuple(Spec):
   item: Spec = Str()
   unique: bool = False
   min_len: int = 0
+
+  def describe(self) -> str:
+    return f"a tuple of {self.item.describe()}" + (", no repeats" if self.unique else "")
 
   def parse(self, text: str) -> tuple:
     s = text.strip()
@@ -240,32 +257,19 @@ class Tuple(Spec):
     return None
 
 
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  """``{dotted_path: value}`` for every leaf field of ``config``."""
-  out = {}
-  for key in config.keys():
-    value = config[key]
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def check_fields(config: ml_collections.ConfigDict, specs: Mapping[str, Spec]) -> None:
-  """Checks every leaf of ``config`` against ``specs`` (dotted paths); raises ``ConfigError``.
-
-  A field without a spec is itself an error: a config must not carry an unchecked field.
-  """
-  for path, value in flatten(config).items():
-    spec = specs.get(path)
-    if spec is None:
-      raise ConfigError(path, "no check is declared for this field (add a spec next to the "
-                        "config factory that defines it)")
-    err = spec.check(value)
-    if err:
-      raise ConfigError(path, err)
+def for_default(default: Any) -> Spec:
+  """The spec a bare default implies: its type, any value (``fields={"gamma": 2.0}``)."""
+  if isinstance(default, bool):
+    return Bool()
+  if isinstance(default, numbers.Integral):
+    return Int()
+  if isinstance(default, numbers.Real):
+    return Real(allow_inf=not math.isfinite(default))
+  if isinstance(default, str):
+    return Str()
+  raise TypeError(f"a field's default must be a bool, int, float or str, got {default!r} "
+                  f"({type(default).__name__}); pass a spec for anything else")
 
 
 __all__ = ["ConfigError", "Spec", "Real", "Int", "Bool", "Str", "Choice", "Custom", "Tuple",
-           "flatten", "check_fields", "suggest"]
+           "for_default", "suggest"]
