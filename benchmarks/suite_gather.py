@@ -83,7 +83,7 @@ def main():
   import jax
 
   from drojax import evaluate as ev
-  from experiments import engine, robustness_study, runner
+  from experiments import cli, robustness_study, train
 
   scale = robustness_study.Scale("small_cnn", args.width, args.epochs, args.train, args.images,
                                  args.apgd_steps, args.square_queries,
@@ -94,7 +94,7 @@ def main():
   rows = []
 
   def measure(trained, test_ds):
-    bound = engine.bound_model(trained)
+    bound = train.bound_model(trained)
     x, y = test_ds.images[: args.images], test_ds.labels[: args.images]
     key = ev.eval_key()
     for e in args.eps:
@@ -126,7 +126,8 @@ def main():
 
   with tempfile.TemporaryDirectory() as work:
     t0 = time.perf_counter()
-    runner.run(config, work, data_dir=args.data_dir, extra_evaluation=measure)
+    train.train_and_evaluate(cli.set_run_fields(config, data_dir=args.data_dir), work,
+                             extra_evaluation=measure)
     print(f"train + measure: {time.perf_counter() - t0:.0f} s on {jax.devices()[0].device_kind}",
           file=sys.stderr)
   for e in args.eps:

@@ -121,6 +121,7 @@ class _StepRunner:
                crop_flip: bool, seed: int, model_name: str = "preact_resnet18"):
     import jax  # pylint: disable=import-outside-toplevel
     from drojax import models as _models  # pylint: disable=import-outside-toplevel
+    from drojax import data as _data  # pylint: disable=import-outside-toplevel
     from drojax import train as _train  # pylint: disable=import-outside-toplevel
 
     self.spec = spec
@@ -133,7 +134,7 @@ class _StepRunner:
     self.num_params = sum(int(p.size) for p in jax.tree_util.tree_leaves(self.state.params))
     self.step = _train.make_train_step(method, model, mesh, optimizer=optimizer,
                                        crop_flip=crop_flip, donate=True)
-    self.batch = _train.shard_batch(_batch(batch_size, seed), mesh)
+    self.batch = _data.shard_batch(_batch(batch_size, seed), mesh)
     self._jax = jax
     self.metrics = None
 

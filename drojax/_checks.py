@@ -130,28 +130,41 @@ def check_nonnegative(name: str, x: Any) -> None:
                      f"e.g. {v[bad].ravel()[0]:.6g}.")
 
 
+def check_int_range(name: str, x: Any, low: int, high: int, *, fix: str = "") -> None:
+  """Raises ValueError unless every value of the concrete integer array ``x`` is in
+  ``[low, high)``: checked arithmetically, never by enumerating the range.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> check_int_range("partner", jnp.array([1, 2]), 0, 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: partner must lie in [0, 2); got 1 value(s) outside, e.g. 2.
+  """
+  if not _readable(x):
+    return
+  v = _host(x)
+  bad = (v < low) | (v >= high)
+  if bad.any():
+    raise ValueError(f"{name} must lie in [{low}, {high}); got {int(bad.sum())} value(s) "
+                     f"outside, e.g. {v[bad].ravel()[0]}.{' ' + fix if fix else ''}")
+
+
 def check_labels(name: str, labels: Any, num_classes: int) -> None:
   """Raises ValueError unless the concrete integer ``labels`` lie in ``[0, num_classes)``.
 
-  The bound is checked arithmetically (min and max of integers, which have no NaN). Under
-  ``jit`` (traced labels) nothing is checked: the caller must turn an out-of-range label into
-  NaN, never into a finite number.
+  Under ``jit`` (traced labels) nothing is checked: the caller must turn an out-of-range label
+  into NaN, never into a finite number.
 
   Example:
     >>> import jax.numpy as jnp
     >>> check_labels("y", jnp.array([0, 10]), 10)
     Traceback (most recent call last):
     ...
-    ValueError: y must be class ids in [0, 10) for 10 classes; got 1 outside, e.g. 10. Map the labels to 0..K-1, or give the model K outputs.
+    ValueError: y (class ids for 10 classes) must lie in [0, 10); got 1 value(s) outside, e.g. 10. Map the labels to 0..K-1, or give the model K outputs.
   """
-  if not _readable(labels):
-    return
-  v = _host(labels)
-  bad = (v < 0) | (v >= num_classes)
-  if bad.any():
-    raise ValueError(f"{name} must be class ids in [0, {num_classes}) for {num_classes} "
-                     f"classes; got {int(bad.sum())} outside, e.g. {v[bad].ravel()[0]}. Map the "
-                     "labels to 0..K-1, or give the model K outputs.")
+  check_int_range(f"{name} (class ids for {num_classes} classes)", labels, 0, num_classes,
+                  fix="Map the labels to 0..K-1, or give the model K outputs.")
 
 
 def distribution_tolerance(dtype: Any) -> float:

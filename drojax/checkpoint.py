@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from drojax._checks import check_static_int
+
 
 class Restored(NamedTuple):
   """A restored checkpoint."""
@@ -58,8 +60,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | os.PathLike[str], *, max_to_keep: int = 3):
-    if not isinstance(max_to_keep, int) or max_to_keep < 1:
-      raise ValueError(f"max_to_keep must be a positive int, got {max_to_keep!r}")
+    check_static_int("max_to_keep", max_to_keep, minimum=1)
     self.directory = os.path.abspath(os.fspath(directory))
     # Synchronous saves: the train step donates the state, so its buffers must be written
     # before the next step reuses them; saves are rare (every N steps and at epoch ends).
@@ -126,13 +127,16 @@ class Checkpointer:
         return
       time.sleep(0.05)
 
-  def restore(self, step: int, target: Any) -> Restored:
-    """Restores checkpoint ``step`` into the structure (and shardings) of ``target``."""
+  def restore(self, step: int, target: Any = None) -> Restored:
+    """Restores checkpoint ``step`` into the structure (and shardings) of ``target``; with no
+    ``target``, the tree as it was saved (dicts of arrays: read the parameters of a run
+    without rebuilding its optimizer)."""
+    item = None if target is None else _abstract(target)
     out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(item), meta=ocp.args.JsonRestore()))
     return Restored(state=out["state"], step=step, meta=dict(out["meta"] or {}))
 
-  def restore_latest(self, target: Any) -> Restored | None:
+  def restore_latest(self, target: Any = None) -> Restored | None:
     """The newest readable checkpoint, or ``None`` when there is none.
 
     A checkpoint that fails to restore (corrupt or partial files) is skipped with a

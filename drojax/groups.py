@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range
+from drojax._checks import check_scalar_range, check_static_int
 from drojax._checks import is_concrete as _is_concrete
 
 __all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losses",
@@ -32,9 +32,7 @@ __all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losse
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
-  if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
-      or num_groups < 1:
-    raise ValueError(f"num_groups must be a positive Python int (static), got {num_groups!r}")
+  check_static_int("num_groups", num_groups, minimum=1)
   ids = jnp.asarray(ids)
   if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.shape != (b,):
     raise ValueError(f"{name} must be integer ids of shape [B]=({b},), got {ids.dtype} "

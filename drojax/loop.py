@@ -57,6 +57,9 @@ class NonFiniteError(FloatingPointError):
                      f"and re-run.")
 
 
+_clock = time.perf_counter  # the training time's clock (tests replace it)
+
+
 @dataclasses.dataclass
 class FitResult:
   """What ``fit`` returns."""
@@ -64,7 +67,10 @@ class FitResult:
   state: Any
   steps: int  # optimizer steps at the end (state.step)
   resumed_from: int | None  # checkpoint step the run resumed from, or None
-  train_seconds: float  # wall time spent in this call's training (not restoring)
+  # wall time spent training (not restoring), summed over the resumed runs: each checkpoint
+  # records the total at its step, so time after the last checkpoint of a killed run is lost
+  # with its steps
+  train_seconds: float
   last_metrics: dict[str, float]
 
 
@@ -126,7 +132,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     workdir: where ``checkpoints/`` and ``metrics.jsonl`` go; ``None``: no files, no resume.
     checkpoint_every_steps: also save every this many steps (0: only at epoch ends).
     keep_checkpoints: how many checkpoints to keep.
-    place_batch: e.g. ``lambda b: drojax.train.shard_batch(b, mesh)``; identity when ``None``.
+    place_batch: e.g. ``lambda b: drojax.data.shard_batch(b, mesh)``; identity when ``None``.
     eval_fn: ``fn(state, epoch) -> metrics`` run after each epoch (logged with ``eval_``).
     on_step: ``fn(step, metrics)`` after each step (host floats).
     log_every_steps: write a ``metrics.jsonl`` record every this many steps.
@@ -147,6 +153,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
   metrics_path = None
   resumed_from = None
   epoch, start_batch = 0, 0
+  prior_seconds = 0.0
   # Several hosts share the work directory: only the first writes metrics (orbax coordinates
   # the checkpoint writes itself).
   is_main = jax.process_index() == 0
@@ -158,11 +165,13 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     if restored is not None:
       state, resumed_from = restored.state, restored.step
       epoch, start_batch = int(restored.meta["epoch"]), int(restored.meta["batch"])
+      prior_seconds = float(restored.meta.get("seconds", 0.0))
   step = int(jax.device_get(state.step))
   if metrics_path is not None:
     _truncate_metrics(metrics_path, step)  # records past the restored step are re-done
   last: dict[str, float] = {}
-  seconds = 0.0
+  seconds = prior_seconds
+  t0 = _clock()
   log = open(metrics_path, "a") if metrics_path else None
 
   def record(rec: dict[str, Any]) -> None:
@@ -174,7 +183,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     if ckpt is not None:
       if batch_ >= steps_per_epoch:
         epoch_, batch_ = epoch_ + 1, 0
-      ckpt.save(state, meta={"epoch": epoch_, "batch": batch_, "step": step})
+      ckpt.save(state, meta={"epoch": epoch_, "batch": batch_, "step": step,
+                             "seconds": seconds + _clock() - t0})
 
   bar = None
   try:
@@ -183,7 +193,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
       bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{num_epochs}",
                  unit="step", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                  leave=True)
-      t0 = time.perf_counter()
+      t0 = _clock()
       batch_index = start_batch
       for batch in batches_for_epoch(epoch, start_batch):
         if place_batch is not None:
@@ -208,7 +218,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
             and batch_index < steps_per_epoch):
           save(epoch, batch_index)
       bar.close()
-      seconds += time.perf_counter() - t0
+      seconds += _clock() - t0
+      t0 = _clock()
       save(epoch, steps_per_epoch)
       if eval_fn is not None:
         ev = {f"eval_{k}": float(v) for k, v in dict(eval_fn(state, epoch)).items()}

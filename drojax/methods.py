@@ -14,7 +14,7 @@ three views) is absent rather than failing at trace time.
   kl_dro, cvar              kl_dro, cvar  -          -                -
   pgd_at, trades, mart      pgd_at, trades, mart  -  -                -
   group_dro, vrex, irm,     group_dro, vrex, irm,  -  -                -
-  var_dro_vrex              var_dro_vrex
+  var_dro_vrex, jtt         var_dro_vrex, jtt
 
 ``get_method(name, config)`` builds one from ``MethodConfig``'s hyper-parameters (each method
 reads the fields it needs); unknown names raise a ``ValueError`` listing the valid ones.
@@ -123,6 +123,9 @@ class MethodConfig:
   vrex_penalty_weight: float = _field(1e4, Real(lo=0.0))
   irm_penalty_weight: float = _field(1e4, Real(lo=0.0))
   penalty_anneal_steps: int = _field(100, Int(lo=0))
+  # JTT (Liu et al. 2021): ERM for jtt_epochs, then its training errors weighted jtt_lambda_up.
+  jtt_epochs: int = _field(1, Int(lo=1))
+  jtt_lambda_up: float = _field(6.0, Real(lo=1.0))
   # The values of fields registered by users' methods, as sorted (name, value) pairs.
   extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
 
@@ -364,6 +367,8 @@ OBJECTIVES: dict[str, tuple[Callable[[MethodConfig], _obj.Objective], tuple[str,
         anneal_steps=c.penalty_anneal_steps, eps_min=c.var_dro_eps_min,
         eps_max=c.var_dro_eps_max, warmup_steps=c.var_dro_warmup_steps,
         ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema), _VREX + _VAR_DRO),
+    # JTT's identification stage; experiments.groups runs the upweighted second stage.
+    "jtt": (lambda c: _obj.mean(), ("jtt_epochs", "jtt_lambda_up")),
 }
 # The per-example ids an objective needs in every batch ("group" or "environment"; an
 # environment objective on data without environments uses the groups).
@@ -408,6 +413,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "vrex": ("plain", "vrex", "V-REx: mean + variance of the environment risks (Krueger et al.)"),
     "irm": ("plain", "irm", "IRMv1: squared dummy-classifier gradient per environment"),
     "var_dro_vrex": ("plain", "var_dro_vrex", "Var-DRO example weights + the V-REx penalty"),
+    "jtt": ("plain", "jtt", "JTT: ERM for jtt_epochs, then a new model with the first one's "
+            "training errors weighted jtt_lambda_up (Liu et al. 2021)"),
 }
 
 

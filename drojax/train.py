@@ -16,7 +16,7 @@ over the parameters; returns the objective's new state) -> ``jax.grad`` -> optax
 metrics. The objective's state rides in ``TrainState.objective_state``, opaque to the step.
 
 Multi-host: call ``jax.distributed.initialize()`` first, build the mesh over
-``jax.devices()``, and feed each process its slice of the global batch with :func:`shard_batch`.
+``jax.devices()``, and feed each process its slice of the global batch with :func:`drojax.data.shard_batch`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import shard_map
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from drojax._checks import check_static_int, to_unit_float
 from drojax import methods as _methods
 from drojax import objectives as _objectives
 
@@ -85,8 +85,7 @@ def make_learning_rate(total_steps: int, *, learning_rate: float = 0.1, warmup_s
     >>> round(float(lr(0)), 4), round(float(lr(50)), 4), round(float(lr(100)), 4)
     (0.1, 0.05, 0.0)
   """
-  if not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
-    raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+  check_static_int("total_steps", total_steps, minimum=1)
   if not 0 <= warmup_steps < total_steps:
     raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}")
   if learning_rate <= 0:
@@ -182,15 +181,6 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
                      key=jax.random.key_data(run_key),
                      objective_state=objective_state)
   return state if mesh is None else replicate(state, mesh)
-
-
-def to_float_images(images: jax.Array) -> jax.Array:
-  """uint8 ``[0, 255]`` -> float32 ``[0, 1]``; float images are cast to float32 unchanged."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise TypeError(f"batch['image'] must be uint8 or float in [0, 1], got {images.dtype}")
-  return images.astype(jnp.float32)
 
 
 def _default_crop_flip() -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -290,7 +280,7 @@ def make_train_step(method: _methods.Method, model: nn.Module, mesh: Mesh, *,
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     k_crop, k_aug, k_obj = jax.random.split(step_key, 3)
     device = jax.lax.axis_index(AXIS)
-    images = to_float_images(batch["image"])
+    images = to_unit_float("batch['image']", batch["image"])
     if crop_flip is not None:
       keys = jax.vmap(jax.random.fold_in, (None, 0))(k_crop, _global_positions(b, AXIS))
       images = crop_flip(keys, images)
@@ -380,7 +370,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[TrainState, Mappin
   from drojax import losses as _losses
 
   def local_eval(state: TrainState, batch: dict[str, jax.Array]):
-    images = to_float_images(batch["image"])
+    images = to_unit_float("batch['image']", batch["image"])
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                          train=False)
     labels = batch["label"].astype(jnp.int32)
@@ -420,13 +410,5 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
   return jax.device_put(state, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, split over ``data`` (this process's rows when multi-host)."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
-
-
 __all__ = ["AXIS", "TrainState", "create_train_state", "make_eval_step", "make_learning_rate",
-           "make_mesh", "make_optimizer", "make_train_step", "replicate", "shard_batch",
-           "to_float_images"]
+           "make_mesh", "make_optimizer", "make_train_step", "replicate"]

@@ -29,6 +29,7 @@ import numpy as np
 from drojax._checks import check_float as _check_float_array
 from drojax._checks import check_finite as _check_finite
 from drojax._checks import check_nonnegative as _check_nonnegative
+from drojax._checks import check_static_int
 from drojax._checks import is_concrete as _is_concrete
 
 __all__ = [
@@ -221,11 +222,7 @@ def init_tracker(num_examples: int) -> TrackerState:
     >>> s.mean.shape, s.count.tolist()
     ((3,), [0, 0, 0])
   """
-  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)):
-    raise TypeError(f"num_examples must be a Python int, got {type(num_examples).__name__}.")
-  if num_examples <= 0:
-    raise ValueError(f"num_examples must be positive, got {num_examples}.")
-  n = int(num_examples)
+  n = check_static_int("num_examples", num_examples, minimum=1)
   return TrackerState(mean=jnp.zeros((n,), jnp.float32), var=jnp.zeros((n,), jnp.float32),
                       count=jnp.zeros((n,), jnp.int32))
 

@@ -49,7 +49,6 @@ or, with the demo model trained on other data (here 20,000 CIFAR-10 training ima
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -329,107 +328,58 @@ def write_calibration(calibration: Mapping[str, Any], out: str, *, label: str) -
 # ------------------------------------------------------------------------------- models
 
 
-def _cnn_init(key, width, channels, num_classes):
-  ks = jax.random.split(key, 4)
-  conv = lambda k, cin, cout: jax.random.normal(k, (3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5
-  return {"c1": conv(ks[0], channels, width), "c2": conv(ks[1], width, 2 * width),
-          "c3": conv(ks[2], 2 * width, 2 * width),
-          "w": jax.random.normal(ks[3], (2 * width, num_classes)) * 0.05,
-          "b": jnp.zeros((num_classes,))}
-
-
-def cnn_apply(params, x):
-  """A small reference CNN (3 strided 3x3 convs + global pool + dense); input normalized
-  with mean/std 0.5 inside, so it works in pixel space like drojax's models."""
-  h = (x - 0.5) / 0.5
-  for name in ("c1", "c2", "c3"):
-    h = jax.lax.conv_general_dilated(h, params[name], (2, 2), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    h = jax.nn.relu(h)
-  return h.mean(axis=(1, 2)) @ params["w"] + params["b"][None]
-
-
-@functools.lru_cache(maxsize=8)
-def _train_step(learning_rate: float):
-  """The jitted Adam step of the demo model (cached so repeated trainings compile once)."""
-  import optax
-
-  opt = optax.adam(learning_rate)
-
-  @jax.jit
-  def step(params, state, xb, yb, k):
-    flip = jax.random.bernoulli(k, 0.5, (xb.shape[0], 1, 1, 1))
-    xb = jnp.where(flip, xb[:, :, ::-1], xb)
-
-    def loss(p):
-      return optax.softmax_cross_entropy_with_integer_labels(cnn_apply(p, xb), yb).mean()
-
-    g = jax.grad(loss)(params)
-    upd, state = opt.update(g, state, params)
-    return optax.apply_updates(params, upd), state
-
-  return opt, step
-
-
 def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes: int,
-                          steps: int = 300, width: int = 16, batch_size: int = 128,
-                          learning_rate: float = 3e-3, seed: int = 0):
-  """Trains :func:`cnn_apply` with Adam and random flips; returns a ``BoundModel``.
+                          workdir: str, steps: int = 300, width: int = 16,
+                          batch_size: int = 128, learning_rate: float = 3e-3, seed: int = 0):
+  """Trains the library's ``small_cnn`` (ERM, Adam, random crops and flips) for about ``steps``
+  steps (whole epochs) with ``experiments.train.train`` into ``workdir`` (checkpoints: a
+  re-run resumes or finds it trained); returns it as a ``BoundModel``.
 
   For the self-contained demo and tests only; a real calibration uses a trained run.
   """
-  from drojax import evaluate as ev
+  from drojax import data
+  from experiments import train
+  from experiments.configs import common
 
-  x = _as_rgb_float(np.asarray(images))
-  y = np.asarray(labels).astype(np.int32)
-  key = jax.random.key(seed)
-  params = _cnn_init(key, width, 3, num_classes)
-  opt, step = _train_step(float(learning_rate))
-  state = opt.init(params)
-  rng = np.random.default_rng(seed)
-  bs = min(batch_size, x.shape[0])
-  for i in range(steps):
-    idx = rng.choice(x.shape[0], bs, replace=False)
-    params, state = step(params, state, x[idx], y[idx], jax.random.fold_in(key, i))
-  return ev.BoundModel(cnn_apply, params)
+  ds = data.ArrayDataset.create(np.asarray(images), np.asarray(labels), num_classes=num_classes,
+                                name="reference")
+  c = common.base_config(method="erm", dataset="reference", preset="quick")
+  bs = min(batch_size, len(ds))
+  c.update(dict(model="small_cnn", width=width, batch_size=bs, optimizer="adam",
+                learning_rate=learning_rate, weight_decay=0.0, lr_schedule="constant",
+                num_epochs=max(1, math.ceil(steps / data.num_batches(len(ds), bs))), seed=seed,
+                checkpoint_every_steps=10**9, progress=False, log_every_steps=10**9))
+  from drojax import train as train_lib
+
+  return train.bound_model(train.train(c, workdir, ds, mesh=train_lib.make_mesh(1)))
 
 
 def load_workdir_model(workdir: str, num_classes: int):
   """The trained model of an experiment workdir as a ``BoundModel`` (eval mode).
 
-  Reads ``config.json`` (``model``, ``width``) and restores the latest checkpoint that
-  ``drojax.checkpoint.Checkpointer`` wrote under ``workdir/checkpoints`` (its ``state`` item, a
-  ``TrainState``), without a target tree: only ``params`` and ``batch_stats`` are used, so
-  the optimizer's configuration does not need to be rebuilt.
+  Reads ``config.json`` (``model``, ``width``) and the parameters and BatchNorm statistics of
+  the latest checkpoint under ``workdir/checkpoints`` (``drojax.checkpoint.Checkpointer``, as
+  saved: the optimizer's configuration does not need to be rebuilt).
   """
-  from drojax import evaluate as ev
+  from drojax import models
+  from drojax.checkpoint import Checkpointer
+  from experiments import train
 
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{cfg_path} not found: --workdir must be a finished training run.")
   with open(cfg_path) as f:
     cfg = json.load(f)
-  import orbax.checkpoint as ocp
-
-  from drojax import models
-
   model = models.get_model(cfg["model"], num_classes=num_classes, width=cfg.get("width"))
-  ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  mngr = ocp.CheckpointManager(ckpt_dir)
-  step = mngr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint under {ckpt_dir}.")
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  state = restored["state"]
-  get = (lambda k: state[k]) if isinstance(state, Mapping) else (lambda k: getattr(state, k))
-  variables = {"params": get("params")}
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    bs = get("batch_stats")
-    if bs:
-      variables["batch_stats"] = bs
-  except (KeyError, AttributeError):
-    pass
-  return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
+    restored = ckpt.restore_latest()
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}.")
+  variables = {k: restored.state[k] for k in ("params", "batch_stats") if restored.state.get(k)}
+  return train.bound_model(train.Trained(model, variables, 0.0, restored.step))
 
 
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -472,10 +422,11 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
       cal_x, cal_y = images[half:], labels[half:]
     if train_size:
       tr_x, tr_y = tr_x[:train_size], tr_y[:train_size]
-    print(f"training a reference CNN (width {width}, {train_steps} steps) on "
+    print(f"training a reference small_cnn (width {width}, ~{train_steps} steps) on "
           f"{tr_x.shape[0]} images", flush=True)
     model = train_reference_model(tr_x, tr_y, num_classes=num_classes, steps=train_steps,
-                                  width=width, seed=seed)
+                                  width=width, seed=seed,
+                                  workdir=os.path.join(out, "reference_model"))
   if num_images:
     cal_x, cal_y = cal_x[:num_images], cal_y[:num_images]
   cal = calibrate(model, cal_x, cal_y, names=names, base_table=base_table, floor=floor,

@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import ast
 import difflib
 import errno
 import importlib
@@ -38,12 +37,12 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 from absl import flags as _flags
 
-from drojax.specs import ConfigError, Spec
+from drojax.specs import ConfigError
 from experiments.configs import common as _common
 
 PREFIX = "--config."
@@ -116,58 +115,17 @@ def _suggest(name: str, options: Sequence[str]) -> str:
   return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _parse_value(text: str, current: Any, field: str) -> Any:
-  if isinstance(current, bool):
-    low = text.strip().lower()
-    if low in ("true", "1", "yes"):
-      return True
-    if low in ("false", "0", "no"):
-      return False
-    raise UsageError(f"--config.{field} expects true/false, got {text!r}")
-  if isinstance(current, int):
-    try:
-      return int(text)
-    except ValueError:
-      raise UsageError(f"--config.{field} expects an integer, got {text!r}") from None
-  if isinstance(current, float):
-    try:
-      return float(text)
-    except ValueError:
-      raise UsageError(f"--config.{field} expects a number, got {text!r}") from None
-  if isinstance(current, (tuple, list)):
-    text = text.strip()
-    if not text:
-      return type(current)()
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not isinstance(value, (tuple, list)):
-      value = (value,)
-    return type(current)(value)
-  if current is None:
-    try:
-      return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      return text
-  return text
-
-
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Sequence[tuple[str, str]], *,
-                    extra_fields: Mapping[str, Spec] | None = None,
                     check_applies: bool = True) -> ml_collections.ConfigDict:
   """Applies ``(dotted_field, text)`` overrides in place; unknown fields raise ``UsageError``.
 
-  Each value is parsed by the field's declared spec (``experiments.configs.common.field_specs``,
-  ``extra_fields``): numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``. With
+  Each value is parsed by the field's declared spec (``experiments.configs.common
+  .config_specs``): numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``. With
   ``check_applies``, an override of a field that the config's method or set-up does not read is
   an error (``common.not_applying``); multi-method CLIs check that across methods instead.
-
-  >>> c = ml_collections.ConfigDict({"lr": 0.1, "eps": (1, 2)})
-  >>> apply_overrides(c, [("lr", "0.5"), ("eps", "3,4")]).lr
-  0.5
   """
+  specs = _common.config_specs(config)
   for dotted, text in overrides:
     node = config
     parts = dotted.split(".")
@@ -185,10 +143,11 @@ def apply_overrides(config: ml_collections.ConfigDict,
     if isinstance(current, ml_collections.ConfigDict):
       raise UsageError(f"config field '{dotted}' is a group; set one of its fields: "
                        f"{', '.join(current.keys())}")
+    if dotted not in specs:
+      raise UsageError(f"config field '{dotted}' has no declared check (add a spec next to the "
+                       "config factory that defines it)")
     try:
-      value = _common.parse_override(dotted, text, extra_fields)
-    except KeyError:
-      value = _parse_value(text, current, dotted)
+      value = specs[dotted].parse(text)
     except ValueError as e:
       raise UsageError(f"{PREFIX}{dotted}: {e}") from None
     with node.unlocked():
@@ -206,6 +165,52 @@ def check_overrides_apply(configs: Sequence[ml_collections.ConfigDict],
     if configs and all(reasons):
       which = "" if len(configs) == 1 else " for any of the methods"
       raise UsageError(f"{PREFIX}{dotted} has no effect{which}: {reasons[0]}; drop it")
+
+
+_SHARED_FLAGS = {
+    "workdir": ("string", None, "Run directory (checkpoints, metrics, results; a re-run resumes). "
+                "Multi-run CLIs: the root, one sub-directory per run."),
+    "preset": ("string", "paper", "paper (the DRO-Augment recipe) | quick (CPU-sized)."),
+    "dataset": ("string", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | npz:PATH"),
+    "methods": ("string", "erm,dro", "Comma-separated methods to train and compare."),
+    "data_dir": ("string", None, "Where to look for data first (default $DROJAX_DATA_DIR)."),
+    "download": ("bool", False, "Download CIFAR archives (checksummed) if not found."),
+    "compilation_cache_dir": ("string", None, "JAX persistent compilation cache (default "
+                              "~/.cache/drojax/jax; 'none' off)."),
+}
+
+
+def define_flags(*names: str, **defaults: Any) -> None:
+  """Defines the shared flags ``names`` (one help text everywhere); ``defaults`` replace the
+  default of some (``define_flags("methods", methods="erm,kl_dro")``)."""
+  for name in names:
+    kind, default, help_text = _SHARED_FLAGS[name]
+    getattr(_flags, f"DEFINE_{kind}")(name, defaults.get(name, default), help_text)
+
+
+def check_run_flags(*, preset: bool = True, dataset: bool = True) -> None:
+  """``UsageError`` for a bad ``--preset`` or ``--dataset`` (the shared flags)."""
+  from drojax.data.registry import validate_name
+
+  if preset:
+    check_choice(_flags.FLAGS.preset, _common.PRESETS, "--preset")
+  if dataset:
+    try:
+      validate_name(_flags.FLAGS.dataset)
+    except ValueError as e:
+      raise UsageError(f"--dataset: {e}") from None
+
+
+def set_run_fields(config: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
+  """Writes where data and caches are (``data_dir``, ``download``, ``compilation_cache_dir``)
+  into ``config``: from ``values``, else from the shared flags where defined; unset ones stay."""
+  flag_values = _flags.FLAGS
+  with config.unlocked():
+    for name in ("data_dir", "download", "compilation_cache_dir"):
+      value = values.get(name, flag_values[name].value if name in flag_values else None)
+      if value is not None and value != "":
+        config[name] = value
+  return config
 
 
 def import_modules(argv: Sequence[str]) -> list[str]:

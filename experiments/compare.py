@@ -28,9 +28,9 @@ def main(argv, overrides):
       raise cli.UsageError(f"{w} has no results.json (is the run finished?)")
   out = FLAGS.out or "."
   os.makedirs(out, exist_ok=True)
-  from experiments import engine
+  from experiments import reporting
 
-  paths = engine.compare(workdirs, out)
+  paths = reporting.compare_runs(workdirs, out)
   print(f"compare: wrote {paths}")
 
 

@@ -14,26 +14,15 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import cli, multi
-from experiments.configs import common
 from experiments.configs import fashion_mnist_pgd as fm_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("methods", "erm,dro", "Comma-separated methods to train and compare.")
-flags.DEFINE_string("preset", "paper", "paper | quick")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | digits | npz:PATH")
-flags.DEFINE_string("workdir", None, "Root directory; each method gets a sub-directory.")
-flags.DEFINE_string("data_dir", None, "Where to look for data first (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+cli.define_flags("methods", "preset", "dataset", "workdir", "data_dir", "compilation_cache_dir",
+                 dataset="fashion_mnist")
 
 
 def build_configs(overrides):
-  from drojax.data.registry import validate_name
-
-  cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
-  try:
-    validate_name(FLAGS.dataset)
-  except ValueError as e:
-    raise cli.UsageError(f"--dataset: {e}") from None
+  cli.check_run_flags()
   return multi.method_configs(
       FLAGS.methods,
       lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset), overrides)
@@ -43,9 +32,7 @@ def main(argv, overrides):
   del argv
   if not FLAGS.workdir:
     raise cli.UsageError("--workdir is required")
-  multi.run_all(build_configs(overrides), FLAGS.workdir,
-                run_kwargs=dict(data_dir=FLAGS.data_dir,
-                                compilation_cache_dir=FLAGS.compilation_cache_dir))
+  multi.run_all(build_configs(overrides), FLAGS.workdir)
 
 
 if __name__ == "__main__":

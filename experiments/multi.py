@@ -16,14 +16,12 @@ def parse_list(text: str, flag: str) -> list[str]:
   return items
 
 
-def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
-            compare: bool = True) -> list[str]:
+def run_all(configs: Sequence[tuple[str, Any]], root: str, *, compare: bool = True) -> list[str]:
   """Validates every config first, then runs each into ``root/<name>``; compares at the end.
 
   Args:
     configs: ``(name, config)`` pairs; ``name`` becomes the sub-workdir.
     root: the parent workdir.
-    run_kwargs: passed to ``runner.run`` (data_dir, download, compilation_cache_dir).
     compare: write ``root/comparison.*`` with ``experiments.reporting.compare_runs``.
 
   Returns:
@@ -31,19 +29,17 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, run_kwargs: dict,
   """
   import jax
 
-  from experiments import runner
+  from experiments import reporting, train
 
   for _, config in configs:  # fail on a bad value before the first run trains for an hour
-    runner.validate(config, num_devices=jax.device_count())
+    train.validate(config, num_devices=jax.device_count())
   workdirs = []
   for name, config in configs:
     workdir = os.path.join(root, name)
-    runner.run(config, workdir, **run_kwargs)
+    train.train_and_evaluate(config, workdir)
     workdirs.append(workdir)
   if compare and jax.process_index() == 0:
-    from experiments import engine
-
-    paths = engine.compare(workdirs, root)
+    paths = reporting.compare_runs(workdirs, root)
     print("== comparison of " + ", ".join(workdirs) + "\n   tables: " + paths["md"]
           + "\n   plots:  " + " ".join(p for k, p in sorted(paths.items()) if k.endswith("png")),
           flush=True)
@@ -54,8 +50,8 @@ def method_configs(methods: str, make: Callable[[str], Any],
                    overrides: Sequence[tuple[str, str]]) -> list[tuple[str, Any]]:
   """One ``(method, config)`` per name in the comma-separated ``--methods`` value.
 
-  ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides are applied to
-  each.
+  ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides and the shared
+  run flags (``cli.set_run_fields``) are applied to each.
   """
   from drojax.methods import method_names
 
@@ -63,7 +59,7 @@ def method_configs(methods: str, make: Callable[[str], Any],
   for method in parse_list(methods, "--methods"):
     cli.check_choice(method, method_names(), "--methods entry")
     config = make(method)
-    cli.apply_overrides(config, overrides, check_applies=False)
+    cli.set_run_fields(cli.apply_overrides(config, overrides, check_applies=False))
     out.append((method, config))
   # An override no method reads is an error; one that only some read is fine (a comparison).
   cli.check_overrides_apply([c for _, c in out], overrides)

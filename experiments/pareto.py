@@ -9,8 +9,8 @@ import json
 import os
 from typing import Sequence
 
-from experiments import cli
-from experiments import multi
+from experiments import cli, multi
+from experiments.formatting import pct
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -60,10 +60,10 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
     json.dump(summary, f, indent=2)
   lines = [f"| {param} | clean accuracy | mean corruption accuracy | train s | Pareto |",
            "|---|---|---|---|---|"]
-  fmt = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"
   for r in rows:
-    lines.append(f"| {r[param]:g} | {fmt(r['clean_accuracy'])} | "
-                 f"{fmt(r['mean_corruption_accuracy'])} | {r['train_seconds'] or 0:.0f} | "
+    clean, mca = (pct(r[k], sign="%", missing="n/a")
+                  for k in ("clean_accuracy", "mean_corruption_accuracy"))
+    lines.append(f"| {r[param]:g} | {clean} | {mca} | {r['train_seconds'] or 0:.0f} | "
                  f"{'yes' if r['pareto_optimal'] else ''} |")
   with open(os.path.join(root, "sweep.md"), "w") as f:
     f.write(f"# Sweep of {param}\n\n" + "\n".join(lines) + "\n")

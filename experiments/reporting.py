@@ -30,6 +30,8 @@ from typing import Any, Mapping, Sequence
 
 from drojax.evaluate import ATTACK_LABELS, FAMILIES, summarize_corruptions
 
+from experiments.formatting import eps_label, pct
+
 REQUIRED_KEYS = ("method", "dataset", "clean_accuracy", "mean_corruption_accuracy",
                  "corruption_accuracy", "adversarial_accuracy", "train_seconds")
 
@@ -66,21 +68,6 @@ def _norm_tag(results: Mapping[str, Any], sep: str) -> str:
   """``sep + 'L2'`` for a run attacked in L2, ``''`` for L-inf (and runs that predate the field)."""
   norm = (results.get("adversarial") or {}).get("norm") or "linf"
   return "" if norm == "linf" else sep + norm.upper()
-
-
-def _pct(v: Any) -> str:
-  if v is None or (isinstance(v, float) and math.isnan(v)):
-    return "-"
-  return f"{100.0 * float(v):.2f}"
-
-
-def _eps_label(key: str) -> str:
-  """``'0.0313725' -> '8/255 (0.0314)'`` when eps is a whole number of 1/255 steps."""
-  e = float(key)
-  k = e * 255.0
-  if abs(k - round(k)) < 1e-3 and e > 0:
-    return f"{round(k)}/255 ({e:.4g})"
-  return f"{e:.4g}"
 
 
 def _sorted_sev(d: Mapping[str, Any]) -> list[str]:
@@ -135,22 +122,25 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   title = " / ".join(str(r[k]) for k in ("method", "dataset") if r.get(k)) or "results"
   lines = [f"# {title}", ""]
   lines += ["| metric | value |", "|---|---|"]
-  lines.append(f"| clean accuracy (%) | {_pct(r.get('clean_accuracy'))} |")
+  lines.append(f"| clean accuracy (%) | {pct(r.get('clean_accuracy'))} |")
   if r.get("corruption_accuracy"):
     src = r.get("corruption_source") or "corruptions"
-    lines.append(f"| mean corruption accuracy, 15 standard x severities (%) [{src}] | "
-                 f"{_pct(r.get('mean_corruption_accuracy'))} |")
+    from experiments.summary import corruption_mean_scope
+
+    lines.append(f"| mean corruption accuracy, {corruption_mean_scope(r['corruption_accuracy'])}"
+                 f" (%) [{src}] | "
+                 f"{pct(r.get('mean_corruption_accuracy'))} |")
     if r.get("extra_corruption_accuracy") is not None:
       lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
-                   f"{_pct(r.get('extra_corruption_accuracy'))} |")
+                   f"{pct(r.get('extra_corruption_accuracy'))} |")
   attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
   for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
-    lines.append(f"| adversarial accuracy ({attack}), eps {_eps_label(e)} (%) | {_pct(v)} |")
+    lines.append(f"| adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%) | {pct(v)} |")
   g = r.get("group_accuracy") or {}
   if g:
-    lines.append(f"| worst-group accuracy (%) | {_pct(g.get('worst_group'))} |")
+    lines.append(f"| worst-group accuracy (%) | {pct(g.get('worst_group'))} |")
     lines.append(f"| average accuracy, {g.get('weights_from', 'train')}-weighted (%) | "
-                 f"{_pct(g.get('average'))} |")
+                 f"{pct(g.get('average'))} |")
   if r.get("train_seconds") is not None:
     lines.append(f"| train time (s) | {float(r['train_seconds']):.1f} |")
   lines.append("")
@@ -166,20 +156,20 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
     for name in _name_order(acc):
       tag = "" if name in tables.STANDARD_NAMES else " (extra)"
-      cells = [_pct(acc[name].get(s)) for s in sevs]
+      cells = [pct(acc[name].get(s)) for s in sevs]
       lines.append(f"| {name}{tag} | " + " | ".join(cells) +
-                   f" | {_pct(summary['per_corruption_mean'][name])} |")
+                   f" | {pct(summary['per_corruption_mean'][name])} |")
     per_sev = summary["per_severity_mean"]
-    lines.append("| **mean, standard** | " + " | ".join(_pct(per_sev.get(s)) for s in sevs) +
-                 f" | **{_pct(summary['mean_corruption_accuracy'])}** |")
+    lines.append("| **mean, standard** | " + " | ".join(pct(per_sev.get(s)) for s in sevs) +
+                 f" | **{pct(summary['mean_corruption_accuracy'])}** |")
     if summary["extra_corruption_accuracy"] is not None:
       ex = [n for n in acc if n in tables.EXTRA_NAMES]
       cells = []
       for s in sevs:
         vals = [acc[n][s] for n in ex if s in acc[n] and acc[n][s] is not None]
-        cells.append(_pct(sum(vals) / len(vals)) if vals else "-")
+        cells.append(pct(sum(vals) / len(vals)) if vals else "-")
       lines.append("| mean, extras | " + " | ".join(cells) +
-                   f" | {_pct(summary['extra_corruption_accuracy'])} |")
+                   f" | {pct(summary['extra_corruption_accuracy'])} |")
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
                 "those present._"]
@@ -198,7 +188,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
               "| eps | " + " | ".join(_attack_label(a) for a in names) + " |",
               "|---|" + "---|" * len(names)]
     for e in sorted(adv, key=float):
-      lines.append(f"| {_eps_label(e)} | " + " | ".join(_pct(by[a].get(e)) for a in names) +
+      lines.append(f"| {eps_label(e, with_value=True)} | " + " | ".join(pct(by[a].get(e)) for a in names) +
                    " |")
     lines.append("")
 
@@ -206,12 +196,12 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines += ["## Group accuracy (%)", "", "| group | accuracy | eval count | weight |",
               "|---|---|---|---|"]
     for k, v in g.get("per_group", {}).items():
-      lines.append(f"| {k} | {_pct(v)} | {g.get('counts', {}).get(k, '-')} | "
+      lines.append(f"| {k} | {pct(v)} | {g.get('counts', {}).get(k, '-')} | "
                    f"{g.get('weights', {}).get(k, float('nan')):.3f} |")
-    lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {_pct(g.get('worst_group'))} "
+    lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {pct(g.get('worst_group'))} "
                  f"| | |")
     lines.append(f"| **average** ({g.get('weights_from', 'train')} proportions) | "
-                 f"{_pct(g.get('average'))} | | |")
+                 f"{pct(g.get('average'))} | | |")
     lines.append("")
   return "\n".join(lines)
 
@@ -276,15 +266,24 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
 
 
 def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
-  """Accuracy vs eps (in 1/255 units), one line per run."""
+  """Accuracy vs eps (in 1/255 units) from eps 0 (the clean accuracy), one line per run, on a
+  0-100 % axis so a drop looks as large as it is."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
+  attacks = set()
   for label, res in results_by_label.items():
-    adv = res.get("adversarial_accuracy") or {}
+    adv = dict(res.get("adversarial_accuracy") or {})
+    if res.get("clean_accuracy") is not None:
+      adv.setdefault("0", res["clean_accuracy"])
     es = sorted(adv, key=float)
     ax.plot([255 * float(e) for e in es], [100 * adv[e] for e in es], marker="o", label=label)
+    settings = res.get("adversarial") or {}
+    attacks.add(str(settings.get("attack") or "pgd").upper() + (
+        f"-{settings['num_steps']}" if settings.get("num_steps") else ""))
+  ax.set_title(f"accuracy under {' / '.join(sorted(attacks))} attack (eps 0 = clean)")
   ax.set_xlabel("eps (x 1/255, pixel space)")
   ax.set_ylabel("robust accuracy (%)")
+  ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -395,7 +394,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
         attack_names.append(a)
   # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
   tags = sorted({_norm_tag(r, " ") for r in results})
-  cols += [(f"{_attack_label(a)}{t} {_eps_label(e)}",
+  cols += [(f"{_attack_label(a)}{t} {eps_label(e, with_value=True)}",
             (lambda a, e, t: lambda r: (_by_attack(r).get(a, {}).get(e)
                                         if _norm_tag(r, " ") == t else None))(a, e, t))
            for t in tags for e in eps for a in attack_names]
@@ -415,7 +414,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
       vals = [fn(r) for _, fn in cols]
       ts = r.get("train_seconds")
       lines.append(f"| {label} | {r.get('dataset') or '-'} | " +
-                   " | ".join(_pct(v) for v in vals) +
+                   " | ".join(pct(v) for v in vals) +
                    f" | {'-' if ts is None else f'{float(ts):.0f}'} |")
       w.writerow([label, wd, r.get("method"), r.get("dataset")] +
                  ["" if v is None else v for v in vals] + ["" if ts is None else ts])

@@ -12,10 +12,8 @@ import math
 import os
 from typing import Any, Sequence
 
-# Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (beyond that the normal's 1.960).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+from experiments.formatting import ci_cell, mean_ci
+
 PGD_EPS = (4, 8, 16)  # in 1/255
 PAIRS = {
     "fmnist_pgd": (("dro", "erm"), ("dro_mixup", "mixup")),
@@ -36,40 +34,6 @@ SWEEPS = {
     "fmnist_rho": ("fmnist_pgd", "pgd8", "PGD 8/255 accuracy (%)"),
     "cifar_rho": ("cifar_augment", "mca_standard", "mean corrupted accuracy, standard (%)"),
 }
-
-
-def t975(df: int) -> float:
-  """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
-  if df < 1:
-    raise ValueError(f"df must be >= 1, got {df}")
-  return T975[df - 1] if df <= len(T975) else 1.960
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
-  """``(mean, 95% half-width or None when n < 2, n)`` of ``values`` (NaN/None dropped).
-
-  >>> m, h, n = mean_ci([1.0, 2.0, 3.0])
-  >>> m, round(h, 3), n
-  (2.0, 2.484, 3)
-  """
-  vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-  n = len(vals)
-  if n == 0:
-    return math.nan, None, 0
-  mean = sum(vals) / n
-  if n < 2:
-    return mean, None, n
-  sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-  return mean, t975(n - 1) * sd / math.sqrt(n), n
-
-
-def fmt(cell: tuple[float, float | None, int], *, signed: bool = False) -> str:
-  """A cell in percentage points: ``'83.12 ± 0.45'`` (``'n/a'`` without data)."""
-  mean, half, n = cell
-  if n == 0:
-    return "n/a"
-  text = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
-  return text + (f" ± {100 * half:.2f}" if half is not None else " (1 seed)")
 
 
 # ------------------------------------------------------------------------------- collection
@@ -147,13 +111,13 @@ def study_table(rows, study: str, names: Sequence[str],
     secs = mean_ci([r["train_seconds"] for r in sel if r["name"] == name])
     mins = "n/a" if secs[2] == 0 else f"{secs[0] / 60:.1f}"
     seeds = f"{n} ({failed[name]} diverged)" if failed.get(name) else f"{n}"
-    lines.append(f"| {name} | {seeds} | " + " | ".join(fmt(cells[c]) for c in cols)
+    lines.append(f"| {name} | {seeds} | " + " | ".join(ci_cell(cells[c]) for c in cols)
                  + f" | {mins} |")
   for a, b in PAIRS.get(study, ()):
     cells = _paired(sel, a, b, cols)
     n = max(c[2] for c in cells.values())
     lines.append(f"| **{a} − {b}** (paired) | {n} | "
-                 + " | ".join(fmt(cells[c], signed=True) for c in cols) + " | |")
+                 + " | ".join(ci_cell(cells[c], signed=True) for c in cols) + " | |")
   return "\n".join(lines)
 
 
@@ -192,7 +156,7 @@ def rho_table(rows, sweep: str) -> tuple[str, list[tuple[float, dict]]]:
     sel = [r for r in pts if r["rho"] == rho]
     cells = {c: mean_ci([r[c] for r in sel]) for c in cols}
     summary.append((rho, cells))
-    lines.append(f"| {rho:g} | {len(sel)} | " + " | ".join(fmt(cells[c]) for c in cols) + " |")
+    lines.append(f"| {rho:g} | {len(sel)} | " + " | ".join(ci_cell(cells[c]) for c in cols) + " |")
   return "\n".join(lines), summary
 
 

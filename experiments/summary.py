@@ -2,7 +2,7 @@
 
 A run's tables and plots are in its workdir; this says what they hold without opening them::
 
-  == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 corruptions x
+  == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 standard corruptions x
      severities 1,3,5) | PGD-5 eps 2/255 60.4%, 8/255 9.1% | training 71 s, 220 steps
      tables: runs/quick_dro_augmix/results.md
      plots:  runs/quick_dro_augmix/accuracy_vs_severity.png runs/quick_dro_augmix/adversarial.png
@@ -10,27 +10,30 @@ A run's tables and plots are in its workdir; this says what they hold without op
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 from typing import Any, Mapping
+
+from experiments.formatting import eps_label, pct
 
 # The plots experiments.reporting.write_results writes into a run's workdir, in display order.
 _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
 
 
-def _pct(value: Any) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return "n/a"
-  return f"{100.0 * float(value):.1f}%"
+# Console style: one decimal with the sign.
+_pct = functools.partial(pct, digits=1, sign="%", missing="n/a")
 
 
-def _eps_label(key: str) -> str:
-  """``'0.0313725'`` -> ``'8/255'`` where the budget is a whole number of 1/255 steps."""
-  eps = float(key)
-  steps = eps * 255.0
-  if abs(steps - round(steps)) < 1e-3:
-    return f"{int(round(steps))}/255"
-  return f"{eps:g}"
+def corruption_mean_scope(accuracy: Mapping[str, Mapping[str, Any]]) -> str:
+  """What ``mean_corruption_accuracy`` averages for ``corruption_accuracy`` = ``accuracy``:
+  e.g. ``10 standard corruptions x severities 1,3,5`` (the extras are not in the mean)."""
+  from drojax.corruptions.tables import STANDARD_NAMES
+
+  standard = [n for n in accuracy if n in STANDARD_NAMES]
+  severities = sorted({int(s) for n in standard for s in accuracy[n]})
+  noun = "corruption" if len(standard) == 1 else "corruptions"
+  return (f"{len(standard)} standard {noun} x "
+          f"severit{'y' if len(severities) == 1 else 'ies'} {','.join(map(str, severities))}")
 
 
 def format_summary(results: Mapping[str, Any], workdir: str) -> str:
@@ -51,9 +54,8 @@ def format_summary(results: Mapping[str, Any], workdir: str) -> str:
   parts = [f"clean {_pct(results.get('clean_accuracy'))}"]
   corr = results.get("corruption_accuracy") or {}
   if corr:
-    severities = sorted({int(s) for per in corr.values() for s in per}, key=int)
     parts.append(f"mean corruption {_pct(results.get('mean_corruption_accuracy'))} "
-                 f"({len(corr)} corruptions x severities {','.join(map(str, severities))})")
+                 f"({corruption_mean_scope(corr)})")
   adv = results.get("adversarial_accuracy") or {}
   if adv:
     settings = results.get("adversarial") or {}
@@ -61,7 +63,7 @@ def format_summary(results: Mapping[str, Any], workdir: str) -> str:
     if settings.get("num_steps"):
       name += f"-{settings['num_steps']}"
     items = sorted(adv.items(), key=lambda kv: float(kv[0]))
-    parts.append(f"{name} eps " + ", ".join(f"{_eps_label(k)} {_pct(v)}" for k, v in items))
+    parts.append(f"{name} eps " + ", ".join(f"{eps_label(k)} {_pct(v)}" for k, v in items))
   groups = results.get("group_accuracy") or {}
   if groups:
     parts.append(f"worst group {_pct(groups.get('worst_group'))}, "

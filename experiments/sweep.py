@@ -26,30 +26,20 @@ flags.DEFINE_string("method", "dro_augmix", "The method whose parameter is swept
 flags.DEFINE_string("param", "rho", "rho (W-DRO penalty weight) | eps_max (Var-DRO radius) | "
                     "trades_beta | mart_beta | adv_eps (adversarial training).")
 flags.DEFINE_string("values", "0,0.3,1,3", "Comma-separated non-negative values.")
-flags.DEFINE_string("dataset", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | npz:PATH")
-flags.DEFINE_string("preset", "paper", "paper | quick")
-flags.DEFINE_string("workdir", None, "Root directory; each value gets a sub-directory.")
-flags.DEFINE_string("data_dir", None, "Where to look for data first (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+cli.define_flags("dataset", "preset", "workdir", "data_dir", "compilation_cache_dir")
 
 PARAMS = {"rho": "rho", "eps_max": "var_dro_eps_max", "trades_beta": "trades_beta",
           "mart_beta": "mart_beta", "adv_eps": "adv_eps"}
 
 
 def build_configs(overrides) -> tuple[list[float], list]:
-  from drojax.data.registry import validate_name
-
   cli.check_choice(FLAGS.param, list(PARAMS), "--param")
-  cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
-  try:
-    validate_name(FLAGS.dataset)
-  except ValueError as e:
-    raise cli.UsageError(f"--dataset: {e}") from None
+  cli.check_run_flags()
   values = parse_values(FLAGS.values, FLAGS.param)
   configs = []
   for v in values:
     config = cifar_c_config.make_config(FLAGS.method, preset=FLAGS.preset, dataset=FLAGS.dataset)
-    cli.apply_overrides(config, overrides)
+    cli.set_run_fields(cli.apply_overrides(config, overrides))
     with config.unlocked():
       config.method_config[PARAMS[FLAGS.param]] = v
     reason = common.not_applying(config, "method_config." + PARAMS[FLAGS.param])
@@ -64,9 +54,7 @@ def main(argv, overrides):
   if not FLAGS.workdir:
     raise cli.UsageError("--workdir is required")
   values, configs = build_configs(overrides)
-  workdirs = multi.run_all(configs, FLAGS.workdir,
-                           run_kwargs=dict(data_dir=FLAGS.data_dir,
-                                           compilation_cache_dir=FLAGS.compilation_cache_dir))
+  workdirs = multi.run_all(configs, FLAGS.workdir)
   import jax
 
   if jax.process_index() == 0:

@@ -14,19 +14,15 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import cli, multi
-from experiments.configs import common
 from experiments.configs import waterbirds as wb_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("methods", "erm,kl_dro,var_dro", "Comma-separated methods to compare.")
-flags.DEFINE_string("preset", "paper", "paper | quick")
-flags.DEFINE_string("workdir", None, "Root directory; each method gets a sub-directory.")
-flags.DEFINE_string("data_dir", None, "The Waterbirds folder (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
+cli.define_flags("methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
+                 methods="erm,kl_dro,var_dro")
 
 
 def build_configs(overrides):
-  cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
+  cli.check_run_flags(dataset=False)
   return multi.method_configs(
       FLAGS.methods, lambda m: wb_config.make_config(m, preset=FLAGS.preset), overrides)
 
@@ -35,9 +31,7 @@ def main(argv, overrides):
   del argv
   if not FLAGS.workdir:
     raise cli.UsageError("--workdir is required")
-  multi.run_all(build_configs(overrides), FLAGS.workdir,
-                run_kwargs=dict(data_dir=FLAGS.data_dir,
-                                compilation_cache_dir=FLAGS.compilation_cache_dir))
+  multi.run_all(build_configs(overrides), FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,26 @@ CASES = [
     ("noisymix_dro_subsample", ["--method=dro_noisymix",
                                 "--config.method_config.penalty_subsample=0.5"], 2,
      "must be 1.0 with 'dro_noisymix'", None),
+    # --- group shift (issue 26): one line before anything is written
+    ("group_dro_without_groups", ["--method=group_dro"], 2,
+     "--method=group_dro needs group labels, but the training data digits/train has none",
+     None),
+    ("group_dro_step_size_zero", ["--method=group_dro",
+                                  "--config.method_config.group_dro_step_size=0"], 2,
+     "--config.method_config.group_dro_step_size: expected a finite number > 0, got 0.0", None),
+    ("vrex_negative_penalty", ["--method=vrex", "--config.method_config.vrex_penalty_weight=-1"],
+     2, "--config.method_config.vrex_penalty_weight: expected a finite number >= 0", None),
+    ("jtt_lambda_up_below_one", ["--method=jtt", "--config.method_config.jtt_lambda_up=0.5"],
+     2, "--config.method_config.jtt_lambda_up: expected a finite number >= 1, got 0.5", None),
+    ("irm_one_environment_configured", ["--method=irm",
+                                        "--config.method_config.num_environments=1"], 2,
+     "irm compares environments: it needs at least 2, got num_environments=1", None),
+    ("group_dro_empty_group", ["--method=group_dro", "--dataset=npz:{data}/gapgroups_train.npz"],
+     2, "--method=group_dro: groups [1] of the 3 have no training example", "npz_files"),
+    ("vrex_one_environment_in_data", ["--method=vrex",
+                                      "--dataset=npz:{data}/onegroup_train.npz"], 2,
+     "--method=vrex compares environments: it needs at least 2, the training data has 1",
+     "npz_files"),
     # --- fields the method or set-up does not read
     ("rho_for_var_dro", ["--method=var_dro", "--config.method_config.rho=0.5"], 2,
      "--config.method_config.rho has no effect: method 'var_dro' does not read it", None),
@@ -134,6 +154,16 @@ CASES = [
      "float_train.npz: images must be uint8", "npz_files"),
     ("npz_split_shapes_differ", ["--dataset=npz:{data}/shapes_train.npz"], 2,
      "differ in shape", "npz_files"),
+    ("npz_single_class", ["--dataset=npz:{data}/oneclass_train.npz"], 2,
+     "oneclass_train.npz: a classifier needs at least 2 classes, got 1", "npz_files"),
+    ("npz_label_2_pow_40", ["--dataset=npz:{data}/huge_train.npz"], 2,
+     "so 1099511627777 classes are inferred, but 1099511627773 of them have no example (3, 4, 5",
+     "npz_files"),
+    ("suite_on_3_classes", ["--dataset=npz:{data}/three_train.npz", "--config.eval.attack=suite",
+                            "--config.batch_size=8"],
+     2, "--config.eval.attack=suite cannot evaluate", "npz_files"),
+    ("attack_without_eps", ["--config.eval.adv_eps=()", "--config.eval.attack=suite"], 2,
+     "--config.eval.attack has no effect: no attack runs", None),
     ("dataset_not_found", ["--dataset=cifar100", "--data_dir={root}/empty"], 2,
      "dataset 'cifar100' not found", None),
     ("batch_larger_than_data", ["--config.batch_size=5000"], 2,
@@ -182,8 +212,15 @@ def npz_files(root, data, monkey):
   save("empty_train.npz", images=im[:0], labels=lab[:0])
   save("stray_train.npz", images=im, labels=np.r_[lab[:7], 37])
   save("testout_train.npz", images=im, labels=lab)
+  for name, groups in (("gapgroups", np.arange(8) % 2 * 2), ("onegroup", np.zeros(8, int))):
+    for split in ("train", "test"):
+      save(f"{name}_{split}.npz", images=im, labels=lab, groups=groups)
   save("testout_test.npz", images=im, labels=np.r_[lab[:7], 3])
   save("float_train.npz", images=im.astype(np.float32), labels=lab)
+  for split in ("train", "test"):
+    save(f"oneclass_{split}.npz", images=im, labels=np.zeros(8, np.int64))
+    save(f"huge_{split}.npz", images=im, labels=np.r_[lab[:7], 2**40])
+    save(f"three_{split}.npz", images=im, labels=lab)
   save("shapes_train.npz", images=im, labels=lab)
   save("shapes_test.npz", images=np.zeros((8, 4, 4, 3), np.uint8), labels=lab)
   gray = np.random.default_rng(0).integers(0, 256, (64, 16, 16), dtype=np.uint8)
@@ -315,15 +352,15 @@ def main():
   import jax
   import numpy as np
 
-  from experiments import engine
+  from experiments import train
 
   def no_training(config, workdir, train_ds, *, mesh):  # build and initialise, never train
-    model = engine.build_model(config, train_ds.num_classes)
+    model = train.build_model(config, train_ds.num_classes)
     x = np.asarray(train_ds.images[:2], np.float32) / 255
     logits = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
     raise ReachedTraining(f"images {train_ds.image_shape}, logits {tuple(logits.shape)}")
 
-  engine.train = no_training
+  train.train = no_training
   rows = [run_case(case, base_root) for case in CASES + REACHES]
   with open(out, "w") as f:
     json.dump(rows, f)

@@ -1,9 +1,26 @@
-"""Shared test set-up: strict rank promotion and the hypothesis profile."""
+"""Shared test set-up: a temporary home, strict rank promotion and the hypothesis profile."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests run on the CPU; keep XLA from grabbing an accelerator a developer might have.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Tests write only under temporary directories: the CLIs' default compilation cache
+# (~/.cache/drojax/jax), matplotlib's cache and config, tfds' default data directory all follow
+# HOME / XDG_*, so they point into one temporary home for the session. Set before anything is
+# imported; pytest-xdist workers and every subprocess inherit it (the first process creates it
+# and removes it at exit). tests/test_imports.py checks it.
+TEST_HOME_ENV = "DROJAX_TEST_HOME"
+if TEST_HOME_ENV not in os.environ:
+  os.environ["DROJAX_TEST_REAL_HOME"] = os.path.expanduser("~")
+  os.environ[TEST_HOME_ENV] = tempfile.mkdtemp(prefix="drojax-test-home-")
+  atexit.register(shutil.rmtree, os.environ[TEST_HOME_ENV], ignore_errors=True)
+  for _var, _sub in (("HOME", ""), ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"),
+                     ("XDG_DATA_HOME", ".local/share"), ("MPLCONFIGDIR", ".config/matplotlib")):
+    os.environ[_var] = os.path.join(os.environ[TEST_HOME_ENV], _sub)
 
 import hypothesis  # noqa: E402
 import jax  # noqa: E402

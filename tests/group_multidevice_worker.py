@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import methods, models, objectives, train, views  # noqa: E402
+from drojax import data, methods, models, objectives, train, views  # noqa: E402
 
 
 def _objectives(n):
@@ -62,7 +62,7 @@ def main():
       step = train.make_train_step(method, model, mesh, optimizer=opt)
       metrics = []
       for batch in batches:
-        state, m = step(state, train.shard_batch(batch, mesh))
+        state, m = step(state, data.shard_batch(batch, mesh))
         metrics.append(m)
       results.append(jax.device_get((state, metrics)))
     diffs = jax.tree.map(lambda a, c: float(np.max(np.abs(np.asarray(a, np.float64) -

@@ -7,31 +7,42 @@ JAX initializes) and, for each spec, runs three train steps of a tiny TinyNet fr
 parameters and BatchNorm statistics, flattened into one float32 vector per (spec, mesh size),
 as ``OUT.npz`` entries ``"<spec>@<devices>"``.
 
-``tests/data/method_params_before.npz`` was written by this script from the code as it was
-before the method layer became objectives with their own state (issue 13); the test compares
-the refactored code against it. The penalty mode is pinned explicitly for every W-DRO method,
-so the recording keeps its meaning when ``MethodConfig``'s default mode changes.
+With the same compiled step it also runs the three steps from ``ULP_SEEDS`` copies of the
+initial state whose every float32 parameter and BatchNorm statistic is moved by one ulp in a
+random direction, written as ``"<spec>@<devices>/ulp<seed>"``: how far float32 rounding alone
+moves this computation's result, on this machine, with this XLA. The test's tolerance is a
+multiple of it, so it holds on any CPU while any change of the numerics beyond rounding fails.
+
+``tests/data/method_params_before.npz`` holds the ``"<spec>@<devices>"`` entries written by this
+script from the code as it was before the method layer became objectives with their own state
+(issue 13); the test compares the refactored code against it. The penalty mode is pinned
+explicitly for every W-DRO method, so the recording keeps its meaning when ``MethodConfig``'s
+default mode changes.
 """
 
 import dataclasses
 import os
 import sys
 
+# LLVM's optimization level only changes how float32 work is ordered and fused (which the ulp
+# runs measure, like any other CPU's code generation); level 0 compiles about a third faster.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8")
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_backend_optimization_level=0")
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import methods, models, train  # noqa: E402
+from drojax import data, methods, models, train  # noqa: E402
 
 # Every method of the table before issue 13; the W-DRO ones with the penalty mode pinned.
 SPECS = ("erm", "mixup", "augmix", "noisymix", "kl_dro", "cvar", "var_dro", "var_dro_mixup",
          "var_dro_augmix", "dro:exact", "dro:forward_over_reverse", "dro_mixup:exact",
          "dro_augmix:exact", "dro_noisymix:exact")
 DEVICE_COUNTS = (1, 8)
+ULP_SEEDS = (1, 2)
 
 
 def _batches():
@@ -50,6 +61,19 @@ def fingerprint(state) -> np.ndarray:
   return np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
 
 
+def one_ulp(tree, seed: int):
+  """Every float32 leaf of ``tree`` (host arrays) moved by one ulp up or down at random."""
+  rng = np.random.default_rng(seed)
+
+  def move(x):
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+      return x
+    return np.nextafter(x, np.where(rng.random(x.shape) < 0.5, -np.inf, np.inf).astype(x.dtype))
+
+  return jax.tree.map(move, tree)
+
+
 def run(spec: str) -> dict[str, np.ndarray]:
   n, batches = _batches()
   model = models.TinyNet(num_classes=3, width=4)
@@ -65,10 +89,18 @@ def run(spec: str) -> dict[str, np.ndarray]:
     opt = train.make_optimizer(10, learning_rate=0.1)
     state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method,
                                      num_examples=n, mesh=mesh)
+    shardings = jax.tree.map(lambda a: a.sharding, state)
+    initial = jax.device_get(state)  # the step donates its state
     step = train.make_train_step(method, model, mesh, optimizer=opt)
-    for batch in batches:
-      state, _ = step(state, train.shard_batch(batch, mesh))
-    out[f"{spec}@{num_devices}"] = fingerprint(jax.device_get(state))
+    for seed in (None,) + ULP_SEEDS:
+      start = initial if seed is None else initial.replace(
+          params=one_ulp(initial.params, seed),
+          batch_stats=one_ulp(initial.batch_stats, 100 + seed))
+      state = jax.device_put(start, shardings)
+      for batch in batches:
+        state, _ = step(state, data.shard_batch(batch, mesh))
+      key = f"{spec}@{num_devices}" + ("" if seed is None else f"/ulp{seed}")
+      out[key] = fingerprint(jax.device_get(state))
   return out
 
 

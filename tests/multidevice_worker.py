@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import methods, models, train  # noqa: E402
+from drojax import data, methods, models, train  # noqa: E402
 
 
 def main(names):
@@ -47,7 +47,7 @@ def main(names):
       step = train.make_train_step(method, model, mesh, optimizer=opt)
       metrics = []
       for batch in batches:
-        state, m = step(state, train.shard_batch(batch, mesh))
+        state, m = step(state, data.shard_batch(batch, mesh))
         metrics.append(m)
       results.append(jax.device_get((state, metrics)))
       if num_devices == 8:

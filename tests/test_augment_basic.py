@@ -143,7 +143,7 @@ class MixupTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "batch size"):
       mixup(jax.random.key(0), x, jnp.zeros((3, 2)))
     with self.assertRaisesRegex(ValueError, "alpha"):
-      mixup(jax.random.key(0), x, jnp.zeros((4, 2)), alpha=0.0)
+      mixup(jax.random.key(0), x, jnp.full((4, 2), 0.5), alpha=0.0)
 
 
 @pytest.mark.parametrize("module_name", ["drojax.augment.crop_flip", "drojax.augment.mixup",

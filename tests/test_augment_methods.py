@@ -162,12 +162,3 @@ def test_train_steps_reduce_the_loss(name):
     assert np.isfinite(float(metrics["loss"]))
   after = float(evaluate(state, batch)["loss_sum"]) / 8
   assert after < before, (name, before, after)
-
-
-def test_old_augmented_methods_module_is_a_deprecated_alias():
-  import importlib
-  import sys
-  sys.modules.pop("drojax.augmented_methods", None)
-  with pytest.warns(DeprecationWarning, match="drojax.views"):
-    old = importlib.import_module("drojax.augmented_methods")
-  assert old.jsd_criterion is views.jsd_criterion

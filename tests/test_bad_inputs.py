@@ -89,7 +89,7 @@ CASES = [
         weighting.init_tracker(3), jnp.array([0, 3]), jnp.ones(2)), ValueError,
      "ids must be in [0, 3)"),
     ("tracker_empty", lambda: weighting.init_tracker(0), ValueError,
-     "num_examples must be positive"),
+     "num_examples must be an int >= 1"),
     ("tracker_alpha_zero", lambda: weighting.update_tracker(
         weighting.init_tracker(3), jnp.array([0]), jnp.ones(1), alpha=0.0), ValueError,
      "alpha must be in (0, 1]"),

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from drojax import data
 from drojax import losses
 from drojax import methods
 from drojax import models
@@ -104,8 +105,8 @@ def test_bf16_train_step_keeps_float32_state_and_tracks_float32_step():
     model = models.get_model("tiny", num_classes=NUM_CLASSES, width=4, dtype=dtype)
     state = train.create_train_state(jax.random.key(0), model, optimizer, (16, 16, 3), mesh=mesh)
     step = train.make_train_step(method, model, mesh, optimizer=optimizer, crop_flip=False)
-    state, metrics = step(state, train.shard_batch(batch, mesh))
-    state, metrics = step(state, train.shard_batch(batch, mesh))
+    state, metrics = step(state, data.shard_batch(batch, mesh))
+    state, metrics = step(state, data.shard_batch(batch, mesh))
     for leaf in jax.tree_util.tree_leaves((state.params, state.opt_state, state.batch_stats)):
       if jnp.issubdtype(leaf.dtype, jnp.floating):
         assert leaf.dtype == jnp.float32, leaf.dtype

@@ -65,9 +65,10 @@ def digits16():
 
 
 @pytest.fixture(scope="module")
-def calibrated(digits16):
+def calibrated(digits16, tmp_path_factory):
   x, y = digits16
-  model = cs.train_reference_model(x[:600], y[:600], num_classes=10, steps=60, width=8)
+  model = cs.train_reference_model(x[:600], y[:600], num_classes=10, steps=60, width=8,
+                                   workdir=str(tmp_path_factory.mktemp("reference")))
   cal = cs.calibrate(model, x[600:664], y[600:664], names=["contrast", "brightness"],
                      iterations=6, progress=False)
   return model, cal, x[600:664], y[600:664]

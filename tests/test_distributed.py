@@ -1,7 +1,7 @@
 """Several processes for real: 2 processes x 2 CPU devices on localhost against 1 process x 4.
 
 Every run goes through the CLI (``python -m experiments.fashion_mnist_pgd --methods=erm,dro,
-var_dro``, which trains and evaluates each method in turn with ``experiments.runner.run``), with
+var_dro``, which trains and evaluates each method in turn with ``experiments.train.train_and_evaluate``), with
 ``DROJAX_DISTRIBUTED=1`` and the README's variables for the two-process runs. The final train
 states (read from the orbax checkpoints), every ``metrics.jsonl`` record and ``results.json``
 must equal those of the one-process run with the same 4 devices and global batch; a run whose
@@ -368,7 +368,7 @@ def test_runner_loads_waterbirds_through_the_registry_at_the_config_size(tmp_pat
   from PIL import Image
 
   from drojax.data import load_dataset
-  from experiments import runner
+  from experiments import train as xtrain
 
   Image.new("RGB", (40, 30), (255, 0, 9)).save(tmp_path / "a.png")
   (tmp_path / "metadata.csv").write_text(
@@ -376,7 +376,7 @@ def test_runner_loads_waterbirds_through_the_registry_at_the_config_size(tmp_pat
   config = ml_collections.ConfigDict({"dataset": "waterbirds", "image_size": 12,
                                       "train_subset": 0, "seed": 0,
                                       "eval": {"images": 0}})
-  train, test = runner.load_data(config, data_dir=str(tmp_path), download=False)
+  train, test = xtrain.load_data(config, data_dir=str(tmp_path), download=False)
   assert train.images.shape == (1, 12, 12, 3) and test.images.shape == (1, 12, 12, 3)
   assert train.groups.tolist() == [2] and test.groups.tolist() == [1]
   with pytest.raises(ValueError, match="image_size applies to waterbirds only"):

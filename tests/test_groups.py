@@ -118,7 +118,7 @@ class GroupsTest(parameterized.TestCase):
   def test_bad_inputs(self):
     with pytest.raises(ValueError, match=r"groups must lie in \[0, 3\)"):
       G.group_losses(jnp.ones(2), jnp.array([0, 3]), 3)
-    with pytest.raises(ValueError, match="num_groups must be a positive Python int"):
+    with pytest.raises(ValueError, match="num_groups must be an int >= 1"):
       G.group_losses(jnp.ones(2), jnp.array([0, 0]), 0)
     with pytest.raises(ValueError, match="groups must be integer ids of shape"):
       G.group_losses(jnp.ones(2), jnp.array([0.0, 1.0]), 2)

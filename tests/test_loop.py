@@ -93,6 +93,31 @@ def test_fit_logs_checkpoints_and_resumes_exactly(tmp_path):
   assert done.steps == 12 and done.resumed_from == 12
 
 
+def test_train_seconds_sum_over_resumed_runs_from_the_checkpoints(tmp_path, monkeypatch):
+  # A clock that advances 1 s per step: the totals are exact step counts.
+  clock = [0.0]
+  monkeypatch.setattr(loop, "_clock", lambda: clock[0])
+
+  def tick(step, metrics):
+    clock[0] += 1.0
+    if step == 7 and crash_at_7:
+      raise KeyboardInterrupt
+
+  kw = dict(num_epochs=3, steps_per_epoch=4, workdir=str(tmp_path), checkpoint_every_steps=3,
+            progress=False, on_step=tick)
+  crash_at_7 = True
+  with pytest.raises(KeyboardInterrupt):
+    loop.fit(_state(), _make_step(), _batches, **kw)
+  ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  assert [ckpt.restore(s, _state()).meta["seconds"] for s in ckpt.all_steps()] == [3.0, 4.0, 6.0]
+  ckpt.close()
+  crash_at_7 = False
+  # Resumed at step 6 (6 s): 6 more steps; the 7th step's second, lost with the step, is not
+  # counted. A finished run reports the recorded total.
+  assert loop.fit(_state(), _make_step(), _batches, **kw).train_seconds == 12.0
+  assert loop.fit(_state(), _make_step(), _batches, **kw).train_seconds == 12.0
+
+
 @pytest.mark.parametrize("term,expected", [("penalty", "penalty"), ("weights_max_ratio", "weights"),
                                            ("grad_norm", "gradient")])
 def test_nan_guard_names_step_and_term_and_keeps_last_good_checkpoint(tmp_path, term, expected):

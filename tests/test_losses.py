@@ -50,7 +50,7 @@ class CrossEntropyTest(parameterized.TestCase):
   def test_out_of_range_labels(self):
     logits = jnp.zeros((3, 4))
     for bad in ([0, 4, 1], [0, -1, 1]):
-      with self.assertRaisesRegex(ValueError, r"labels must be class ids in \[0, 4\)"):
+      with self.assertRaisesRegex(ValueError, r"labels \(class ids for 4 classes\) must lie in \[0, 4\)"):
         L.cross_entropy(logits, jnp.array(bad))
     # Under jit the ids cannot be checked: the row is NaN, never a finite wrong value.
     got = np.asarray(jax.jit(L.cross_entropy)(logits, jnp.array([0, 4, -1])))

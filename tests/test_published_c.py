@@ -54,8 +54,11 @@ def test_make_loader_folder_with_evaluate(tmp_path):
 
   root = _write_folder(str(tmp_path / "c"))
   loader = published_c.make_loader("cifar10", folder=root)
-  # Predicts class 0 when the (constant) pixel value is below 10/255, else class 1.
-  f = lambda x: jnp.stack([10 / 255 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 10 / 255], -1)
+  # Ten outputs (the labels are 0..9); predicts class 0 when the (constant) pixel value is
+  # below 10/255, else class 1.
+  f = lambda x: jnp.concatenate([
+      jnp.stack([10 / 255 - x.mean((1, 2, 3)), x.mean((1, 2, 3)) - 10 / 255], -1),
+      jnp.full((x.shape[0], 8), -1e3)], -1)
   acc = evaluate.published_corruption_accuracy(f, loader, names=["fog"], severities=[1, 2, 3],
                                                batch_size=4, progress=False)
   labels = np.arange(N) % 10
@@ -130,10 +133,29 @@ def test_tfds_path_with_mock_data(tmp_path):
   assert x2.shape == (6, 32, 32, 3)
 
 
-def test_old_module_path_is_a_deprecated_alias():
-  import importlib
-  import sys
-  sys.modules.pop("drojax.published_c", None)
-  with pytest.warns(DeprecationWarning, match="drojax.data.published_c"):
-    old = importlib.import_module("drojax.published_c")
-  assert old.make_loader is published_c.make_loader
+def test_write_folder_round_trips_through_the_loader(tmp_path):
+  import jax
+
+  from drojax import corruptions
+
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  labels = np.array([2, 0, 1])
+  folder = str(tmp_path / "made")
+  key = jax.random.key(5)
+  published_c.write_folder(folder, images, labels, key=key, names=("contrast",),
+                           batch_size=2)
+  assert sorted(os.listdir(folder)) == ["README.txt", "contrast.npy", "labels.npy"]
+  got, got_labels = published_c.make_loader("cifar10", folder=folder)("contrast", 3)
+  np.testing.assert_array_equal(got_labels, labels)
+  k = jax.random.fold_in(jax.random.fold_in(key, 0), 3)
+  x = images.astype(np.float32) / 255
+  want = np.concatenate([np.asarray(corruptions.corrupt(jax.random.fold_in(k, b), x[s:s + 2],
+                                                        name="contrast", severity=3))
+                         for b, s in enumerate((0, 2))])
+  want = np.clip(np.rint(want * 255), 0, 255)
+  assert got.dtype == np.uint8 and np.abs(got.astype(int) - want).max() <= 1  # jit vs eager
+  # A complete folder is kept as it is; no temporary folder is left behind.
+  os.remove(os.path.join(folder, "README.txt"))
+  published_c.write_folder(folder, images, labels, key=key, names=("contrast",))
+  assert "README.txt" not in os.listdir(folder) and os.listdir(tmp_path) == ["made"]

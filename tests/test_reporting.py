@@ -71,6 +71,7 @@ def test_write_results_files_and_schema(tmp_path):
   assert "| 8/255 (0.03137) | 25.00 |" in md
   assert "| **worst group** (1) | 40.00 |" in md
   assert "spatter (extra)" in md
+  assert "| mean corruption accuracy, 15 standard corruptions x severities 1,2,3,4,5 (%)" in md
   _png_ok(paths["severity_png"])
   _png_ok(paths["adversarial_png"])
 
@@ -122,3 +123,28 @@ def test_compare_runs_missing_results(tmp_path):
     results.compare_runs([str(tmp_path)], str(tmp_path / "out"))
   with pytest.raises(ValueError, match="at least one"):
     results.compare_runs([], str(tmp_path / "out"))
+
+
+def test_the_adversarial_plot_starts_at_clean_and_spans_0_to_100(tmp_path, monkeypatch):
+  import matplotlib.pyplot as plt
+
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  results.plot_adversarial({"erm": _fake_results(0)}, str(tmp_path / "adv.png"))
+  (ax,) = figures[0].axes
+  (line,) = ax.get_lines()
+  np.testing.assert_allclose(line.get_xdata(), [0.0, 255 * 0.0156863, 255 * 0.0313725])
+  np.testing.assert_allclose(line.get_ydata(), [93.0, 50.0, 25.0])
+  assert ax.get_ylim() == (0, 100)
+  assert ax.get_title() == "accuracy under PGD-20 attack (eps 0 = clean)"
+  monkeypatch.undo()
+  plt.close(figures[0])
+
+
+def test_formatting_doctests():
+  import doctest
+
+  from experiments import formatting
+
+  result = doctest.testmod(formatting)
+  assert result.attempted >= 4 and result.failed == 0

@@ -321,7 +321,7 @@ class TrackerTest(parameterized.TestCase):
       W.update_tracker(s, jnp.array([0]), jnp.array([1.0]), alpha=0.0)
     with self.assertRaisesRegex(TypeError, "losses must be a floating-point"):
       W.update_tracker(s, jnp.array([0]), jnp.array([1]))
-    with self.assertRaisesRegex(ValueError, "num_examples must be positive"):
+    with self.assertRaisesRegex(ValueError, "num_examples must be an int >= 1"):
       W.init_tracker(0)
     with self.assertRaisesRegex(TypeError, "state must be a TrackerState"):
       W.update_tracker((1, 2, 3), jnp.array([0]), jnp.array([1.0]))

@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drojax._checks import check_static_int
+from drojax._checks import check_labels, check_static_int
 from drojax.attacks.projected import (NORMS, LogitsFn, _TINY, _check_inputs, _check_number,
-                                      _l2_norm, _project, count_classes)
+                                      _l2_norm, _labels_valid, _project, count_classes)
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75
@@ -109,10 +109,12 @@ def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     -0.666667
   """
   z = logits.astype(jnp.float32)
+  check_labels("y", y, z.shape[-1])
   top, idx = _sorted_desc(z, 3)
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   other = jnp.where(idx[:, 0] == y, top[:, 1], top[:, 0])
-  return -(z_y - other) / (top[:, 0] - top[:, 2] + _DLR_EPS)
+  loss = -(z_y - other) / (top[:, 0] - top[:, 2] + _DLR_EPS)
+  return jnp.where(_labels_valid(y, z.shape[-1]), loss, jnp.nan)
 
 
 def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax.Array:
@@ -135,10 +137,14 @@ def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax
     -0.571429
   """
   z = logits.astype(jnp.float32)
+  check_labels("y", y, z.shape[-1])
+  check_labels("target", target, z.shape[-1])
   top, _ = _sorted_desc(z, 4)
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   z_t = jnp.take_along_axis(z, target[:, None], axis=-1)[:, 0]
-  return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_EPS)
+  loss = -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_EPS)
+  valid = _labels_valid(y, z.shape[-1]) & _labels_valid(target, z.shape[-1])
+  return jnp.where(valid, loss, jnp.nan)
 
 
 def _loss(logits, y, target, loss):
@@ -292,7 +298,7 @@ def _apgd_impl(key, logits_fn, x, y, eps, active, *, norm, num_steps, loss, rest
 
 
 def _check_apgd(name, logits_fn, x, y, eps, norm, num_steps, restarts):
-  _check_inputs(x, y, name)
+  _check_inputs(x, y, name, logits_fn)
   _check_number(eps, "eps")
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")

@@ -378,7 +378,7 @@ def fab_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, 
     >>> robust.tolist(), round(float(x_adv[1, 0, 0, 0]), 2)
     ([True, False], 0.25)
   """
-  _check_inputs(x, y, "fab")
+  _check_inputs(x, y, "fab", logits_fn)
   if not callable(logits_fn):
     raise TypeError(f"fab: logits_fn must be callable x -> logits; got "
                     f"{type(logits_fn).__name__}.")

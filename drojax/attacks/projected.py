@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_labels, check_static_int, check_unit_range, is_concrete
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -49,8 +49,9 @@ NORMS = ("linf", "l2")
 _TINY = 1e-12
 
 
-def _check_inputs(x, y, name: str) -> None:
-  """Validates ``x`` [B, H, W, C] floating and ``y`` [B] integer (trace-time checks)."""
+def _check_inputs(x, y, name: str, logits_fn=None) -> None:
+  """Validates ``x`` [B, H, W, C] floating and ``y`` [B] integer (trace-time checks); with
+  ``logits_fn``, also that concrete ``y`` lies in [0, K) for the model's K outputs."""
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     raise TypeError(f"{name}: x must be an array [B, H, W, C]; got {type(x).__name__}.")
   if x.ndim != 4:
@@ -66,6 +67,14 @@ def _check_inputs(x, y, name: str) -> None:
         f"got shape {tuple(getattr(y, 'shape', ()))}.")
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise TypeError(f"{name}: y must be integer class labels; got dtype {y.dtype}.")
+  if callable(logits_fn) and is_concrete(y):
+    check_labels(f"{name}: y", y, count_classes(logits_fn, x))
+
+
+def _labels_valid(y: jax.Array, num_classes: int) -> jax.Array:
+  """``[B]`` bool: which labels lie in [0, K). Traced labels cannot be refused, so a loss or
+  an accuracy becomes NaN where this is False, never a finite number."""
+  return (y >= 0) & (y < num_classes)
 
 
 def _check_number(value, argname: str, *, positive: bool = False) -> None:
@@ -100,10 +109,8 @@ def check_pgd_options(*, norm: str, num_steps: int, restarts: int) -> None:
   """
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
-  if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
-    raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}.")
-  if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-    raise ValueError(f"restarts must be an int >= 1; got {restarts!r}.")
+  check_static_int("num_steps", num_steps, minimum=0)
+  check_static_int("restarts", restarts, minimum=1)
 
 
 def count_classes(logits_fn: LogitsFn, x: jax.Array) -> int:
@@ -153,7 +160,7 @@ def per_example_loss(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Arr
   Args:
     logits_fn: ``x [B, H, W, C] -> logits [B, K]``.
     x: images ``[B, H, W, C]``.
-    y: integer labels ``[B]``.
+    y: integer labels ``[B]`` in [0, K) (checked when concrete; NaN loss under ``jit``).
 
   Returns:
     Per-example losses ``[B]`` float32.
@@ -165,8 +172,10 @@ def per_example_loss(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Arr
     [1.3863, 1.3863]
   """
   logits = logits_fn(x)
+  check_labels("y", y, logits.shape[-1])
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  loss = -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  return jnp.where(_labels_valid(y, logits.shape[-1]), loss, jnp.nan)
 
 
 def _input_grad(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -286,7 +295,7 @@ def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float | jax.Ar
     >>> print(round(float(x_adv[0, 0, 0, 0]), 6))
     0.4
   """
-  _check_inputs(x, y, "fgsm")
+  _check_inputs(x, y, "fgsm", logits_fn)
   _check_number(eps, "eps")
   if not callable(logits_fn):
     raise TypeError(f"fgsm: logits_fn must be callable x -> logits; got {type(logits_fn).__name__}.")
@@ -351,7 +360,7 @@ def pgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
 
 def _run(key, logits_fn, x, y, *, eps, step_size, num_steps, norm, random_start, restarts, unroll,
          name):
-  _check_inputs(x, y, name)
+  _check_inputs(x, y, name, logits_fn)
   _check_number(eps, "eps")
   _check_number(step_size, "step_size")
   check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
@@ -403,7 +412,8 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
       as :func:`pgd`.
 
   Returns:
-    Robust accuracy, a float32 scalar ``[]`` in [0, 1].
+    Robust accuracy, a float32 scalar ``[]`` in [0, 1]; NaN under ``jit`` when a label lies
+    outside [0, K) (a ValueError when the labels are concrete).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -416,7 +426,8 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   _, robust = pgd_robust(key, logits_fn, x, y, eps=eps, step_size=step_size,
                          num_steps=num_steps, norm=norm, random_start=random_start,
                          restarts=restarts, unroll=unroll)
-  return jnp.mean(robust.astype(jnp.float32))
+  valid = jnp.all(_labels_valid(y, count_classes(logits_fn, x)))
+  return jnp.where(valid, jnp.mean(robust.astype(jnp.float32)), jnp.nan)
 
 
 __all__ = ["NORMS", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",

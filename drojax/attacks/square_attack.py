@@ -59,8 +59,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_labels, check_static_int
 from drojax.attacks.projected import (LogitsFn, _TINY, _check_inputs, _check_number, _l2_norm,
-                                      _project)
+                                      _labels_valid, _project)
 
 SQUARE_NORMS = ("linf", "l2")
 _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -102,9 +103,10 @@ def margin(logits: jax.Array, y: jax.Array) -> jax.Array:
     [1.0, -2.0]
   """
   z = logits.astype(jnp.float32)
+  check_labels("y", y, z.shape[-1])
   z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)
-  return z_y - jnp.max(others, axis=-1)
+  return jnp.where(_labels_valid(y, z.shape[-1]), z_y - jnp.max(others, axis=-1), jnp.nan)
 
 
 def eta(side: int | jax.Array, size: int) -> jax.Array:
@@ -269,13 +271,11 @@ def _square_impl(key, logits_fn, x, y, eps, active, p_init, *, norm, num_queries
 
 
 def _check_square(logits_fn, x, y, eps, norm, num_queries, p_init):
-  _check_inputs(x, y, "square")
+  _check_inputs(x, y, "square", logits_fn)
   _check_number(eps, "eps")
   if norm not in SQUARE_NORMS:
     raise ValueError(f"norm must be one of {SQUARE_NORMS} for square; got {norm!r}.")
-  if (not isinstance(num_queries, (int, np.integer)) or isinstance(num_queries, bool)
-      or num_queries < 1):
-    raise ValueError(f"num_queries must be an int >= 1; got {num_queries!r}.")
+  check_static_int("num_queries", num_queries, minimum=1)
   _check_number(p_init, "p_init", positive=True)
   if not isinstance(p_init, jax.core.Tracer) and float(p_init) > 1:
     raise ValueError(f"p_init must be in (0, 1]; got {p_init!r}.")

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from drojax._checks import check_static_int
 from drojax.attacks import auto, fab_attack, square_attack
-from drojax.attacks.projected import LogitsFn, _check_inputs, _check_number, count_classes
+from drojax.attacks.projected import (LogitsFn, _check_inputs, _check_number, _labels_valid,
+                                      count_classes)
 
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
 # FAB-T as AutoAttack's standard version runs it.
@@ -210,7 +211,7 @@ def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array
     >>> {k: v.tolist() for k, v in m.items()}
     {'clean': [True, True, True, False], 'apgd_ce': [True, False, True, False], 'apgd_t': [True, False, True, False], 'fab_t': [True, False, True, False], 'square': [True, False, True, False]}
   """
-  _check_inputs(x, y, "robust_accuracy_suite")
+  _check_inputs(x, y, "robust_accuracy_suite", logits_fn)
   if not callable(logits_fn):
     raise TypeError(f"robust_accuracy_suite: logits_fn must be callable x -> logits; got "
                     f"{type(logits_fn).__name__}.")
@@ -252,7 +253,8 @@ def robust_accuracy_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: 
   masks = robust_suite(key, logits_fn, x, y, eps=eps, norm=norm, num_steps=num_steps,
                        num_targets=num_targets, num_queries=num_queries, p_init=p_init,
                        attacks=attacks)
-  out = {k: jnp.mean(v.astype(jnp.float32)) for k, v in masks.items()}
+  valid = jnp.all(_labels_valid(y, count_classes(logits_fn, x)))
+  out = {k: jnp.where(valid, jnp.mean(v.astype(jnp.float32)), jnp.nan) for k, v in masks.items()}
   out["robust"] = out[list(masks)[-1]]
   return out
 

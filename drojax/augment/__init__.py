@@ -3,7 +3,8 @@
 Every example draws its own randomness (crop offsets, flips, AugMix ops and magnitudes).
 Concrete images outside [0, 1] (e.g. 0..255) are a ValueError at the entry of the crop/flip,
 AugMix and single-image ops; under ``jit`` the values are not visible and the check is skipped.
-Mixup takes any float inputs (a convex combination keeps any range) and is not checked.
+Mixup takes any float inputs (a convex combination keeps any range); its targets must be
+probability rows (checked when concrete).
 
 * ``random_crop_flip`` / ``crop_flip``: pad-4 random crop and horizontal flip (CIFAR).
 * ``mixup`` / ``mixup_with_lambda``: Mixup with soft targets.

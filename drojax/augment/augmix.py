@@ -34,8 +34,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_hyper, check_static_int, check_unit_range
 from drojax.augment import _random, ops
 
 AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x",
@@ -66,14 +67,12 @@ class AugMixParams(NamedTuple):
 
 
 def _check_config(width, depth, severity, alpha):
-  if not isinstance(width, int) or width < 1:
-    raise ValueError(f"width must be an int >= 1; received {width!r}.")
-  if not isinstance(depth, int) or not (depth == -1 or depth >= 1):
+  check_static_int("width", width, minimum=1)
+  if (isinstance(depth, bool) or not isinstance(depth, (int, np.integer))
+      or not (depth == -1 or depth >= 1)):
     raise ValueError(f"depth must be -1 (random 1..3) or an int >= 1; received {depth!r}.")
-  if not 0 < severity <= 10:
-    raise ValueError(f"severity must be in (0, 10]; received {severity!r}.")
-  if not alpha > 0:
-    raise ValueError(f"alpha must be > 0; received {alpha!r}.")
+  check_hyper("severity", severity, low=0.0, low_open=True, high=10.0, expected="in (0, 10]")
+  check_hyper("alpha", alpha, low=0.0, low_open=True, expected="> 0 and finite")
 
 
 def sample_augmix_params(key: jax.Array, batch_size: int, *, width: int = 3, depth: int = -1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drojax._checks import check_unit_range
+from drojax._checks import check_int_range, check_static_int, check_unit_range
 
 _PAD_MODES = ("constant", "edge", "reflect")
 
@@ -35,7 +35,8 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, *, paddin
 
   Args:
     images: ``[B, H, W, C]`` float images.
-    offsets: ``[B, 2]`` int32 crop offsets ``(dy, dx)`` into the padded image.
+    offsets: ``[B, 2]`` int32 crop offsets ``(dy, dx)`` into the padded image, in
+      ``[0, 2 * padding]`` (checked when concrete; NaN images for that example under ``jit``).
     flips: ``[B]`` bool, whether example ``i`` is mirrored left-right.
     padding: static int, pixels added on each side before cropping.
     pad_mode: static, ``"constant"`` (zeros, as torchvision's ``RandomCrop(32, padding=4)``
@@ -53,14 +54,14 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, *, paddin
   _check_images(images)
   if pad_mode not in _PAD_MODES:
     raise ValueError(f"pad_mode must be one of {_PAD_MODES}; received {pad_mode!r}.")
-  if not isinstance(padding, int) or padding < 0:
-    raise ValueError(f"padding must be a non-negative int; received {padding!r}.")
+  check_static_int("padding", padding, minimum=0)
   b, h, w, _ = images.shape
   if offsets.shape != (b, 2):
     raise ValueError(f"offsets must be [B, 2] = {(b, 2)}; received {tuple(offsets.shape)}.")
   if flips.shape != (b,):
     raise ValueError(f"flips must be [B] = {(b,)}; received {tuple(flips.shape)}.")
   p = padding
+  check_int_range("offsets", offsets, 0, 2 * p + 1, fix="Crops start in [0, 2 * padding].")
   padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode=pad_mode)
   # Row/column index arithmetic instead of a vmapped dynamic_slice: two small gathers that
   # fuse well on every backend.
@@ -69,7 +70,10 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, *, paddin
   cols = jnp.where(flips[:, None], w - 1 - cols, cols)
   cols = offsets[:, 1:2] + cols  # [B, W]
   batch = jnp.arange(b)[:, None, None]
-  return padded[batch, rows[:, :, None], cols[:, None, :]]
+  out = padded[batch, rows[:, :, None], cols[:, None, :]]
+  # A traced offset outside [0, 2p] would be clamped by the gather: NaN for that example.
+  ok = jnp.all((offsets >= 0) & (offsets <= 2 * p), axis=1)[:, None, None, None]
+  return jnp.where(ok, out, jnp.nan)
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_distribution, check_hyper, check_int_range, check_unit_range
 from drojax.augment import _random
 
 
@@ -23,6 +24,7 @@ def _check_pair(x: jax.Array, y: jax.Array) -> None:
   if x.shape[0] != y.shape[0]:
     raise ValueError(
         f"x and y must have the same batch size; received {x.shape[0]} and {y.shape[0]}.")
+  check_distribution("y", y)
 
 
 def mixup_with_lambda(x: jax.Array, y: jax.Array, lam: jax.Array,
@@ -52,6 +54,8 @@ def mixup_with_lambda(x: jax.Array, y: jax.Array, lam: jax.Array,
     raise ValueError(f"lam must be a scalar or [B] = ({b},); received {tuple(lam.shape)}.")
   if partner.shape != (b,):
     raise ValueError(f"partner must be [B] = ({b},); received {tuple(partner.shape)}.")
+  check_unit_range("lam", lam)
+  check_int_range("partner", partner, 0, b)
   lx = lam.astype(x.dtype).reshape(lam.shape + (1,) * (x.ndim - lam.ndim))
   ly = lam.astype(y.dtype).reshape(lam.shape + (1,) * (y.ndim - lam.ndim))
   x_mixed = lx * x + (1.0 - lx) * x[partner]
@@ -73,8 +77,7 @@ def sample_mixup_params(key: jax.Array, batch_size: int, *, alpha: float,
   Returns:
     ``(lam, partner)`` with ``partner`` a ``[B]`` int32 permutation.
   """
-  if not alpha > 0:
-    raise ValueError(f"alpha must be > 0; received {alpha!r}.")
+  check_hyper("alpha", alpha, low=0.0, low_open=True, expected="> 0 and finite")
   k_lam, k_perm = jax.random.split(key)
   shape = (batch_size,) if per_example else ()
   lam = _random.beta(k_lam, alpha, alpha, shape)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drojax._checks import check_distribution, check_hyper, check_static_int
 from drojax.augment import _random
 from drojax.augment.mixing import MixPlan
 
@@ -77,15 +78,13 @@ def sample_noisymix_plan(key: jax.Array, targets: jax.Array, *, num_views: int =
   if targets.ndim != 2 or not jnp.issubdtype(targets.dtype, jnp.floating):
     raise TypeError(f"targets must be [B, K] float soft targets; received shape "
                     f"{tuple(targets.shape)}, dtype {targets.dtype}.")
-  if not isinstance(num_views, int) or num_views < 1:
-    raise ValueError(f"num_views must be an int >= 1; received {num_views!r}.")
-  if not alpha > 0:
-    raise ValueError(f"alpha must be > 0; received {alpha!r}.")
+  check_static_int("num_views", num_views, minimum=1)
+  check_hyper("alpha", alpha, low=0.0, low_open=True, expected="> 0 and finite")
   for name, value in (("add_level", add_level), ("mult_level", mult_level)):
-    if value < 0:
-      raise ValueError(f"{name} must be >= 0; received {value!r}.")
-  if not 0.0 <= sparsity <= 1.0:
-    raise ValueError(f"sparsity must be in [0, 1]; received {sparsity!r}.")
+    check_hyper(name, value, low=0.0, expected=">= 0 and finite")
+  check_hyper("sparsity", sparsity, low=0.0, high=1.0, expected="in [0, 1]")
+  check_static_int("max_layer", max_layer, minimum=0)
+  check_distribution("targets", targets)
   b = targets.shape[0]
   v = num_views
   k_lam, k_perm, k_layer, k_add, k_mult, k_noise = jax.random.split(key, 6)

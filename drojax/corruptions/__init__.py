@@ -110,7 +110,12 @@ def corrupt(key: Array, images: Array, *, name: str, severity: Any, table: str =
     out = fn(key, x, params, textures=frost_textures)
   else:
     out = fn(key, x, params)
-  return jnp.clip(out, 0.0, 1.0).astype(dtype)
+  out = jnp.clip(out, 0.0, 1.0)
+  if not isinstance(severity, (int, float)):
+    # A traced severity outside [0, 5] cannot be refused: NaN images, never a clipped severity.
+    sev = jnp.asarray(severity)
+    out = jnp.where((sev >= 0) & (sev <= 5), out, jnp.nan)
+  return out.astype(dtype)
 
 
 __all__ = ["NAMES", "STANDARD_NAMES", "EXTRA_NAMES", "TABLES", "corrupt", "params_at",

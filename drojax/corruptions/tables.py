@@ -28,6 +28,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_scalar_range
+
 STANDARD_NAMES = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
@@ -192,7 +194,7 @@ def _from_space(name: str, i: int, v: Any) -> Any:
 
 
 def check_severity(severity: Any) -> Any:
-  """Validates a Python severity; traced arrays pass through (clipped to [0, 5] later)."""
+  """Validates a severity; a traced one passes through (outside [0, 5] it gives NaN later)."""
   if isinstance(severity, bool):
     raise ValueError(f"severity must be an int 1..5 or a float in [0, 5]; got {severity!r}")
   if isinstance(severity, int):
@@ -210,6 +212,7 @@ def check_severity(severity: Any) -> Any:
         f"severity must be an int 1..5 or a float in [0, 5]; got {type(severity).__name__}") from e
   if arr.ndim != 0:
     raise ValueError(f"severity must be a scalar; got shape {arr.shape}")
+  check_scalar_range("severity", arr, low=0.0, high=5.0, expected="a number in [0, 5]")
   return arr
 
 
@@ -239,7 +242,8 @@ def params_at(name: str, severity: Any, table: str = "standard") -> tuple[Any, .
     else:
       vals = tuple((1 - t) * a + t * b for a, b in zip(grid[lo], grid[hi]))
     return tuple(_from_space(name, i, float(v)) for i, v in enumerate(vals))
-  s = jnp.clip(severity.astype(jnp.float32), 0.0, 5.0)
+  s = severity.astype(jnp.float32)
+  s = jnp.where((s >= 0.0) & (s <= 5.0), s, jnp.nan)  # traced, unchecked: NaN, not clipped
   xs = jnp.arange(6, dtype=jnp.float32)
   out = []
   for i in range(len(grid[0])):

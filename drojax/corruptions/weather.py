@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax._checks import check_unit_range
 from drojax.corruptions import _common, _vision
 from drojax.corruptions import textures as textures_lib
 from drojax.corruptions.blur import motion_blur_angle, motion_taps
@@ -242,6 +243,7 @@ def frost(key: Array, images: Array, params: Sequence[Any], *,
     if th < h or tw < w:
       raise ValueError(f"textures must be at least as large as the images ({h}x{w}); "
                        f"got {th}x{tw}")
+    check_unit_range("textures", stack)
 
     def crop(k):
       ki, ky, kx = jax.random.split(k, 3)

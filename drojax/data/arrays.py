@@ -17,6 +17,10 @@ import numpy as np
 from drojax.data.errors import DataError
 
 
+# Labels are stored as int32; a larger class count is a typo or a stray label.
+_MAX_CLASSES = 2**31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
   """A labelled image dataset held in host memory.
@@ -91,6 +95,13 @@ class ArrayDataset:
       raise ValueError(
           f"{name}: labels must lie in [0, {num_classes}), got range "
           f"[{labels.min()}, {labels.max()}]")
+    if n and num_classes < 2:
+      raise ValueError(f"{name}: a classifier needs at least 2 classes, got {num_classes} (every "
+                       f"label is {labels.min()}); add examples of another class, or declare "
+                       "the classes with a 'num_classes' key")
+    if num_classes > _MAX_CLASSES:
+      raise ValueError(f"{name}: num_classes must be <= {_MAX_CLASSES} (labels are int32), got "
+                       f"{num_classes}")
     if ids is None:
       ids = np.arange(n, dtype=np.int32)
     ids = np.asarray(ids)
@@ -238,6 +249,20 @@ def epoch_batches(
     yield batch
 
 
+def _first_missing(present: np.ndarray, limit: int) -> list[int]:
+  """The first ``limit`` integers >= 0 absent from the sorted unique ``present``: read from the
+  gaps between present values, so memory stays O(len(present)) for any label value."""
+  out: list[int] = []
+  prev = -1
+  for v in present.tolist():
+    for m in range(prev + 1, min(v, prev + 1 + limit - len(out))):
+      out.append(m)
+    if len(out) >= limit:
+      break
+    prev = v
+  return out
+
+
 def load_npz(path: str, *, num_classes: int | None = None, name: str | None = None) -> ArrayDataset:
   """Loads an ``.npz`` with ``images`` (uint8 NHWC) and ``labels`` (integers); no pickle.
 
@@ -306,11 +331,12 @@ def load_npz(path: str, *, num_classes: int | None = None, name: str | None = No
     present = np.unique(labels)
     inferred = int(present.max()) + 1
     if present.min() >= 0 and len(present) < inferred:
-      missing = sorted(set(range(inferred)) - set(present.tolist()))
-      shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+      missing = _first_missing(present, 8)
+      shown = ", ".join(map(str, missing)) + (", ..." if inferred - len(present) > 8 else "")
       raise DataError(f"{path}: labels run up to {inferred - 1}, so {inferred} classes are "
-                      f"inferred, but {len(missing)} of them have no example ({shown}); fix the "
-                      "labels, or declare the classes with a 'num_classes' key in the file")
+                      f"inferred, but {inferred - len(present)} of them have no example "
+                      f"({shown}); fix the labels, or declare the classes with a 'num_classes' "
+                      "key in the file")
   try:
     return ArrayDataset.create(images, labels, num_classes=num_classes,
                                ids=arrays.get("ids"), groups=arrays.get("groups"), name=name)

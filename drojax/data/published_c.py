@@ -16,6 +16,9 @@ module never downloads: the arrays are 2.7 GB per dataset):
    The directory is checked on disk before tfds is called, so a missing dataset fails in
    milliseconds instead of entering tfds's download/retry path.
 
+:func:`write_folder` writes the same layout from any uint8 test images, corrupted with
+:mod:`drojax.corruptions` (a fixed, shareable corrupted test set), so the loader reads it too.
+
 Missing data raises :class:`drojax.data.errors.DataNotFoundError` (a ``FileNotFoundError``)
 saying what was looked for, where, and how to supply it.
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -98,8 +101,11 @@ def resolve_folder(folder: str, dataset: str = "cifar10") -> str | None:
 def _load_npy(path: str) -> np.ndarray:
   try:
     return np.load(path, mmap_mode="r", allow_pickle=False)
-  except ValueError as e:  # truncated or pickled content
-    raise ValueError(f"{path}: not a readable .npy array ({e}).") from None
+  except (ValueError, EOFError, OSError) as e:  # empty, truncated or pickled content
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    raise ValueError(f"{path}: not a readable .npy array ({size} bytes; "
+                     f"{type(e).__name__}: {e or 'no data'}). Extract it again from the "
+                     "published archive.") from None
 
 
 def load_folder(folder: str, name: str, severity: int, *, dataset: str = "cifar10",
@@ -247,48 +253,179 @@ def load_tfds(name: str, severity: int, *, data_dir: str | None = None,
 # ------------------------------------------------------------------------------- one entry
 
 
+def check_folder(folder: str, names: Sequence[str], *, dataset: str = "cifar10",
+                 image_shape: tuple[int, ...] | None = None) -> None:
+  """Checks every named corruption file of a Hendrycks folder without reading its pixels.
+
+  All present, each a readable uint8 ``[5 n, H, W, 3]`` array whose file holds all its bytes
+  (a truncated file cannot be memory-mapped), ``labels.npy`` of ``5 n`` or ``n`` integers, and
+  ``H, W`` equal to ``image_shape``'s when given. For a run to fail before training, not after.
+
+  Raises:
+    DataNotFoundError: the folder or any of the files is missing (all missing ones named).
+    ValueError: a malformed file, named.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(f"{d}/labels.npy", np.arange(10) % 2)
+    >>> np.save(f"{d}/fog.npy", np.zeros((10, 4, 4, 3), np.uint8))
+    >>> open(f"{d}/snow.npy", "wb").close()
+    >>> check_folder(d, ["fog", "snow"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../snow.npy: not a readable .npy array (0 bytes; EOFError: ...
+  """
+  _check_dataset(dataset)
+  names = [_check_name(n) for n in names]
+  root = resolve_folder(folder, dataset)
+  dirname, archive = ARCHIVES[dataset]
+  if root is None:
+    raise DataNotFoundError(f"{dirname} (published)",
+                            [os.path.join(folder, "labels.npy"),
+                             os.path.join(folder, dirname, "labels.npy")],
+                            how_to_supply(dataset))
+  missing = [n for n in names if not os.path.isfile(os.path.join(root, f"{n}.npy"))]
+  if missing:
+    raise DataNotFoundError(f"{dirname} {', '.join(missing)}",
+                            [os.path.join(root, f"{n}.npy") for n in missing],
+                            f"Add the missing files from the published archive ({archive}).")
+  labels = _load_npy(os.path.join(root, "labels.npy"))
+  for n in names:
+    path = os.path.join(root, f"{n}.npy")
+    images = _load_npy(path)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"{path}: expected uint8 [N, H, W, 3]; got {images.dtype} "
+                       f"{images.shape}.")
+    total = images.shape[0]
+    if total == 0 or total % NUM_SEVERITIES:
+      raise ValueError(f"{path}: {total} rows is not {NUM_SEVERITIES} severities of equal size "
+                       "(the published files have 50000 = 5 x 10000).")
+    if image_shape is not None and tuple(images.shape[1:3]) != tuple(image_shape[:2]):
+      raise ValueError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, the model's "
+                       f"test images {image_shape[0]}x{image_shape[1]}.")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.shape[0] not in (
+        total, total // NUM_SEVERITIES):
+      raise ValueError(f"{os.path.join(root, 'labels.npy')}: expected integer labels of length "
+                       f"{total} (or {total // NUM_SEVERITIES}, as {path}); got {labels.dtype} "
+                       f"{labels.shape}.")
+
+
 def make_loader(dataset: str = "cifar10", *, folder: str | None = None,
-                data_dir: str | None = None) -> Loader:
+                data_dir: str | None = None, names: Sequence[str] | None = None,
+                image_shape: tuple[int, ...] | None = None) -> Loader:
   """A ``loader(name, severity) -> (images, labels)`` over the published arrays.
 
   ``folder`` (the Hendrycks layout) wins when given; otherwise, for CIFAR-10, tfds's prepared
-  ``cifar10_corrupted`` under ``data_dir``. The check happens here, once, on one
-  corruption's files, so a run fails before evaluating anything if the data is missing.
+  ``cifar10_corrupted`` under ``data_dir``. The source is checked here, so a run fails before
+  evaluating anything if the data is missing: with ``names``, every named corruption (a folder:
+  :func:`check_folder`, each file present, readable, complete, of ``image_shape``; tfds: each
+  severity prepared), else one corruption's files.
 
   Args:
     dataset: ``'cifar10'`` or ``'cifar100'``.
     folder: the extracted ``CIFAR-10-C`` / ``CIFAR-100-C`` folder (or its parent).
     data_dir: a tfds data dir (CIFAR-10 only; default ``$TFDS_DATA_DIR`` or
       ``~/tensorflow_datasets``).
+    names: the corruptions that will be loaded (None: not checked one by one).
+    image_shape: ``[H, W, C]`` of the model's images (None: not compared).
 
   Returns:
     The loader, for :func:`drojax.evaluate.published_corruption_accuracy`.
 
   Raises:
-    DataNotFoundError: neither source is present (the message says where to put the data).
+    DataNotFoundError: neither source is present, or a named file is missing (the message says
+      where to put the data).
+    ValueError: a named file is malformed, empty or truncated (the message names it).
   """
   _check_dataset(dataset)
   dirname, _ = ARCHIVES[dataset]
   looked = []
+
+  def from_folder(f):
+    if names is not None:
+      check_folder(f, names, dataset=dataset, image_shape=image_shape)
+    return lambda name, severity: load_folder(f, name, severity, dataset=dataset)
+
   if folder is not None:
     if resolve_folder(folder, dataset) is not None:
-      return lambda name, severity: load_folder(folder, name, severity, dataset=dataset)
+      return from_folder(folder)
     looked += [os.path.join(folder, "labels.npy"), os.path.join(folder, dirname, "labels.npy")]
   if dataset == "cifar10":
     root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DIR)
     if tfds_prepared("gaussian_noise", 1, data_dir=root) is not None:
+      unprepared = [tfds_config(n, s) for n in (names or ()) for s in range(1, NUM_SEVERITIES + 1)
+                    if tfds_prepared(n, s, data_dir=root) is None]
+      if unprepared:
+        raise DataNotFoundError(f"{TFDS_NAME}/{unprepared[0]}",
+                                [os.path.join(root, TFDS_NAME, c) for c in unprepared[:5]],
+                                f"{len(unprepared)} configs are not prepared; "
+                                f"{how_to_supply(dataset)}")
       return lambda name, severity: load_tfds(name, severity, data_dir=root)
     looked.append(os.path.join(root, TFDS_NAME))
     if data_dir is not None and folder is None and resolve_folder(data_dir, dataset):
       # A data dir that holds the extracted archive works too.
-      return lambda name, severity: load_folder(data_dir, name, severity, dataset=dataset)
+      return from_folder(data_dir)
   elif data_dir is not None and folder is None:
     if resolve_folder(data_dir, dataset) is not None:
-      return lambda name, severity: load_folder(data_dir, name, severity, dataset=dataset)
+      return from_folder(data_dir)
     looked.append(os.path.join(data_dir, dirname, "labels.npy"))
   raise DataNotFoundError(f"{dirname} (published)", looked, how_to_supply(dataset))
 
 
+def write_folder(folder: str, images: np.ndarray, labels: np.ndarray, *, key,
+                 names: tuple[str, ...], table: str = "standard", note: str = "",
+                 batch_size: int = 250, progress: bool = False) -> None:
+  """Corrupts ``images`` with :mod:`drojax.corruptions` and writes them in the Hendrycks layout.
+
+  ``<folder>/<name>.npy`` holds severity 1's images, then 2's, ..., 5's (uint8, rounded from
+  the float result), ``labels.npy`` the labels repeated per severity; ``README.txt`` says how
+  (``note``). The folder is written under a temporary name and renamed into place, so a killed
+  writer never leaves a half-written folder; an existing complete folder is left as it is.
+
+  Args:
+    folder: the folder to create.
+    images: uint8 ``[N, H, W, C]``; labels: ``[N]``.
+    key: the PRNG key; corruption ``c`` (its index in ``names``) at severity ``s`` on batch
+      ``b`` uses ``fold_in(fold_in(fold_in(key, c), s), b)``.
+    names: the corruptions; table: ``'standard'`` or a refined table of
+      :mod:`drojax.corruptions`.
+    batch_size: images corrupted per call (memory).
+  """
+  import shutil
+
+  import jax
+  from tqdm import tqdm
+
+  from drojax import corruptions
+
+  if os.path.isfile(os.path.join(folder, "labels.npy")):
+    return
+  x = np.asarray(images, np.float32) / 255.0
+  tmp = f"{folder}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with tqdm(total=len(names) * NUM_SEVERITIES, desc=f"corrupting ({table})",
+            disable=not progress) as bar:
+    for c, name in enumerate(names):
+      per_severity = []
+      for severity in range(1, NUM_SEVERITIES + 1):
+        fn = jax.jit(lambda k, im, name=name, severity=severity: corruptions.corrupt(
+            k, im, name=name, severity=severity, table=table))
+        k = jax.random.fold_in(jax.random.fold_in(key, c), severity)
+        out = np.concatenate([np.asarray(fn(jax.random.fold_in(k, b), x[s:s + batch_size]))
+                              for b, s in enumerate(range(0, len(x), batch_size))])
+        per_severity.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8))
+        bar.update(1)
+      np.save(os.path.join(tmp, f"{name}.npy"), np.concatenate(per_severity))
+  np.save(os.path.join(tmp, "labels.npy"), np.tile(np.asarray(labels), NUM_SEVERITIES))
+  with open(os.path.join(tmp, "README.txt"), "w") as f:
+    f.write(f"{len(x)} images corrupted with drojax.corruptions ({table} table), severities "
+            f"1..{NUM_SEVERITIES} stacked in order, uint8. {note}\n")
+  shutil.rmtree(folder, ignore_errors=True)
+  os.replace(tmp, folder)
+
+
 __all__ = ["NUM_SEVERITIES", "TFDS_NAME", "TFDS_NAMES", "ARCHIVES", "how_to_supply",
-           "resolve_folder", "load_folder", "tfds_config", "tfds_prepared", "load_tfds",
-           "make_loader"]
+           "resolve_folder", "load_folder", "check_folder", "tfds_config", "tfds_prepared",
+           "load_tfds", "make_loader", "write_folder"]

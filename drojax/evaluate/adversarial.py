@@ -85,7 +85,7 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     ...                      step_size=[0.1, 0.15, 0.25], progress=False)
     {'0': 1.0, '0.3': 0.5, '0.5': 0.0}
   """
-  images, labels = check_arrays(images, labels, "adversarial_accuracy")
+  images, labels = check_arrays(images, labels, "adversarial_accuracy", model)
   batch_size = _checks.check_static_int("batch_size", batch_size, minimum=1)
   eps = [float(e) for e in eps]
   if any(e < 0 or math.isnan(e) for e in eps):
@@ -201,7 +201,7 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     ...                      num_queries=10, progress=False)
     {'apgd_ce': {'0.1': 0.5}, 'apgd_t': {'0.1': 0.5}, 'fab_t': {'0.1': 0.5}, 'square': {'0.1': 0.5}}
   """
-  images, labels = check_arrays(images, labels, "auto_attack_accuracy")
+  images, labels = check_arrays(images, labels, "auto_attack_accuracy", model)
   batch_size = _checks.check_static_int("batch_size", batch_size, minimum=1)
   if attack not in ("apgd", "suite"):
     raise ValueError(f"attack must be 'apgd' or 'suite'; got {attack!r}.")

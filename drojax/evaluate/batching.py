@@ -95,16 +95,19 @@ def as_apply(model: Model) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
   return _ignoring_variables(model), None
 
 
-def check_arrays(images: Any, labels: Any | None,
-                 fn: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """``images [N, H, W, C]`` uint8 or float and integer ``labels [N]`` (or None), else an error
-  naming ``fn``; returns them (labels as NumPy)."""
+def check_arrays(images: Any, labels: Any | None, fn: str,
+                 model: Model | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+  """``images [N, H, W, C]`` uint8 or float in [0, 1] (finite) and integer ``labels [N]`` (or
+  None), in ``[0, K)`` for the ``model``'s K outputs when it is given, else an error naming
+  ``fn``; returns them (labels as NumPy). Nothing is computed: K comes from ``eval_shape``."""
   if not hasattr(images, "shape") or len(images.shape) != 4:
     raise ValueError(f"{fn}: images must be an array [N, H, W, C]; got "
                      f"{getattr(images, 'shape', type(images).__name__)}.")
   dt = np.dtype(images.dtype)
   if dt != np.uint8 and not np.issubdtype(dt, np.floating):
     raise TypeError(f"{fn}: images must be uint8 (0..255) or float in [0, 1]; got dtype {dt}.")
+  if dt != np.uint8:
+    _checks.check_unit_range(f"{fn}: images", images)
   if labels is None:
     return images, None
   labels = np.asarray(labels)
@@ -113,6 +116,11 @@ def check_arrays(images: Any, labels: Any | None,
                      f"{labels.shape}.")
   if not np.issubdtype(labels.dtype, np.integer):
     raise TypeError(f"{fn}: labels must be integers; got dtype {labels.dtype}.")
+  if model is not None:
+    apply_fn, variables = as_apply(model)
+    k = jax.eval_shape(apply_fn, variables,
+                       jax.ShapeDtypeStruct((1,) + tuple(images.shape[1:]), jnp.float32))
+    _checks.check_labels(f"{fn}: labels", labels, k.shape[-1])
   return images, labels
 
 

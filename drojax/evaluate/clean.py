@@ -72,7 +72,7 @@ def clean_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
     >>> clean_accuracy(f, x, np.array([1, 0, 1]), progress=False)
     0.6666666666666666
   """
-  images, labels = check_arrays(images, labels, "clean_accuracy")
+  images, labels = check_arrays(images, labels, "clean_accuracy", model)
   pred = predict(model, images, batch_size=batch_size, progress=progress, desc="clean")
   return float(np.mean(pred == labels)) if len(labels) else math.nan
 

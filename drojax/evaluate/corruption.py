@@ -120,7 +120,7 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
   """
   from drojax.corruptions import tables
 
-  images, labels = check_arrays(images, labels, "corruption_accuracy")
+  images, labels = check_arrays(images, labels, "corruption_accuracy", model)
   names = _check_corruption_names(names)
   severities = _check_severities(severities)
   tables.check_table(table)
@@ -193,7 +193,7 @@ def published_corruption_accuracy(model: Model,
     for name, sev in combos:
       bar.set_postfix_str(f"{name} {sev}")
       images, labels = loader(name, sev)
-      images, labels = check_arrays(images, labels, f"published {name} severity {sev}")
+      images, labels = check_arrays(images, labels, f"published {name} severity {sev}", model)
       out.setdefault(name, {})[str(sev)] = clean_accuracy(
           model, images, labels, batch_size=batch_size, progress=False)
       bar.update(1)

@@ -216,7 +216,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   config = EvalConfig() if config is None else config
   if not isinstance(config, EvalConfig):
     raise TypeError(f"config must be an EvalConfig; got {type(config).__name__}.")
-  images, labels = check_arrays(images, labels, "evaluate")
+  images, labels = check_arrays(images, labels, "evaluate", model)
   if config.corruptions == "published" and published_loader is None:
     raise ValueError("corruptions='published' needs published_loader (see "
                      "drojax.data.published_c.make_loader).")

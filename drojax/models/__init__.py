@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from drojax._checks import check_static_int
 from drojax.models.preact_resnet import PreActBlock, PreActResNet18
 from drojax.models.small_cnn import SmallCNN, TinyNet
 
@@ -54,8 +55,7 @@ def get_model(name: str, *, num_classes: int, width: int | None = None,
     close = difflib.get_close_matches(name, _MODELS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"unknown model {name!r}; expected one of {model_names()}.{hint}")
-  if not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+  check_static_int("num_classes", num_classes, minimum=1)
   if not isinstance(fast_input_grad, bool):
     raise ValueError(f"fast_input_grad must be a bool, got {fast_input_grad!r}")
   kwargs: dict[str, Any] = dict(num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name,

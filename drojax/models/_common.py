@@ -1,4 +1,5 @@
-"""Pieces shared by the drojax models: input normalization and BatchNorm settings.
+"""Pieces shared by the drojax models: the input stem (check, normalize, mix), the pooled
+head, and BatchNorm settings.
 
 Models take NHWC float images in [0, 1] and normalize them inside ``__call__``, so attacks and
 the W-DRO penalty work in pixel space.
@@ -6,10 +7,13 @@ the W-DRO penalty work in pixel space.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from drojax.augment.mixing import MixPlan, apply_mix_plan
 
 # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (weight of the running value).
 BN_MOMENTUM = 0.9
@@ -35,3 +39,19 @@ def normalize(x: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.
   m = jnp.asarray(mean, x.dtype).reshape((1, 1, 1, -1))
   s = jnp.asarray(std, x.dtype).reshape((1, 1, 1, -1))
   return (x - m) / s
+
+
+def input_stem(x: jax.Array, *, mean: Sequence[float], std: Sequence[float], dtype: Any,
+               mix: MixPlan | None) -> jax.Array:
+  """Every model's first step: checks ``x [B, H, W, C]`` (float in [0, 1]), normalizes it in
+  float32, casts to the compute ``dtype`` and applies the mixing plan at position 0."""
+  check_images(x)
+  h = normalize(x.astype(jnp.float32), mean, std).astype(dtype)
+  return apply_mix_plan(h, mix, position=0)
+
+
+def pooled_head(h: jax.Array, num_classes: int, *, dtype: Any) -> jax.Array:
+  """Every model's last step: global average pooling ``[B, H, W, C] -> [B, C]``, the Dense
+  layer ``head``, float32 logits ``[B, num_classes]``. Call it inside a compact module."""
+  h = jnp.mean(h, axis=(1, 2))
+  return nn.Dense(num_classes, dtype=dtype, name="head")(h).astype(jnp.float32)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from drojax.augment.mixing import MixPlan, apply_mix_plan
-from drojax.models._common import BN_EPSILON, BN_MOMENTUM, check_images, normalize
+from drojax.models._common import BN_EPSILON, BN_MOMENTUM, input_stem, pooled_head
 from drojax.models.conv import conv_impl
 
 
@@ -89,9 +89,7 @@ class PreActResNet18(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
     """Logits ``[B, num_classes]`` (float32) for images ``x [B, H, W, C]`` in [0, 1]."""
-    check_images(x)
-    h = normalize(x.astype(jnp.float32), self.mean, self.std).astype(self.dtype)
-    h = apply_mix_plan(h, mix, position=0)
+    h = input_stem(x, mean=self.mean, std=self.std, dtype=self.dtype, mix=mix)
     h = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
                 conv_general_dilated=conv_impl(self.fast_input_grad), name="stem")(h)
     for stage, num_blocks in enumerate(self.blocks_per_stage):
@@ -102,6 +100,4 @@ class PreActResNet18(nn.Module):
                         fast_input_grad=self.fast_input_grad,
                         name=f"stage{stage + 1}_block{block + 1}")(h, train=train)
       h = apply_mix_plan(h, mix, position=stage + 1)
-    h = jnp.mean(h, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)
-    return logits.astype(jnp.float32)
+    return pooled_head(h, self.num_classes, dtype=self.dtype)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from drojax.augment.mixing import MixPlan, apply_mix_plan
-from drojax.models._common import BN_EPSILON, BN_MOMENTUM, check_images, normalize
+from drojax.models._common import BN_EPSILON, BN_MOMENTUM, input_stem, pooled_head
 from drojax.models.conv import conv_impl
 
 
@@ -69,9 +69,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
     """Logits ``[B, num_classes]`` (float32) for images ``x [B, H, W, C]`` in [0, 1]."""
-    check_images(x)
-    h = normalize(x.astype(jnp.float32), self.mean, self.std).astype(self.dtype)
-    h = apply_mix_plan(h, mix, position=0)
+    h = input_stem(x, mean=self.mean, std=self.std, dtype=self.dtype, mix=mix)
     specs = ((1, 1, False), (2, 2, True), (4, 2, True), (4, 2, True))
     for stage, (mult, depth, pool) in enumerate(specs):
       h = _ConvStage(self.width * mult, depth, pool, dtype=self.dtype,
@@ -105,9 +103,7 @@ class TinyNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mix: MixPlan | None = None) -> jax.Array:
     """Logits ``[B, num_classes]`` (float32) for images ``x [B, H, W, C]`` in [0, 1]."""
-    check_images(x)
-    h = normalize(x.astype(jnp.float32), self.mean, self.std).astype(self.dtype)
-    h = apply_mix_plan(h, mix, position=0)
+    h = input_stem(x, mean=self.mean, std=self.std, dtype=self.dtype, mix=mix)
     for stage in range(4):
       h = nn.Conv(self.width, (3, 3), strides=(1, 1) if stage == 0 else (2, 2),
                   padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
@@ -117,5 +113,4 @@ class TinyNet(nn.Module):
                        name=f"bn{stage + 1}")(h)
       h = nn.relu(h)
       h = apply_mix_plan(h, mix, position=stage + 1)
-    h = jnp.mean(h, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h).astype(jnp.float32)
+    return pooled_head(h, self.num_classes, dtype=self.dtype)

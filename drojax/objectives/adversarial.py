@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from drojax import attacks as _attacks
 from drojax import losses as _losses
-from drojax._checks import check_float, check_hyper, check_unit_range
+from drojax._checks import check_float, check_hyper, check_static_int, check_unit_range
 from drojax.objectives.base import Objective, ObjectiveAux, stateless_init
 
 __all__ = ["linf_pgd_ascent", "mart", "pgd_at", "trades", "START_MODES"]
@@ -87,8 +87,7 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   """
   if start not in START_MODES:
     raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
-  if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-    raise ValueError(f"num_steps must be an int >= 1 (static), got {num_steps!r}")
+  check_static_int("num_steps", num_steps, minimum=1)
   check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
   check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
   x = check_float("x", x, min_rank=1)
@@ -120,8 +119,7 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
 
 def _check_adv(eps, steps, step_size, beta=None):
   check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
-  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+  check_static_int("steps", steps, minimum=1)
   check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
   if beta is not None:
     check_hyper("beta", beta, low=0.0, expected=">= 0 and finite")

@@ -18,7 +18,7 @@ import numpy as np
 from drojax import wdro as _wdro
 from drojax import weighting as _weighting
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_finite, check_hyper
+from drojax._checks import check_finite, check_hyper, check_static_int
 from drojax._wdro_modes import check_q_norm
 from drojax.objectives.base import (Objective, ObjectiveAux, all_gather, stateless_init,
                                     weight_entropy)
@@ -139,8 +139,7 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   check_hyper("eps_max", eps_max, low=0.0, expected="a number >= 0 (inf allowed)",
               allow_inf=True)
   for name, value in (("warmup_steps", warmup_steps), ("ramp_steps", ramp_steps)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-      raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    check_static_int(name, value, minimum=0)
   check_hyper("ema", ema, low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
   if eps_max < eps_min:
     raise ValueError(f"eps_max ({eps_max}) must be >= eps_min ({eps_min})")

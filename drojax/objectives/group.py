@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax import groups as _groups
-from drojax._checks import check_hyper
+from drojax._checks import check_hyper, check_static_int
 from drojax.losses import cross_entropy
 from drojax.objectives.base import Objective, ObjectiveAux, stateless_init
 from drojax.objectives.dro import var_dro
@@ -41,12 +41,6 @@ __all__ = ["GroupDROState", "group_dro", "irm", "var_dro_vrex", "vrex", "weighte
 
 class GroupDROState(NamedTuple):
   q: jax.Array  # [G] float32 group weights, positive, summing to 1
-
-
-def _check_count(name: str, value, *, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _ids(ctx, field: str, method: str) -> jax.Array:
@@ -77,12 +71,12 @@ def _env_risks(losses, envs, num_environments, axis_name):
 
 def _check_penalty(name: str, num_environments: int, penalty_weight: float,
                    anneal_steps: int) -> None:
-  _check_count("num_environments", num_environments, minimum=0)
+  check_static_int("num_environments", num_environments, minimum=0)
   if num_environments == 1:
     raise ValueError(f"{name} compares environments: it needs at least 2, got "
                      f"num_environments=1")
   check_hyper(f"{name}_penalty_weight", penalty_weight, low=0.0, expected=">= 0 and finite")
-  _check_count("penalty_anneal_steps", anneal_steps, minimum=0)
+  check_static_int("penalty_anneal_steps", anneal_steps, minimum=0)
 
 
 def _require_count(name: str, field: str, count: int) -> None:
@@ -113,7 +107,7 @@ def group_dro(*, num_groups: int, step_size: float,
     step_size: :math:`\eta > 0`.
     adjustments: optional ``[G]`` :math:`C/\sqrt{n_g}` (:func:`drojax.groups.group_adjustments`).
   """
-  g = _check_count("num_groups", num_groups, minimum=0)
+  g = check_static_int("num_groups", num_groups, minimum=0)
   check_hyper("group_dro_step_size", step_size, low=0.0, low_open=True,
               expected="> 0 and finite")
   adj = None

@@ -42,12 +42,3 @@ def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
   preset = parts[1] if len(parts) > 1 else "paper"
   dataset = parts[2] if len(parts) > 2 else "cifar10"
   return make_config(method, preset=preset, dataset=dataset)
-
-
-# The fields this experiment adds to ``common.base_config`` (none), with their checks.
-EXTRA_FIELDS = {}
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``drojax.specs.ConfigError``."""
-  common.validate(config, EXTRA_FIELDS)

@@ -247,6 +247,9 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "lr_min": (lambda c: c.lr_schedule == "cosine", "only lr_schedule=cosine reads it"),
     "eval.published_dir": (lambda c: c.eval.corruptions == "published",
                            "only eval.corruptions=published reads it"),
+    "eval.attack": (lambda c: _attack(c) is not None,
+                    "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
+                    "8/255)"),
     "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
                        "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
     "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
@@ -256,7 +259,8 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "eval.square_queries": (lambda c: _attack(c) == "suite",
                             "only eval.attack=suite with a non-empty eval.adv_eps reads it"),
     "eval.norm": (lambda c: _attack(c) is not None,
-                  "only a non-empty eval.adv_eps reads it"),
+                  "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
+                  "0.5 with eval.norm=l2)"),
 }
 
 
@@ -345,33 +349,25 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("method_config", " ".join(str(e).split())) from None
 
 
-def validate(config: ml_collections.ConfigDict,
-             extra_fields: Mapping[str, Spec] | None = None) -> None:
-  """Checks every field of ``config``, the cross-field rules and the method's factory.
+def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
+  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
+  factory, in ``experiments/configs/<experiment>.py``)."""
+  from experiments.configs import cifar_c, fashion_mnist_pgd, group_shift, waterbirds
 
-  Args:
-    config: a config from one of the experiment factories (overrides applied).
-    extra_fields: specs of the experiment's own fields (next to its factory).
+  modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
+             "waterbirds": waterbirds, "group_shift": group_shift}
+  return field_specs(getattr(modules.get(config.get("experiment")), "EXTRA_FIELDS", None))
 
-  Raises:
-    ConfigError: naming the first bad field (dotted path) and what was expected.
-  """
-  check_fields(config, field_specs(extra_fields))
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of ``config`` (``config_specs``), the cross-field rules and the
+  method's factory; raises ``ConfigError`` naming the first bad field (dotted path)."""
+  check_fields(config, config_specs(config))
   _cross_checks(config)
   _check_method_factory(config)
 
 
-def parse_override(field: str, text: str,
-                   extra_fields: Mapping[str, Spec] | None = None) -> object:
-  """The value of ``--config.<field>=text`` by the field's spec; ``ValueError`` if unparsable.
-
-  Raises KeyError when the field has no spec (the caller falls back to the current type).
-  """
-  spec = field_specs(extra_fields)[field]
-  return spec.parse(text)
-
-
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "BASE_FIELDS", "EVAL_FIELDS", "field_specs", "method_config", "base_config",
-           "apply_quick", "not_applying", "flatten", "check_fields", "validate",
-           "parse_override", "ConfigError"]
+           "BASE_FIELDS", "EVAL_FIELDS", "field_specs", "config_specs", "method_config",
+           "base_config", "apply_quick", "not_applying", "flatten", "check_fields", "validate",
+           "ConfigError"]

@@ -48,12 +48,3 @@ def make_config(method: str, *, preset: str = "paper",
 def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
   parts = (arg or "erm").split(",")
   return make_config(parts[0], preset=parts[1] if len(parts) > 1 else "paper")
-
-
-# The fields this experiment adds to ``common.base_config`` (none), with their checks.
-EXTRA_FIELDS = {}
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``drojax.specs.ConfigError``."""
-  common.validate(config, EXTRA_FIELDS)

@@ -47,8 +47,3 @@ def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
 # The fields this experiment adds to ``common.base_config``, with their checks (the models
 # downsample 8x before pooling).
 EXTRA_FIELDS = {"image_size": Int(lo=8)}
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of a config from ``make_config``; raises ``drojax.specs.ConfigError``."""
-  common.validate(config, EXTRA_FIELDS)

@@ -1,0 +1,175 @@
+r"""The group-shift study: methods x hyper-parameters x seeds, selected on validation only.
+
+  python -m experiments.group_shift --benchmark=colored_digits --preset=quick \
+      --methods=erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex --seeds=0,1,2 \
+      --workdir=runs/group_shift/colored_digits
+
+Each (method, hyper-parameter value, seed) trains into
+``WORKDIR/<method>/<value>/seed_<s>`` (resumable: a finished run is read back, an interrupted
+one resumes from its checkpoint; re-running the command finishes the study). Every run records
+its test group accuracy and its ``validation`` accuracy and group accuracy (the benchmark's
+validation split). Per method and selection rule, the hyper-parameter value with the best mean
+validation score over the seeds is chosen:
+
+* ``worst_group``: worst-group validation accuracy (group labels on validation only);
+* ``average``: validation accuracy (no group label anywhere: label-free methods).
+
+``WORKDIR/group_shift.json`` and ``group_shift.md`` report, per method and rule, the chosen
+value, the test worst-group and average accuracy (mean and 95 % t-interval over the seeds) and
+the training time. ``--grid=none`` runs each method's preset value only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from absl import flags
+
+from experiments import cli, groups, multi
+from experiments.configs import common
+from experiments.configs import group_shift as gs_config
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("benchmark", "colored_digits",
+                    "colored_digits | colored_fashion_mnist | dominoes | waterbirds")
+flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
+                    "Comma-separated methods.")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
+flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
+cli.define_flags("preset", "workdir", "data_dir", "compilation_cache_dir")
+
+# The hyper-parameter each method is tuned over (on validation), and its values.
+GRID: dict[str, tuple[str, tuple[float, ...]]] = {
+    "kl_dro": ("kl_temperature", (1.0, 10.0)),
+    "cvar": ("cvar_alpha", (0.1, 0.5)),
+    "var_dro": ("var_dro_eps_max", (0.5, 2.0)),
+    "group_dro": ("group_dro_step_size", (0.01, 0.1)),
+    "vrex": ("vrex_penalty_weight", (1e2, 1e4)),
+    "irm": ("irm_penalty_weight", (1e2, 1e4)),
+    "var_dro_vrex": ("vrex_penalty_weight", (1e2, 1e4)),
+    "jtt": ("jtt_lambda_up", (6.0, 20.0)),
+}
+
+
+def _label(field: str | None, value: Any) -> str:
+  return "preset" if field is None else f"{field}_{value:g}"
+
+
+def plan(overrides) -> list[tuple[str, str, int, Any]]:
+  """``(method, label, seed, config)`` of every run, validated."""
+  cli.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
+  cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
+  cli.check_choice(FLAGS.grid, ("default", "none"), "--grid")
+  try:
+    seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
+  except ValueError:
+    raise cli.UsageError(f"--seeds must be comma-separated integers, got {FLAGS.seeds!r}") from None
+  if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    raise cli.UsageError(f"--seeds must be distinct non-negative integers, got {FLAGS.seeds!r}")
+  runs = []
+  for method, base in multi.method_configs(
+      FLAGS.methods, lambda m: gs_config.make_config(m, preset=FLAGS.preset,
+                                                     dataset=FLAGS.benchmark), overrides):
+    field, values = GRID.get(method, (None, (None,))) if FLAGS.grid == "default" else (
+        None, (None,))
+    for value in values:
+      for seed in seeds:
+        config = base.copy_and_resolve_references()
+        with config.unlocked():
+          config.seed = seed
+          if field is not None:
+            config.method_config[field] = value
+        config.lock()
+        runs.append((method, _label(field, value), seed, config))
+  return runs
+
+
+def _t_interval(values: list[float]) -> tuple[float, float]:
+  """Mean and the half-width of its 95 % t-interval (0 for one value)."""
+  from scipy import stats
+
+  n = len(values)
+  mean = sum(values) / n
+  if n < 2:
+    return mean, 0.0
+  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+  return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
+  """Per method and selection rule: the chosen value and its test accuracies over the seeds."""
+  by_method: dict[str, dict[str, list[dict]]] = {}
+  for method, label, _, results in runs:
+    by_method.setdefault(method, {}).setdefault(label, []).append(results)
+  out = {}
+  for method, labels in by_method.items():
+    out[method] = {}
+    for rule in groups.SELECTIONS:
+      names = list(labels)
+      scores = []
+      for name in names:
+        seeds = labels[name]
+        chosen = [s["validation"] for s in seeds]
+        scores.append(sum(v["group_accuracy"]["worst_group"] if rule == "worst_group"
+                          else v["accuracy"] for v in chosen) / len(chosen))
+      best = names[max(range(len(names)), key=lambda i: scores[i])]
+      seeds = labels[best]
+      worst = _t_interval([r["group_accuracy"]["worst_group"] for r in seeds])
+      average = _t_interval([r["clean_accuracy"] for r in seeds])
+      out[method][rule] = {
+          "chosen": best, "validation_score": max(scores), "seeds": len(seeds),
+          "test_worst_group": worst[0], "test_worst_group_ci95": worst[1],
+          "test_average": average[0], "test_average_ci95": average[1],
+          "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
+  return out
+
+
+def write_summary(workdir: str, summary: dict[str, Any]) -> str:
+  with open(os.path.join(workdir, "group_shift.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  lines = ["| method | selection | chosen | test worst-group (%) | test average (%) | "
+           "train s / run |", "|---|---|---|---|---|---|"]
+  for method, rules in summary.items():
+    for rule, r in rules.items():
+      lines.append(f"| {method} | {rule} | {r['chosen']} | "
+                   f"{100 * r['test_worst_group']:.1f} ± {100 * r['test_worst_group_ci95']:.1f} | "
+                   f"{100 * r['test_average']:.1f} ± {100 * r['test_average_ci95']:.1f} | "
+                   f"{r['train_seconds']:.0f} |")
+  path = os.path.join(workdir, "group_shift.md")
+  with open(path, "w") as f:
+    f.write("Mean ± 95 % t-interval half-width over the seeds; the value chosen on the "
+            "validation split by the rule.\n\n" + "\n".join(lines) + "\n")
+  return path
+
+
+def main(argv, overrides):
+  del argv
+  if not FLAGS.workdir:
+    raise cli.UsageError("--workdir is required")
+  import jax
+
+  from drojax import data
+  from experiments import train
+
+  runs = plan(overrides)
+  for *_, config in runs:  # every config checked before the first run trains
+    train.validate(config, num_devices=jax.device_count())
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0][3])
+  validation = data.load_dataset(FLAGS.benchmark, "validation", data_dir=data_dir)
+  done = []
+  for method, label, seed, config in runs:
+    workdir = os.path.join(FLAGS.workdir, method, label, f"seed_{seed}")
+    results = train.train_and_evaluate(
+        config, workdir, extra_evaluation=lambda trained, test_ds, c=config:
+        groups.validation_results(c, trained, validation))
+    done.append((method, label, seed, results))
+  if jax.process_index() == 0:
+    path = write_summary(FLAGS.workdir, summarize(done))
+    print(f"group_shift: {path}", flush=True)
+
+
+if __name__ == "__main__":
+  cli.run_main(main)

@@ -1,0 +1,385 @@
+"""``train_and_evaluate(config, workdir)``: one run of an experiment, flax-examples style.
+
+Validate the config (once, here: every field against its spec, the rules between fields, the
+method's factory, and what needs the machine or the data), prepare the workdir (``config.json``;
+a re-run with the same config resumes, another config is refused), load the data, train with
+``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints whose metadata carries
+the training seconds summed over resumes, NaN guard), evaluate (clean, corruptions x
+severities, adversarial, groups) with ``drojax.evaluate`` and write ``results.json/csv/md`` and
+the plots with ``experiments.reporting.write_results``.
+
+Several processes (``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: all
+train together on the mesh over every process's devices; process 0 alone writes the workdir's
+files and evaluates, the others wait for its ``results.json`` at a barrier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import ml_collections
+
+from drojax.specs import ConfigError
+from experiments import cli
+from experiments import preflight
+from experiments import summary
+from experiments.configs import common
+
+DATA_DIR_ENV = "DROJAX_DATA_DIR"
+# How long processes other than 0 wait for process 0's evaluation (corruptions and attacks on
+# a large test set take hours on a slow device; a crashed process 0 ends the wait sooner,
+# through JAX's heartbeat).
+EVAL_WAIT_S = 24 * 3600
+
+
+@dataclasses.dataclass
+class Trained:
+  """What evaluation needs from a finished (or resumed-and-finished) training run."""
+
+  model: Any  # the Flax module
+  variables: Any  # {'params': ..., 'batch_stats': ...} for model.apply in eval mode
+  train_seconds: float  # wall time spent training, summed over resumed runs
+  steps: int  # optimizer steps taken
+
+
+# ------------------------------------------------------------------------------- validation
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
+  """Checks the whole config before anything is written or compiled; raises ``cli.UsageError``.
+
+  Every field against its spec, the rules between fields and the method's factory
+  (``experiments.configs.common.validate``, with the experiment's own fields), then what needs
+  the machine: the batch against the devices and the frost photographs named by
+  ``eval.frost_dir``.
+  """
+  try:
+    common.validate(config)
+  except ConfigError as e:
+    raise cli.config_usage_error(e) from None
+  if config.batch_size % num_devices:
+    raise cli.UsageError(
+        f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
+        f"devices; use a multiple of {num_devices} (e.g. --config.batch_size="
+        f"{max(num_devices, config.batch_size // num_devices * num_devices)})")
+  frost_dir = config.eval.get("frost_dir", "")
+  if frost_dir:
+    if config.eval.corruptions == "published":
+      raise cli.UsageError("eval.frost_dir applies to generated corruptions (eval.corruptions="
+                           "generated or refined), not published")
+    from drojax.corruptions import textures
+
+    try:
+      textures.load_frost_textures(frost_dir)  # a few photographs: read them before training
+    except (ValueError, OSError) as e:
+      raise cli.UsageError(f"eval.frost_dir: {e}") from None
+
+
+def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
+               data_dir: str | None) -> None:
+  """The checks that need the loaded data (or other files); run before ``config.json``: among
+  them every requirement of the final evaluation (``experiments.preflight``)."""
+  from experiments import groups
+
+  groups.check(config.method, method_config(config), train_ds)
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    if not var_dro_diagnostics.applies(config.method):
+      raise cli.UsageError(f"--config.var_dro_diagnostics=true needs a Var-DRO method "
+                           f"({', '.join(var_dro_diagnostics.OBJECTIVES)}), got "
+                           f"--method={config.method}")
+  if len(train_ds) < config.batch_size:
+    raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
+                         f"{len(train_ds)} training examples of {config.dataset}")
+  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
+                             image_shape=test_ds.image_shape, data_dir=data_dir)
+
+
+# ------------------------------------------------------------------------------- data
+
+def resolve_data_dir(data_dir: str | None, config: ml_collections.ConfigDict) -> str | None:
+  """The flag, then the config field, then ``$DROJAX_DATA_DIR``."""
+  return data_dir or config.data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, download: bool):
+  """Train and test ``ArrayDataset``s (subsets as configured), checked against each other."""
+  from drojax.data.registry import load_train_test
+
+  size = config.image_size if config.dataset == "waterbirds" and "image_size" in config else None
+  train, test = load_train_test(config.dataset, data_dir=data_dir, download=download,
+                                image_size=size)
+  train = train.subset(config.train_subset or None, seed=config.seed)
+  test = test.subset(config.eval.images or None, seed=config.seed + 1)
+  return train, test
+
+
+# ------------------------------------------------------------------------------- training
+
+def method_config(config: ml_collections.ConfigDict):
+  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
+  from drojax.methods import MethodConfig
+
+  return MethodConfig.from_dict(config.method_config.to_dict())
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  from drojax import models
+
+  return models.get_model(config.model, num_classes=num_classes, width=config.width)
+
+
+def _warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  return config.warmup_epochs * total_steps // max(config.num_epochs, 1)
+
+
+def learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int):
+  """The per-step learning rate of ``config`` (``drojax.train.make_learning_rate``)."""
+  from drojax import train as train_lib
+
+  return train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
+                                      warmup_steps=_warmup_steps(config, total_steps),
+                                      schedule=config.lr_schedule, end_learning_rate=config.lr_min)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
+  """SGD (the DRO-Augment recipe, ``drojax.train.make_optimizer``) or Adam, per ``config``."""
+  import optax
+
+  from drojax import train as train_lib
+
+  if config.optimizer == "sgd":
+    return train_lib.make_optimizer(
+        total_steps, learning_rate=config.learning_rate, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay,
+        warmup_steps=_warmup_steps(config, total_steps), schedule=config.lr_schedule,
+        end_learning_rate=config.lr_min)
+  parts = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
+  return optax.chain(*parts, optax.adam(learning_rate_fn(config, total_steps)))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
+          method=None) -> Trained:
+  """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
+
+  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s); a
+  two-stage method (JTT) runs both stages through ``experiments.groups.train_two_stage``.
+
+  On several processes every process calls this with the same arguments: ``mesh`` spans all
+  processes' devices, each process loads only its slice of every global batch (the rows its
+  devices hold), and the global batch is assembled by ``drojax.data.shard_batch``. Only
+  process 0 writes ``metrics.jsonl``; all take part in checkpoints.
+  """
+  import jax
+
+  from drojax import data, loop, methods
+  from drojax import train as train_lib
+
+  from experiments import groups
+
+  if method is None and groups.two_stage(config.method):
+    return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
+  model = build_model(config, train_ds.num_classes)
+  # Group-shift methods: counts from the data, environments = groups where there are none.
+  method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
+  method = method or methods.get_method(config.method, method_cfg)
+  steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  optimizer = make_optimizer(config, total_steps)
+  # Replicated on the mesh from the start: the step's output state has this sharding, so the
+  # second step reuses the first step's executable instead of compiling again.
+  state = train_lib.create_train_state(
+      jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
+      num_examples=int(train_ds.ids.max()) + 1, mesh=mesh)
+  train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
+                                         learning_rate_fn=learning_rate_fn(config, total_steps))
+  rows = data.process_rows(mesh, config.batch_size)
+
+  def batches_for_epoch(epoch: int, start_batch: int):
+    # Shuffled gather of this process's rows in a background thread, placed on the mesh as
+    # the global batch (the same global batch for any number of processes).
+    return data.device_batches(
+        data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
+                           epoch=epoch, start_batch=start_batch, rows=rows),
+        mesh)
+
+  eval_fn = None
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    eval_fn = var_dro_diagnostics.make_eval_fn(config, workdir, train_ds, model, method_cfg,
+                                               steps_per_epoch)
+  result = loop.fit(
+      state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
+      steps_per_epoch=steps_per_epoch, workdir=workdir,
+      checkpoint_every_steps=config.checkpoint_every_steps,
+      keep_checkpoints=config.keep_checkpoints, log_every_steps=config.log_every_steps,
+      progress=config.progress and jax.process_index() == 0,
+      images_per_batch=config.batch_size, eval_fn=eval_fn)
+  variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
+  return Trained(model=model, variables=variables, train_seconds=result.train_seconds,
+                 steps=int(result.steps))
+
+
+def local_copy(trained: Trained) -> Trained:
+  """``trained`` with its (replicated) variables on this process's first device only.
+
+  A multi-process run's variables span every process's devices; a computation on them would
+  need every process. The local copy lets one process evaluate alone.
+  """
+  import jax
+
+  variables = jax.tree.map(lambda a: a.addressable_shards[0].data, trained.variables)
+  return dataclasses.replace(trained, variables=variables)
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
+  if config.dataset not in ("cifar10", "cifar100"):
+    raise cli.UsageError(f"--eval_corruptions=published needs cifar10 or cifar100 (the published "
+                         f"CIFAR-C arrays), not {config.dataset}; use generated or refined")
+  from drojax.data import published_c
+
+  return published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
+                                 data_dir=data_dir)
+
+
+def bound_model(trained: Trained):
+  """The trained model in eval mode as a ``drojax.evaluate.BoundModel``; its convolutions are
+  ``drojax.models.conv``'s (same numbers), whose input gradients the attacks' loops need fast."""
+  from drojax import evaluate as ev
+
+  model = trained.model.clone(fast_input_grad=True)
+  return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+
+
+def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
+             data_dir: str | None = None) -> dict[str, Any]:
+  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
+  from drojax import evaluate as ev
+
+  names = tuple(config.eval.corruption_names)
+  if names == ("none",):
+    corruptions, names_arg, loader = None, None, None
+  else:
+    corruptions = "published" if config.eval.corruptions == "published" else "generated"
+    names_arg = names or None
+    loader = _published_loader(config, data_dir) if corruptions == "published" else None
+  table = "standard"
+  if config.eval.corruptions == "refined":
+    table = "refined_cifar100" if config.dataset == "cifar100" else "refined"
+  groups = test_ds.groups if config.eval.groups else None
+  train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
+  attack = config.eval.get("attack", "pgd")
+  eval_config = ev.EvalConfig(
+      corruptions=corruptions, table=table, corruption_names=names_arg,
+      severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
+      norm=config.eval.get("norm", "linf"), num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
+      batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
+  return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
+                     groups=groups, train_groups=train_groups, published_loader=loader,
+                     progress=config.progress)
+
+
+# ------------------------------------------------------------------------------- the run
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       extra_evaluation: Callable[[Trained, Any], dict[str, Any]] | None = None
+                       ) -> dict[str, Any]:
+  """Validates, trains (resuming), evaluates and writes the results of one run.
+
+  Where data comes from and the compilation cache are the config's ``data_dir``, ``download``
+  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``cli.set_run_fields``).
+
+  Args:
+    extra_evaluation: ``f(trained, test_ds) -> dict`` run after the configured evaluation; its
+      keys are added to ``results.json`` (e.g. accuracy on pre-made corrupted test sets).
+
+  Returns:
+    The results dict written to ``results.json``.
+  """
+  import jax
+
+  if jax.process_count() > 1:  # first: a device count that differs would mislead validate
+    agree(config, workdir)
+  validate(config, num_devices=jax.device_count())
+  main = jax.process_index() == 0
+  # Nothing is written before the config and the data have passed every check: a failed start
+  # leaves no config.json behind to refuse the corrected command.
+  if cli.check_workdir(workdir, config) and os.path.isfile(
+      os.path.join(workdir, "results.json")):
+    if main:
+      print(f"{workdir} already holds the finished run (results.json); nothing to do",
+            flush=True)
+      summary.print_summary(read_results(workdir), workdir)
+    return read_results(workdir)
+  data_dir = resolve_data_dir(None, config)
+  train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
+  check_data(config, train_ds, test_ds, data_dir=data_dir)
+  resumed = cli.prepare_workdir(workdir, config, write=main)
+  cli.enable_compilation_cache(config.compilation_cache_dir)
+  if main:
+    print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
+          f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
+          f"devices={jax.device_count()} processes={jax.process_count()} workdir={workdir}"
+          + (" (resuming)" if resumed else ""), flush=True)
+  from drojax import train as train_lib
+
+  trained = train(config, workdir, train_ds, mesh=train_lib.make_mesh())
+
+  def evaluate_and_write() -> dict[str, Any]:
+    from experiments import reporting
+
+    results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
+    if extra_evaluation is not None:
+      results.update(extra_evaluation(trained, test_ds))
+    results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
+                   preset=config.preset, train_seconds=trained.train_seconds,
+                   steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
+    if config.get("var_dro_diagnostics", False):
+      from experiments import var_dro_diagnostics
+
+      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
+    reporting.write_results(workdir, results)
+    summary.print_summary(results, workdir)
+    return results
+
+  if jax.process_count() == 1:
+    return evaluate_and_write()
+  # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
+  # the others wait for its results.json: drojax.evaluate's jitted functions never see a
+  # cross-process array, so nothing there needs to know about several processes.
+  trained = local_copy(trained)
+  results = evaluate_and_write() if main else None
+  from orbax.checkpoint import multihost
+
+  multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
+                                  timeout=EVAL_WAIT_S)
+  return results if main else read_results(workdir)
+
+
+def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The processes of a multi-process run agree on the config (all but ``cli.RUN_ONLY_FIELDS``,
+  which may differ per host), the workdir and their device counts (``drojax.distributed.agree``);
+  a disagreement is a ``cli.UsageError`` naming what differs, raised on every process."""
+  from drojax import distributed
+
+  shared = {k: v for k, v in cli.config_to_dict(config).items() if k not in cli.RUN_ONLY_FIELDS}
+  try:
+    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+  except distributed.Disagreement as e:
+    raise cli.UsageError(str(e)) from None
+
+
+def read_results(workdir: str) -> dict[str, Any]:
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+__all__ = ["Trained", "validate", "load_data", "resolve_data_dir", "train", "evaluate",
+           "bound_model", "train_and_evaluate", "read_results", "DATA_DIR_ENV", "EVAL_WAIT_S"]

@@ -1,0 +1,174 @@
+"""experiments.group_shift: selection on validation, the 95 % intervals, and the study command
+end to end on colored_digits (tiny: 1 epoch, width 4), resumed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(val_worst, val_acc, test_worst, test_acc, seconds=1.0):
+  return {"validation": {"accuracy": val_acc, "group_accuracy": {"worst_group": val_worst}},
+          "group_accuracy": {"worst_group": test_worst}, "clean_accuracy": test_acc,
+          "train_seconds": seconds}
+
+
+def test_summary_selects_on_validation_and_reports_t_intervals():
+  from experiments import group_shift, groups
+
+  runs = [("m", "a", 0, _run(0.5, 0.9, 0.40, 0.80)), ("m", "a", 1, _run(0.5, 0.9, 0.60, 0.82)),
+          ("m", "b", 0, _run(0.6, 0.7, 0.10, 0.70)), ("m", "b", 1, _run(0.7, 0.7, 0.30, 0.72))]
+  out = group_shift.summarize(runs)["m"]
+  # worst-group rule: b's mean validation worst group 0.65 > a's 0.5; average rule: a (0.9).
+  assert out["worst_group"]["chosen"] == "b" and out["average"]["chosen"] == "a"
+  # 95 % t-interval of two values: t_{0.975, 1} = 12.7062 x sd / sqrt(2).
+  half = 12.706204736 * np.std([0.10, 0.30], ddof=1) / np.sqrt(2)
+  np.testing.assert_allclose(out["worst_group"]["test_worst_group"], 0.20)
+  np.testing.assert_allclose(out["worst_group"]["test_worst_group_ci95"], half, rtol=1e-8)
+  np.testing.assert_allclose(out["average"]["test_average"], 0.81)
+  assert groups.select([r for *_, r in runs], "worst_group") == 3
+  assert groups.select([r for *_, r in runs], "average") == 0
+  with pytest.raises(ValueError, match="by must be one of"):
+    groups.select([r for *_, r in runs], "best")
+
+
+def test_study_end_to_end_and_resume(tmp_path):
+  work = tmp_path / "study"
+  cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
+         "--preset=quick", "--methods=group_dro", "--seeds=0,1", f"--workdir={work}",
+         "--compilation_cache_dir=none", "--config.num_epochs=1", "--config.width=4",
+         "--config.progress=false"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  summary = json.loads((work / "group_shift.json").read_text())
+  assert set(summary) == {"group_dro"}
+  # group_dro was tuned over its grid: the chosen step size has the best mean validation
+  # worst-group accuracy, read back from the runs' own results.json.
+  scores = {}
+  for label in ("group_dro_step_size_0.01", "group_dro_step_size_0.1"):
+    rs = [json.loads((work / "group_dro" / label / f"seed_{s}" / "results.json").read_text())
+          for s in (0, 1)]
+    scores[label] = np.mean([r["validation"]["group_accuracy"]["worst_group"] for r in rs])
+    assert all(r["validation"]["num_validation"] == 359 for r in rs)
+  chosen = summary["group_dro"]["worst_group"]
+  assert chosen["chosen"] == max(scores, key=scores.get) and chosen["seeds"] == 2
+  rs = [json.loads((work / "group_dro" / chosen["chosen"] / f"seed_{s}" / "results.json")
+                   .read_text()) for s in (0, 1)]
+  np.testing.assert_allclose(chosen["test_worst_group"],
+                             np.mean([r["group_accuracy"]["worst_group"] for r in rs]))
+  assert "| group_dro | worst_group |" in (work / "group_shift.md").read_text()
+  # Re-running the command reads every finished run back and trains nothing.
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("already holds the finished run") == 4, again.stdout
+
+
+def test_prepare_fills_counts_and_uses_groups_as_environments():
+  from drojax import data, methods
+  from experiments import cli, groups
+
+  ds = data.ArrayDataset.create(np.zeros((6, 8, 8, 3), np.uint8), np.array([0, 1] * 3),
+                                groups=np.array([0, 1, 2, 2, 1, 0]), name="toy")
+  config, same = groups.prepare("group_dro", methods.MethodConfig(), ds)
+  assert (config.num_groups, config.group_counts, same) == (3, (2, 2, 2), ds)
+  config, with_envs = groups.prepare("vrex", methods.MethodConfig(), ds)
+  assert config.num_environments == 3
+  np.testing.assert_array_equal(with_envs.environments, ds.groups)
+  assert groups.prepare("erm", methods.MethodConfig(), ds)[1] is ds
+  with pytest.raises(cli.UsageError, match="num_groups=2, but the training data has groups ids "
+                     "up to 2"):
+    groups.check("group_dro", methods.MethodConfig(num_groups=2), ds)
+  with pytest.raises(cli.UsageError, match=r"group_counts=\(1, 1, 4\), but the training data "
+                     r"has \(2, 2, 2\)"):
+    groups.check("group_dro", methods.MethodConfig(group_counts=(1, 1, 4)), ds)
+
+
+def test_jtt_two_stages_resume_in_either_stage(tmp_path):
+  work = tmp_path / "jtt"
+  run_dir = work / "jtt" / "preset" / "seed_0"
+  cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
+         "--preset=quick", "--methods=jtt", "--seeds=0", "--grid=none", f"--workdir={work}",
+         "--compilation_cache_dir=none", "--config.num_epochs=2", "--config.width=4",
+         "--config.method_config.jtt_epochs=1", "--config.progress=false"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+
+  def run():
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+  first = run()
+  steps_per_epoch = 1078 // 64
+  assert first["steps"] == 3 * steps_per_epoch  # 1 identification epoch + 2 epochs
+  assert (run_dir / "identification" / "checkpoints").is_dir()
+  # Stage 2 resumes from its last checkpoint: nothing is trained again, the same results.
+  (run_dir / "results.json").unlink()
+  lines = (run_dir / "metrics.jsonl").read_text()
+  again = run()
+  assert (run_dir / "metrics.jsonl").read_text() == lines
+  assert again["clean_accuracy"] == first["clean_accuracy"]
+  # Stage 1 resumes (finished) and gives the same errors: stage 2 retrained from scratch on
+  # them reproduces the first run's model.
+  (run_dir / "results.json").unlink()
+  import shutil
+  shutil.rmtree(run_dir / "checkpoints")
+  retrained = run()
+  assert retrained["group_accuracy"] == first["group_accuracy"]
+  assert retrained["clean_accuracy"] == first["clean_accuracy"]
+
+
+def test_var_dro_diagnostics_summary_by_hand():
+  from experiments import var_dro_diagnostics as diag
+
+  var = np.arange(10.0)
+  weight = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, np.nan])
+  groups = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+  flipped = np.array([False] * 8 + [True, False])
+  out = diag.summarize(var, weight, groups, flipped)
+  assert out["var_group1"] == 8.0 and out["weight_group1"] == 1.5  # nan: not in a batch
+  assert out["minority_share_top10"] == 1.0 and out["minority_share_all"] == 0.3
+  assert out["flipped_share_top10"] == 0.0 and out["var_flipped"] == 8.0
+  np.testing.assert_allclose(out["weight_clean"], 1.0)
+
+
+def test_var_dro_diagnostics_end_to_end(tmp_path):
+  from drojax import data
+  from experiments import cli, train
+  from experiments.configs import group_shift as gs_config
+
+  work = tmp_path / "diag"
+  cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
+         "--preset=quick", "--methods=var_dro", "--seeds=0", "--grid=none", f"--workdir={work}",
+         "--compilation_cache_dir=none", "--config.num_epochs=2", "--config.width=4",
+         "--config.var_dro_diagnostics=true", "--config.progress=false"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run_dir = work / "var_dro" / "preset" / "seed_0"
+  d = np.load(run_dir / "var_dro_diagnostics.npz")
+  assert d["epoch"].tolist() == [0, 1] and d["var"].shape == (2, 1078)
+  seen = ~np.isnan(d["weight"])
+  assert seen.sum(1).tolist() == [1078 // 64 * 64] * 2
+  # One EMA update per example by the end of epoch 0: variance 0, uniform weights; after that
+  # each batch's weights B q_i still average 1 (the q_i of a batch sum to 1).
+  np.testing.assert_allclose(d["weight"][0][seen[0]], 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.nanmean(d["weight"][1]), 1.0, rtol=1e-5)
+  assert (d["var"][1] > 0).any()
+  assert (run_dir / "var_dro_diagnostics.png").is_file()
+  results = json.loads((run_dir / "results.json").read_text())
+  assert set(results["var_dro_diagnostics"]["last_epoch"]) >= {"var_group0", "weight_flipped"}
+  records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert sum("eval_var_group1" in r for r in records) == 2
+  # On a method without the tracker it is one clear error, before anything is written.
+  config = gs_config.make_config("erm", preset="quick")
+  with config.unlocked():
+    config.var_dro_diagnostics = True
+  train_ds = data.load_dataset("colored_digits", "train")
+  with pytest.raises(cli.UsageError, match="var_dro_diagnostics=true needs a Var-DRO method"):
+    train.check_data(config, train_ds, train_ds, data_dir=None)
