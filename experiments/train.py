@@ -285,7 +285,7 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   eval_config = ev.EvalConfig(
       corruptions=corruptions, table=table, corruption_names=names_arg,
       severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
-      num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      norm=config.eval.get("norm", "linf"), num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
       restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
       batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
