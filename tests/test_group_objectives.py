@@ -13,28 +13,15 @@ import numpy as np
 import pytest
 
 from drojax import objectives as O
-from drojax import views
 from drojax import weighting
 
-B, D, K = 8, 4, 3
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_objectives import D, _fns  # noqa: E402  (the linear softmax model, D = 4 inputs)
+
+B, K = 8, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = np.array([0, 0, 1, 3, 3, 3, 0, 1])  # group 2 absent
 ENVS = np.array([0, 1, 1, 0, 1, 1, 0, 1])
-
-
-def _fns(weight):
-  def eval_logits(images):
-    return views.views_to_model_batch(images).reshape(-1, D) @ weight
-
-  def logits(images):
-    z = eval_logits(images)
-    return z, {"logits": z}
-
-  def loss(images, targets):
-    z, aux = logits(images)
-    return views.cross_entropy_criterion(z, targets), aux
-
-  return O.ModelFns(loss=loss, logits=logits, eval_logits=eval_logits)
 
 
 def _data(seed=0):
