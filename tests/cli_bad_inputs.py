@@ -84,6 +84,8 @@ CASES = [
      "--config.eval.attack: unknown value 'autoattack'", None),
     # --- tuple fields: item types and values
     ("adv_eps_in_255_units", ["--config.eval.adv_eps=8"], 2, "write 8/255, not 8", None),
+    ("eval_norm_unknown", ["--config.eval.norm=l1"], 2,
+     "--config.eval.norm: unknown value 'l1'", None),
     ("adv_eps_bad_item", ["--config.eval.adv_eps=8/255,x"], 2,
      "--config.eval.adv_eps: item 1: expected", None),
     ("adv_eps_division_by_zero", ["--config.eval.adv_eps=1/0"], 2, "--config.eval.adv_eps",
@@ -187,6 +189,8 @@ REACHES = [
     ("npz_single_channel", ["--dataset=npz:{data}/gray_train.npz", "--config.model=tiny"],
      "npz_files"),
     ("adv_eps_fraction", ["--config.eval.adv_eps=2/255,8/255", "--config.model=tiny"], None),
+    ("l2_suite", ["--config.eval.norm=l2", "--config.eval.adv_eps=0.5,1.5",
+                  "--config.eval.attack=suite", "--config.model=tiny"], None),
 ]
 
 
