@@ -175,7 +175,7 @@ DOCTESTED = (
     "drojax.attacks.projected", "drojax.attacks.auto", "drojax.attacks.square_attack",
     "drojax.attacks.fab_attack", "drojax.attacks.suite", "drojax.evaluate.batching",
     "drojax.evaluate.clean", "drojax.evaluate.corruption", "drojax.evaluate.adversarial",
-    "drojax.evaluate.groups", "drojax.evaluate.protocol",
+    "drojax.evaluate.groups", "drojax.evaluate.protocol", "drojax.evaluate.share",
 )
 
 
