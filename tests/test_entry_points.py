@@ -94,6 +94,8 @@ ROWS = [
      "ids", jnp.array([0, 4]), ValueError, "ids must be in [0, 4)"),
     (weighting.update_tracker, dict(state=_tracker(), ids=jnp.array([0, 3]), losses=_LOSSES[:2]),
      "alpha", 0.0, ValueError, "alpha must be in (0, 1]"),
+    (weighting.update_tracker, dict(state=_tracker(), ids=jnp.array([0, 3]), losses=_LOSSES[:2]),
+     "losses", jnp.array([1.0, NAN]), ValueError, "losses must be finite"),
     (weighting.group_adjustments, dict(train_counts=np.array([3, 4]), adjustment=1.0),
      "adjustment", NAN, ValueError, "adjustment must be >= 0"),
     (weighting.group_dro_update, dict(q=jnp.array([0.5, 0.5]), group_losses=jnp.array([1.0, 2.0]),
