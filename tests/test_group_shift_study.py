@@ -172,3 +172,14 @@ def test_var_dro_diagnostics_end_to_end(tmp_path):
   train_ds = data.load_dataset("colored_digits", "train")
   with pytest.raises(cli.UsageError, match="var_dro_diagnostics=true needs a Var-DRO method"):
     train.check_data(config, train_ds, train_ds, data_dir=None)
+
+
+def test_help_lists_the_methods_and_datasets():
+  out = subprocess.run([sys.executable, "-m", "experiments.group_shift", "--help"], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for word in ("--benchmark", "--seeds", "--workdir", "group_dro", "jtt", "vrex", "irm",
+               "var_dro_vrex", "colored_digits", "colored_fashion_mnist", "dominoes"):
+    assert word in out.stdout, word
+  assert "--logtostderr" not in out.stdout  # absl's own flags are left out
