@@ -3,6 +3,7 @@
 Shapes and dtypes are checked at trace time; values only when they are concrete (outside jit).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -298,3 +299,35 @@ def to_unit_float(name: str, images: Any) -> Any:
     raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1]; got dtype "
                     f"{images.dtype}.")
   return images if images.dtype == xp.float32 else images.astype(xp.float32)
+
+
+def renamed(**old_to_new: str):
+  """Decorator: a call that uses an old keyword gets a TypeError naming the new one.
+
+  No silent alias: the old spelling is refused, never forwarded.
+
+  Args:
+    **old_to_new: ``old_name="new_name"`` pairs.
+
+  Returns:
+    The decorator.
+
+  Example:
+    >>> @renamed(steps="num_steps")
+    ... def f(*, num_steps):
+    ...   return num_steps
+    >>> f(steps=3)
+    Traceback (most recent call last):
+    ...
+    TypeError: f() takes num_steps= (renamed from steps=); got steps=3.
+  """
+  def decorate(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+      for old, new in old_to_new.items():
+        if old in kwargs:
+          raise TypeError(f"{fn.__name__}() takes {new}= (renamed from {old}=); got "
+                          f"{old}={kwargs[old]!r}.")
+      return fn(*args, **kwargs)
+    return wrapper
+  return decorate

@@ -31,6 +31,7 @@ from drojax._checks import check_finite as _check_finite
 from drojax._checks import check_nonnegative as _check_nonnegative
 from drojax._checks import check_static_int
 from drojax._checks import is_concrete as _is_concrete
+from drojax._checks import renamed
 
 __all__ = [
     "TrackerState",
@@ -227,8 +228,9 @@ def init_tracker(num_examples: int) -> TrackerState:
                       count=jnp.zeros((n,), jnp.int32))
 
 
+@renamed(alpha="ema")
 def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
-                   alpha: float = 0.1) -> TrackerState:
+                   ema: float = 0.1) -> TrackerState:
   r"""One EMA update of the per-example loss mean and variance.
 
   For each example id seen in the batch, with loss :math:`\ell` and
@@ -236,10 +238,10 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
 
   .. math::
 
-    m \leftarrow m + \alpha\,\delta, \qquad v \leftarrow (1 - \alpha)\,(v + \alpha\,\delta^2),
+    m \leftarrow m + \beta\,\delta, \qquad v \leftarrow (1 - \beta)\,(v + \beta\,\delta^2),
 
   the exponentially weighted mean and variance (the variance of the EMA-weighted history; with
-  :math:`\alpha = 1` it is 0). A first sighting (``count == 0``) initializes ``m = loss``,
+  :math:`\beta = 1` it is 0). A first sighting (``count == 0``) initializes ``m = loss``,
   ``v = 0`` instead of mixing with the zero initial state. Ids not in the batch are unchanged.
 
   Duplicate ids in one batch (deterministic rule): the duplicates' losses are averaged and the
@@ -252,14 +254,14 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
       semantics (checked when concrete).
     losses: ``[B]`` float losses (treated as constants: ``stop_gradient``), finite (checked
       when concrete).
-    alpha: EMA rate in ``(0, 1]`` (Var-DRO uses 0.1).
+    ema: EMA rate in ``(0, 1]`` (Var-DRO uses 0.1).
 
   Returns:
     The updated ``TrackerState``.
 
   Example:
     >>> s = update_tracker(init_tracker(2), jnp.array([1]), jnp.array([2.0]))
-    >>> s = update_tracker(s, jnp.array([1]), jnp.array([4.0]), alpha=0.5)
+    >>> s = update_tracker(s, jnp.array([1]), jnp.array([4.0]), ema=0.5)
     >>> float(s.mean[1]), float(s.var[1]), s.count.tolist()
     (3.0, 1.0, [0, 2])
   """
@@ -275,8 +277,8 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
   _check_finite("losses", losses)  # a NaN would stay in the tracker for good
   if losses.shape != ids.shape:
     raise ValueError(f"losses must have the shape of ids {ids.shape}, got {losses.shape}.")
-  if _is_concrete(alpha) and not 0.0 < float(alpha) <= 1.0:
-    raise ValueError(f"alpha must be in (0, 1], got {alpha}.")
+  if _is_concrete(ema) and not 0.0 < float(ema) <= 1.0:
+    raise ValueError(f"ema must be in (0, 1], got {ema}.")
   n = state.mean.shape[0]
   if _is_concrete(ids) and ids.size:
     # np.asarray first: np.min on a jax.Array dispatches to its traced .min() inside jit.
@@ -295,8 +297,8 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
   old_mean, old_var, old_count = state.mean[ids], state.var[ids], state.count[ids]
   delta = batch_loss - old_mean
   first = old_count == 0
-  new_mean = jnp.where(first, batch_loss, old_mean + alpha * delta)
-  new_var = jnp.where(first, 0.0, (1.0 - alpha) * (old_var + alpha * delta * delta))
+  new_mean = jnp.where(first, batch_loss, old_mean + ema * delta)
+  new_var = jnp.where(first, 0.0, (1.0 - ema) * (old_var + ema * delta * delta))
   # Duplicates write identical values, so the scatter order does not matter.
   return TrackerState(mean=state.mean.at[ids].set(new_mean),
                       var=state.var.at[ids].set(new_var.astype(state.var.dtype)),

@@ -79,6 +79,27 @@ def test_conventions(module_name):
       assert "Args:" in doc and "Returns:" in doc, f"{where} lacks Args/Returns"
 
 
+# Renamed keywords: the old spelling is refused with the new one named (no silent alias).
+RENAMED = (
+    ("drojax.weighting", "update_tracker", "alpha", "ema"),
+    ("drojax.objectives", "pgd_at", "steps", "num_steps"),
+    ("drojax.objectives", "trades", "steps", "num_steps"),
+    ("drojax.objectives", "mart", "steps", "num_steps"),
+    ("drojax.attacks", "pgd", "random_start", "start"),
+    ("drojax.attacks", "pgd_robust", "random_start", "start"),
+    ("drojax.attacks", "robust_accuracy", "random_start", "start"),
+    ("drojax.evaluate", "adversarial_accuracy", "random_start", "start"),
+)
+
+
+@pytest.mark.parametrize("module_name,name,old,new", RENAMED)
+def test_old_keywords_are_refused_naming_the_new_one(module_name, name, old, new):
+  fn = getattr(importlib.import_module(module_name), name)
+  assert new in inspect.signature(fn).parameters and old not in inspect.signature(fn).parameters
+  with pytest.raises(TypeError, match=rf"^{name}\(\) takes {new}= \(renamed from {old}=\)"):
+    fn(**{old: 1})
+
+
 def _logits(b, k=5, seed=0):
   return jax.random.normal(jax.random.key(seed), (b, k))
 

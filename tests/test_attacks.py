@@ -109,7 +109,7 @@ def test_pgd_matches_numpy_reference(linear_problem, norm, eps, step):
   ref = _np_pgd(w, b, x, y, eps, step, 4, norm)
   got = attacks.pgd(jax.random.key(0), _linear_fn(w, b), jnp.asarray(x, jnp.float32),
                     jnp.asarray(y), eps=eps, step_size=step, num_steps=4, norm=norm,
-                    random_start=False)
+                    start="none")
   np.testing.assert_allclose(np.asarray(got), ref, atol=2e-5)
 
 
@@ -125,7 +125,7 @@ def test_unrolled_and_fori_loop_agree(linear_problem, unroll):
   w, b, x, y = linear_problem
   ref = _np_pgd(w, b, x, y, 0.05, 0.02, 3, "linf")
   got = attacks.pgd(jax.random.key(1), _linear_fn(w, b), jnp.asarray(x, jnp.float32),
-                    jnp.asarray(y), eps=0.05, step_size=0.02, num_steps=3, random_start=False,
+                    jnp.asarray(y), eps=0.05, step_size=0.02, num_steps=3, start="none",
                     unroll=unroll)
   np.testing.assert_allclose(np.asarray(got), ref, atol=2e-5)
 

@@ -90,9 +90,9 @@ CASES = [
      "ids must be in [0, 3)"),
     ("tracker_empty", lambda: weighting.init_tracker(0), ValueError,
      "num_examples must be an int >= 1"),
-    ("tracker_alpha_zero", lambda: weighting.update_tracker(
-        weighting.init_tracker(3), jnp.array([0]), jnp.ones(1), alpha=0.0), ValueError,
-     "alpha must be in (0, 1]"),
+    ("tracker_ema_zero", lambda: weighting.update_tracker(
+        weighting.init_tracker(3), jnp.array([0]), jnp.ones(1), ema=0.0), ValueError,
+     "ema must be in (0, 1]"),
     # Data files: one error naming the file (DataError, a ValueError).
     ("npz_missing", lambda d: arrays.load_npz(f"{d}/nope.npz"), DataError, "nope.npz: no such"),
     ("npz_not_an_archive", lambda d: arrays.load_npz(f"{d}/junk.npz"), DataError,

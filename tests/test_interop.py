@@ -125,7 +125,7 @@ def test_attacks(framework):
   np.testing.assert_allclose(x_fgsm, expected, atol=1e-6)
   # PGD stays in the eps-ball and [0, 1] and raises every example's loss above the clean one.
   x_pgd = np.asarray(attacks.pgd(jax.random.key(3), model, jnp.asarray(x), jnp.asarray(y),
-                                 eps=eps, step_size=eps / 4, num_steps=5, random_start=False))
+                                 eps=eps, step_size=eps / 4, num_steps=5, start="none"))
   assert np.all(np.abs(x_pgd - x) <= eps + 1e-6) and x_pgd.min() >= 0 and x_pgd.max() <= 1
   ce_adv, _, _ = _ref(wt, b, x_pgd, y)
   assert np.all(ce_adv > ce)

@@ -99,7 +99,7 @@ def test_method_config_defaults_and_adversarial_fields_are_checked():
   for build, match in ((lambda: objectives.kl_dro(temperature=0.0), "^temperature must be"),
                        (lambda: objectives.cvar(alpha=0.0), "^alpha must be"),
                        (lambda: objectives.pgd_at(eps=-0.1), "^eps must be"),
-                       (lambda: objectives.pgd_at(steps=0), "^steps must be"),
+                       (lambda: objectives.pgd_at(num_steps=0), "^num_steps must be"),
                        (lambda: objectives.trades(beta=-1.0), "^beta must be"),
                        (lambda: objectives.var_dro(eps_min=2.0, eps_max=1.0),
                         r"^eps_max \(1.0\) must be >= eps_min")):
@@ -298,7 +298,7 @@ def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
   # apply updates its own state: the tracker saw this batch's losses (ids 0..B-1).
   _, _, new = m.objective.apply(None, tracker, _fns(jnp.asarray(weight)), images, targets,
                                 _ctx(step=5))
-  expected = weighting.update_tracker(tracker, jnp.arange(B), jnp.asarray(losses), alpha=0.1)
+  expected = weighting.update_tracker(tracker, jnp.arange(B), jnp.asarray(losses), ema=0.1)
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7), new,
                expected)
 

@@ -100,7 +100,7 @@ def test_pgd_at_reaches_the_closed_form_worst_case_of_a_binary_logistic_model():
   weight = jnp.asarray(np.stack([np.zeros(D, np.float32), v], 1))
   bias = jnp.asarray([0.0, 0.1], jnp.float32)
   eps, step = 0.1, 0.05
-  obj = O.pgd_at(eps=eps, steps=6, step_size=step)  # 2 eps / step = 4 steps cross the ball
+  obj = O.pgd_at(eps=eps, num_steps=6, step_size=step)  # 2 eps / step = 4 steps cross the ball
   value, aux, state = jax.jit(lambda k: obj.apply(k, None, _fns(weight, bias), x, t, CTX))(
       jax.random.key(0))
   ypm = np.where(labels == 1, 1.0, -1.0)
@@ -135,11 +135,11 @@ def test_trades_beta_zero_is_erm_and_its_kl_is_nonnegative_and_zero_at_eps_zero(
     return jax.value_and_grad(lambda w_: obj.apply(key, None, _fns(w_), x, t, CTX)[0])(w)
 
   erm_v, erm_g = value_and_grad(O.mean())
-  tr_v, tr_g = value_and_grad(O.trades(beta=0.0, eps=0.1, steps=3, step_size=0.05))
+  tr_v, tr_g = value_and_grad(O.trades(beta=0.0, eps=0.1, num_steps=3, step_size=0.05))
   np.testing.assert_allclose(tr_v, erm_v, rtol=1e-6)
   np.testing.assert_allclose(tr_g, erm_g, rtol=1e-5, atol=1e-7)
   for eps, zero in ((0.1, False), (0.0, True)):
-    _, aux, _ = O.trades(beta=6.0, eps=eps, steps=3, step_size=0.05).apply(
+    _, aux, _ = O.trades(beta=6.0, eps=eps, num_steps=3, step_size=0.05).apply(
         key, None, _fns(w), x, t, CTX)
     kl = float(aux.metrics["robust_kl"])
     assert kl >= 0.0 and (kl == pytest.approx(0.0, abs=1e-7)) == zero, (eps, kl)
@@ -159,9 +159,9 @@ def _fd_grad(f, w, h=1e-3):
 def test_parameter_gradient_vs_finite_differences_with_the_adversarial_example_fixed(name):
   x, t, w, labels = _data(4)
   key = jax.random.key(2)
-  obj = {"trades": O.trades(beta=6.0, eps=0.1, steps=3, step_size=0.05),
-         "mart": O.mart(beta=6.0, eps=0.1, steps=3, step_size=0.05),
-         "pgd_at": O.pgd_at(eps=0.1, steps=3, step_size=0.05)}[name]
+  obj = {"trades": O.trades(beta=6.0, eps=0.1, num_steps=3, step_size=0.05),
+         "mart": O.mart(beta=6.0, eps=0.1, num_steps=3, step_size=0.05),
+         "pgd_at": O.pgd_at(eps=0.1, num_steps=3, step_size=0.05)}[name]
   grad = jax.grad(lambda w_: obj.apply(key, None, _fns(w_), x, t, CTX)[0])(w)
   # The example the objective trains on at w, reproduced with the same key and start.
   start = "uniform" if name == "pgd_at" else "normal"
@@ -196,7 +196,7 @@ def test_parameter_gradient_vs_finite_differences_with_the_adversarial_example_f
 
 
 def test_adversarial_options_are_checked_naming_the_argument():
-  for make, kw, arg in ((O.pgd_at, {"eps": -0.1}, "eps"), (O.pgd_at, {"steps": 0}, "steps"),
+  for make, kw, arg in ((O.pgd_at, {"eps": -0.1}, "eps"), (O.pgd_at, {"num_steps": 0}, "num_steps"),
                         (O.trades, {"beta": -1.0}, "beta"), (O.mart, {"beta": -1.0}, "beta"),
                         (O.mart, {"step_size": -1.0}, "step_size")):
     with pytest.raises(ValueError, match=f"^{arg} must be"):

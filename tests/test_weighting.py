@@ -254,7 +254,7 @@ class TrackerTest(parameterized.TestCase):
     n, b = 12, 6
     batches = [(rng.integers(0, n, size=b).astype(np.int32),
                 rng.exponential(size=b).astype(np.float32)) for _ in range(15)]
-    update = self.variant(lambda s, i, l: W.update_tracker(s, i, l, alpha=alpha))
+    update = self.variant(lambda s, i, l: W.update_tracker(s, i, l, ema=alpha))
     state = W.init_tracker(n)
     for ids, losses in batches:
       state = update(state, ids, losses)
@@ -269,7 +269,7 @@ class TrackerTest(parameterized.TestCase):
     rng = np.random.default_rng(0)
     state = W.init_tracker(1)
     vals = []
-    update = jax.jit(lambda s, l: W.update_tracker(s, jnp.zeros(1, jnp.int32), l, alpha=0.05))
+    update = jax.jit(lambda s, l: W.update_tracker(s, jnp.zeros(1, jnp.int32), l, ema=0.05))
     for t in range(3000):
       state = update(state, jnp.asarray([rng.normal(1.0, 2.0)], jnp.float32))
       if t > 500:
@@ -293,9 +293,9 @@ class TrackerTest(parameterized.TestCase):
   def test_duplicates_average_and_count_once(self):
     s0 = W.update_tracker(W.init_tracker(3), jnp.array([1]), jnp.array([1.0]))
     dup = W.update_tracker(s0, jnp.array([1, 0, 1, 1]), jnp.array([2.0, 7.0, 6.0, 1.0]),
-                           alpha=0.5)
+                           ema=0.5)
     rev = W.update_tracker(s0, jnp.array([1, 1, 0, 1]), jnp.array([1.0, 6.0, 7.0, 2.0]),
-                           alpha=0.5)
+                           ema=0.5)
     # One update of id 1 with the average 3: delta 2, mean 2, var 0.5 * (0 + 0.5 * 4) = 1.
     np.testing.assert_allclose(dup.mean, [7.0, 2.0, 0.0])
     np.testing.assert_allclose(dup.var, [0.0, 1.0, 0.0])
@@ -317,8 +317,10 @@ class TrackerTest(parameterized.TestCase):
       W.update_tracker(s, jnp.array([4]), jnp.array([1.0]))
     with self.assertRaisesRegex(ValueError, "losses must have the shape of ids"):
       W.update_tracker(s, jnp.array([0, 1]), jnp.array([1.0]))
-    with self.assertRaisesRegex(ValueError, "alpha must be in"):
-      W.update_tracker(s, jnp.array([0]), jnp.array([1.0]), alpha=0.0)
+    with self.assertRaisesRegex(ValueError, "ema must be in"):
+      W.update_tracker(s, jnp.array([0]), jnp.array([1.0]), ema=0.0)
+    with self.assertRaisesRegex(TypeError, r"takes ema= \(renamed from alpha=\)"):
+      W.update_tracker(s, jnp.array([0]), jnp.array([1.0]), alpha=0.5)
     with self.assertRaisesRegex(TypeError, "losses must be a floating-point"):
       W.update_tracker(s, jnp.array([0]), jnp.array([1]))
     with self.assertRaisesRegex(ValueError, "num_examples must be an int >= 1"):

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from drojax import losses as _losses
-from drojax._checks import check_labels, check_static_int, check_unit_range, is_concrete
+from drojax._checks import check_labels, check_static_int, check_unit_range, is_concrete, renamed
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -278,21 +278,21 @@ def projected_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.A
   return jax.lax.fori_loop(0, num_steps, step, z)
 
 
-def _pgd_single(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, random_start, unroll):
+def _pgd_single(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, start, unroll):
   return projected_ascent(key, lambda z: per_example_loss(logits_fn, z, y), x, eps=eps,
-                          step_size=step_size, num_steps=num_steps, norm=norm,
-                          start="uniform" if random_start else "none", unroll=unroll)
+                          step_size=step_size, num_steps=num_steps, norm=norm, start=start,
+                          unroll=unroll)
 
 
 def _fooled(logits_fn, x_adv, y):
   return jnp.argmax(logits_fn(x_adv), axis=-1) != y
 
 
-_STATIC = ("logits_fn", "norm", "num_steps", "random_start", "restarts", "unroll")
+_STATIC = ("logits_fn", "norm", "num_steps", "start", "restarts", "unroll")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _pgd_impl(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, random_start, restarts,
+def _pgd_impl(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, start, restarts,
               unroll):
   """Returns (x_adv [B, H, W, C], robust [B] bool)."""
   eps = jnp.asarray(eps, x.dtype)
@@ -300,7 +300,7 @@ def _pgd_impl(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, random_s
   y = y.astype(jnp.int32)
   run = functools.partial(
       _pgd_single, logits_fn=logits_fn, x=x, y=y, eps=eps, step_size=step_size, norm=norm,
-      num_steps=num_steps, random_start=random_start, unroll=unroll)
+      num_steps=num_steps, start=start, unroll=unroll)
   clean_correct = jnp.logical_not(_fooled(logits_fn, x, y))
   x_adv = run(jax.random.fold_in(key, 0))
   fooled = _fooled(logits_fn, x_adv, y)
@@ -358,9 +358,10 @@ def _fgsm_impl(logits_fn, x, y, eps):
   return jnp.clip(x + eps * jnp.sign(g), 0.0, 1.0)
 
 
+@renamed(random_start="start")
 def pgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
         eps: float | jax.Array, step_size: float | jax.Array, num_steps: int,
-        norm: str = "linf", random_start: bool = True, restarts: int = 1,
+        norm: str = "linf", start: str = "uniform", restarts: int = 1,
         unroll: bool | None = None) -> jax.Array:
   """Projected gradient descent (ascent on the loss) in pixel space.
 
@@ -370,7 +371,7 @@ def pgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
             \\ell(f(x^t), y))\\big), \\quad s(g) = \\mathrm{sign}(g) \\text{ (linf)},\\;
             g / \\|g\\|_2 \\text{ (l2)}
 
-  With ``random_start`` the first iterate is uniform in the ball (L2: uniform direction,
+  With ``start='uniform'`` the first iterate is uniform in the ball (L2: uniform direction,
   radius ``eps * U^(1/d)``). With ``restarts > 1`` each restart draws a fresh start from
   ``fold_in(key, r)``; per example the result is the first restart whose final iterate the
   model misclassifies, else the last restart's.
@@ -384,7 +385,8 @@ def pgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
     step_size: step ``alpha`` per iteration, >= 0 (traced); e.g. ``eps / 4``.
     num_steps: number of steps (static).
     norm: ``'linf'`` or ``'l2'`` (static).
-    random_start: start from a uniform draw in the ball (static).
+    start: ``'uniform'`` (a uniform draw in the ball), ``'normal'`` (``x + 0.001 N(0, I)``)
+      or ``'none'`` (static; see :func:`projected_ascent`).
     restarts: number of random restarts, >= 1 (static).
     unroll: unroll the step loop in Python (True) or use ``lax.fori_loop`` (False); None
       picks per backend with :func:`default_unroll` (static).
@@ -402,27 +404,30 @@ def pgd(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
     True
   """
   x_adv, _ = _run(key, logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps,
-                  norm=norm, random_start=random_start, restarts=restarts, unroll=unroll,
+                  norm=norm, start=start, restarts=restarts, unroll=unroll,
                   name="pgd")
   return x_adv
 
 
-def _run(key, logits_fn, x, y, *, eps, step_size, num_steps, norm, random_start, restarts, unroll,
+def _run(key, logits_fn, x, y, *, eps, step_size, num_steps, norm, start, restarts, unroll,
          name):
   _check_inputs(x, y, name, logits_fn)
   _check_number(eps, "eps")
   _check_number(step_size, "step_size")
   check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
+  if start not in START_MODES:
+    raise ValueError(f"start must be one of {START_MODES}; got {start!r}.")
   if not callable(logits_fn):
     raise TypeError(f"{name}: logits_fn must be callable x -> logits; got {type(logits_fn).__name__}.")
   return _pgd_impl(key, logits_fn, x, y, eps, step_size, norm=norm, num_steps=num_steps,
-                   random_start=bool(random_start), restarts=restarts,
+                   start=start, restarts=restarts,
                    unroll=_resolve_unroll(unroll))
 
 
+@renamed(random_start="start")
 def pgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
                eps: float | jax.Array, step_size: float | jax.Array, num_steps: int,
-               norm: str = "linf", random_start: bool = True, restarts: int = 1,
+               norm: str = "linf", start: str = "uniform", restarts: int = 1,
                unroll: bool | None = None) -> tuple[jax.Array, jax.Array]:
   """Runs :func:`pgd` and says, per example, whether the model withstood every restart.
 
@@ -430,7 +435,7 @@ def pgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, 
   iterate of *every* restart correctly.
 
   Args:
-    key, logits_fn, x, y, eps, step_size, num_steps, norm, random_start, restarts, unroll:
+    key, logits_fn, x, y, eps, step_size, num_steps, norm, start, restarts, unroll:
       as :func:`pgd`.
 
   Returns:
@@ -446,18 +451,19 @@ def pgd_robust(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, 
     [True, False]
   """
   return _run(key, logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps,
-              norm=norm, random_start=random_start, restarts=restarts, unroll=unroll,
+              norm=norm, start=start, restarts=restarts, unroll=unroll,
               name="pgd_robust")
 
 
+@renamed(random_start="start")
 def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
                     eps: float | jax.Array, step_size: float | jax.Array, num_steps: int,
-                    norm: str = "linf", random_start: bool = True, restarts: int = 1,
+                    norm: str = "linf", start: str = "uniform", restarts: int = 1,
                     unroll: bool | None = None) -> jax.Array:
   """Fraction of examples that no PGD restart fools (and that are clean-correct).
 
   Args:
-    key, logits_fn, x, y, eps, step_size, num_steps, norm, random_start, restarts, unroll:
+    key, logits_fn, x, y, eps, step_size, num_steps, norm, start, restarts, unroll:
       as :func:`pgd`.
 
   Returns:
@@ -473,7 +479,7 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
     1.0
   """
   _, robust = pgd_robust(key, logits_fn, x, y, eps=eps, step_size=step_size,
-                         num_steps=num_steps, norm=norm, random_start=random_start,
+                         num_steps=num_steps, norm=norm, start=start,
                          restarts=restarts, unroll=unroll)
   valid = jnp.all(_labels_valid(y, count_classes(logits_fn, x)))
   return jnp.where(valid, jnp.mean(robust.astype(jnp.float32)), jnp.nan)

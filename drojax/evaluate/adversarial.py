@@ -41,20 +41,21 @@ def eps_key(eps: float) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _jit_attack(apply_fn: Callable, num_steps: int, norm: str, random_start: bool, restarts: int,
+def _jit_attack(apply_fn: Callable, num_steps: int, norm: str, start: str, restarts: int,
                 unroll: bool | None) -> Callable:
   def robust(variables, key, x, y, eps, step_size):
     _, r = attacks.pgd_robust(key, functools.partial(apply_fn, variables), x, y, eps=eps,
                               step_size=step_size, num_steps=num_steps, norm=norm,
-                              random_start=random_start, restarts=restarts, unroll=unroll)
+                              start=start, restarts=restarts, unroll=unroll)
     return r
   return jax.jit(robust)
 
 
+@_checks.renamed(random_start="start")
 def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
                          eps: Sequence[float], num_steps: int = 20,
                          step_size: float | Sequence[float] | None = None,
-                         norm: str = "linf", random_start: bool = True, restarts: int = 1,
+                         norm: str = "linf", start: str = "uniform", restarts: int = 1,
                          unroll: bool | None = None, key: jax.Array | None = None,
                          batch_size: int = 256, progress: bool = True,
                          share: Share = ALONE) -> dict[str, float]:
@@ -69,7 +70,8 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     step_size: one step for every eps, one per eps, or None for ``eps / 8`` (the DRO-Augment
       Fashion-MNIST recipe: 0.5/255 at 4/255, 20 steps).
     norm: ``'linf'`` or ``'l2'``.
-    random_start: uniform start in the ball.
+    start: PGD's start, ``'uniform'`` in the ball, ``'normal'`` or ``'none'``
+      (:func:`drojax.attacks.projected_ascent`).
     restarts: random restarts (an example is robust only if it survives all).
     unroll: PGD loop form (see :func:`drojax.attacks.default_unroll`).
     key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
@@ -103,9 +105,11 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
       raise ValueError(f"step_size must be one number or one per eps ({len(eps)}); got "
                        f"{len(steps)}.")
   attacks.check_pgd_options(norm=norm, num_steps=num_steps, restarts=restarts)
+  if start not in attacks.START_MODES:
+    raise ValueError(f"start must be one of {attacks.START_MODES}; got {start!r}.")
   key = eval_key() if key is None else key
   apply_fn, variables = as_apply(model)
-  fn = _jit_attack(apply_fn, num_steps, norm, bool(random_start), restarts, unroll)
+  fn = _jit_attack(apply_fn, num_steps, norm, start, restarts, unroll)
   n = images.shape[0]
   bs = min(batch_size, max(n, 1))
   spans = batches(n, bs)

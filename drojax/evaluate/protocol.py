@@ -153,7 +153,7 @@ def _adversarial_results(model, images, labels, config, key, progress, share):
         key=jax.random.fold_in(key, 2), batch_size=config.batch_size, progress=progress,
         share=share)
     settings = {"attack": "pgd", "norm": config.norm, "num_steps": num_steps,
-                "restarts": config.restarts, "random_start": True, "num_images": m,
+                "restarts": config.restarts, "start": "uniform", "num_images": m,
                 "step_size": ("eps/8" if config.step_size is None else config.step_size)}
     return acc, {"pgd": acc}, settings
   by_attack = adversarial.auto_attack_accuracy(
@@ -201,7 +201,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
     ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'fab_t' | 'square': {eps:
-    acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
+    acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy``
+    (when groups),
     ``eval_seed``, ``num_eval``, ``eval_images_per_process`` (the test images each process
     classified, clean).
 
@@ -217,8 +218,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   """
   for name in moved:
     where = (f"EvalConfig({_MOVED[name]}=...)" if name in _MOVED else None)
-    raise TypeError(f"evaluate() got an unexpected keyword argument {name!r}"
-                    + (f"; it is now {where}, passed as evaluate(..., config=...)." if where else "."))
+    hint = f"; it is now {where}, passed as evaluate(..., config=...)." if where else "."
+    raise TypeError(f"evaluate() got an unexpected keyword argument {name!r}{hint}")
   config = EvalConfig() if config is None else config
   if not isinstance(config, EvalConfig):
     raise TypeError(f"config must be an EvalConfig; got {type(config).__name__}.")

@@ -8,7 +8,7 @@ parameter gradient does not flow through the attack), and returns the paper's lo
 
 * ``pgd_at``: :math:`\frac1B \sum_i \ell_i(x^{adv}_i)`, the method's criterion (cross-entropy
   on the soft targets) on PGD examples that maximize it, from a uniform random start in the
-  ball, ``steps`` steps of size ``step_size``.
+  ball, ``num_steps`` steps of size ``step_size``.
 * ``trades``: :math:`\frac1B \sum_i CE(z_i, t_i) + \beta\,\mathrm{KL}(p_i \| p^{adv}_i)`
   (:func:`drojax.losses.trades_kl`), :math:`x^{adv}` maximizing the KL from
   :math:`x + 0.001\,\mathcal N(0, I)`.
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from drojax import attacks as _attacks
 from drojax import losses as _losses
-from drojax._checks import check_float, check_hyper, check_static_int, check_unit_range
+from drojax._checks import check_float, check_hyper, check_static_int, check_unit_range, renamed
 from drojax.objectives.base import Objective, ObjectiveAux, stateless_init
 
 __all__ = ["linf_pgd_ascent", "mart", "pgd_at", "trades", "START_MODES"]
@@ -101,9 +101,9 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   return jax.lax.stop_gradient(x_adv)
 
 
-def _check_adv(eps, steps, step_size, beta=None):
+def _check_adv(eps, num_steps, step_size, beta=None):
   check_hyper("eps", eps, low=0.0, expected=">= 0 and finite")
-  check_static_int("steps", steps, minimum=1)
+  check_static_int("num_steps", num_steps, minimum=1)
   check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
   if beta is not None:
     check_hyper("beta", beta, low=0.0, expected=">= 0 and finite")
@@ -116,40 +116,43 @@ def _one_view(name, images):
                      f"(plain, mixup)")
 
 
-def pgd_at(*, eps: float = 8 / 255, steps: int = 10, step_size: float = 2 / 255) -> Objective:
+@renamed(steps="num_steps")
+def pgd_at(*, eps: float = 8 / 255, num_steps: int = 10,
+           step_size: float = 2 / 255) -> Objective:
   """PGD adversarial training (Madry et al. 2018): the mean loss on PGD examples. No state.
 
   The attack maximizes the method's own per-example criterion (``model.loss``, train mode)
-  over every view, from a uniform random start (``key``). ``steps`` steps cost ``steps``
+  over every view, from a uniform random start (``key``). ``num_steps`` steps cost ``num_steps``
   forward/backward passes on top of the training pass.
   """
-  _check_adv(eps, steps, step_size)
+  _check_adv(eps, num_steps, step_size)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
     adv = linf_pgd_ascent(key, lambda z: model.loss(z, targets)[0], images, eps=eps,
-                          step_size=step_size, num_steps=steps, start="uniform")
+                          step_size=step_size, num_steps=num_steps, start="uniform")
     losses, model_aux = model.loss(adv, targets)
     return jnp.mean(losses), ObjectiveAux(losses, model_aux, {}), state
 
   return Objective(stateless_init, apply)
 
 
-def trades(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
+@renamed(steps="num_steps")
+def trades(*, beta: float = 6.0, eps: float = 8 / 255, num_steps: int = 10,
            step_size: float = 2 / 255) -> Objective:
   r"""TRADES (Zhang et al. 2019): CE(clean) + ``beta`` x KL(p_clean || p_adv). No state.
 
   The adversarial example maximizes the KL to the clean prediction (inference-mode model,
   start ``x + 0.001 N(0, I)``). One view per example.
   """
-  _check_adv(eps, steps, step_size, beta)
+  _check_adv(eps, num_steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
     _one_view("trades", images)
     p_clean = jax.lax.stop_gradient(model.eval_logits(images))
     adv = linf_pgd_ascent(key, lambda z: _losses.trades_kl(p_clean, model.eval_logits(z)),
-                          images, eps=eps, step_size=step_size, num_steps=steps, start="normal")
+                          images, eps=eps, step_size=step_size, num_steps=num_steps, start="normal")
     logits, model_aux = model.logits(images)
     logits_adv, _ = model.logits(adv)
     kl = _losses.trades_kl(logits, logits_adv)
@@ -159,7 +162,8 @@ def trades(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   return Objective(stateless_init, apply)
 
 
-def mart(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
+@renamed(steps="num_steps")
+def mart(*, beta: float = 6.0, eps: float = 8 / 255, num_steps: int = 10,
          step_size: float = 2 / 255) -> Objective:
   """MART (Wang et al. 2020): :func:`drojax.losses.mart_loss` on PGD examples. No state.
 
@@ -167,13 +171,13 @@ def mart(*, beta: float = 6.0, eps: float = 8 / 255, steps: int = 10,
   ``x + 0.001 N(0, I)``). Labels are the targets' argmax (MART's formula needs a class; use it
   with one-hot targets, i.e. the plain augmentation). One view per example.
   """
-  _check_adv(eps, steps, step_size, beta)
+  _check_adv(eps, num_steps, step_size, beta)
 
   def apply(key, state, model, images, targets, ctx):
     del ctx
     _one_view("mart", images)
     adv = linf_pgd_ascent(key, lambda z: _losses.cross_entropy(model.eval_logits(z), targets),
-                          images, eps=eps, step_size=step_size, num_steps=steps, start="normal")
+                          images, eps=eps, step_size=step_size, num_steps=num_steps, start="normal")
     logits, model_aux = model.logits(images)
     logits_adv, _ = model.logits(adv)
     labels = jnp.argmax(targets, axis=-1)

@@ -188,7 +188,7 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
                "weights_sum": jnp.sum(weights)}
     if schedule == "loss":
       metrics["eps_max"] = cap
-    new_state = _weighting.update_tracker(state, all_ids, all_losses, alpha=ema)
+    new_state = _weighting.update_tracker(state, all_ids, all_losses, ema=ema)
     return value, ObjectiveAux(losses, model_aux, metrics), new_state
 
   return Objective(init, apply)
