@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from drojax import _wdro_modes as _modes
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range
+from drojax._checks import check_hyper
 
 __all__ = ["DEFAULT_FD_STEP", "DEFAULT_Q", "PENALTY_MODES", "WDROAux", "input_gradients",
            "variation_penalty", "wdro_total"]
@@ -233,8 +235,9 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
     raise ValueError(f"penalty_mode must be one of {PENALTY_MODES}, got {penalty_mode!r}.")
   mode, subsample = penalty_mode, penalty_subsample
   q, norm = _modes.check_q_norm(q, norm)
-  check_scalar_range("rho", rho, low=0.0, expected=">= 0")
-  if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not fd_step > 0:
+  check_hyper("rho", rho, low=0.0, expected=">= 0 and finite")
+  if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not (
+      0 < fd_step < math.inf):
     raise ValueError(f"fd_step must be a positive Python float, got {fd_step!r}.")
   if isinstance(subsample, bool) or not isinstance(subsample, (int, float)) or not (
       0.0 < subsample <= 1.0):

@@ -64,3 +64,17 @@ def method_configs(methods: str, make: Callable[[str], Any],
   # An override no method reads is an error; one that only some read is fine (a comparison).
   cli.check_overrides_apply([c for _, c in out], overrides)
   return out
+
+
+def main_of(build_configs: Callable[[Sequence[tuple[str, str]]], list[tuple[str, Any]]]):
+  """The ``main`` of a multi-method CLI: ``build_configs(overrides)`` into ``--workdir``."""
+
+  def main(argv, overrides):
+    del argv
+    from absl import flags
+
+    if not flags.FLAGS.workdir:
+      raise cli.UsageError("--workdir is required")
+    run_all(build_configs(overrides), flags.FLAGS.workdir)
+
+  return main

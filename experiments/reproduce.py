@@ -28,17 +28,14 @@ whatever has finished. ``--scale=smoke`` is a seconds-long version for tests.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from typing import Any
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, multi, studies
+from experiments.studies import RunSpec
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
@@ -57,8 +54,6 @@ flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none
 
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
 TABLES = ("standard", "refined")
-CLAIM = ".claim"
-FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
 
 
 # KL-DRO at temperature 1 (the default when the study was run) diverges within 10 steps at the
@@ -105,21 +100,6 @@ SCALES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One training run of the study."""
-
-  study: str
-  name: str  # the run's name within its study (a method, or method + rho)
-  method: str
-  seed: int
-  config: Any  # locked ml_collections.ConfigDict
-  corrupted: bool  # scored on the pre-made corrupted CIFAR sets
-
-  def workdir(self, root: str) -> str:
-    return os.path.join(root, self.study, self.name, f"seed{self.seed}")
-
-
 # ------------------------------------------------------------------------------- the plan
 
 def _apply_scale(c, *, seed: int, scale: Scale, width: int, train: int, epochs: int,
@@ -161,19 +141,19 @@ def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None
   return c
 
 
-def plan(studies: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
+def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
   """Every run, seed-major (all of seed 0 first), so a partial study is balanced over methods."""
-  for study in studies:
+  for study in names:
     cli.check_choice(study, list(STUDIES), "--studies")
   runs = []
   for seed in seeds:
-    if "fmnist_pgd" in studies:
+    if "fmnist_pgd" in names:
       for m in ("erm", "dro", "mixup", "dro_mixup"):
         runs.append(RunSpec("fmnist_pgd", m, m, seed, _fmnist_config(m, seed, scale), False))
-    if "cifar_augment" in studies:
+    if "cifar_augment" in names:
       for m in ("mixup", "dro_mixup", "augmix", "dro_augmix"):
         runs.append(RunSpec("cifar_augment", m, m, seed, _cifar_config(m, seed, scale), True))
-    if "cifar_var_dro" in studies:
+    if "cifar_var_dro" in names:
       for m in ("erm", "kl_dro", "var_dro"):
         c = _cifar_config(m, seed, scale)
         if m == "kl_dro":
@@ -185,35 +165,17 @@ def plan(studies: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
         kl.method_config.kl_temperature = KL_STABLE_TEMPERATURE
       runs.append(RunSpec("cifar_var_dro", f"kl_dro_T{KL_STABLE_TEMPERATURE:g}", "kl_dro", seed,
                           kl, True))
-    if "fmnist_rho" in studies:
+    if "fmnist_rho" in names:
       for rho in scale.rho_values:
         runs.append(RunSpec("fmnist_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
                             _fmnist_config("dro_mixup", seed, scale, rho=rho), False))
-    if "cifar_rho" in studies:
+    if "cifar_rho" in names:
       for rho in scale.cifar_rho_values:
         runs.append(RunSpec("cifar_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
                             _cifar_config("dro_mixup", seed, scale, rho=rho), True))
   for spec in runs:
     spec.config.lock()
   return runs
-
-
-def finished(spec: RunSpec, root: str) -> bool:
-  return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
-
-
-def failed(spec: RunSpec, root: str) -> str | None:
-  """The recorded error of a run that raised (e.g. diverged), or None."""
-  path = os.path.join(spec.workdir(root), FAILED)
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return f.read().strip()
-
-
-def settled(spec: RunSpec, root: str) -> bool:
-  """Finished, or failed (and not to be retried unless asked)."""
-  return finished(spec, root) or failed(spec, root) is not None
 
 
 # ------------------------------------------------------------------------------- corrupted sets
@@ -301,143 +263,20 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
   return extra
 
 
-# ------------------------------------------------------------------------------- workers
-
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def try_claim(workdir: str) -> bool:
-  """Atomically claims ``workdir`` for this process; a claim by a dead process is taken over."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CLAIM)
-  me = {"pid": os.getpid(), "host": socket.gethostname()}
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      try:
-        with open(path) as f:
-          owner = json.load(f)
-      except (OSError, ValueError):
-        owner = {}
-      stale = (owner.get("host") == me["host"] and isinstance(owner.get("pid"), int)
-               and not _pid_alive(owner["pid"]))
-      if not stale:
-        return False
-      try:
-        os.remove(path)
-      except FileNotFoundError:
-        pass
-      continue
-    with os.fdopen(fd, "w") as f:
-      json.dump(me, f)
-    return True
-  return False
-
-
-def release(workdir: str) -> None:
-  try:
-    os.remove(os.path.join(workdir, CLAIM))
-  except FileNotFoundError:
-    pass
-
+# ------------------------------------------------------------------------------- main
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
              cache_dir: str | None) -> None:
-  from experiments import train
-
   extra = score_corrupted(root, scale) if spec.corrupted else None
-  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
-  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
+  studies.train_run(spec, root, data_dir=data_dir, cache_dir=cache_dir, extra_evaluation=extra)
 
 
 def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
-         cache_dir: str | None, *, log=print, bar=None) -> int:
-  """Runs every unfinished, unclaimed run in order; returns how many this process finished.
+         cache_dir: str | None, **kwargs) -> int:
+  """``studies.work`` over ``runs`` with ``run_spec``; returns how many this process finished."""
+  return studies.work(runs, root, lambda spec: run_spec(spec, root, scale, data_dir, cache_dir),
+                      **kwargs)
 
-  A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
-  from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
-  advanced for each run settled here or found settled.
-  """
-  done = 0
-  for spec in runs:
-    workdir = spec.workdir(root)
-    if bar is not None:
-      bar.set_postfix_str(f"{spec.study}/{spec.name}/s{spec.seed}")
-    if finished(spec, root) or failed(spec, root) or not try_claim(workdir):
-      if bar is not None and settled(spec, root):
-        bar.update(1)
-      continue
-    try:
-      if finished(spec, root):  # finished between the check and the claim
-        continue
-      start = time.monotonic()
-      log(f"start {spec.study}/{spec.name}/seed{spec.seed}")
-      try:
-        run_spec(spec, root, scale, data_dir, cache_dir)
-      except FloatingPointError as e:  # drojax.loop.NonFiniteError: diverged; the rest goes on
-        message = " ".join(f"{type(e).__name__}: {e}".split())
-        with open(os.path.join(workdir, FAILED), "w") as f:
-          f.write(message + "\n")
-        log(f"FAILED {spec.study}/{spec.name}/seed{spec.seed}: {message}")
-        continue
-      log(f"done  {spec.study}/{spec.name}/seed{spec.seed} in {time.monotonic() - start:.0f} s")
-      done += 1
-    finally:
-      release(workdir)
-      if bar is not None and settled(spec, root):
-        bar.update(1)
-  return done
-
-
-def _spawn_workers(n: int, argv: list[str], root: str) -> list[subprocess.Popen]:
-  cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-  pin = len(cores) >= n > 1
-  logs = os.path.join(root, "logs")
-  os.makedirs(logs, exist_ok=True)
-  procs = []
-  for i in range(n):
-    env = dict(os.environ)
-    if pin:  # one core, one XLA thread each: two such workers beat one 2-thread process here
-      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                          "intra_op_parallelism_threads=1").strip()
-    out = open(os.path.join(logs, f"worker{i}.log"), "a")
-    cmd = [sys.executable, "-m", "experiments.reproduce", *argv, f"--worker_index={i}"]
-    core = cores[i] if pin else None
-    procs.append(subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-        preexec_fn=(lambda c=core: os.sched_setaffinity(0, {c})) if pin else None))
-  return procs
-
-
-def _watch(procs: list[subprocess.Popen], runs: list[RunSpec], root: str) -> None:
-  """One progress bar over all runs (rate and ETA in runs), until the workers exit."""
-  from tqdm import tqdm
-
-  with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
-    while True:
-      n = sum(settled(s, root) for s in runs)
-      bar.update(n - bar.n)
-      active = [f"{s.study}/{s.name}/s{s.seed}" for s in runs
-                if os.path.isfile(os.path.join(s.workdir(root), CLAIM)) and not finished(s, root)]
-      bar.set_postfix_str(", ".join(active)[:80])
-      if all(p.poll() is not None for p in procs):
-        break
-      time.sleep(10)
-  bad = [p.returncode for p in procs if p.returncode]
-  if bad:
-    raise cli.UsageError(f"{len(bad)} worker(s) failed (exit {bad}); see "
-                         f"{os.path.join(root, 'logs')} and re-run the same command to resume")
-
-
-# ------------------------------------------------------------------------------- main
 
 def _worker_argv() -> list[str]:
   """The flags a worker needs (everything but --workers / --worker_index / --report*)."""
@@ -461,12 +300,8 @@ def main(argv, overrides):
   if FLAGS.workers < 1:
     raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
   scale = SCALES[FLAGS.scale]
-  studies = multi.parse_list(FLAGS.studies, "--studies")
-  try:
-    seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
-  except ValueError:
-    raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
-  runs = plan(studies, seeds, scale)
+  study_names = multi.parse_list(FLAGS.studies, "--studies")
+  runs = plan(study_names, studies.parse_seeds(FLAGS.seeds), scale)
   root = os.path.abspath(FLAGS.root)
   from experiments import train
 
@@ -481,22 +316,18 @@ def main(argv, overrides):
     work(runs, root, scale, data_dir, cache,
          log=lambda m: print(f"[worker {FLAGS.worker_index}] {m}", flush=True))
     return
-  import jax
-
-  for spec in runs:  # a bad value fails here, not an hour in
-    train.validate(spec.config, num_devices=jax.device_count())
+  studies.validate_all(runs)  # a bad value fails here, not an hour in
   os.makedirs(root, exist_ok=True)
   if FLAGS.retry_failed:
-    for spec in runs:
-      if failed(spec, root):
-        os.remove(os.path.join(spec.workdir(root), FAILED))
-  procs = _spawn_workers(FLAGS.workers, _worker_argv(), root) if FLAGS.workers > 1 else []
+    studies.retry_failed(runs, root)
+  procs = (studies.spawn_workers("experiments.reproduce", FLAGS.workers, _worker_argv(), root)
+           if FLAGS.workers > 1 else [])
   try:
     if any(s.corrupted for s in runs):
       cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
       make_corrupted_sets(root, data_dir, scale)
     if procs:
-      _watch(procs, runs, root)
+      studies.watch(procs, runs, root, desc="reproduction runs")
     else:
       from tqdm import tqdm
 
@@ -513,7 +344,7 @@ def main(argv, overrides):
 def _write_report(runs: list[RunSpec], root: str, report_dir: str) -> None:
   from experiments import reproduction_report as report
 
-  failures = {f"{s.study}/{s.name}/seed{s.seed}": failed(s, root) for s in runs}
+  failures = {s.tag: studies.failed(s, root) for s in runs}
   report.write_report(runs, root, report_dir, scale_name=FLAGS.scale,
                       failures={k: v for k, v in failures.items() if v})
 

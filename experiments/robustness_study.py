@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, multi, studies
+from experiments.studies import RunSpec
 from experiments.formatting import ci_cell, mean_ci
 
 FLAGS = flags.FLAGS
@@ -106,18 +106,6 @@ SCALES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  study: str
-  name: str
-  method: str
-  seed: int
-  config: Any
-
-  def workdir(self, root: str) -> str:
-    return os.path.join(root, self.study, self.name, f"seed{self.seed}")
-
-
 def _config(method: str, seed: int, scale: Scale, *, rho=None, method_fields=None):
   from experiments.configs import fashion_mnist_pgd as fm_config
 
@@ -151,19 +139,19 @@ def available_methods() -> set[str]:
   return set(methods.method_names())
 
 
-def plan(studies, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
+def plan(names, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
   """(runs, names of the requested runs whose method this checkout lacks)."""
   have = available_methods()
   runs, missing = [], []
   for seed in seeds:
-    if "methods" in studies:
+    if "methods" in names:
       for name, method, rho in METHOD_RUNS:
         if method not in have:
           if name not in missing:
             missing.append(name)
           continue
         runs.append(RunSpec("methods", name, method, seed, _config(method, seed, scale, rho=rho)))
-    if "modes" in studies:
+    if "modes" in names:
       for name, fields in MODE_RUNS:
         runs.append(RunSpec("modes", name, "dro", seed,
                             _config("dro", seed, scale, rho=MODE_RHO, method_fields=fields)))
@@ -176,19 +164,8 @@ _COST = {"pgd_at": 3, "trades": 3, "erm": 1}
 
 
 def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
-  """The ``index``-th of ``count`` shares of ``runs``: dealt round-robin, costliest first.
-
-  Depends only on the plan (not on which runs have finished), so the ``count`` shares
-  together are every run exactly once, whatever each process has done before.
-  """
-  if not 0 <= index < count:
-    raise ValueError(f"shard index must be in [0, {count}); got {index}.")
-  ordered = sorted(runs, key=lambda r: (-_COST.get(r.method, 2), r.seed, r.study, r.name))
-  return ordered[index::count]
-
-
-def finished(spec: RunSpec, root: str) -> bool:
-  return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
+  """``studies.shard`` by the methods' rough training cost."""
+  return studies.shard(runs, index, count, cost=lambda r: _COST.get(r.method, 2))
 
 
 def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tuple[int, ...]):
@@ -214,13 +191,15 @@ def jax_fold(i: int):
 
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache: str | None):
-  from experiments import train
-
-  extra = lambda trained, test_ds: _pgd_evaluation(  # noqa: E731
-      trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
-      eps=scale.eps)
-  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache)
-  train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra)
+  """Trains and evaluates ``spec`` (plus PGD-20) and prints its headline numbers."""
+  results = studies.train_run(
+      spec, root, data_dir=data_dir, cache_dir=cache,
+      extra_evaluation=lambda trained, test_ds: _pgd_evaluation(
+          trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
+          eps=scale.eps))
+  m, e = _metrics(results), 8 if 8 in scale.eps else scale.eps[0]
+  print(f"{spec.tag}: train {m['train_s']:.0f} s; clean {100 * m['clean']:.1f}, PGD-20 {e}/255 "
+        f"{100 * m[f'pgd{e}']:.1f}, suite {e}/255 {100 * m[f'suite{e}']:.1f}", flush=True)
 
 
 # ------------------------------------------------------------------------------- report
@@ -365,16 +344,6 @@ def _scale() -> Scale:
   return dataclasses.replace(s, **over)
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-  try:
-    index, count = (int(v) for v in text.split("/"))
-  except ValueError:
-    raise cli.UsageError(f"--shard must be I/N with integers, e.g. 0/6; got {text!r}") from None
-  if count < 1 or not 0 <= index < count:
-    raise cli.UsageError(f"--shard I/N needs N >= 1 and 0 <= I < N; got {text!r}")
-  return index, count
-
-
 def main(argv, overrides):
   del argv
   if overrides:
@@ -383,14 +352,10 @@ def main(argv, overrides):
     raise cli.UsageError("--root is required")
   cli.check_choice(FLAGS.scale, list(SCALES), "--scale")
   scale = _scale()
-  studies = multi.parse_list(FLAGS.studies, "--studies")
-  for s in studies:
+  names = multi.parse_list(FLAGS.studies, "--studies")
+  for s in names:
     cli.check_choice(s, ["methods", "modes"], "--studies")
-  try:
-    seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
-  except ValueError:
-    raise cli.UsageError(f"--seeds must be integers, got {FLAGS.seeds!r}") from None
-  runs, missing = plan(studies, seeds, scale)
+  runs, missing = plan(names, studies.parse_seeds(FLAGS.seeds), scale)
   if FLAGS.runs:
     wanted = multi.parse_list(FLAGS.runs, "--runs")
     known = [n for n, _, _ in METHOD_RUNS] + [n for n, _ in MODE_RUNS]
@@ -399,7 +364,7 @@ def main(argv, overrides):
     runs = [r for r in runs if r.name in wanted]
     missing = [m for m in missing if m in wanted]
   if FLAGS.shard:
-    index, count = _parse_shard(FLAGS.shard)
+    index, count = studies.parse_shard(FLAGS.shard)
     if not FLAGS.report_only:
       runs = shard(runs, index, count)
   root = os.path.abspath(FLAGS.root)
@@ -413,8 +378,7 @@ def main(argv, overrides):
 
   from experiments import train
 
-  for spec in runs:  # a bad value fails here, not an hour in
-    train.validate(spec.config, num_devices=jax.device_count())
+  studies.validate_all(runs)  # a bad value fails here, not an hour in
   data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
   cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
@@ -422,20 +386,8 @@ def main(argv, overrides):
     print(f"missing methods (not run): {', '.join(missing)}", flush=True)
   print(f"{len(runs)} runs on {jax.devices()[0].device_kind}; root {root}", flush=True)
   start = time.monotonic()
-  for i, spec in enumerate(runs):
-    tag = f"[{i + 1}/{len(runs)}] {spec.study}/{spec.name}/seed{spec.seed}"
-    if finished(spec, root):
-      print(f"{tag}: finished before, skipped", flush=True)
-      continue
-    t0 = time.monotonic()
-    run_spec(spec, root, scale, data_dir, cache)
-    with open(os.path.join(spec.workdir(root), "results.json")) as f:
-      m = _metrics(json.load(f))
-    e = 8 if 8 in scale.eps else scale.eps[0]
-    print(f"{tag}: {time.monotonic() - t0:.0f} s (train {m['train_s']:.0f} s); clean "
-          f"{100 * m['clean']:.1f}, PGD-20 {e}/255 {100 * m[f'pgd{e}']:.1f}, suite {e}/255 "
-          f"{100 * m[f'suite{e}']:.1f}; elapsed {time.monotonic() - start:.0f} s",
-          flush=True)
+  studies.work(runs, root, lambda spec: run_spec(spec, root, scale, data_dir, cache),
+               log=lambda m: print(f"{m}; elapsed {time.monotonic() - start:.0f} s", flush=True))
   if FLAGS.shard:  # the other shards may still run: one --report_only call writes the report
     print(f"shard {FLAGS.shard} done in {time.monotonic() - start:.0f} s; write the report with "
           f"--report_only once every shard has finished", flush=True)

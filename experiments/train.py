@@ -29,9 +29,8 @@ from experiments import summary
 from experiments.configs import common
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
-# How long processes other than 0 wait for process 0's evaluation (corruptions and attacks on
-# a large test set take hours on a slow device; a crashed process 0 ends the wait sooner,
-# through JAX's heartbeat).
+# How long processes wait for each other after the evaluation, while process 0 writes the
+# results (a crashed process ends the wait sooner, through JAX's heartbeat).
 EVAL_WAIT_S = 24 * 3600
 
 
@@ -84,6 +83,13 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   from experiments import groups
 
   groups.check(config.method, method_config(config), train_ds)
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    if not var_dro_diagnostics.applies(config.method):
+      raise cli.UsageError(f"--config.var_dro_diagnostics=true needs a Var-DRO method "
+                           f"({', '.join(var_dro_diagnostics.OBJECTIVES)}), got "
+                           f"--method={config.method}")
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
@@ -199,13 +205,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
                            epoch=epoch, start_batch=start_batch, rows=rows),
         mesh)
 
+  eval_fn = None
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
+
+    eval_fn = var_dro_diagnostics.make_eval_fn(config, workdir, train_ds, model, method_cfg,
+                                               steps_per_epoch)
   result = loop.fit(
       state, train_step, batches_for_epoch, num_epochs=config.num_epochs,
       steps_per_epoch=steps_per_epoch, workdir=workdir,
       checkpoint_every_steps=config.checkpoint_every_steps,
       keep_checkpoints=config.keep_checkpoints, log_every_steps=config.log_every_steps,
       progress=config.progress and jax.process_index() == 0,
-      images_per_batch=config.batch_size)
+      images_per_batch=config.batch_size, eval_fn=eval_fn)
   variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
   return Trained(model=model, variables=variables, train_seconds=result.train_seconds,
                  steps=int(result.steps))
@@ -215,7 +227,7 @@ def local_copy(trained: Trained) -> Trained:
   """``trained`` with its (replicated) variables on this process's first device only.
 
   A multi-process run's variables span every process's devices; a computation on them would
-  need every process. The local copy lets one process evaluate alone.
+  need every process. The local copy lets each process evaluate its share on its own.
   """
   import jax
 
@@ -246,8 +258,16 @@ def bound_model(trained: Trained):
 
 def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
              data_dir: str | None = None) -> dict[str, Any]:
-  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
+  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``.
+
+  In a multi-process run every process calls it and evaluates its share of every pass
+  (``drojax.evaluate.share``); all get the whole test set's numbers. Only process 0 shows
+  progress bars.
+  """
+  import jax
+
   from drojax import evaluate as ev
+  from drojax.evaluate.share import this_process
 
   names = tuple(config.eval.corruption_names)
   if names == ("none",):
@@ -265,12 +285,13 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   eval_config = ev.EvalConfig(
       corruptions=corruptions, table=table, corruption_names=names_arg,
       severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
-      num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      norm=config.eval.get("norm", "linf"), num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
       restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
       batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
                      groups=groups, train_groups=train_groups, published_loader=loader,
-                     progress=config.progress)
+                     progress=config.progress and jax.process_index() == 0,
+                     share=this_process())
 
 
 # ------------------------------------------------------------------------------- the run
@@ -328,22 +349,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
                    preset=config.preset, train_seconds=trained.train_seconds,
                    steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
-    reporting.write_results(workdir, results)
-    summary.print_summary(results, workdir)
+    if config.get("var_dro_diagnostics", False):
+      from experiments import var_dro_diagnostics
+
+      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
+    if main:  # one writer per workdir
+      reporting.write_results(workdir, results)
+      summary.print_summary(results, workdir)
     return results
 
   if jax.process_count() == 1:
     return evaluate_and_write()
-  # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-  # the others wait for its results.json: drojax.evaluate's jitted functions never see a
-  # cross-process array, so nothing there needs to know about several processes.
+  # Every process evaluates its share of the batches on its first device (a copy of the
+  # variables there: the jitted evaluation never sees a cross-process array) and the counts
+  # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
   trained = local_copy(trained)
-  results = evaluate_and_write() if main else None
+  results = evaluate_and_write()
   from orbax.checkpoint import multihost
 
   multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
                                   timeout=EVAL_WAIT_S)
-  return results if main else read_results(workdir)
+  return results
 
 
 def agree(config: ml_collections.ConfigDict, workdir: str) -> None:

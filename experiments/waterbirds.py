@@ -27,11 +27,7 @@ def build_configs(overrides):
       FLAGS.methods, lambda m: wb_config.make_config(m, preset=FLAGS.preset), overrides)
 
 
-def main(argv, overrides):
-  del argv
-  if not FLAGS.workdir:
-    raise cli.UsageError("--workdir is required")
-  multi.run_all(build_configs(overrides), FLAGS.workdir)
+main = multi.main_of(build_configs)
 
 
 if __name__ == "__main__":

@@ -121,3 +121,83 @@ def test_jtt_two_stages_resume_in_either_stage(tmp_path):
   retrained = run()
   assert retrained["group_accuracy"] == first["group_accuracy"]
   assert retrained["clean_accuracy"] == first["clean_accuracy"]
+
+
+def test_var_dro_diagnostics_summary_by_hand():
+  from experiments import var_dro_diagnostics as diag
+
+  var = np.arange(10.0)
+  weight = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, np.nan])
+  groups = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+  flipped = np.array([False] * 8 + [True, False])
+  out = diag.summarize(var, weight, groups, flipped)
+  assert out["var_group1"] == 8.0 and out["weight_group1"] == 1.5  # nan: not in a batch
+  assert out["minority_share_top10"] == 1.0 and out["minority_share_all"] == 0.3
+  assert out["flipped_share_top10"] == 0.0 and out["var_flipped"] == 8.0
+  np.testing.assert_allclose(out["weight_clean"], 1.0)
+
+
+def test_var_dro_diagnostics_end_to_end(tmp_path):
+  from drojax import data
+  from experiments import cli, train
+  from experiments.configs import group_shift as gs_config
+
+  work = tmp_path / "diag"
+  cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
+         "--preset=quick", "--methods=var_dro", "--seeds=0", "--grid=none", f"--workdir={work}",
+         "--compilation_cache_dir=none", "--config.num_epochs=2", "--config.width=4",
+         "--config.var_dro_diagnostics=true", "--config.progress=false"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run_dir = work / "var_dro" / "preset" / "seed_0"
+  d = np.load(run_dir / "var_dro_diagnostics.npz")
+  assert d["epoch"].tolist() == [0, 1] and d["var"].shape == (2, 1078)
+  seen = ~np.isnan(d["weight"])
+  assert seen.sum(1).tolist() == [1078 // 64 * 64] * 2
+  # One EMA update per example by the end of epoch 0: variance 0, uniform weights; after that
+  # each batch's weights B q_i still average 1 (the q_i of a batch sum to 1).
+  np.testing.assert_allclose(d["weight"][0][seen[0]], 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.nanmean(d["weight"][1]), 1.0, rtol=1e-5)
+  assert (d["var"][1] > 0).any()
+  assert (run_dir / "var_dro_diagnostics.png").is_file()
+  results = json.loads((run_dir / "results.json").read_text())
+  assert set(results["var_dro_diagnostics"]["last_epoch"]) >= {"var_group0", "weight_flipped"}
+  records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert sum("eval_var_group1" in r for r in records) == 2
+  # On a method without the tracker it is one clear error, before anything is written.
+  config = gs_config.make_config("erm", preset="quick")
+  with config.unlocked():
+    config.var_dro_diagnostics = True
+  train_ds = data.load_dataset("colored_digits", "train")
+  with pytest.raises(cli.UsageError, match="var_dro_diagnostics=true needs a Var-DRO method"):
+    train.check_data(config, train_ds, train_ds, data_dir=None)
+
+
+def test_help_lists_the_methods_and_datasets():
+  out = subprocess.run([sys.executable, "-m", "experiments.group_shift", "--help"], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for word in ("--benchmark", "--seeds", "--workdir", "group_dro", "jtt", "vrex", "irm",
+               "var_dro_vrex", "colored_digits", "colored_fashion_mnist", "dominoes"):
+    assert word in out.stdout, word
+  assert "--logtostderr" not in out.stdout  # absl's own flags are left out
+
+
+def test_sweep_table_shows_worst_group_accuracy(tmp_path):
+  from experiments import pareto
+
+  dirs = []
+  for i, worst in enumerate((0.25, 0.5)):
+    d = tmp_path / f"run{i}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({
+        "clean_accuracy": 0.8, "mean_corruption_accuracy": None, "train_seconds": 3.0,
+        "group_accuracy": {"worst_group": worst}}))
+    dirs.append(str(d))
+  pareto.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| worst-group accuracy |" in table
+  assert "| 0.5 | 80.00% | n/a | 25.00% | 3 |" in table
+  assert json.loads((tmp_path / "sweep.json").read_text())["runs"][1]["worst_group_accuracy"] == 0.5

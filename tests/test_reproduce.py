@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import formatting, reproduce
+from experiments import formatting, reproduce, studies
 from experiments import reproduction_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,18 +105,18 @@ def test_balanced_subset_is_balanced_fixed_and_checked():
 
 def test_claims_are_exclusive_and_a_dead_owner_s_claim_is_taken_over(tmp_path):
   workdir = str(tmp_path / "run")
-  assert reproduce.try_claim(workdir)
-  assert not reproduce.try_claim(workdir)  # held by a live process (this one)
-  reproduce.release(workdir)
-  assert reproduce.try_claim(workdir)
+  assert studies.try_claim(workdir)
+  assert not studies.try_claim(workdir)  # held by a live process (this one)
+  studies.release(workdir)
+  assert studies.try_claim(workdir)
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  with open(os.path.join(workdir, reproduce.CLAIM), "w") as f:
+  with open(os.path.join(workdir, studies.CLAIM), "w") as f:
     json.dump({"pid": dead.pid, "host": __import__("socket").gethostname()}, f)
-  assert reproduce.try_claim(workdir)
-  with open(os.path.join(workdir, reproduce.CLAIM), "w") as f:
+  assert studies.try_claim(workdir)
+  with open(os.path.join(workdir, studies.CLAIM), "w") as f:
     json.dump({"pid": dead.pid, "host": "another-machine"}, f)
-  assert not reproduce.try_claim(workdir)  # cannot tell whether a remote owner lives
+  assert not studies.try_claim(workdir)  # cannot tell whether a remote owner lives
 
 
 def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tmp_path,
@@ -136,9 +136,9 @@ def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tm
   root = str(tmp_path)
   assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 1
   assert calls == [0, 1]
-  assert "non-finite loss" in reproduce.failed(runs[0], root)
-  assert reproduce.settled(runs[0], root) and reproduce.finished(runs[1], root)
-  assert not os.path.exists(os.path.join(runs[0].workdir(root), reproduce.CLAIM))
+  assert "non-finite loss" in studies.failed(runs[0], root)
+  assert studies.settled(runs[0], root) and studies.finished(runs[1], root)
+  assert not os.path.exists(os.path.join(runs[0].workdir(root), studies.CLAIM))
   assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 0
   assert calls == [0, 1]  # neither run again
 
@@ -152,10 +152,10 @@ def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tm
     raise ValueError("a bug, not a divergence")
 
   monkeypatch.setattr(reproduce, "run_spec", broken)
-  os.remove(os.path.join(runs[0].workdir(root), reproduce.FAILED))
+  os.remove(os.path.join(runs[0].workdir(root), studies.FAILED))
   with pytest.raises(ValueError, match="a bug"):
     reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None)
-  assert not os.path.exists(os.path.join(runs[0].workdir(root), reproduce.CLAIM))
+  assert not os.path.exists(os.path.join(runs[0].workdir(root), studies.CLAIM))
 
 
 # ------------------------------------------------------------------------------- end to end

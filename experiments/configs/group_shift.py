@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from drojax.specs import Bool
 from experiments.configs import common
 
 BENCHMARKS = ("colored_digits", "colored_fashion_mnist", "dominoes", "waterbirds")
@@ -38,6 +39,8 @@ def make_config(method: str, *, preset: str = "paper",
   c.eval.batch_size = 500
   c.checkpoint_every_steps = 200
   c.log_every_steps = 20
+  # Var-DRO only: per-epoch tracked variance and weights by group / flipped label (+ plot).
+  c.var_dro_diagnostics = False
   if preset == "quick":
     c.width = 8
     c.num_epochs = 8
@@ -50,3 +53,7 @@ def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
   parts = (arg or "erm").split(",")
   return make_config(parts[0], preset=parts[1] if len(parts) > 1 else "paper",
                      **({"dataset": parts[2]} if len(parts) > 2 else {}))
+
+
+# The fields this experiment adds to ``common.base_config``, with their checks.
+EXTRA_FIELDS = {"var_dro_diagnostics": Bool()}

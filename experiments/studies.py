@@ -1,0 +1,260 @@
+"""The study framework of ``experiments.reproduce`` and ``experiments.robustness_study``: a
+plan of runs (``RunSpec``, one workdir each), resumable execution by one scheduler (``work``:
+claim a run, train and evaluate it, record a divergence, go on), several processes over one
+plan (``spawn_workers`` + ``watch``, or a fixed cost-balanced ``shard`` per process), and the
+flags both share.
+
+A run is finished when its workdir holds ``results.json``; a run that diverged
+(``FloatingPointError``) holds ``FAILED`` with the error and is skipped until its file is
+removed; a run being trained holds ``.claim`` (process id and host), so processes sharing the
+root never train the same run, and a claim of a dead process on this host is taken over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from experiments import cli, multi
+
+CLAIM = ".claim"
+FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training run of a study."""
+
+  study: str
+  name: str  # the run's name within its study (a method, or method + a value)
+  method: str
+  seed: int
+  config: Any  # locked ml_collections.ConfigDict
+  corrupted: bool = False  # reproduce: scored on the pre-made corrupted CIFAR sets
+
+  def workdir(self, root: str) -> str:
+    return os.path.join(root, self.study, self.name, f"seed{self.seed}")
+
+  @property
+  def tag(self) -> str:
+    return f"{self.study}/{self.name}/seed{self.seed}"
+
+
+def finished(spec: RunSpec, root: str) -> bool:
+  return os.path.isfile(os.path.join(spec.workdir(root), "results.json"))
+
+
+def failed(spec: RunSpec, root: str) -> str | None:
+  """The recorded error of a run that raised (e.g. diverged), or None."""
+  path = os.path.join(spec.workdir(root), FAILED)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return f.read().strip()
+
+
+def settled(spec: RunSpec, root: str) -> bool:
+  """Finished, or failed (and not to be retried unless asked)."""
+  return finished(spec, root) or failed(spec, root) is not None
+
+
+def parse_seeds(text: str) -> list[int]:
+  try:
+    return [int(s) for s in multi.parse_list(text, "--seeds")]
+  except ValueError:
+    raise cli.UsageError(f"--seeds must be integers, got {text!r}") from None
+
+
+def validate_all(runs: Sequence[RunSpec]) -> None:
+  """Every run's config checked before the first one trains (a bad value fails now)."""
+  import jax
+
+  from experiments import train
+
+  for spec in runs:
+    train.validate(spec.config, num_devices=jax.device_count())
+
+
+def train_run(spec: RunSpec, root: str, *, data_dir: str | None, cache_dir: str | None,
+              extra_evaluation: Callable | None = None) -> dict[str, Any]:
+  """``experiments.train.train_and_evaluate`` of ``spec`` into its workdir."""
+  from experiments import train
+
+  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  return train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra_evaluation)
+
+
+# ------------------------------------------------------------------------------- claims
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def try_claim(workdir: str) -> bool:
+  """Atomically claims ``workdir`` for this process; a claim by a dead process is taken over."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CLAIM)
+  me = {"pid": os.getpid(), "host": socket.gethostname()}
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          owner = json.load(f)
+      except (OSError, ValueError):
+        owner = {}
+      stale = (owner.get("host") == me["host"] and isinstance(owner.get("pid"), int)
+               and not _pid_alive(owner["pid"]))
+      if not stale:
+        return False
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
+      continue
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+    return True
+  return False
+
+
+def release(workdir: str) -> None:
+  try:
+    os.remove(os.path.join(workdir, CLAIM))
+  except FileNotFoundError:
+    pass
+
+
+# ------------------------------------------------------------------------------- the scheduler
+
+def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *,
+         log: Callable[[str], Any] = print, bar=None) -> int:
+  """Runs every unsettled, unclaimed run in order with ``run_fn(spec)``; returns how many this
+  process finished.
+
+  A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
+  from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
+  advanced for each run settled here or found settled.
+  """
+  done = 0
+  for spec in runs:
+    workdir = spec.workdir(root)
+    if bar is not None:
+      bar.set_postfix_str(spec.tag)
+    if settled(spec, root):
+      log(f"{spec.tag}: {'finished' if finished(spec, root) else 'failed'} before, skipped")
+      if bar is not None:
+        bar.update(1)
+      continue
+    if not try_claim(workdir):  # another process trains it
+      continue
+    try:
+      if finished(spec, root):  # finished between the check and the claim
+        continue
+      start = time.monotonic()
+      log(f"start {spec.tag}")
+      try:
+        run_fn(spec)
+      except FloatingPointError as e:  # drojax.loop.NonFiniteError: diverged; the rest goes on
+        message = " ".join(f"{type(e).__name__}: {e}".split())
+        with open(os.path.join(workdir, FAILED), "w") as f:
+          f.write(message + "\n")
+        log(f"FAILED {spec.tag}: {message}")
+        continue
+      log(f"done  {spec.tag} in {time.monotonic() - start:.0f} s")
+      done += 1
+    finally:
+      release(workdir)
+      if bar is not None and settled(spec, root):
+        bar.update(1)
+  return done
+
+
+def retry_failed(runs: Sequence[RunSpec], root: str) -> None:
+  """Removes the ``FAILED`` records, so ``work`` runs those runs again."""
+  for spec in runs:
+    if failed(spec, root):
+      os.remove(os.path.join(spec.workdir(root), FAILED))
+
+
+def shard(runs: Sequence[RunSpec], index: int, count: int,
+          cost: Callable[[RunSpec], float] = lambda spec: 1.0) -> list[RunSpec]:
+  """The ``index``-th of ``count`` shares of ``runs``: dealt round-robin, costliest first.
+
+  Depends only on the plan (not on which runs have finished), so the ``count`` shares
+  together are every run exactly once, whatever each process has done before.
+  """
+  if not 0 <= index < count:
+    raise ValueError(f"shard index must be in [0, {count}); got {index}.")
+  ordered = sorted(runs, key=lambda r: (-cost(r), r.seed, r.study, r.name))
+  return ordered[index::count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  try:
+    index, count = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise cli.UsageError(f"--shard must be I/N with integers, e.g. 0/6; got {text!r}") from None
+  if count < 1 or not 0 <= index < count:
+    raise cli.UsageError(f"--shard I/N needs N >= 1 and 0 <= I < N; got {text!r}")
+  return index, count
+
+
+def spawn_workers(module: str, n: int, argv: Sequence[str], root: str) -> list[subprocess.Popen]:
+  """``n`` processes ``python -m module *argv --worker_index=i`` logging to ``root/logs``; each
+  pinned to one core (one XLA thread) when there are enough cores."""
+  cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  pin = len(cores) >= n > 1
+  logs = os.path.join(root, "logs")
+  os.makedirs(logs, exist_ok=True)
+  procs = []
+  for i in range(n):
+    env = dict(os.environ)
+    if pin:  # one core, one XLA thread each: two such workers beat one 2-thread process here
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                          "intra_op_parallelism_threads=1").strip()
+    out = open(os.path.join(logs, f"worker{i}.log"), "a")
+    cmd = [sys.executable, "-m", module, *argv, f"--worker_index={i}"]
+    core = cores[i] if pin else None
+    procs.append(subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=(lambda c=core: os.sched_setaffinity(0, {c})) if pin else None))
+  return procs
+
+
+def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str, *,
+          desc: str) -> None:
+  """One progress bar over all runs (rate and ETA in runs), until the workers exit."""
+  from tqdm import tqdm
+
+  with tqdm(total=len(runs), desc=desc, unit="run") as bar:
+    while True:
+      bar.update(sum(settled(s, root) for s in runs) - bar.n)
+      active = [s.tag for s in runs
+                if os.path.isfile(os.path.join(s.workdir(root), CLAIM)) and not finished(s, root)]
+      bar.set_postfix_str(", ".join(active)[:80])
+      if all(p.poll() is not None for p in procs):
+        break
+      time.sleep(10)
+  bad = [p.returncode for p in procs if p.returncode]
+  if bad:
+    raise cli.UsageError(f"{len(bad)} worker(s) failed (exit {bad}); see "
+                         f"{os.path.join(root, 'logs')} and re-run the same command to resume")
+
+
+__all__ = ["CLAIM", "FAILED", "RunSpec", "finished", "failed", "settled", "parse_seeds",
+           "validate_all", "train_run", "try_claim", "release", "work", "retry_failed",
+           "shard", "parse_shard", "spawn_workers", "watch"]

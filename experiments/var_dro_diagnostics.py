@@ -1,0 +1,185 @@
+"""Var-DRO's own diagnostics (``--config.var_dro_diagnostics=true``, the seed's check 2).
+
+After each epoch: the tracked per-example loss variance (``TrackerState.var``) of every training
+example, and the weight each example gets in its batch of that epoch (``B x q_i``: 1 is the
+uniform weight), summarised by group and by flipped-label status (the group-shift benchmarks'
+25 % label noise) into ``metrics.jsonl`` (``eval_var_group<g>``, ``eval_weight_group<g>``,
+``eval_var_flipped`` / ``_clean``, ``eval_weight_flipped`` / ``_clean`` and the share of flipped
+and minority-group examples among the 10 % of highest variance). The arrays go to
+``var_dro_diagnostics.npz`` (one row per epoch) and ``var_dro_diagnostics.png`` plots the
+variance distribution by group (and flipped vs clean) over training.
+
+The weights are recomputed at the end of the epoch: the epoch's batches (the same order as
+training), their losses under the end-of-epoch parameters in inference mode, the tracked
+variances and the schedule's ``eps_max`` at the epoch's last step, water-filled as in training.
+They approximate, not replay, the weights of the steps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+FILE = "var_dro_diagnostics.npz"
+PLOT = "var_dro_diagnostics.png"
+OBJECTIVES = ("var_dro", "var_dro_vrex")
+
+
+def applies(method: str) -> bool:
+  from drojax import methods
+
+  return methods.TABLE.get(method, (None, None))[1] in OBJECTIVES
+
+
+def _flipped(config, train_ds) -> np.ndarray | None:
+  from drojax.data import group_shift
+
+  if config.dataset not in group_shift.BENCHMARKS:
+    return None
+  from experiments.train import resolve_data_dir
+
+  full = group_shift.load_group_shift(config.dataset, "train",
+                                      data_dir=resolve_data_dir(None, config))
+  where = {int(i): k for k, i in enumerate(full.dataset.ids)}
+  return full.label_flipped[[where[int(i)] for i in train_ds.ids]]
+
+
+def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per_epoch: int):
+  """``eval_fn(state, epoch) -> metrics`` for ``drojax.loop.fit`` (writes the npz and plot)."""
+  import jax
+  import jax.numpy as jnp
+
+  from drojax import data, losses, weighting
+
+  mc = method_config
+  flipped = _flipped(config, train_ds)
+  groups = train_ds.groups
+  path = os.path.join(workdir, FILE)
+
+  @jax.jit
+  def batch_losses(variables, images, labels):
+    logits = model.apply(variables, images.astype(jnp.float32) / 255.0, train=False)
+    return losses.cross_entropy(logits, labels)
+
+  @jax.jit
+  def batch_weights(batch_loss, var, step, tracked):
+    cap = mc.var_dro_eps_max
+    if mc.var_dro_schedule == "loss":  # as drojax.objectives.var_dro does
+      level = jnp.mean(jnp.where(jnp.isnan(tracked), batch_loss, tracked))
+      cap = cap * jnp.clip(1.0 - level / jnp.log(model.num_classes), 0.0, 1.0)
+    q = weighting.var_dro_weights(batch_loss, var, step, eps_min=mc.var_dro_eps_min,
+                                  eps_max=cap,
+                                  warmup_steps=mc.var_dro_warmup_steps,
+                                  ramp_steps=mc.var_dro_ramp_steps)
+    return q * q.shape[0]
+
+  def eval_fn(state, epoch: int) -> dict[str, float]:
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    tracker = jax.device_get(state.objective_state)
+    var_by_id = np.asarray(tracker.var)
+    tracked_by_id = np.where(np.asarray(tracker.count) > 0, np.asarray(tracker.mean), np.nan)
+    step = (epoch + 1) * steps_per_epoch - 1
+    row = {int(i): k for k, i in enumerate(train_ds.ids)}
+    weight = np.full(len(train_ds), np.nan)
+    for batch in data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
+                                    epoch=epoch):
+      loss = batch_losses(variables, batch["image"], batch["label"])
+      w = batch_weights(loss, var_by_id[batch["id"]], step, tracked_by_id[batch["id"]])
+      weight[[row[int(i)] for i in batch["id"]]] = np.asarray(w)
+    var = var_by_id[train_ds.ids]
+    metrics = summarize(var, weight, groups, flipped)
+    _append(path, epoch, var, weight)
+    return metrics
+
+  return eval_fn
+
+
+def summarize(var: np.ndarray, weight: np.ndarray, groups: np.ndarray | None,
+              flipped: np.ndarray | None) -> dict[str, float]:
+  """Means of variance and weight by group and flipped status; shares among the top 10 %."""
+  out: dict[str, float] = {}
+  seen = ~np.isnan(weight)  # the examples of the dropped last partial batch have no weight
+  top = var >= np.quantile(var, 0.9)
+  if groups is not None:
+    sizes = np.bincount(groups)
+    minority = np.isin(groups, np.flatnonzero(sizes < np.median(sizes)))
+    for g in np.unique(groups):
+      m = groups == g
+      out[f"var_group{g}"] = float(var[m].mean())
+      out[f"weight_group{g}"] = float(weight[m & seen].mean())
+    out["minority_share_top10"] = float(minority[top].mean())
+    out["minority_share_all"] = float(minority.mean())
+  if flipped is not None:
+    for name, m in (("flipped", flipped), ("clean", ~flipped)):
+      out[f"var_{name}"] = float(var[m].mean())
+      out[f"weight_{name}"] = float(weight[m & seen].mean())
+    out["flipped_share_top10"] = float(flipped[top].mean())
+    out["flipped_share_all"] = float(flipped.mean())
+  return out
+
+
+def _append(path: str, epoch: int, var: np.ndarray, weight: np.ndarray) -> None:
+  import jax
+
+  if jax.process_index() != 0:
+    return
+  old = dict(np.load(path)) if os.path.isfile(path) else {}
+  keep = old.get("epoch", np.zeros(0, int)) < epoch  # a resumed epoch replaces its row
+  arrays = {"epoch": np.r_[old.get("epoch", np.zeros(0, int))[keep], epoch]}
+  for name, value in (("var", var), ("weight", weight)):
+    prev = old.get(name, np.zeros((0, len(value))))[keep]
+    arrays[name] = np.concatenate([prev, value[None]])
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def plot(workdir: str, train_ds, flipped: np.ndarray | None) -> str | None:
+  """``var_dro_diagnostics.png``: median and interquartile range of the tracked variance by
+  group (left) and by flipped-label status (right) over the epochs."""
+  path = os.path.join(workdir, FILE)
+  if not os.path.isfile(path):
+    return None
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  d = np.load(path)
+  epochs, var = d["epoch"] + 1, d["var"]
+  splits = []
+  if train_ds.groups is not None:
+    splits.append(("group", [(f"group {g}", train_ds.groups == g)
+                             for g in np.unique(train_ds.groups)]))
+  if flipped is not None:
+    splits.append(("label", [("flipped", flipped), ("clean", ~flipped)]))
+  if not splits:
+    splits.append(("all", [("all", np.ones(var.shape[1], bool))]))
+  fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.5), squeeze=False)
+  for ax, (title, parts) in zip(axes[0], splits):
+    for label, m in parts:
+      q = np.quantile(var[:, m], [0.25, 0.5, 0.75], axis=1)
+      ax.plot(epochs, q[1], label=label)
+      ax.fill_between(epochs, q[0], q[2], alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="tracked loss variance", title=f"by {title}", yscale="log")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  out = os.path.join(workdir, PLOT)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+def finish(config, workdir: str, train_ds) -> dict[str, Any]:
+  """The plot, and the last epoch's summary for ``results.json``."""
+  import jax
+
+  if jax.process_index() != 0:
+    return {}
+  flipped = _flipped(config, train_ds)
+  png = plot(workdir, train_ds, flipped)
+  d = np.load(os.path.join(workdir, FILE))
+  return {"var_dro_diagnostics": {"plot": png, "last_epoch": summarize(
+      d["var"][-1], d["weight"][-1], train_ds.groups, flipped)}}
