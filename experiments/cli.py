@@ -540,7 +540,10 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
 
   argv = list(sys.argv if argv is None else argv)
   if (wanted := help_request(argv)) is not None:
-    print_help(main.__module__, argv, full=wanted == "full", config_fn=help_config)
+    # The module run with ``python -m`` (its docstring and flags), else the one defining main.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    print_help(spec.name if spec is not None else main.__module__, argv,
+               full=wanted == "full", config_fn=help_config)
     sys.exit(0)
   prog = os.path.basename(argv[0]) if argv else "drojax"
   verbose = VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")

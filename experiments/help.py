@@ -102,10 +102,13 @@ def text(module_name: str, *, full: bool, config_fn: Callable[[], Any] | None = 
       that takes no ``--config.*``.
   """
   module = sys.modules.get(module_name)
+  main_module = sys.modules.get("__main__")
+  if module is None and getattr(getattr(main_module, "__spec__", None), "name", None) == \
+      module_name:  # run with python -m: the module is __main__
+    module = main_module
   module_file = getattr(module, "__file__", None)
   doc = (getattr(module, "__doc__", None) or "").strip("\n")
-  name = module_file and module_file.rsplit("/", 1)[-1].removesuffix(".py")
-  prog = f"python -m experiments.{name}" if name else sys.argv[0]
+  prog = f"python -m {module_name}" if module_name != "__main__" else sys.argv[0]
   out = [f"USAGE: {prog} [flags]" + (" [--config.<field>=VALUE ...]" if config_fn else "")]
   if doc:
     out += ["", doc]
