@@ -439,7 +439,7 @@ def check_rules(name: str, augmentation: str, objective: str, config: MethodConf
       raise ConfigError(field, err)
 
 
-def build_method(name: str, augmentation: str, objective: str, config: MethodConfig,
+def build_method(name: str, augmentation: str, objective: str, config: MethodConfig, *,
                  description: str = "") -> Method:
   """The method ``augmentation x objective`` under ``name`` (names from the two tables)."""
   if augmentation not in AUGMENTATIONS:
@@ -454,7 +454,8 @@ def build_method(name: str, augmentation: str, objective: str, config: MethodCon
 
 def _table_factory(name: str) -> MethodFactory:
   augmentation, objective, description = TABLE[name]
-  return lambda config: build_method(name, augmentation, objective, config, description)
+  return lambda config: build_method(name, augmentation, objective, config,
+                                    description=description)
 
 
 for _name, (_aug, _objective, _) in TABLE.items():

@@ -54,7 +54,7 @@ _LONGEST_FIRST = (  # seconds: the whole suite at jax 0.10.2, -n 2, load average
     "tests/test_attacks_torch.py::test_fab_t_agrees_with_torchattacks[linf]",  # 237 (alone)
     "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 174
     "tests/test_cli_multi.py::test_sweep",  # 171
-    "tests/test_evaluate.py::test_public_api_conventions_and_doctests[drojax.attacks]",  # 165
+    "tests/test_api.py::test_doctests[drojax.attacks.",  # 165 (then one test)
     "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 141
     "tests/test_models.py::test_mixing_at_input_equals_mixing_the_pixels[preact",  # 136
     "tests/test_train.py::test_every_method_reduces_the_loss",  # 136
