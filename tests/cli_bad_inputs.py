@@ -163,7 +163,7 @@ CASES = [
                             "--config.batch_size=8"],
      2, "--config.eval.attack=suite cannot evaluate", "npz_files"),
     ("attack_without_eps", ["--config.eval.adv_eps=()", "--config.eval.attack=suite"], 2,
-     "--config.eval.attack has no effect: no attack runs", None),
+     "--config.eval.attack has no effect: no attack runs while eval.adv_eps is empty", None),
     ("dataset_not_found", ["--dataset=cifar100", "--data_dir={root}/empty"], 2,
      "dataset 'cifar100' not found", None),
     ("batch_larger_than_data", ["--config.batch_size=5000"], 2,

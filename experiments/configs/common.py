@@ -248,8 +248,8 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "eval.published_dir": (lambda c: c.eval.corruptions == "published",
                            "only eval.corruptions=published reads it"),
     "eval.attack": (lambda c: _attack(c) is not None,
-                    "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
-                    "8/255)"),
+                    "no attack runs while eval.adv_eps is empty (to run one, set "
+                    "--config.eval.adv_eps=8/255)"),
     "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
                        "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
     "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
