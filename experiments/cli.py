@@ -455,6 +455,9 @@ def maybe_initialize_distributed(environ: Any = None, *,
   timer.daemon = True
   timer.start()
   try:
+    # JAX's preemption service would take SIGTERM (a preemption notice for sync points drojax
+    # does not use) from the handler experiments.shutdown installs: SIGTERM would do nothing.
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(initialization_timeout=timeout + 60,
                                heartbeat_timeout_seconds=distributed.HEARTBEAT_TIMEOUT_S,
                                **kwargs)
