@@ -1,7 +1,8 @@
 r"""Attack costs. Two modes:
 
 ``--mode throughput``: images/s of PGD-20, APGD-CE-100, APGD-T (9 targets x 100 steps),
-Square-5000 (L-inf) and the suite (APGD-CE, APGD-T, Square) on PreActResNet-18 (``--width``,
+FAB-T (9 targets x 100 steps), Square-5000 (L-inf) and AutoAttack's standard suite (APGD-CE,
+APGD-T, FAB-T, Square) on PreActResNet-18 (``--width``,
 32x32x3, 10 classes), the suite's time per 1,000 images, and Square-L2-5000 (L2 eps 0.5).
 The model's logits get a constant +1e4 on the label so no image is ever misclassified: every
 attack runs its full budget (no early exit), the cost for a model that withstands every
@@ -63,7 +64,7 @@ def _apply(params, x, conv="lax"):
 def _throughput(args):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from drojax import models  # pylint: disable=import-outside-toplevel
-  from drojax.attacks import auto, square_attack  # pylint: disable=import-outside-toplevel
+  from drojax.attacks import auto, fab_attack, square_attack  # pylint: disable=import-outside-toplevel
 
   model = models.get_model("preact_resnet18", num_classes=10, width=args.width,
                            fast_input_grad=args.fast_input_grad)
@@ -88,6 +89,10 @@ def _throughput(args):
       if kind == "apgd_t1":  # one target; APGD-T is num_targets of these
         return auto._apgd_runs(k, f, x, y, eps, on, norm="linf", num_steps=n,
                                loss="dlr_targeted", restarts=1, num_targets=1)[1]
+      if kind == "fab_t1":  # one target; FAB-T is num_targets of these
+        return fab_attack._fab_runs(k, f, x, y, eps, on, 0.1, 1.05, 0.9, norm="linf",
+                                    num_steps=n, targeted=True, num_targets=1, restarts=1,
+                                    minimal=False)[1]
       norm = "l2" if kind == "square_l2" else "linf"
       eps = jnp.float32(0.5) if norm == "l2" else eps  # L2: AutoAttack's CIFAR budget
       return square_attack._square_run(k, f, x, y, eps, on, norm=norm, num_queries=n,
@@ -116,6 +121,7 @@ def _throughput(args):
   rows.append({"attack": "PGD-20", "measured": "20 steps", "compile_s": c, "batch_s": t})
   for kind, name, full, (a, z) in (("apgd_ce", "APGD-CE-100", 100, (lo, hi)),
                                    ("apgd_t1", "APGD-T (1 target)", 100, (lo, hi)),
+                                   ("fab_t1", "FAB-T (1 target)", 100, (lo, hi)),
                                    ("square", "Square-5000", 5000, (qlo, qhi)),
                                    ("square_l2", "Square-L2-5000", 5000, (qlo, qhi))):
     ta, ca = make(kind, a)
@@ -128,8 +134,12 @@ def _throughput(args):
   est["APGD-T (9 x 100)"] = 9 * est["APGD-T (1 target)"]
   rows.append({"attack": "APGD-T (9 x 100)", "measured": "9 x the 1-target fit",
                "batch_s": est["APGD-T (9 x 100)"]})
-  suite_s = est["APGD-CE-100"] + est["APGD-T (9 x 100)"] + est["Square-5000"]
-  rows.append({"attack": "suite", "measured": "sum of the three", "batch_s": suite_s})
+  est["FAB-T (9 x 100)"] = 9 * est["FAB-T (1 target)"]
+  rows.append({"attack": "FAB-T (9 x 100)", "measured": "9 x the 1-target fit",
+               "batch_s": est["FAB-T (9 x 100)"]})
+  suite_s = (est["APGD-CE-100"] + est["APGD-T (9 x 100)"] + est["FAB-T (9 x 100)"]
+             + est["Square-5000"])
+  rows.append({"attack": "suite", "measured": "sum of the four", "batch_s": suite_s})
   print(f"backend={jax.default_backend()} PreActResNet-18 width={args.width} batch={b} "
         f"32x32x3, repeats={args.repeats} (min), full budget (no early exit), "
         f"fast_input_grad={args.fast_input_grad}")

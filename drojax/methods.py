@@ -106,6 +106,8 @@ class MethodConfig:
   var_dro_eps_max: float = _field(1.0, Real(lo=0.0, allow_inf=True))
   var_dro_warmup_steps: int = _field(0, Int(lo=0))
   var_dro_ramp_steps: int = _field(0, Int(lo=0))
+  # ramp (the paper's) | loss: the cap also scaled by the tracked loss (drojax.objectives.var_dro)
+  var_dro_schedule: str = _field("ramp", Choice(("ramp", "loss")))
   # Adversarial training (pgd_at, trades, mart): L-inf PGD in pixel units, CIFAR defaults
   adv_eps: float = _field(8 / 255, Real(lo=0.0, hi=1.0, hint=_PIXELS))
   adv_steps: int = _field(10, Int(lo=1))
@@ -304,7 +306,7 @@ _AUGMIX = ("augmix_width", "augmix_depth", "augmix_severity", "augmix_alpha", "a
            "jsd_weight")
 _ADV = ("adv_eps", "adv_steps", "adv_step_size")
 _VAR_DRO = ("var_dro_ema", "var_dro_eps_min", "var_dro_eps_max", "var_dro_warmup_steps",
-            "var_dro_ramp_steps")
+            "var_dro_ramp_steps", "var_dro_schedule")
 _VREX = ("num_environments", "vrex_penalty_weight", "penalty_anneal_steps")
 
 
@@ -341,8 +343,8 @@ OBJECTIVES: dict[str, tuple[Callable[[MethodConfig], _obj.Objective], tuple[str,
             ("rho", "q", "norm", "penalty_mode", "penalty_subsample")),
     "var_dro": (lambda c: _obj.var_dro(eps_min=c.var_dro_eps_min, eps_max=c.var_dro_eps_max,
                                        warmup_steps=c.var_dro_warmup_steps,
-                                       ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema),
-                _VAR_DRO),
+                                       ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema,
+                                       schedule=c.var_dro_schedule), _VAR_DRO),
     "kl_dro": (lambda c: _obj.kl_dro(temperature=c.kl_temperature), ("kl_temperature",)),
     "cvar": (lambda c: _obj.cvar(alpha=c.cvar_alpha), ("cvar_alpha",)),
     "pgd_at": (lambda c: _obj.pgd_at(eps=c.adv_eps, steps=c.adv_steps,
@@ -366,7 +368,8 @@ OBJECTIVES: dict[str, tuple[Callable[[MethodConfig], _obj.Objective], tuple[str,
         num_environments=c.num_environments, penalty_weight=c.vrex_penalty_weight,
         anneal_steps=c.penalty_anneal_steps, eps_min=c.var_dro_eps_min,
         eps_max=c.var_dro_eps_max, warmup_steps=c.var_dro_warmup_steps,
-        ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema), _VREX + _VAR_DRO),
+        ramp_steps=c.var_dro_ramp_steps, ema=c.var_dro_ema, schedule=c.var_dro_schedule),
+        _VREX + _VAR_DRO),
     # JTT's identification stage; experiments.groups runs the upweighted second stage.
     "jtt": (lambda c: _obj.mean(), ("jtt_epochs", "jtt_lambda_up")),
 }
@@ -436,7 +439,7 @@ def check_rules(name: str, augmentation: str, objective: str, config: MethodConf
       raise ConfigError(field, err)
 
 
-def build_method(name: str, augmentation: str, objective: str, config: MethodConfig,
+def build_method(name: str, augmentation: str, objective: str, config: MethodConfig, *,
                  description: str = "") -> Method:
   """The method ``augmentation x objective`` under ``name`` (names from the two tables)."""
   if augmentation not in AUGMENTATIONS:
@@ -451,7 +454,8 @@ def build_method(name: str, augmentation: str, objective: str, config: MethodCon
 
 def _table_factory(name: str) -> MethodFactory:
   augmentation, objective, description = TABLE[name]
-  return lambda config: build_method(name, augmentation, objective, config, description)
+  return lambda config: build_method(name, augmentation, objective, config,
+                                    description=description)
 
 
 for _name, (_aug, _objective, _) in TABLE.items():

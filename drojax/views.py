@@ -61,11 +61,12 @@ AugmentFn = Callable[[jax.Array, "Batch", int], "Views"]
 CriterionFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def smooth_targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0) -> jax.Array:
+def smooth_targets(labels: jax.Array, num_classes: int, *,
+                   label_smoothing: float = 0.0) -> jax.Array:
   r"""One-hot targets ``[B, K]`` with label smoothing: :math:`(1 - s)\,e_y + s / K`.
 
   Example:
-    >>> smooth_targets(jnp.array([1]), 4, 0.2).tolist()
+    >>> smooth_targets(jnp.array([1]), 4, label_smoothing=0.2).tolist()
     [[0.05000000074505806, 0.8500000238418579, 0.05000000074505806, 0.05000000074505806]]
   """
   if not 0.0 <= label_smoothing <= 1.0:
@@ -88,7 +89,7 @@ def plain_views(key: jax.Array, batch: Batch, num_classes: int, *,
   """
   del key
   return Views(images=batch.images[:, None], targets=smooth_targets(
-      batch.labels, num_classes, label_smoothing), mix=None)
+      batch.labels, num_classes, label_smoothing=label_smoothing), mix=None)
 
 
 def views_to_model_batch(images: jax.Array) -> jax.Array:
@@ -131,7 +132,7 @@ def mixup_augment(config: Any) -> AugmentFn:
   """
 
   def augment(key: jax.Array, batch: Batch, num_classes: int) -> Views:
-    targets = smooth_targets(batch.labels, num_classes, config.label_smoothing)
+    targets = smooth_targets(batch.labels, num_classes, label_smoothing=config.label_smoothing)
     images, targets = mixup(key, batch.images, targets, alpha=config.mixup_alpha)
     return Views(images=images[:, None], targets=targets, mix=None)
 
@@ -150,7 +151,7 @@ def augmix_augment(config: Any) -> AugmentFn:
 
   def augment(key: jax.Array, batch: Batch, num_classes: int) -> Views:
     views = augmix_views(key, batch.images, **kwargs)
-    targets = smooth_targets(batch.labels, num_classes, config.label_smoothing)
+    targets = smooth_targets(batch.labels, num_classes, label_smoothing=config.label_smoothing)
     return Views(images=views, targets=targets, mix=None)
 
   return augment
@@ -167,7 +168,7 @@ def noisymix_augment(config: Any) -> AugmentFn:
   def augment(key: jax.Array, batch: Batch, num_classes: int) -> Views:
     k_views, k_plan = jax.random.split(key)
     views = augmix_views(k_views, batch.images, **kwargs)
-    targets = smooth_targets(batch.labels, num_classes, config.label_smoothing)
+    targets = smooth_targets(batch.labels, num_classes, label_smoothing=config.label_smoothing)
     plan, targets = sample_noisymix_plan(
         k_plan, targets, num_views=JSD_VIEWS, alpha=config.mixup_alpha,
         manifold=config.noisymix_manifold, add_level=config.noisymix_add_noise,

@@ -250,7 +250,8 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
     state: the tracker.
     ids: ``[B]`` integer example ids in ``[0, N)``; out-of-range ids are dropped by JAX's scatter
       semantics (checked when concrete).
-    losses: ``[B]`` float losses (treated as constants: ``stop_gradient``).
+    losses: ``[B]`` float losses (treated as constants: ``stop_gradient``), finite (checked
+      when concrete).
     alpha: EMA rate in ``(0, 1]`` (Var-DRO uses 0.1).
 
   Returns:
@@ -271,6 +272,7 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
   if ids.ndim != 1:
     raise ValueError(f"ids must have rank 1 ([B]), got shape {ids.shape}.")
   losses = _check_float_array("losses", losses, rank=1)
+  _check_finite("losses", losses)  # a NaN would stay in the tracker for good
   if losses.shape != ids.shape:
     raise ValueError(f"losses must have the shape of ids {ids.shape}, got {losses.shape}.")
   if _is_concrete(alpha) and not 0.0 < float(alpha) <= 1.0:

@@ -166,7 +166,8 @@ _SHARED_FLAGS = {
     "workdir": ("string", None, "Run directory (checkpoints, metrics, results; a re-run resumes). "
                 "Multi-run CLIs: the root, one sub-directory per run."),
     "preset": ("string", "paper", "paper (the DRO-Augment recipe) | quick (CPU-sized)."),
-    "dataset": ("string", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | npz:PATH"),
+    "dataset": ("string", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | "
+                "colored_digits | colored_fashion_mnist | dominoes | npz:PATH"),
     "methods": ("string", "erm,dro", "Comma-separated methods to train and compare."),
     "data_dir": ("string", None, "Where to look for data first (default $DROJAX_DATA_DIR)."),
     "download": ("bool", False, "Download CIFAR archives (checksummed) if not found."),
@@ -390,6 +391,23 @@ class _QuietOrbaxThreads(logging.Filter):
                 and "raised an exception" in record.getMessage())
 
 
+def help_text(prog: str) -> str:
+  """``--help``: the CLI's docstring, its flags, the methods (with what they do) and datasets."""
+  from drojax import methods
+  from drojax.data.registry import DATASETS
+
+  doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+  rows = [f"  {name:<16} {methods.TABLE.get(name, ('', '', 'registered by --import'))[2]}"
+          for name in methods.method_names()]
+  return "\n".join([f"{prog}: {doc}" if doc else prog, "", "Flags:",
+                    *(_flags.FLAGS.module_help(m) for m in _flags.FLAGS.flags_by_module_dict()
+                      if not m.startswith("absl")), "",
+                    "Methods (--method / --methods; their hyper-parameters: "
+                    "--config.method_config.<field>):", *rows, "",
+                    "Datasets: " + ", ".join(DATASETS) + ", npz:PATH", "",
+                    "Any config field: --config.<field>=VALUE (checked before anything runs)."])
+
+
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
              argv: Sequence[str] | None = None) -> None:
   """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
@@ -420,6 +438,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   try:
     rest, overrides = split_config_overrides(argv)
     import_modules(rest)  # before the flags: --help and --method see the users' methods
+    if any(a in ("--help", "-h", "--helpfull") for a in rest):
+      print(help_text(prog), flush=True)
+      sys.exit(0)
     try:
       flags.FLAGS.unparse_flags()  # a second run in one process (tests) starts from defaults
       leftovers = flags.FLAGS(rest)

@@ -64,6 +64,12 @@ def _clean_json(value: Any) -> Any:
   return value
 
 
+def _norm_tag(results: Mapping[str, Any], sep: str) -> str:
+  """``sep + 'L2'`` for a run attacked in L2, ``''`` for L-inf (and runs that predate the field)."""
+  norm = (results.get("adversarial") or {}).get("norm") or "linf"
+  return "" if norm == "linf" else sep + norm.upper()
+
+
 def _sorted_sev(d: Mapping[str, Any]) -> list[str]:
   return sorted(d, key=float)
 
@@ -127,7 +133,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if r.get("extra_corruption_accuracy") is not None:
       lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
                    f"{pct(r.get('extra_corruption_accuracy'))} |")
-  attack = (r.get("adversarial") or {}).get("attack", "pgd")
+  attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
   for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
     lines.append(f"| adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%) | {pct(v)} |")
   g = r.get("group_accuracy") or {}
@@ -386,9 +392,12 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
     for a in _by_attack(r):
       if a not in attack_names:
         attack_names.append(a)
-  cols += [(f"{_attack_label(a)} {eps_label(e, with_value=True)}",
-            (lambda a, e: lambda r: _by_attack(r).get(a, {}).get(e))(a, e))
-           for e in eps for a in attack_names]
+  # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
+  tags = sorted({_norm_tag(r, " ") for r in results})
+  cols += [(f"{_attack_label(a)}{t} {eps_label(e, with_value=True)}",
+            (lambda a, e, t: lambda r: (_by_attack(r).get(a, {}).get(e)
+                                        if _norm_tag(r, " ") == t else None))(a, e, t))
+           for t in tags for e in eps for a in attack_names]
   cols += [("worst group", lambda r: (r.get("group_accuracy") or {}).get("worst_group")),
            ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
   cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]

@@ -30,9 +30,8 @@ from experiments import summary
 from experiments.configs import common
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
-# How long processes other than 0 wait for process 0's evaluation (corruptions and attacks on
-# a large test set take hours on a slow device; a crashed process 0 ends the wait sooner,
-# through JAX's heartbeat).
+# How long processes wait for each other after the evaluation, while process 0 writes the
+# results (a crashed process ends the wait sooner, through JAX's heartbeat).
 EVAL_WAIT_S = 24 * 3600
 
 
@@ -229,7 +228,7 @@ def local_copy(trained: Trained) -> Trained:
   """``trained`` with its (replicated) variables on this process's first device only.
 
   A multi-process run's variables span every process's devices; a computation on them would
-  need every process. The local copy lets one process evaluate alone.
+  need every process. The local copy lets each process evaluate its share on its own.
   """
   import jax
 
@@ -260,8 +259,16 @@ def bound_model(trained: Trained):
 
 def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
              data_dir: str | None = None) -> dict[str, Any]:
-  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``."""
+  """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``.
+
+  In a multi-process run every process calls it and evaluates its share of every pass
+  (``drojax.evaluate.share``); all get the whole test set's numbers. Only process 0 shows
+  progress bars.
+  """
+  import jax
+
   from drojax import evaluate as ev
+  from drojax.evaluate.share import this_process
 
   names = tuple(config.eval.corruption_names)
   if names == ("none",):
@@ -279,12 +286,13 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   eval_config = ev.EvalConfig(
       corruptions=corruptions, table=table, corruption_names=names_arg,
       severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
-      num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      norm=config.eval.get("norm", "linf"), num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
       restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
       batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
                      groups=groups, train_groups=train_groups, published_loader=loader,
-                     progress=config.progress)
+                     progress=config.progress and jax.process_index() == 0,
+                     share=this_process())
 
 
 # ------------------------------------------------------------------------------- the run
@@ -346,22 +354,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       from experiments import var_dro_diagnostics
 
       results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
-    reporting.write_results(workdir, results)
-    summary.print_summary(results, workdir)
+    if main:  # one writer per workdir
+      reporting.write_results(workdir, results)
+      summary.print_summary(results, workdir)
     return results
 
   if jax.process_count() == 1:
     return evaluate_and_write()
-  # Evaluation runs on process 0 alone (on its first device, as a single-process run does),
-  # the others wait for its results.json: drojax.evaluate's jitted functions never see a
-  # cross-process array, so nothing there needs to know about several processes.
+  # Every process evaluates its share of the batches on its first device (a copy of the
+  # variables there: the jitted evaluation never sees a cross-process array) and the counts
+  # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
   trained = local_copy(trained)
-  results = evaluate_and_write() if main else None
+  results = evaluate_and_write()
   from orbax.checkpoint import multihost
 
   multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
                                   timeout=EVAL_WAIT_S)
-  return results if main else read_results(workdir)
+  return results
 
 
 def agree(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -64,23 +64,29 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
     return losses.cross_entropy(logits, labels)
 
   @jax.jit
-  def batch_weights(batch_loss, var, step):
+  def batch_weights(batch_loss, var, step, tracked):
+    cap = mc.var_dro_eps_max
+    if mc.var_dro_schedule == "loss":  # as drojax.objectives.var_dro does
+      level = jnp.mean(jnp.where(jnp.isnan(tracked), batch_loss, tracked))
+      cap = cap * jnp.clip(1.0 - level / jnp.log(model.num_classes), 0.0, 1.0)
     q = weighting.var_dro_weights(batch_loss, var, step, eps_min=mc.var_dro_eps_min,
-                                  eps_max=mc.var_dro_eps_max,
+                                  eps_max=cap,
                                   warmup_steps=mc.var_dro_warmup_steps,
                                   ramp_steps=mc.var_dro_ramp_steps)
     return q * q.shape[0]
 
   def eval_fn(state, epoch: int) -> dict[str, float]:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    var_by_id = np.asarray(jax.device_get(state.objective_state.var))
+    tracker = jax.device_get(state.objective_state)
+    var_by_id = np.asarray(tracker.var)
+    tracked_by_id = np.where(np.asarray(tracker.count) > 0, np.asarray(tracker.mean), np.nan)
     step = (epoch + 1) * steps_per_epoch - 1
     row = {int(i): k for k, i in enumerate(train_ds.ids)}
     weight = np.full(len(train_ds), np.nan)
     for batch in data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
                                     epoch=epoch):
       loss = batch_losses(variables, batch["image"], batch["label"])
-      w = batch_weights(loss, var_by_id[batch["id"]], step)
+      w = batch_weights(loss, var_by_id[batch["id"]], step, tracked_by_id[batch["id"]])
       weight[[row[int(i)] for i in batch["id"]]] = np.asarray(w)
     var = var_by_id[train_ds.ids]
     metrics = summarize(var, weight, groups, flipped)

@@ -84,6 +84,8 @@ CASES = [
      "--config.eval.attack: unknown value 'autoattack'", None),
     # --- tuple fields: item types and values
     ("adv_eps_in_255_units", ["--config.eval.adv_eps=8"], 2, "write 8/255, not 8", None),
+    ("eval_norm_unknown", ["--config.eval.norm=l1"], 2,
+     "--config.eval.norm: unknown value 'l1'", None),
     ("adv_eps_bad_item", ["--config.eval.adv_eps=8/255,x"], 2,
      "--config.eval.adv_eps: item 1: expected", None),
     ("adv_eps_division_by_zero", ["--config.eval.adv_eps=1/0"], 2, "--config.eval.adv_eps",
@@ -161,7 +163,7 @@ CASES = [
                             "--config.batch_size=8"],
      2, "--config.eval.attack=suite cannot evaluate", "npz_files"),
     ("attack_without_eps", ["--config.eval.adv_eps=()", "--config.eval.attack=suite"], 2,
-     "--config.eval.attack has no effect: no attack runs", None),
+     "--config.eval.attack has no effect: no attack runs while eval.adv_eps is empty", None),
     ("dataset_not_found", ["--dataset=cifar100", "--data_dir={root}/empty"], 2,
      "dataset 'cifar100' not found", None),
     ("batch_larger_than_data", ["--config.batch_size=5000"], 2,
@@ -187,6 +189,8 @@ REACHES = [
     ("npz_single_channel", ["--dataset=npz:{data}/gray_train.npz", "--config.model=tiny"],
      "npz_files"),
     ("adv_eps_fraction", ["--config.eval.adv_eps=2/255,8/255", "--config.model=tiny"], None),
+    ("l2_suite", ["--config.eval.norm=l2", "--config.eval.adv_eps=0.5,1.5",
+                  "--config.eval.attack=suite", "--config.model=tiny"], None),
 ]
 
 

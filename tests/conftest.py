@@ -51,15 +51,17 @@ _LONGEST_FIRST = (  # seconds: the whole suite at jax 0.10.2, -n 2, load average
     "tests/test_reproduce.py::test_reproduce_end_to_end",  # 516
     "tests/test_attacks_torch.py::test_robust_accuracies_agree_with_torchattacks",  # 428
     "tests/test_distributed.py::test_two_processes_match_one",  # 406
+    "tests/test_attacks_torch.py::test_fab_t_agrees_with_torchattacks[linf]",  # 237 (alone)
     "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 174
     "tests/test_cli_multi.py::test_sweep",  # 171
-    "tests/test_evaluate.py::test_public_api_conventions_and_doctests[drojax.attacks]",  # 165
+    "tests/test_api.py::test_doctests[drojax.attacks.",  # 165 (then one test)
     "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 141
     "tests/test_models.py::test_mixing_at_input_equals_mixing_the_pixels[preact",  # 136
     "tests/test_train.py::test_every_method_reduces_the_loss",  # 136
     "tests/test_cli_e2e.py::test_quick_preset_dro_augmix_resumes_after_sigkill",  # 132
     "tests/test_cli_e2e.py::test_quick_preset_erm_end_to_end",  # 108
     "tests/test_models.py::test_small_cnn_accepts_gray_and_rgb",  # 108
+    "tests/test_attacks_torch.py::test_fab_t_agrees_with_torchattacks[l2]",  # 108 (alone)
     "tests/test_cli_multi.py::test_waterbirds",  # 107
     "tests/test_train.py::test_eight_devices_equal_one_device",  # 102
     "tests/test_bf16.py::test_bf16_train_step_keeps_float32_state",  # 99

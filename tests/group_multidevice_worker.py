@@ -19,7 +19,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from drojax import data, methods, models, objectives, train, views  # noqa: E402
+from drojax import methods, models, objectives, views  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from multidevice_worker import max_abs_diff, run_steps  # noqa: E402
 
 
 def _objectives(n):
@@ -53,27 +55,13 @@ def main():
   for name, objective in _objectives(n).items():
     method = methods.Method(name, views.plain_augment(config), views.cross_entropy_criterion,
                             objective)
-    opt = train.make_optimizer(10, learning_rate=0.1)
-    results = []
-    for num_devices in (1, 8):
-      mesh = train.make_mesh(num_devices)
-      state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method,
-                                       num_examples=n)
-      step = train.make_train_step(method, model, mesh, optimizer=opt)
-      metrics = []
-      for batch in batches:
-        state, m = step(state, data.shard_batch(batch, mesh))
-        metrics.append(m)
-      results.append(jax.device_get((state, metrics)))
-    diffs = jax.tree.map(lambda a, c: float(np.max(np.abs(np.asarray(a, np.float64) -
-                                                          np.asarray(c, np.float64)))),
-                         results[0], results[1])
-    scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(results[0][0].params))
-    last = results[0][1][-1]
-    q = results[0][0].objective_state
+    one, _, _ = run_steps(method, model, batches, 1, n)
+    eight, _, _ = run_steps(method, model, batches, 8, n)
+    scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(one[0].params))
+    last, q = one[1][-1], one[0].objective_state
     moved = (float(last.get("penalty", 0.0)) > 1e-6 if "penalty" in last else
              name == "weighted_erm" or float(np.max(np.abs(np.asarray(q.q) - 0.25))) > 1e-4)
-    print(json.dumps({"method": name, "max_diff": max(jax.tree.leaves(diffs)),
+    print(json.dumps({"method": name, "max_diff": max_abs_diff(one, eight),
                       "param_scale": scale, "penalty_or_q_moved": bool(moved)}), flush=True)
 
 

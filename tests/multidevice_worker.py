@@ -23,6 +23,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from drojax import data, methods, models, train  # noqa: E402
 
 
+def run_steps(method, model, batches, num_devices, num_examples):
+  """``((state, metrics), step, state)``: the train steps of ``batches`` on ``num_devices``
+  from the same initial state (host copies first; the step and the device state to go on)."""
+  opt = train.make_optimizer(10, learning_rate=0.1)
+  mesh = train.make_mesh(num_devices)
+  state = train.create_train_state(jax.random.key(0), model, opt, batches[0]["image"].shape[1:],
+                                   method=method, num_examples=num_examples)
+  step = train.make_train_step(method, model, mesh, optimizer=opt)
+  metrics = []
+  for batch in batches:
+    state, m = step(state, data.shard_batch(batch, mesh))
+    metrics.append(m)
+  return jax.device_get((state, metrics)), step, state
+
+
+def max_abs_diff(a, b) -> float:
+  """The largest absolute difference between two pytrees of arrays (float64)."""
+  diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) -
+                                                        np.asarray(y, np.float64)))), a, b)
+  return max(jax.tree.leaves(diffs))
+
+
 def main(names):
   assert jax.device_count() == 8, jax.devices()
   rng = np.random.default_rng(0)
@@ -38,33 +60,19 @@ def main(names):
     name, _, mode = spec.partition(":")
     method = methods.get_method(
         name, dataclasses.replace(config, penalty_mode=mode) if mode else config)
-    opt = train.make_optimizer(10, learning_rate=0.1)
-    results = []
-    for num_devices in (1, 8):
-      mesh = train.make_mesh(num_devices)
-      state = train.create_train_state(jax.random.key(0), model, opt, (8, 8, 3), method=method,
-                                       num_examples=n)
-      step = train.make_train_step(method, model, mesh, optimizer=opt)
-      metrics = []
-      for batch in batches:
-        state, m = step(state, data.shard_batch(batch, mesh))
-        metrics.append(m)
-      results.append(jax.device_get((state, metrics)))
-      if num_devices == 8:
-        bad = dict(batches[0], **{k: v[:12] for k, v in batches[0].items()})
-        try:
-          step(state, bad)
-          divisible_error = ""
-        except ValueError as e:
-          divisible_error = str(e)
-    diffs = jax.tree.map(lambda a, c: float(np.max(np.abs(np.asarray(a, np.float64) -
-                                                          np.asarray(c, np.float64)))),
-                         results[0], results[1])
-    scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(results[0][0].params))
-    print(json.dumps({"method": spec, "max_diff": max(jax.tree.leaves(diffs)),
-                      "param_scale": scale, "steps": int(results[1][0].step),
-                      "loss": float(results[0][1][-1]["loss"]),
-                      "mean_loss": float(results[0][1][-1]["mean_loss"]),
+    one, _, _ = run_steps(method, model, batches, 1, n)
+    eight, step, state = run_steps(method, model, batches, 8, n)
+    bad = dict(batches[0], **{k: v[:12] for k, v in batches[0].items()})
+    try:
+      step(state, bad)
+      divisible_error = ""
+    except ValueError as e:
+      divisible_error = str(e)
+    scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(one[0].params))
+    print(json.dumps({"method": spec, "max_diff": max_abs_diff(one, eight),
+                      "param_scale": scale, "steps": int(eight[0].step),
+                      "loss": float(one[1][-1]["loss"]),
+                      "mean_loss": float(one[1][-1]["mean_loss"]),
                       "divisible_error": divisible_error}), flush=True)
 
 

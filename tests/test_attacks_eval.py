@@ -59,6 +59,15 @@ def test_per_attack_columns_in_results_and_comparison(suite_results, tmp_path):
   table = open(paths["md"]).read()
   for col in ("APGD-CE 0.06", "APGD-T 0.06", "FAB-T 0.06", "Square 0.06", "PGD 0.06"):
     assert any(col in line for line in table.splitlines()[:3]), (col, table)
+  # An L2 run's columns carry the norm and never share an L-inf column.
+  l2 = dict(res, adversarial=dict(res["adversarial"], norm="l2"))
+  c = str(tmp_path / "c")
+  reporting.write_results(c, l2)
+  assert "adversarial accuracy (suite, L2), eps 0.06" in open(os.path.join(c, "results.md")).read()
+  header = open(reporting.compare_runs([a, c], str(tmp_path / "cmp2"))["md"]).read().splitlines()
+  header = next(line for line in header if "FAB-T" in line)
+  cells = [h.strip() for h in header.split("|")]
+  assert "FAB-T 0.06" in cells and "FAB-T L2 0.06" in cells, header
 
 
 @settings(max_examples=200, deadline=None)

@@ -144,29 +144,3 @@ class MixupTest(parameterized.TestCase):
       mixup(jax.random.key(0), x, jnp.zeros((3, 2)))
     with self.assertRaisesRegex(ValueError, "alpha"):
       mixup(jax.random.key(0), x, jnp.full((4, 2), 0.5), alpha=0.0)
-
-
-@pytest.mark.parametrize("module_name", ["drojax.augment.crop_flip", "drojax.augment.mixup",
-                                         "drojax.augment.ops", "drojax.augment.augmix",
-                                         "drojax.augment.noisymix"])
-def test_doctests(module_name):
-  import doctest
-  import importlib
-  result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
-  assert result.attempted > 0 and result.failed == 0
-
-
-def test_public_functions_take_key_first_and_keyword_only_options():
-  import inspect
-  import drojax.augment as aug
-  for name in aug.__all__:
-    obj = getattr(aug, name)
-    if not inspect.isfunction(obj):
-      continue
-    params = list(inspect.signature(obj).parameters.values())
-    positional_defaults = [p.name for p in params
-                           if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty]
-    assert not positional_defaults, f"{name}: options {positional_defaults} not keyword-only"
-    if name in ("random_crop_flip", "mixup", "augmix", "augmix_views", "sample_augmix_params",
-                "sample_mixup_params", "sample_noisymix_plan"):
-      assert params[0].name == "key", name

@@ -127,6 +127,9 @@ def _quick(method="erm", **overrides):
     ({"eval.attack": "autoattack"}, 1, "eval.attack: unknown value 'autoattack'"),
     ({"eval.attack": "suite", "eval.square_queries": 0}, 1,
      "eval.square_queries: expected an integer >= 1"),
+    ({"eval.attack": "suite", "eval.norm": "l2", "eval.adv_eps": "0.5,1.5"}, 1, None),
+    ({"eval.norm": "l1"}, 1, "eval.norm: unknown value 'l1'"),
+    ({"eval.adv_eps": "0.5,1.5"}, 1, "eval.adv_eps: must be <= 1 with eval.norm=linf"),
 ])
 def test_validate(fields, devices, match):
   c = _quick(**fields)

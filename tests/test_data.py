@@ -338,14 +338,3 @@ def test_fashion_mnist_from_the_debian_package():
   ds = data.load_dataset("fashion_mnist", "test")  # no data_dir: found in the package
   assert ds.images.shape == (10000, 32, 32, 3)
   assert np.bincount(ds.labels).tolist() == [1000] * 10  # the official test set is balanced
-
-
-@pytest.mark.parametrize("module", ["arrays", "digits", "images", "pipeline", "registry",
-                                    "fashion_mnist", "waterbirds", "tfds_builders"])
-def test_doctests(module):
-  import doctest
-  import importlib
-
-  mod = importlib.import_module(f"drojax.data.{module}")
-  result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-  assert result.attempted > 0 and result.failed == 0

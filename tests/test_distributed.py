@@ -29,7 +29,7 @@ ARGS = [
     "--config.optimizer=sgd", "--config.learning_rate=0.05", "--config.batch_size=16",
     "--config.train_subset=128", "--config.num_epochs=1", "--config.warmup_epochs=0",
     "--config.log_every_steps=1",
-    "--config.eval.images=32", "--config.eval.batch_size=32",
+    "--config.eval.images=32", "--config.eval.batch_size=8",
     "--config.eval.corruption_names=contrast", "--config.eval.severities=3",
     "--config.eval.adv_eps=0.03", "--config.eval.pgd_steps=1", "--config.progress=false",
 ]
@@ -160,7 +160,10 @@ def _check_method(runs, method):
   one = json.loads((runs["one"] / method / "results.json").read_text())
   two = json.loads((runs["two"] / method / "results.json").read_text())
   assert two["steps"] == one["steps"] == STEPS
-  for key in ("clean_accuracy", "mean_corruption_accuracy"):
+  # 4 evaluation batches: process 0 takes batches 0 and 2, process 1 batches 1 and 3.
+  assert one["eval_images_per_process"] == [32] and two["eval_images_per_process"] == [16, 16]
+  for key in ("clean_accuracy", "mean_corruption_accuracy", "corruption_accuracy",
+              "adversarial_accuracy"):
     assert two[key] == one[key], key
   assert json.dumps(two["adversarial"], sort_keys=True) == json.dumps(one["adversarial"],
                                                                       sort_keys=True)
@@ -489,3 +492,92 @@ def test_supervisor_turns_how_the_child_ended_into_one_line(tmp_path, capfd, how
     shutil.rmtree(os.path.dirname(log))
   else:
     assert (status, tail) == expected[how]
+
+
+# ----------------------------------------------------------- evaluation across processes
+
+# The whole protocol (clean, generated corruptions, PGD, the suite) of a linear 4-class model on
+# 20 images in batches of 4 (5 batches: process 0 takes 3, process 1 takes 2), as one process or
+# as one of two (argv: process id, or -1 alone). The labels are the model's own predictions and
+# eps the median of the exact L-inf robust radii, so about half the images survive APGD-CE and
+# the later attacks run on fewer, regathered batches.
+_EVAL_WORKER = r"""
+import json, os, sys
+import jax, numpy as np
+me = int(sys.argv[1])
+jax.config.update("jax_compilation_cache_dir", os.environ["CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+if me >= 0:
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(os.environ["ADDRESS"], 2, me, initialization_timeout=60)
+from drojax import evaluate as ev
+rng = np.random.default_rng(0)
+w = rng.normal(size=(8 * 8 * 3, 4)).astype(np.float32)
+x = rng.uniform(0.3, 0.7, size=(20, 8, 8, 3)).astype(np.float32)
+apply_fn = lambda v, x: x.reshape(x.shape[0], -1) @ v
+logits = x.reshape(20, -1).astype(np.float64) @ w
+y = logits.argmax(1)
+gap = logits[np.arange(20), y][:, None] - logits
+dist = np.abs(w[:, y].T[:, None, :] - w.T[None]).sum(-1)  # |w_y - w_k|_1, [20, 4]
+radius = np.where(np.arange(4)[None] == y[:, None], np.inf, gap / dist).min(1)
+eps = float(np.median(radius))
+config = ev.EvalConfig(corruption_names=["contrast", "gaussian_noise"], severities=[1, 3],
+                       eps=[eps], attack="suite", num_steps=3, num_queries=8, batch_size=4)
+share = ev.Share(max(me, 0), 2 if me >= 0 else 1)
+r = ev.evaluate(ev.BoundModel(apply_fn, w), x, y, config=config, progress=False, share=share)
+pgd = ev.EvalConfig(corruptions=None, eps=[eps], num_steps=2, batch_size=4)
+r["pgd"] = ev.evaluate(ev.BoundModel(apply_fn, w), x, y, config=pgd, progress=False,
+                       share=share)["adversarial_accuracy"]
+r["devices"] = jax.local_device_count()
+print(json.dumps(r, sort_keys=True))
+"""
+
+
+@pytest.mark.slow
+def test_evaluation_across_processes_equals_one_process(tmp_path):
+  def start(procs, arg, devices, **env):
+    procs.append(subprocess.Popen(
+        [sys.executable, "-c", _EVAL_WORKER, str(arg)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=_env(devices, **env)))
+
+  def results(procs):
+    outs = [p.communicate(timeout=RUN_TIMEOUT_S) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+      assert p.returncode == 0, err[-3000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+  t0 = time.monotonic()
+  cache = str(tmp_path / "jax_cache")  # the pairs reuse the reference's compiled programs
+  with _processes() as procs:
+    start(procs, -1, 1, CACHE=cache)
+    [one] = results(procs)
+  runs = {}
+  for devices in (1, 2):
+    address = f"127.0.0.1:{_free_port()}"
+    with _processes() as procs:
+      for i in (0, 1):
+        start(procs, i, devices, ADDRESS=address, CACHE=cache)
+      runs[devices] = results(procs)
+  (tmp_path / "results.json").write_text(json.dumps({"one": one, "pairs": runs}))
+  assert one["eval_images_per_process"] == [20]
+  [robust] = one["adversarial_accuracy"].values()
+  assert 0 < robust < 1, robust  # some images survive the suite, some do not
+  for devices, pair in runs.items():
+    for r in pair:
+      assert r["devices"] == devices
+      assert r["eval_images_per_process"] == [12, 8]
+      for key in ("clean_accuracy", "corruption_accuracy", "adversarial_by_attack", "pgd"):
+        assert r[key] == one[key], (devices, key, r[key], one[key])
+  print(f"2 x 1 and 2 x 2 evaluations equal the one-process one "
+        f"({one['adversarial_by_attack']}); {time.monotonic() - t0:.0f} s")
+
+
+def test_a_share_is_every_count_th_batch_and_checked():
+  from drojax.evaluate import Share
+
+  assert [list(Share(i, 2).mine(5)) for i in (0, 1)] == [[0, 2, 4], [1, 3]]
+  assert list(Share().mine(3)) == [0, 1, 2] and list(Share(2, 3).mine(2)) == []
+  np.testing.assert_array_equal(Share().total(np.array([[1, 2]])), [[1, 2]])
+  for index, count in ((2, 2), (-1, 2), (0, 0), (0.0, 1)):
+    with pytest.raises(ValueError, match="0 <= index < count"):
+      Share(index, count)

@@ -94,6 +94,8 @@ ROWS = [
      "ids", jnp.array([0, 4]), ValueError, "ids must be in [0, 4)"),
     (weighting.update_tracker, dict(state=_tracker(), ids=jnp.array([0, 3]), losses=_LOSSES[:2]),
      "alpha", 0.0, ValueError, "alpha must be in (0, 1]"),
+    (weighting.update_tracker, dict(state=_tracker(), ids=jnp.array([0, 3]), losses=_LOSSES[:2]),
+     "losses", jnp.array([1.0, NAN]), ValueError, "losses must be finite"),
     (weighting.group_adjustments, dict(train_counts=np.array([3, 4]), adjustment=1.0),
      "adjustment", NAN, ValueError, "adjustment must be >= 0"),
     (weighting.group_dro_update, dict(q=jnp.array([0.5, 0.5]), group_losses=jnp.array([1.0, 2.0]),
@@ -304,9 +306,9 @@ def test_every_public_function_has_a_row():
   skip = {"stateless_init", "all_gather", "weight_entropy", "mean", "eval_key", "eps_key",
           "summarize_corruptions", "default_unroll", "checkpoints", "p_schedule", "count_classes",
           "apply_mix_plan", "mix_and_perturb", "augmix_with_params",
-          # Unchecked by design, called inside the caller's jit (documented): the suite's step
-          # and FAB's projection.
-          "attack_stage", "project_hyperplane_box"}
+          # Unchecked by design, called inside the caller's jit (documented): the suite's step,
+          # FAB's projection and the PGD loop (pgd and linf_pgd_ascent check around it).
+          "attack_stage", "project_hyperplane_box", "projected_ascent"}
   for module in (losses, weighting, wdro, objectives, attacks, augment, corruptions, evaluate):
     for name in module.__all__:
       obj = getattr(module, name)

@@ -13,28 +13,15 @@ import numpy as np
 import pytest
 
 from drojax import objectives as O
-from drojax import views
 from drojax import weighting
 
-B, D, K = 8, 4, 3
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_objectives import D, _fns  # noqa: E402  (the linear softmax model, D = 4 inputs)
+
+B, K = 8, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = np.array([0, 0, 1, 3, 3, 3, 0, 1])  # group 2 absent
 ENVS = np.array([0, 1, 1, 0, 1, 1, 0, 1])
-
-
-def _fns(weight):
-  def eval_logits(images):
-    return views.views_to_model_batch(images).reshape(-1, D) @ weight
-
-  def logits(images):
-    z = eval_logits(images)
-    return z, {"logits": z}
-
-  def loss(images, targets):
-    z, aux = logits(images)
-    return views.cross_entropy_criterion(z, targets), aux
-
-  return O.ModelFns(loss=loss, logits=logits, eval_logits=eval_logits)
 
 
 def _data(seed=0):
@@ -196,3 +183,26 @@ def test_eight_devices_equal_one_device():
   for r in rows:
     assert r["max_diff"] < 2e-5 * max(1.0, r["param_scale"]), r
     assert r["penalty_or_q_moved"], r  # the group statistics were not trivial
+
+
+def test_var_dro_loss_schedule_scales_the_cap():
+  """schedule='loss': the cap is eps_max * clip(1 - mean tracked loss / log K, 0, 1) (the
+  current loss for an unseen example); the weights are those of the ramp at that cap."""
+  x, t, w, y = _data(5)
+  losses, _ = _np_losses(x, y, w)
+  with jax.enable_x64(True):
+    xj, tj, wj = (jnp.asarray(a) for a in (x, t, w))
+    state = O.var_dro(eps_max=2.0).init(B)._replace(
+        var=jnp.linspace(0.0, 1.0, B), mean=jnp.full(B, 0.3),
+        count=jnp.array([1, 1, 1, 1, 1, 1, 0, 0], jnp.int32))
+    tracked = np.r_[np.full(6, 0.3), losses[6:]]
+    cap = 2.0 * np.clip(1 - tracked.mean() / np.log(K), 0, 1)
+    assert 0 < cap < 2.0
+    got, aux, _ = _value(O.var_dro(eps_max=2.0, schedule="loss"), wj, xj, tj, state=state)
+    ref, _, _ = _value(O.var_dro(eps_max=float(cap)), wj, xj, tj, state=state)
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    np.testing.assert_allclose(aux.metrics["eps_max"], cap, rtol=1e-10)
+  with pytest.raises(ValueError, match="schedule must be one of"):
+    O.var_dro(schedule="cosine")
+  with pytest.raises(ValueError, match="must be finite"):
+    O.var_dro(eps_max=float("inf"), schedule="loss")

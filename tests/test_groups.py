@@ -131,5 +131,5 @@ class GroupsTest(parameterized.TestCase):
       G.group_adjustments([3, 0], adjustment=1.0)
     with pytest.raises(ValueError, match="risks must have rank 1"):
       G.vrex_penalty(jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"labels \(class ids for 2 classes\) must lie in \[0, 2\)"):
       G.irm_penalty(jnp.zeros((2, 2)), jnp.array([0, 2]))

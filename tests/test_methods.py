@@ -325,11 +325,3 @@ def test_objectives_over_a_split_batch_equal_the_whole_batch(name):
   out = jax.vmap(shard, axis_name="data")(split(images), split(targets),
                                           split(np.arange(B, dtype=np.int32)))
   np.testing.assert_allclose(out, np.full(4, whole), rtol=1e-5)
-
-
-@pytest.mark.parametrize("module", [methods, specs])
-def test_doctests(module):
-  import doctest
-
-  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-  assert result.failed == 0 and (module is specs or result.attempted > 0)

@@ -14,8 +14,9 @@ from drojax.attacks.auto import (LOSSES, apgd, apgd_robust, apgd_targeted, apgd_
                                  apgd_trace, checkpoints, dlr_loss, dlr_targeted_loss)
 from drojax.attacks.fab_attack import (FAB_NORMS, check_fab_options, fab, fab_robust,
                                        project_hyperplane_box)
-from drojax.attacks.projected import (NORMS, check_pgd_options, count_classes, default_unroll,
-                                      fgsm, per_example_loss, pgd, pgd_robust, robust_accuracy)
+from drojax.attacks.projected import (NORMS, START_MODES, check_pgd_options, count_classes,
+                                      default_unroll, fgsm, per_example_loss, pgd, pgd_robust,
+                                      projected_ascent, robust_accuracy)
 from drojax.attacks.square_attack import SQUARE_NORMS, margin, p_schedule, square, square_robust
 from drojax.attacks.suite import (SUITE_ATTACKS, attack_stage, check_suite_options,
                                   robust_accuracy_suite, robust_suite)
@@ -26,6 +27,6 @@ __all__ = [
     "dlr_targeted_loss", "apgd", "apgd_robust", "apgd_targeted", "apgd_targeted_robust",
     "apgd_trace", "margin", "p_schedule", "square", "square_robust", "check_suite_options",
     "robust_suite", "robust_accuracy_suite", "check_pgd_options", "count_classes",
-    "attack_stage", "FAB_NORMS", "fab", "fab_robust", "check_fab_options",
-    "project_hyperplane_box",
+    "attack_stage", "START_MODES", "projected_ascent", "FAB_NORMS", "fab", "fab_robust",
+    "check_fab_options", "project_hyperplane_box",
 ]

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drojax import losses as _losses
 from drojax._checks import check_labels, check_static_int
 from drojax.attacks.projected import (NORMS, LogitsFn, _TINY, _check_inputs, _check_number,
                                       _l2_norm, _labels_valid, _project, count_classes)
@@ -150,8 +151,7 @@ def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax
 def _loss(logits, y, target, loss):
   z = logits.astype(jnp.float32)
   if loss == "ce":
-    logp = jax.nn.log_softmax(z, axis=-1)
-    return -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+    return _losses.cross_entropy(z, y)
   if loss == "dlr":
     return dlr_loss(z, y)
   return dlr_targeted_loss(z, y, target)

@@ -39,11 +39,14 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from drojax import losses as _losses
 from drojax._checks import check_labels, check_static_int, check_unit_range, is_concrete
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 NORMS = ("linf", "l2")
+START_MODES = ("uniform", "normal", "none")
+_NORMAL_START_SCALE = 0.001  # TRADES' and MART's x + 0.001 * randn start
 
 # Below this a gradient norm is treated as zero (L2 steps divide by it).
 _TINY = 1e-12
@@ -173,9 +176,7 @@ def per_example_loss(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Arr
   """
   logits = logits_fn(x)
   check_labels("y", y, logits.shape[-1])
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  loss = -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
-  return jnp.where(_labels_valid(y, logits.shape[-1]), loss, jnp.nan)
+  return _losses.cross_entropy(logits.astype(jnp.float32), y.astype(jnp.int32))
 
 
 def _input_grad(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -189,14 +190,12 @@ def _l2_norm(v: jax.Array) -> jax.Array:
 
 def _project(x_adv: jax.Array, x: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
   """Projects ``x_adv`` onto the ``eps``-ball around ``x`` intersected with [0, 1]."""
-  delta = x_adv - x
-  if norm == "linf":
-    delta = jnp.clip(delta, -eps, eps)
-  else:
-    n = _l2_norm(delta)
-    delta = delta * jnp.minimum(1.0, eps / jnp.maximum(n, _TINY))
   # Clipping each pixel to [0, 1] only moves it towards x (x is in [0, 1]), so it never
   # leaves the ball: |clip(x + d) - x| <= |d| coordinate-wise.
+  if norm == "linf":
+    return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), 0.0, 1.0)
+  delta = x_adv - x
+  delta = delta * jnp.minimum(1.0, eps / jnp.maximum(_l2_norm(delta), _TINY))
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
@@ -215,24 +214,74 @@ def _random_start(key: jax.Array, x: jax.Array, eps: jax.Array, norm: str) -> ja
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
-def _step(logits_fn, x_adv, x, y, eps, step_size, norm):
-  g = _input_grad(logits_fn, x_adv, y)
-  if norm == "linf":
-    x_adv = x_adv + step_size * jnp.sign(g)
+def projected_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Array],
+                     x: jax.Array, *, eps: float | jax.Array, step_size: float | jax.Array,
+                     num_steps: int, norm: str = "linf", start: str = "uniform",
+                     unroll: bool | None = None) -> jax.Array:
+  r"""Projected gradient ascent of :math:`\sum_i \ell_i(x')` over the ``eps``-ball around ``x``
+  intersected with [0, 1]: the one loop behind :func:`pgd` and the adversarial objectives.
+
+  .. math:: x^{t+1} = \Pi_{B_\epsilon(x) \cap [0,1]^d}\big(x^t + \alpha\, s(\nabla_{x^t}
+            \textstyle\sum_i \ell_i(x^t))\big), \quad s(g) = \mathrm{sign}(g) \text{ (linf)},
+            \; g / \|g\|_2 \text{ (l2, per example)}
+
+  Unchecked (the callers check); differentiable through the loop unless the caller stops it.
+
+  Args:
+    key: PRNG key of the start (unused, may be None, with ``start="none"``).
+    loss_fn: ``x' [B, ...] -> [B]`` per-example losses to maximize (a closure over the model).
+    x: ``[B, H, W, C]`` float images in [0, 1] (L-inf: any ``[B, ...]``, e.g. with views).
+    eps: radius ``>= 0`` in pixel units (traced).
+    step_size: ``alpha >= 0`` (traced).
+    num_steps: steps, ``>= 0`` (static).
+    norm: ``'linf'`` or ``'l2'`` (static).
+    start: ``'uniform'`` (uniform in the ball, clipped to [0, 1]; L2: uniform direction, radius
+      ``eps * U^(1/d)``), ``'normal'`` (``x + 0.001 N(0, I)`` as TRADES and MART, projected
+      by the first step) or ``'none'`` (static).
+    unroll: unroll the steps in Python (True) or run ``lax.fori_loop`` (False); None picks per
+      backend with :func:`default_unroll` (static).
+
+  Returns:
+    ``x_adv`` shaped like ``x``; after at least one step ``||x_adv - x|| <= eps`` and in [0, 1].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.full((1, 1, 1, 3), 0.5)
+    >>> adv = projected_ascent(None, lambda z: z.sum((1, 2, 3)), x, eps=0.1, step_size=0.05,
+    ...                        num_steps=3, start="none")
+    >>> [round(float(v), 4) for v in adv.ravel()]
+    [0.6, 0.6, 0.6]
+  """
+  eps = jnp.asarray(eps, x.dtype)
+  step_size = jnp.asarray(step_size, x.dtype)
+  if start == "uniform":
+    z = _random_start(key, x, eps, norm)
+  elif start == "normal":
+    z = x + _NORMAL_START_SCALE * jax.random.normal(key, x.shape, x.dtype)
+  elif start == "none":
+    z = x
   else:
-    x_adv = x_adv + step_size * g / jnp.maximum(_l2_norm(g), _TINY)
-  return _project(x_adv, x, eps, norm)
+    raise ValueError(f"start must be one of {START_MODES}; got {start!r}.")
+
+  def step(_, z):
+    g = jax.grad(lambda z_: jnp.sum(loss_fn(z_)))(z)
+    if norm == "linf":
+      z = z + step_size * jnp.sign(g)
+    else:
+      z = z + step_size * g / jnp.maximum(_l2_norm(g), _TINY)
+    return _project(z, x, eps, norm)
+
+  if _resolve_unroll(unroll):
+    for i in range(num_steps):
+      z = step(i, z)
+    return z
+  return jax.lax.fori_loop(0, num_steps, step, z)
 
 
 def _pgd_single(key, logits_fn, x, y, eps, step_size, *, norm, num_steps, random_start, unroll):
-  x_adv = _random_start(key, x, eps, norm) if random_start else x
-  if unroll:
-    for _ in range(num_steps):
-      x_adv = _step(logits_fn, x_adv, x, y, eps, step_size, norm)
-  else:
-    x_adv = jax.lax.fori_loop(
-        0, num_steps, lambda _, z: _step(logits_fn, z, x, y, eps, step_size, norm), x_adv)
-  return x_adv
+  return projected_ascent(key, lambda z: per_example_loss(logits_fn, z, y), x, eps=eps,
+                          step_size=step_size, num_steps=num_steps, norm=norm,
+                          start="uniform" if random_start else "none", unroll=unroll)
 
 
 def _fooled(logits_fn, x_adv, y):
@@ -430,5 +479,5 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   return jnp.where(valid, jnp.mean(robust.astype(jnp.float32)), jnp.nan)
 
 
-__all__ = ["NORMS", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
+__all__ = ["NORMS", "START_MODES", "projected_ascent", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
            "robust_accuracy"]

@@ -16,7 +16,9 @@ Modules:
 * :mod:`~drojax.evaluate.adversarial`: PGD, APGD-CE and the worst-case suite on survivors;
 * :mod:`~drojax.evaluate.groups`: per-group and worst-group accuracy;
 * :mod:`~drojax.evaluate.protocol`: :func:`evaluate`, the whole protocol from an
-  :class:`EvalConfig`.
+  :class:`EvalConfig`;
+* :mod:`~drojax.evaluate.share`: a process's share of the batches in a multi-process run
+  (:class:`Share`), and the sums over processes.
 """
 
 from drojax.evaluate.adversarial import (ATTACK_LABELS, ATTACKS, adversarial_accuracy,
@@ -27,10 +29,11 @@ from drojax.evaluate.corruption import (FAMILIES, SEVERITIES, corruption_accurac
                                         published_corruption_accuracy, summarize_corruptions)
 from drojax.evaluate.groups import group_accuracy
 from drojax.evaluate.protocol import EvalConfig, evaluate
+from drojax.evaluate.share import Share
 
 __all__ = [
     "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "EvalConfig", "eval_key", "predict",
     "clean_accuracy", "corruption_accuracy", "published_corruption_accuracy",
     "summarize_corruptions", "eps_key", "adversarial_accuracy", "ATTACKS", "ATTACK_LABELS",
-    "auto_attack_accuracy", "group_accuracy", "evaluate",
+    "auto_attack_accuracy", "group_accuracy", "evaluate", "Share",
 ]

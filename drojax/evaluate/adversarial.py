@@ -19,6 +19,7 @@ import numpy as np
 from drojax import _checks, attacks
 from drojax.evaluate.batching import (Model, as_apply, batches, check_arrays, eval_key,
                                       float_batch, padded, progress_bar)
+from drojax.evaluate.share import ALONE, Share
 
 SQUARE_P_INIT = 0.8  # Square's initial square size in the suite (AutoAttack's standard version)
 
@@ -55,7 +56,8 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
                          step_size: float | Sequence[float] | None = None,
                          norm: str = "linf", random_start: bool = True, restarts: int = 1,
                          unroll: bool | None = None, key: jax.Array | None = None,
-                         batch_size: int = 256, progress: bool = True) -> dict[str, float]:
+                         batch_size: int = 256, progress: bool = True,
+                         share: Share = ALONE) -> dict[str, float]:
   """PGD robust accuracy at each budget in ``eps`` (pixel space).
 
   Args:
@@ -73,6 +75,7 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
     key: PRNG key (default :func:`eval_key`); batch ``b`` uses ``fold_in(key, b)``.
     batch_size: rows per call.
     progress: show a progress bar.
+    share: this process's batches (:mod:`drojax.evaluate.share`).
 
   Returns:
     ``{eps_key(eps): accuracy}``.
@@ -106,19 +109,20 @@ def adversarial_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
   n = images.shape[0]
   bs = min(batch_size, max(n, 1))
   spans = batches(n, bs)
-  out = {}
-  with progress_bar(len(eps) * len(spans), f"PGD-{num_steps} {norm}", progress) as bar:
-    for e, st in zip(eps, steps):
+  mine = share.mine(len(spans))
+  robust = np.zeros((len(eps),), np.int64)
+  with progress_bar(len(eps) * len(mine), f"PGD-{num_steps} {norm}", progress) as bar:
+    for i, (e, st) in enumerate(zip(eps, steps)):
       bar.set_postfix_str(f"eps={e:.4g}")
-      robust = 0
-      for b, (s, t) in enumerate(spans):
+      for b in mine:
+        s, t = spans[b]
         x = float_batch(images, s, t, bs)
         y = padded(labels[s:t].astype(np.int32), bs)
         r = fn(variables, jax.random.fold_in(key, b), x, y, np.float32(e), np.float32(st))
-        robust += int(np.sum(np.asarray(r)[: t - s]))
+        robust[i] += int(np.sum(np.asarray(r)[: t - s]))
         bar.update(1)
-      out[eps_key(e)] = robust / n if n else math.nan
-  return out
+  robust = share.total(robust)
+  return {eps_key(e): int(robust[i]) / n if n else math.nan for i, e in enumerate(eps)}
 
 
 ATTACKS = ("pgd", "apgd", "suite")
@@ -162,8 +166,8 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
                          num_targets: int | None = None, num_queries: int = 5000,
                          restarts: int = 1,
                          norm: str = "linf", key: jax.Array | None = None,
-                         batch_size: int = 256, progress: bool = True
-                         ) -> dict[str, dict[str, float]]:
+                         batch_size: int = 256, progress: bool = True,
+                         share: Share = ALONE) -> dict[str, dict[str, float]]:
   """Robust accuracy under APGD-CE alone or the worst-case suite, at each budget.
 
   Args:
@@ -185,6 +189,10 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
       ``i``-th attack (0 APGD-CE, 1 APGD-T, 2 FAB-T, 3 Square).
     batch_size: rows per call (a short last batch is padded to ``batch_size`` / 8, / 4, / 2
       or / 1, the smallest that holds it); progress: show a progress bar.
+    share: this process's batches of each attack (:mod:`drojax.evaluate.share`); the
+      survivors of an attack are gathered from every process before the next attack's batches
+      are formed, so each attack runs only on images every earlier one left robust, as on one
+      process.
 
   Returns:
     ``{attack_name: {eps_key(eps): accuracy}}`` with names ``'apgd_ce'`` (and ``'apgd_t'``,
@@ -237,7 +245,8 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
   out: dict[str, dict[str, float]] = {a: {} for a in stages}
   desc = f"APGD-CE-{num_steps}" if attack == "apgd" else (
       f"suite (APGD-CE/T-{num_steps}, FAB-T-{num_steps}, Square-{num_queries})")
-  with progress_bar(len(eps) * len(batches(n, bs)), f"{desc} {norm}", progress) as bar:
+  with progress_bar(len(eps) * len(share.mine(len(batches(n, bs)))), f"{desc} {norm}",
+                    progress) as bar:
     for e in eps:
       bar.set_postfix_str(f"eps={e:.4g}")
       rows = np.arange(n)
@@ -246,20 +255,22 @@ def auto_attack_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *
         # batches (AutoAttack's order); masking them inside one batch would cost as much as
         # attacking all of them.
         chunks = survivor_batches(rows, bs)
+        mine = share.mine(len(chunks))
         if i:
-          bar.total += len(chunks)
+          bar.total += len(mine)
           bar.refresh()
-        kept = []
-        for j, (chunk, size) in enumerate(chunks):
+        kept = np.zeros((n,), np.int64)
+        for j in mine:
+          chunk, size = chunks[j]
           x = padded(_checks.to_unit_float("images", np.asarray(images[chunk])), size)
           y = padded(labels[chunk].astype(np.int32), size)
           kb = jax.random.fold_in(key, j)
           if attack == "suite":
             kb = jax.random.fold_in(kb, i)
           r = np.asarray(fns[a](variables, kb, x, y, np.float32(e), np.int32(len(chunk))))
-          kept.append(chunk[r[:len(chunk)]])
+          kept[chunk[r[:len(chunk)]]] = 1
           bar.update(1)
-        rows = np.concatenate(kept) if kept else rows[:0]
+        rows = rows[share.total(kept)[rows] > 0]  # in order: the next batches are the same
         out[a][eps_key(e)] = len(rows) / n if n else math.nan
   return out
 

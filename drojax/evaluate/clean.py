@@ -13,10 +13,11 @@ import numpy as np
 from drojax import _checks
 from drojax.evaluate.batching import (Model, batches, check_arrays, float_batch, predictor,
                                       progress_bar)
+from drojax.evaluate.share import ALONE, Share
 
 
 def predict(model: Model, images: np.ndarray, *, batch_size: int = 256, progress: bool = True,
-            desc: str = "predict") -> np.ndarray:
+            desc: str = "predict", share: Share = ALONE) -> np.ndarray:
   """Predicted labels ``[N]`` (argmax of the logits), batch by batch.
 
   Args:
@@ -25,6 +26,8 @@ def predict(model: Model, images: np.ndarray, *, batch_size: int = 256, progress
     batch_size: rows per call (the last batch is padded).
     progress: show a progress bar.
     desc: the progress bar's label.
+    share: this process's batches (:mod:`drojax.evaluate.share`); every process gets all
+      ``N`` predictions.
 
   Returns:
     ``[N]`` int labels.
@@ -39,18 +42,21 @@ def predict(model: Model, images: np.ndarray, *, batch_size: int = 256, progress
   batch_size = _checks.check_static_int("batch_size", batch_size, minimum=1)
   pred = predictor(model)
   n = images.shape[0]
-  out = np.empty((n,), np.int64)
+  out = np.zeros((n,), np.int64)  # rows of other processes' batches stay 0 here
   bs = min(batch_size, max(n, 1))
   spans = batches(n, bs)
-  with progress_bar(len(spans), desc, progress) as bar:
-    for s, e in spans:
+  mine = share.mine(len(spans))
+  with progress_bar(len(mine), desc, progress) as bar:
+    for b in mine:
+      s, e = spans[b]
       out[s:e] = pred(float_batch(images, s, e, bs))[: e - s]
       bar.update(1)
-  return out
+  return share.total(out)  # each row is filled by one process
 
 
 def clean_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
-                   batch_size: int = 256, progress: bool = True) -> float:
+                   batch_size: int = 256, progress: bool = True,
+                   share: Share = ALONE) -> float:
   """Top-1 accuracy on unmodified images.
 
   .. math:: \\mathrm{acc} = \\frac{1}{N} \\sum_i [\\arg\\max_k f(x_i)_k = y_i]
@@ -61,6 +67,7 @@ def clean_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
     labels: ``[N]`` integer labels.
     batch_size: rows per call.
     progress: show a progress bar.
+    share: this process's batches (:mod:`drojax.evaluate.share`).
 
   Returns:
     Accuracy in [0, 1].
@@ -73,7 +80,8 @@ def clean_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
     0.6666666666666666
   """
   images, labels = check_arrays(images, labels, "clean_accuracy", model)
-  pred = predict(model, images, batch_size=batch_size, progress=progress, desc="clean")
+  pred = predict(model, images, batch_size=batch_size, progress=progress, desc="clean",
+                 share=share)
   return float(np.mean(pred == labels)) if len(labels) else math.nan
 
 

@@ -24,6 +24,7 @@ from drojax import _checks
 from drojax.evaluate.batching import (Model, batches, check_arrays, eval_key, float_batch,
                                       predictor, progress_bar)
 from drojax.evaluate.clean import clean_accuracy
+from drojax.evaluate.share import ALONE, Share
 
 # Corruption families for reports and plots (Hendrycks & Dietterich's grouping; the extras go
 # to the family they belong to).
@@ -84,7 +85,8 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
                         severities: Sequence[int] = SEVERITIES, table: str = "standard",
                         key: jax.Array | None = None, batch_size: int = 256,
                         progress: bool = True, compile_once: bool = False,
-                        frost_textures: Any = None) -> dict[str, dict[str, float]]:
+                        frost_textures: Any = None,
+                        share: Share = ALONE) -> dict[str, dict[str, float]]:
   """Accuracy on generated corruptions, per corruption and severity.
 
   Each batch ``b`` of corruption ``c`` (its index in ``NAMES``) at severity ``s`` is corrupted
@@ -106,6 +108,7 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
       corruptions ``drojax.corruptions`` tests so; the default (static) is the exact protocol.
     frost_textures: textures for ``frost`` (e.g.
       :func:`drojax.corruptions.textures.load_frost_textures`); None: the procedural texture.
+    share: this process's batches (:mod:`drojax.evaluate.share`).
 
   Returns:
     ``{name: {"1": acc, ..., "5": acc}}`` (severity keys are strings, as in JSON).
@@ -133,12 +136,12 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
   n = images.shape[0]
   bs = min(batch_size, max(n, 1))
   spans = batches(n, bs)
-  out: dict[str, dict[str, float]] = {}
-  with progress_bar(len(names) * len(severities) * len(spans), "corruptions", progress) as bar:
-    for name in names:
+  mine = share.mine(len(spans))
+  correct = np.zeros((len(names), len(severities)), np.int64)
+  with progress_bar(len(names) * len(severities) * len(mine), "corruptions", progress) as bar:
+    for c, name in enumerate(names):
       k_name = jax.random.fold_in(key, all_names.index(name))
-      out[name] = {}
-      for sev in severities:
+      for v, sev in enumerate(severities):
         bar.set_postfix_str(f"{name} {sev}")
         if compile_once:
           fn = functools.partial(jit_corrupt_traced(name, table), s=jnp.float32(sev))
@@ -146,22 +149,23 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
           fn = _jit_corrupt(name, sev, table)
         k_sev = jax.random.fold_in(k_name, sev)
         tex = frost_textures if name == "frost" else None
-        correct = 0
-        for b, (s, e) in enumerate(spans):
+        for b in mine:
+          s, e = spans[b]
           x = float_batch(images, s, e, bs)
           xc = fn(jax.random.fold_in(k_sev, b), x, frost_textures=tex)
-          correct += int(np.sum(pred(xc)[: e - s] == labels[s:e]))
+          correct[c, v] += int(np.sum(pred(xc)[: e - s] == labels[s:e]))
           bar.update(1)
-        out[name][str(sev)] = correct / n if n else math.nan
-  return out
+  correct = share.total(correct)
+  return {name: {str(sev): int(correct[c, v]) / n if n else math.nan
+                 for v, sev in enumerate(severities)} for c, name in enumerate(names)}
 
 
 def published_corruption_accuracy(model: Model,
                                   loader: Callable[[str, int], tuple[np.ndarray, np.ndarray]],
                                   *, names: Sequence[str] | None = None,
                                   severities: Sequence[int] = SEVERITIES,
-                                  batch_size: int = 256,
-                                  progress: bool = True) -> dict[str, dict[str, float]]:
+                                  batch_size: int = 256, progress: bool = True,
+                                  share: Share = ALONE) -> dict[str, dict[str, float]]:
   """Accuracy on pre-made corrupted arrays (e.g. the published CIFAR-10-C).
 
   Args:
@@ -172,6 +176,8 @@ def published_corruption_accuracy(model: Model,
     severities: severities 1..5.
     batch_size: rows per call.
     progress: show a progress bar per corruption x severity.
+    share: this process's batches of each array (:mod:`drojax.evaluate.share`); every process
+      calls ``loader`` for every array.
 
   Returns:
     ``{name: {"1": acc, ..., "5": acc}}``.
@@ -195,7 +201,7 @@ def published_corruption_accuracy(model: Model,
       images, labels = loader(name, sev)
       images, labels = check_arrays(images, labels, f"published {name} severity {sev}", model)
       out.setdefault(name, {})[str(sev)] = clean_accuracy(
-          model, images, labels, batch_size=batch_size, progress=False)
+          model, images, labels, batch_size=batch_size, progress=False, share=share)
       bar.update(1)
   return out
 

@@ -18,9 +18,10 @@ import jax
 import numpy as np
 
 from drojax.evaluate import adversarial, corruption
-from drojax.evaluate.batching import EVAL_SEED, Model, check_arrays, eval_key
+from drojax.evaluate.batching import EVAL_SEED, Model, batches, check_arrays, eval_key
 from drojax.evaluate.clean import predict
 from drojax.evaluate.groups import group_accuracy
+from drojax.evaluate.share import ALONE, Share
 
 CORRUPTION_SOURCES = ("generated", "published", None)
 
@@ -125,23 +126,23 @@ def _load_frost(frost_dir: str, images: np.ndarray):
 
 
 def _corruption_results(model, images, labels, config, key, published_loader, progress,
-                        frost):
+                        frost, share):
   if config.corruptions == "generated":
     textures, record = frost
     acc = corruption.corruption_accuracy(
         model, images, labels, names=config.corruption_names, severities=config.severities,
         table=config.table, key=key, batch_size=config.batch_size, progress=progress,
-        compile_once=config.compile_once, frost_textures=textures)
+        compile_once=config.compile_once, frost_textures=textures, share=share)
     return acc, {"corruption_source": f"generated:{config.table}", "frost_textures": record}
   if config.corruptions == "published":
     acc = corruption.published_corruption_accuracy(
         model, published_loader, names=config.corruption_names, severities=config.severities,
-        batch_size=config.batch_size, progress=progress)
+        batch_size=config.batch_size, progress=progress, share=share)
     return acc, {"corruption_source": "published"}
   return {}, {"corruption_source": None}
 
 
-def _adversarial_results(model, images, labels, config, key, progress):
+def _adversarial_results(model, images, labels, config, key, progress, share):
   m = images.shape[0] if config.attack_images is None else min(int(config.attack_images),
                                                                images.shape[0])
   num_steps = config.resolved_num_steps
@@ -149,7 +150,8 @@ def _adversarial_results(model, images, labels, config, key, progress):
     acc = adversarial.adversarial_accuracy(
         model, images[:m], labels[:m], eps=config.eps, num_steps=num_steps,
         step_size=config.step_size, norm=config.norm, restarts=config.restarts,
-        key=jax.random.fold_in(key, 2), batch_size=config.batch_size, progress=progress)
+        key=jax.random.fold_in(key, 2), batch_size=config.batch_size, progress=progress,
+        share=share)
     settings = {"attack": "pgd", "norm": config.norm, "num_steps": num_steps,
                 "restarts": config.restarts, "random_start": True, "num_images": m,
                 "step_size": ("eps/8" if config.step_size is None else config.step_size)}
@@ -158,7 +160,7 @@ def _adversarial_results(model, images, labels, config, key, progress):
       model, images[:m], labels[:m], eps=config.eps, attack=config.attack,
       num_steps=num_steps, num_queries=config.num_queries, restarts=config.restarts,
       norm=config.norm, key=jax.random.fold_in(key, 3), batch_size=config.batch_size,
-      progress=progress)
+      progress=progress, share=share)
   settings = {"attack": config.attack, "norm": config.norm, "num_steps": num_steps,
               "num_images": m}
   if config.attack == "suite":
@@ -174,7 +176,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
              config: EvalConfig | None = None, groups: np.ndarray | None = None,
              train_groups: np.ndarray | None = None,
              published_loader: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
-             progress: bool = True, **moved: Any) -> dict[str, Any]:
+             progress: bool = True, share: Share = ALONE, **moved: Any) -> dict[str, Any]:
   """Runs the whole protocol and returns a dict in the ``results.json`` schema.
 
   Args:
@@ -187,6 +189,9 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     published_loader: ``(name, severity) -> (images, labels)`` for
       ``config.corruptions='published'``.
     progress: progress bars.
+    share: this process's share of every pass (:mod:`drojax.evaluate.share`): in a
+      multi-process run every process calls ``evaluate`` with
+      :func:`~drojax.evaluate.share.this_process` and gets the whole test set's numbers.
     **moved: refused; the options evaluate() took before :class:`EvalConfig` (the error names
       the field that holds each now).
 
@@ -197,7 +202,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
     ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'fab_t' | 'square': {eps:
     acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy`` (when groups),
-    ``eval_seed``, ``num_eval``.
+    ``eval_seed``, ``num_eval``, ``eval_images_per_process`` (the test images each process
+    classified, clean).
 
   Example:
     >>> import numpy as np, jax.numpy as jnp
@@ -225,10 +231,15 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     frost = _load_frost(config.frost_dir, images)
   key = eval_key(config.seed)
   results: dict[str, Any] = {"num_eval": int(images.shape[0]), "eval_seed": config.seed}
-  pred = predict(model, images, batch_size=config.batch_size, progress=progress, desc="clean")
+  pred = predict(model, images, batch_size=config.batch_size, progress=progress, desc="clean",
+                 share=share)
+  spans = batches(images.shape[0], min(config.batch_size, max(images.shape[0], 1)))
+  mine = np.zeros((share.count,), np.int64)
+  mine[share.index] = sum(spans[b][1] - spans[b][0] for b in share.mine(len(spans)))
+  results["eval_images_per_process"] = share.total(mine).tolist()
   results["clean_accuracy"] = float(np.mean(pred == labels)) if len(labels) else math.nan
   acc, source = _corruption_results(model, images, labels, config, jax.random.fold_in(key, 1),
-                                    published_loader, progress, frost)
+                                    published_loader, progress, frost, share)
   results.update(source)
   summary = corruption.summarize_corruptions(acc)
   results["corruption_accuracy"] = acc
@@ -237,7 +248,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   results["corruption_summary"] = summary
   if config.eps:
     acc, by_attack, settings = _adversarial_results(model, images, labels, config, key,
-                                                    progress)
+                                                    progress, share)
     results["adversarial_accuracy"] = acc
     results["adversarial_by_attack"] = by_attack
     results["adversarial"] = settings

@@ -43,15 +43,15 @@ from drojax.objectives.base import Objective, ObjectiveAux, stateless_init
 
 __all__ = ["linf_pgd_ascent", "mart", "pgd_at", "trades", "START_MODES"]
 
-START_MODES = ("uniform", "normal", "none")
-_NORMAL_START_SCALE = 0.001  # TRADES' and MART's x + 0.001 * randn start
+START_MODES = _attacks.START_MODES
 
 
 def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Array],
                     x: jax.Array, *, eps: float | jax.Array, step_size: float | jax.Array,
                     num_steps: int, start: str = "uniform", unroll: bool | None = None
                     ) -> jax.Array:
-  r"""Projected sign-gradient ascent of :math:`\sum_i \ell_i(x')` over the L-inf ball.
+  r"""Projected sign-gradient ascent of :math:`\sum_i \ell_i(x')` over the L-inf ball: the
+  checked, gradient-stopped form of :func:`drojax.attacks.projected_ascent` for training.
 
   .. math:: x^{t+1} = \mathrm{clip}_{[0,1]}\big(\Pi_{\|x' - x\|_\infty \le \epsilon}
             (x^t + \alpha\,\mathrm{sign}\,\nabla_{x^t} \textstyle\sum_i \ell_i(x^t))\big)
@@ -92,28 +92,12 @@ def linf_pgd_ascent(key: jax.Array | None, loss_fn: Callable[[jax.Array], jax.Ar
   check_hyper("step_size", step_size, low=0.0, expected=">= 0 and finite")
   x = check_float("x", x, min_rank=1)
   check_unit_range("x", x)
-  x = jax.lax.stop_gradient(x)
-  eps = jnp.asarray(eps, x.dtype)
-  step_size = jnp.asarray(step_size, x.dtype)
-  if start == "uniform":
-    x_adv = jnp.clip(x + jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0) * eps, 0.0, 1.0)
-  elif start == "normal":
-    x_adv = x + _NORMAL_START_SCALE * jax.random.normal(key, x.shape, x.dtype)
-  else:
-    x_adv = x
-
-  def step(_, z):
-    g = jax.grad(lambda z_: jnp.sum(loss_fn(z_)))(z)
-    z = z + step_size * jnp.sign(g)
-    return jnp.clip(jnp.clip(z, x - eps, x + eps), 0.0, 1.0)
-
-  if _attacks.default_unroll() if unroll is None else unroll:
-    for i in range(num_steps):
-      x_adv = step(i, x_adv)
-  else:
-    x_adv = jax.lax.fori_loop(0, num_steps, step, x_adv)
+  x_adv = _attacks.projected_ascent(key, loss_fn, jax.lax.stop_gradient(x), eps=eps,
+                                    step_size=step_size, num_steps=num_steps, norm="linf",
+                                    start=start, unroll=unroll)
   # A traced negative or NaN radius cannot be refused: NaN, never a point outside the ball.
-  x_adv = jnp.where((eps >= 0) & (step_size >= 0), x_adv, jnp.nan)
+  ok = (jnp.asarray(eps, x.dtype) >= 0) & (jnp.asarray(step_size, x.dtype) >= 0)
+  x_adv = jnp.where(ok, x_adv, jnp.nan)
   return jax.lax.stop_gradient(x_adv)
 
 

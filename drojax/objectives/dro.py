@@ -124,8 +124,11 @@ def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: float = 2.0,
   return Objective(stateless_init, apply)
 
 
+VAR_DRO_SCHEDULES = ("ramp", "loss")
+
+
 def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0,
-            ramp_steps: int = 0, ema: float = 0.1) -> Objective:
+            ramp_steps: int = 0, ema: float = 0.1, schedule: str = "ramp") -> Objective:
   r"""Var-DRO (arXiv 2511.05568): :math:`\sum_i q_i \ell_i` with water-filling weights.
 
   State: the variance tracker (``init(num_examples)``, one slot per training example id).
@@ -134,7 +137,17 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   radii follow ``eps_max_schedule(ctx.step)``. Weights are constants for differentiation. The
   value is the same on every device. ``apply`` then updates the tracker with the global batch's
   ids and (constant) losses, EMA rate ``ema``.
+
+  ``schedule="loss"`` (data-driven, beside the paper's ramp): the cap is also scaled by
+  :math:`\mathrm{clip}(1 - \bar m / \log K, 0, 1)`, with :math:`\bar m` the batch's mean tracked
+  loss (the EMA mean; the current loss for an example not yet seen) and :math:`\log K` the loss
+  of a uniform prediction: no radius while the model predicts nothing, and a cap that stays
+  small where the loss cannot fall (label noise), so noisy examples' variance is not amplified.
   """
+  if schedule not in VAR_DRO_SCHEDULES:
+    raise ValueError(f"schedule must be one of {VAR_DRO_SCHEDULES}, got {schedule!r}")
+  if schedule == "loss" and not math.isfinite(eps_max):
+    raise ValueError(f"schedule='loss' scales eps_max: it must be finite, got {eps_max}")
   check_hyper("eps_min", eps_min, low=0.0, expected=">= 0 and finite")
   check_hyper("eps_max", eps_max, low=0.0, expected="a number >= 0 (inf allowed)",
               allow_inf=True)
@@ -159,8 +172,13 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
     all_losses = jax.lax.stop_gradient(all_gather(losses, ctx.axis_name))
     all_ids = all_gather(ctx.ids, ctx.axis_name)
     all_var = all_gather(state.var[ctx.ids], ctx.axis_name)
+    cap = eps_max
+    if schedule == "loss":
+      tracked = jnp.where(state.count[ctx.ids] > 0, state.mean[ctx.ids], losses)
+      level = jnp.mean(jax.lax.stop_gradient(all_gather(tracked, ctx.axis_name)))
+      cap = eps_max * jnp.clip(1.0 - level / math.log(targets.shape[-1]), 0.0, 1.0)
     weights = _weighting.var_dro_weights(
-        all_losses, all_var, ctx.step, eps_min=eps_min, eps_max=eps_max,
+        all_losses, all_var, ctx.step, eps_min=eps_min, eps_max=cap,
         warmup_steps=warmup_steps, ramp_steps=ramp_steps)
     weights = jax.lax.stop_gradient(weights)
     value = jnp.sum(weights * all_gather(losses, ctx.axis_name))
@@ -168,6 +186,8 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
     metrics = {"weights_max_ratio": jnp.max(weights) * n,
                "weights_entropy": weight_entropy(weights),
                "weights_sum": jnp.sum(weights)}
+    if schedule == "loss":
+      metrics["eps_max"] = cap
     new_state = _weighting.update_tracker(state, all_ids, all_losses, alpha=ema)
     return value, ObjectiveAux(losses, model_aux, metrics), new_state
 

@@ -87,8 +87,9 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   c.eval.adv_eps = (2 / 255, 8 / 255)
   c.eval.pgd_steps = 10
   c.eval.pgd_restarts = 1
-  c.eval.attack = "pgd"  # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, Square; L-inf)
-  c.eval.apgd_steps = 100  # APGD iterations (attack=apgd|suite)
+  c.eval.attack = "pgd"  # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, FAB-T, Square)
+  c.eval.norm = "linf"  # linf | l2: the norm of eval.adv_eps, for every attack
+  c.eval.apgd_steps = 100  # APGD and FAB-T iterations (attack=apgd|suite)
   c.eval.square_queries = 5000  # Square's queries per image (attack=suite)
   c.eval.groups = False
   # Bookkeeping
@@ -163,6 +164,12 @@ def _corruption_names() -> list[str]:
   return list(corruptions.NAMES) + ["none"]
 
 
+def _norms() -> list[str]:
+  from drojax import attacks
+
+  return list(attacks.NORMS)
+
+
 def _attacks() -> list[str]:
   from drojax import evaluate
 
@@ -215,7 +222,9 @@ EVAL_FIELDS: dict[str, Spec] = {
     "eval.frost_dir": Str(),
     "eval.corruption_names": Tuple(Choice(_corruption_names), unique=True),
     "eval.severities": Tuple(Int(lo=1, hi=5), unique=True),
-    "eval.adv_eps": Tuple(Real(lo=0.0, hi=1.0, hint=_PIXELS), unique=True),
+    # <= 1 for eval.norm=linf (a cross-field rule); an L2 budget may exceed 1.
+    "eval.adv_eps": Tuple(Real(lo=0.0, hint=_PIXELS), unique=True),
+    "eval.norm": Choice(_norms),
     "eval.pgd_steps": Int(lo=1),
     "eval.pgd_restarts": Int(lo=1),
     "eval.attack": Choice(_attacks),
@@ -239,8 +248,8 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "eval.published_dir": (lambda c: c.eval.corruptions == "published",
                            "only eval.corruptions=published reads it"),
     "eval.attack": (lambda c: _attack(c) is not None,
-                    "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
-                    "8/255)"),
+                    "no attack runs while eval.adv_eps is empty (to run one, set "
+                    "--config.eval.adv_eps=8/255)"),
     "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
                        "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
     "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
@@ -249,6 +258,9 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
                         "only eval.attack=apgd or suite with a non-empty eval.adv_eps reads it"),
     "eval.square_queries": (lambda c: _attack(c) == "suite",
                             "only eval.attack=suite with a non-empty eval.adv_eps reads it"),
+    "eval.norm": (lambda c: _attack(c) is not None,
+                  "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
+                  "0.5 with eval.norm=l2)"),
 }
 
 
@@ -309,6 +321,10 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
   if c.lr_schedule == "cosine" and c.lr_min > c.learning_rate:
     raise ConfigError("lr_min", f"must be <= learning_rate ({c.learning_rate:g}) for the cosine "
                       f"schedule, got {c.lr_min:g}")
+  big = [e for e in c.eval.adv_eps if e > 1]
+  if big and c.eval.get("norm", "linf") == "linf":
+    raise ConfigError("eval.adv_eps", f"must be <= 1 with eval.norm=linf{_PIXELS}, got "
+                      f"{big[0]:g}")
   names = tuple(c.eval.corruption_names)
   if "none" in names and len(names) > 1:
     raise ConfigError("eval.corruption_names", f"'none' (no corruption evaluation) cannot be "
