@@ -15,6 +15,7 @@
   coordinator unreachable (``maybe_initialize_distributed``)
   training diverged (``FloatingPointError`` from the NaN guard)             3
   Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
+  SIGTERM (``shutdown.Terminated``): likewise                             143
   =====================================================================  ======
 
   ``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
@@ -382,6 +383,33 @@ def maybe_initialize_distributed(environ: Any = None, *,
   return True
 
 
+def help_request(argv: Sequence[str]) -> str | None:
+  from experiments import help as help_text
+
+  return help_text.requested(argv)
+
+
+def print_help(module_name: str, argv: Sequence[str], *, full: bool,
+               config_fn: Callable[[], Any] | None) -> None:
+  """Parses the other flags (they select the config whose defaults are shown) and prints."""
+  from absl import flags
+
+  from experiments import help as help_text
+
+  rest, _ = split_config_overrides(help_text.without_help(argv))
+  flags.FLAGS.unparse_flags()
+  try:
+    import_modules(rest)  # the users' methods are listed too
+    flags.FLAGS(rest)
+    out = help_text.text(module_name, full=full, config_fn=config_fn)
+  except (flags.Error, UsageError, ConfigError) as e:  # help for the defaults instead
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS.mark_as_parsed()
+    out = help_text.text(module_name, full=full, config_fn=config_fn) + (
+        f"\n(the other flags were not usable, so the defaults are shown: {e})\n")
+  print(out, end="", flush=True)
+
+
 class _QuietOrbaxThreads(logging.Filter):
   """Drops orbax's worker-thread tracebacks of a failed save: the same error reaches
   ``run_main`` as an exception and is reported there in one line (``--verbose`` keeps them)."""
@@ -409,11 +437,14 @@ def help_text(prog: str) -> str:
 
 
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
-             argv: Sequence[str] | None = None) -> None:
+             argv: Sequence[str] | None = None, *,
+             help_config: Callable[[], Any] | None = None) -> None:
   """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
 
   ``main(argv, overrides)`` receives the positional leftovers and the config overrides. Exit
   statuses and messages: see the module docstring. Ends with ``SystemExit`` on an error.
+  ``-h``/``--help``/``--helpfull`` print ``experiments.help.text`` and exit 0; ``help_config``
+  (a CLI that takes ``--config.*``) builds the config its parsed flags select, for that text.
   """
   from absl import flags
 
@@ -421,6 +452,12 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   from drojax.data import DataError, DataNotFoundError
 
   argv = list(sys.argv if argv is None else argv)
+  if (wanted := help_request(argv)) is not None:
+    # The module run with ``python -m`` (its docstring and flags), else the one defining main.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    print_help(spec.name if spec is not None else main.__module__, argv,
+               full=wanted == "full", config_fn=help_config)
+    sys.exit(0)
   prog = os.path.basename(argv[0]) if argv else "drojax"
   verbose = VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
   argv = [a for a in argv if a != VERBOSE_FLAG]
@@ -435,6 +472,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
+  from experiments import shutdown
+
+  shutdown.install()  # no thread tracebacks after an interrupt or a failed write; SIGTERM
   try:
     rest, overrides = split_config_overrides(argv)
     import_modules(rest)  # before the flags: --help and --method see the users' methods
@@ -450,6 +490,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
       raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
     maybe_initialize_distributed(prog=prog)
     main(leftovers, overrides)
+  except shutdown.Terminated:
+    fail("terminated (SIGTERM); the workdir keeps its last checkpoint: rerun the same command to "
+         "resume", 143)
   except KeyboardInterrupt:
     fail("interrupted; the workdir keeps its last checkpoint: rerun the same command to resume",
          130)
