@@ -42,8 +42,7 @@ def test_every_cli_is_listed():
   assert mains == sorted(CLIS)
 
 
-@pytest.fixture(scope="module")
-def outputs():
+def _help_outputs():
   """``{(cli, flag): CompletedProcess}``, the processes started together."""
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   runs = [(name, "--help") for name in CLIS] + [("cifar_c", "-h"), ("cifar_c", "--helpfull")]
@@ -57,9 +56,7 @@ def outputs():
   return out
 
 
-@pytest.mark.parametrize("name", sorted(CLIS))
-def test_help_lists_the_flags_and_every_method_and_field(outputs, name):
-  proc = outputs[(name, "--help")]
+def _check_help(proc, name):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   text = proc.stdout
@@ -85,10 +82,15 @@ def test_help_lists_the_flags_and_every_method_and_field(outputs, name):
   joined = " ".join(text.split())
   for path in common.flatten(config):
     line = f"--config.{path}: {specs[path].describe()}; default: "
-    assert " ".join(line.split()) in joined, path
+    assert " ".join(line.split()) in joined, (name, path)
 
 
-def test_short_and_full_help(outputs):
+@pytest.mark.slow
+def test_every_cli_answers_help_h_and_helpfull():
+  """One test, so that the 11 processes run once (not once per xdist worker)."""
+  outputs = _help_outputs()
+  for name in sorted(CLIS):
+    _check_help(outputs[(name, "--help")], name)
   short, full = outputs[("cifar_c", "-h")], outputs[("cifar_c", "--helpfull")]
   assert short.returncode == 0 and full.returncode == 0, short.stderr + full.stderr
   assert short.stdout == outputs[("cifar_c", "--help")].stdout
