@@ -136,7 +136,9 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     eval_fn: ``fn(state, epoch) -> metrics`` run after each epoch (logged with ``eval_``).
     on_step: ``fn(step, metrics)`` after each step (host floats).
     log_every_steps: write a ``metrics.jsonl`` record every this many steps.
-    progress: show a tqdm bar on stderr (rate, ETA, loss, accuracy).
+    progress: show a tqdm bar on stderr (rate, ETA, loss, accuracy). While the first step of
+      the call runs (it compiles, or loads from the compilation cache) the bar says so, and
+      its clock starts after it, so the rate and ETA are those of the compiled step.
     images_per_batch: to show images/s in the bar.
 
   Returns:
@@ -187,6 +189,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
                              "seconds": seconds + _clock() - t0})
 
   bar = None
+  compiling = True  # the first step of this call compiles the train step (or loads it)
   try:
     from tqdm.auto import tqdm
     while epoch < num_epochs:
@@ -198,6 +201,9 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
       for batch in batches_for_epoch(epoch, start_batch):
         if place_batch is not None:
           batch = place_batch(batch)
+        if compiling:
+          bar.bar_format = "{desc}: {n_fmt}/{total_fmt} compiling the train step..."
+          bar.refresh()
         state, metrics = train_step(state, batch)
         metrics = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
         step += 1
@@ -213,7 +219,14 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
         if images_per_batch and bar.format_dict.get("rate"):
           postfix["img/s"] = f"{bar.format_dict['rate'] * images_per_batch:.0f}"
         bar.set_postfix(postfix, refresh=False)
-        bar.update(1)
+        if compiling:  # restart the clock: the ETA is not the compilation's
+          compiling = False
+          bar.bar_format = None
+          bar.reset(total=steps_per_epoch)
+          bar.initial = bar.n = batch_index
+          bar.refresh()
+        else:
+          bar.update(1)
         if (checkpoint_every_steps and step % checkpoint_every_steps == 0
             and batch_index < steps_per_epoch):
           save(epoch, batch_index)

@@ -46,4 +46,4 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
-  cli.run_main(main)
+  cli.run_main(main, help_config=lambda: build_config([]))

@@ -15,6 +15,7 @@
   coordinator unreachable (``maybe_initialize_distributed``)
   training diverged (``FloatingPointError`` from the NaN guard)             3
   Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
+  SIGTERM (``shutdown.Terminated``): likewise                             143
   =====================================================================  ======
 
   ``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
@@ -24,7 +25,6 @@
   valid ``--method`` values, checked, recorded and listed in ``--help`` like built-in ones.
 * ``enable_compilation_cache``: JAX's persistent compilation cache (CLIs may change
   ``jax.config``; the library never does).
-* ``prepare_workdir``: writes ``config.json``, or checks that a re-run uses the same config.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import errno
 import importlib
-import json
 import logging
 import os
 import sys
@@ -54,9 +53,6 @@ FLAG_OF_FIELD = {"method": "--method", "dataset": "--dataset", "preset": "--pres
                  "data_dir": "--data_dir", "download": "--download",
                  "compilation_cache_dir": "--compilation_cache_dir"}
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
-# Fields that may differ between runs in the same workdir (where data comes from, caches, and
-# evaluation-only settings do not change what is trained).
-RUN_ONLY_FIELDS = ("data_dir", "download", "compilation_cache_dir", "progress")
 
 
 _flags.DEFINE_list("import", [], "Modules to import first (comma-separated), e.g. a user's "
@@ -263,88 +259,6 @@ def enable_compilation_cache(cache_dir: str | None) -> str | None:
   return path
 
 
-def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """A JSON-able dict of the config (tuples become lists)."""
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-  out = []
-  for key in sorted(set(old) | set(new)):
-    if not prefix and key in RUN_ONLY_FIELDS:
-      continue
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _diff(a, b, f"{prefix}{key}.")
-    elif a != b:
-      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-  return out
-
-
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
-  """Read-only: whether ``workdir`` holds this config already (a resume); writes nothing.
-
-  Raises:
-    UsageError naming the differing fields when the workdir holds another config;
-    EnvironmentFault when ``workdir`` exists and is not a directory.
-  """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise EnvironmentFault(f"--workdir {workdir}: exists and is not a directory")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return False
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except json.JSONDecodeError:
-    raise UsageError(f"{path} is not valid JSON; use a fresh --workdir") from None
-  except OSError as e:
-    raise EnvironmentFault(f"cannot read {path}: {describe_os_error(e)}") from None
-  diff = _diff(old, config_to_dict(config))
-  if diff:
-    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-    raise UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
-                     "use another --workdir or the same flags")
-  return True
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
-                    write: bool = True) -> bool:
-  """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
-
-  Call it only once everything that can be checked has been (config, data): a failed start
-  must not leave a ``config.json`` that refuses the corrected command. ``write=False``
-  (processes other than 0 of a multi-process run) only checks an existing ``config.json``: one
-  process writes the shared work directory.
-
-  Returns:
-    True when the workdir already held this config (the run resumes).
-
-  Raises:
-    UsageError naming the differing fields when the workdir holds another config.
-    EnvironmentFault when the workdir cannot be created or written (one line, the path named).
-  """
-  if check_workdir(workdir, config):
-    return True
-  if not write:
-    return False
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(tmp, "w") as f:
-      json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-  except OSError as e:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    raise EnvironmentFault(f"--workdir {workdir}: cannot write {e.filename or path}: "
-                           f"{describe_os_error(e)}") from None
-  return False
-
-
 # errno -> what to tell the user
 _OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)",
               errno.EDQUOT: "disk quota exceeded",
@@ -454,6 +368,9 @@ def maybe_initialize_distributed(environ: Any = None, *,
   timer.daemon = True
   timer.start()
   try:
+    # JAX's preemption service would take SIGTERM (a preemption notice for sync points drojax
+    # does not use) from the handler experiments.shutdown installs: SIGTERM would do nothing.
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(initialization_timeout=timeout + 60,
                                heartbeat_timeout_seconds=distributed.HEARTBEAT_TIMEOUT_S,
                                **kwargs)
@@ -467,6 +384,33 @@ def maybe_initialize_distributed(environ: Any = None, *,
     sys.exit(1)
   timer.cancel()
   return True
+
+
+def help_request(argv: Sequence[str]) -> str | None:
+  from experiments import help as help_text
+
+  return help_text.requested(argv)
+
+
+def print_help(module_name: str, argv: Sequence[str], *, full: bool,
+               config_fn: Callable[[], Any] | None) -> None:
+  """Parses the other flags (they select the config whose defaults are shown) and prints."""
+  from absl import flags
+
+  from experiments import help as help_text
+
+  rest, _ = split_config_overrides(help_text.without_help(argv))
+  flags.FLAGS.unparse_flags()
+  try:
+    import_modules(rest)  # the users' methods are listed too
+    flags.FLAGS(rest)
+    out = help_text.text(module_name, full=full, config_fn=config_fn)
+  except (flags.Error, UsageError, ConfigError) as e:  # help for the defaults instead
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS.mark_as_parsed()
+    out = help_text.text(module_name, full=full, config_fn=config_fn) + (
+        f"\n(the other flags were not usable, so the defaults are shown: {e})\n")
+  print(out, end="", flush=True)
 
 
 class _QuietOrbaxThreads(logging.Filter):
@@ -496,11 +440,14 @@ def help_text(prog: str) -> str:
 
 
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
-             argv: Sequence[str] | None = None) -> None:
+             argv: Sequence[str] | None = None, *,
+             help_config: Callable[[], Any] | None = None) -> None:
   """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
 
   ``main(argv, overrides)`` receives the positional leftovers and the config overrides. Exit
   statuses and messages: see the module docstring. Ends with ``SystemExit`` on an error.
+  ``-h``/``--help``/``--helpfull`` print ``experiments.help.text`` and exit 0; ``help_config``
+  (a CLI that takes ``--config.*``) builds the config its parsed flags select, for that text.
   """
   from absl import flags
 
@@ -508,6 +455,12 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   from drojax.data import DataError, DataNotFoundError
 
   argv = list(sys.argv if argv is None else argv)
+  if (wanted := help_request(argv)) is not None:
+    # The module run with ``python -m`` (its docstring and flags), else the one defining main.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    print_help(spec.name if spec is not None else main.__module__, argv,
+               full=wanted == "full", config_fn=help_config)
+    sys.exit(0)
   prog = os.path.basename(argv[0]) if argv else "drojax"
   verbose = VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
   argv = [a for a in argv if a != VERBOSE_FLAG]
@@ -522,6 +475,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
+  from experiments import shutdown
+
+  shutdown.install()  # no thread tracebacks after an interrupt or a failed write; SIGTERM
   try:
     rest, overrides = split_config_overrides(argv)
     import_modules(rest)  # before the flags: --help and --method see the users' methods
@@ -537,6 +493,9 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
       raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
     maybe_initialize_distributed(prog=prog)
     main(leftovers, overrides)
+  except shutdown.Terminated:
+    fail("terminated (SIGTERM); the workdir keeps its last checkpoint: rerun the same command to "
+         "resume", 143)
   except KeyboardInterrupt:
     fail("interrupted; the workdir keeps its last checkpoint: rerun the same command to resume",
          130)

@@ -172,4 +172,4 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
-  cli.run_main(main)
+  cli.run_main(main, help_config=lambda: plan([])[0][3])

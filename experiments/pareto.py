@@ -50,6 +50,7 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
       r = json.load(f)
     rows.append({param: v, "workdir": w, "clean_accuracy": r.get("clean_accuracy"),
                  "mean_corruption_accuracy": r.get("mean_corruption_accuracy"),
+                 "worst_group_accuracy": (r.get("group_accuracy") or {}).get("worst_group"),
                  "train_seconds": r.get("train_seconds")})
   pts = [(r["clean_accuracy"] or 0.0, r["mean_corruption_accuracy"] or 0.0) for r in rows]
   front = pareto_front(pts)
@@ -58,13 +59,15 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
   summary = {"param": param, "runs": rows}
   with open(os.path.join(root, "sweep.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  lines = [f"| {param} | clean accuracy | mean corruption accuracy | train s | Pareto |",
-           "|---|---|---|---|---|"]
+  groups = any(r["worst_group_accuracy"] is not None for r in rows)  # group-shift data
+  lines = [f"| {param} | clean accuracy | mean corruption accuracy |"
+           + (" worst-group accuracy |" if groups else "") + " train s | Pareto |",
+           "|---|---|---|" + ("---|" if groups else "") + "---|---|"]
   for r in rows:
-    clean, mca = (pct(r[k], sign="%", missing="n/a")
-                  for k in ("clean_accuracy", "mean_corruption_accuracy"))
-    lines.append(f"| {r[param]:g} | {clean} | {mca} | {r['train_seconds'] or 0:.0f} | "
-                 f"{'yes' if r['pareto_optimal'] else ''} |")
+    clean, mca, worst = (pct(r[k], sign="%", missing="n/a") for k in (
+        "clean_accuracy", "mean_corruption_accuracy", "worst_group_accuracy"))
+    lines.append(f"| {r[param]:g} | {clean} | {mca} |" + (f" {worst} |" if groups else "")
+                 + f" {r['train_seconds'] or 0:.0f} | {'yes' if r['pareto_optimal'] else ''} |")
   with open(os.path.join(root, "sweep.md"), "w") as f:
     f.write(f"# Sweep of {param}\n\n" + "\n".join(lines) + "\n")
   import matplotlib

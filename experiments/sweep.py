@@ -64,4 +64,4 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
-  cli.run_main(main)
+  cli.run_main(main, help_config=lambda: build_configs([])[1][0][1])

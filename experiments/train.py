@@ -25,6 +25,7 @@ import ml_collections
 from drojax.specs import ConfigError
 from experiments import cli
 from experiments import preflight
+from experiments import workdir as workdir_lib
 from experiments import summary
 from experiments.configs import common
 
@@ -319,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
   # leaves no config.json behind to refuse the corrected command.
-  if cli.check_workdir(workdir, config) and os.path.isfile(
+  if workdir_lib.check_workdir(workdir, config) and os.path.isfile(
       os.path.join(workdir, "results.json")):
     if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
@@ -329,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   check_data(config, train_ds, test_ds, data_dir=data_dir)
-  resumed = cli.prepare_workdir(workdir, config, write=main)
+  resumed = workdir_lib.prepare_workdir(workdir, config, write=main)
   cli.enable_compilation_cache(config.compilation_cache_dir)
   if main:
     print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
@@ -373,12 +374,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """The processes of a multi-process run agree on the config (all but ``cli.RUN_ONLY_FIELDS``,
-  which may differ per host), the workdir and their device counts (``drojax.distributed.agree``);
-  a disagreement is a ``cli.UsageError`` naming what differs, raised on every process."""
+  """The processes of a multi-process run agree on the config (all but
+  ``workdir.RUN_ONLY_FIELDS``, which may differ per host), the workdir and their device counts
+  (``drojax.distributed.agree``); a disagreement is a ``cli.UsageError`` naming what differs,
+  raised on every process."""
   from drojax import distributed
 
-  shared = {k: v for k, v in cli.config_to_dict(config).items() if k not in cli.RUN_ONLY_FIELDS}
+  shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
+            if k not in workdir_lib.RUN_ONLY_FIELDS}
   try:
     distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
   except distributed.Disagreement as e:

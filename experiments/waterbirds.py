@@ -31,4 +31,4 @@ main = multi.main_of(build_configs)
 
 
 if __name__ == "__main__":
-  cli.run_main(main)
+  cli.run_main(main, help_config=lambda: build_configs([])[0][1])

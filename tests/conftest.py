@@ -53,6 +53,8 @@ _LONGEST_FIRST = (  # seconds: the whole suite at jax 0.10.2, -n 2, load average
     "tests/test_distributed.py::test_two_processes_match_one",  # 406
     "tests/test_attacks_torch.py::test_fab_t_agrees_with_torchattacks[linf]",  # 237 (alone)
     "tests/test_loop.py::test_sigkill_mid_epoch_then_resume",  # 174
+    "tests/test_faults.py::test_ctrl_c_and_sigterm_during_saves_are_one_line",  # ~130 at load 12
+    "tests/test_help.py::test_every_cli_answers_help",  # ~60 at load 12 (11 processes)
     "tests/test_cli_multi.py::test_sweep",  # 171
     "tests/test_api.py::test_doctests[drojax.attacks.",  # 165 (then one test)
     "tests/test_bf16.py::test_bf16_loss_and_gradients_close_to_float32[preact_resnet18",  # 141

@@ -11,6 +11,7 @@ import pytest
 
 from experiments import cli, pareto
 from experiments import train as xtrain
+from experiments import workdir as workdir_lib
 from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import fashion_mnist_pgd as fm_config
@@ -202,13 +203,14 @@ def test_not_applying_fields():
 
 def test_prepare_workdir_resumes_same_config_and_refuses_another(tmp_path):
   c = _quick()
-  assert cli.prepare_workdir(str(tmp_path), c) is False
+  assert workdir_lib.prepare_workdir(str(tmp_path), c) is False
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["method"] == "erm" and saved["method_config"]["rho"] == c.method_config.rho
-  assert cli.prepare_workdir(str(tmp_path), _quick(data_dir="/elsewhere")) is True  # run-only
+  # A run-only field may differ.
+  assert workdir_lib.prepare_workdir(str(tmp_path), _quick(data_dir="/elsewhere")) is True
   rho = c.method_config.rho
   with pytest.raises(cli.UsageError, match=rf"different config \(method_config.rho: {rho} -> 2.0"):
-    cli.prepare_workdir(str(tmp_path), _quick(**{"method_config.rho": 2.0}))
+    workdir_lib.prepare_workdir(str(tmp_path), _quick(**{"method_config.rho": 2.0}))
 
 
 def test_prepare_workdir_disk_full_leaves_no_config(tmp_path, monkeypatch):
@@ -217,7 +219,7 @@ def test_prepare_workdir_disk_full_leaves_no_config(tmp_path, monkeypatch):
 
   monkeypatch.setattr(json, "dump", full)
   with pytest.raises(cli.EnvironmentFault, match=r"disk full"):
-    cli.prepare_workdir(str(tmp_path / "w"), _quick())
+    workdir_lib.prepare_workdir(str(tmp_path / "w"), _quick())
   assert os.listdir(tmp_path / "w") == []  # neither config.json nor its .tmp
 
 

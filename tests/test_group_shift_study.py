@@ -183,3 +183,21 @@ def test_help_lists_the_methods_and_datasets():
                "var_dro_vrex", "colored_digits", "colored_fashion_mnist", "dominoes"):
     assert word in out.stdout, word
   assert "--logtostderr" not in out.stdout  # absl's own flags are left out
+
+
+def test_sweep_table_shows_worst_group_accuracy(tmp_path):
+  from experiments import pareto
+
+  dirs = []
+  for i, worst in enumerate((0.25, 0.5)):
+    d = tmp_path / f"run{i}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({
+        "clean_accuracy": 0.8, "mean_corruption_accuracy": None, "train_seconds": 3.0,
+        "group_accuracy": {"worst_group": worst}}))
+    dirs.append(str(d))
+  pareto.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| worst-group accuracy |" in table
+  assert "| 0.5 | 80.00% | n/a | 25.00% | 3 |" in table
+  assert json.loads((tmp_path / "sweep.json").read_text())["runs"][1]["worst_group_accuracy"] == 0.5

@@ -160,3 +160,22 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     for k in a.files:
       assert a[k].dtype == b[k].dtype
       np.testing.assert_array_equal(a[k], b[k])  # bitwise
+
+
+def test_the_bar_says_compiling_during_the_first_step_and_times_the_rest(capsys):
+  fast = _make_step()
+  calls = []
+
+  def step(state, batch):
+    calls.append(1)
+    if len(calls) == 1:
+      time.sleep(2.5)  # as long as a compilation
+    return fast(state, batch)
+
+  loop.fit(_state(), step, _batches, num_epochs=1, steps_per_epoch=4, workdir=None,
+           progress=True)
+  err = capsys.readouterr().err
+  assert "epoch 1/1: 0/4 compiling the train step..." in err, err
+  last = err.replace("\r", "\n").strip().splitlines()[-1]
+  # The clock restarted after the first step: 2.5 s of "compiling" are not in the elapsed time.
+  assert "4/4 [00:00<00:00" in last, last

@@ -1,0 +1,124 @@
+"""``--help``, ``-h`` and ``--helpfull`` of the experiment CLIs, generated, never written by hand.
+
+absl's own help flags exit with status 1 and know nothing of ``--config.*``; ``cli.run_main``
+asks :func:`requested` first and prints :func:`text` (status 0). The text follows absl's
+convention (the CLI module's docstring as the usage, then its flags with help and defaults, from
+absl's flag registry; ``--helpfull`` adds every other module's flags) and, for a CLI that takes
+``--config.<field>=VALUE``, lists the methods with their one-line descriptions, the datasets,
+the presets and every config field with its type, allowed values and default, all read from
+what validation uses: :func:`experiments.configs.common.field_specs` with the experiment's
+``EXTRA_FIELDS`` (the ``drojax.specs.Spec`` of each field, whose ``describe()`` says the type
+and range) and the method registry (methods a ``--import``-ed module registered included).
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import Any, Callable, Sequence
+
+SHORT = ("--help", "-h", "-?", "--helpshort")
+FULL = ("--helpfull",)
+
+
+def requested(argv: Sequence[str]) -> str | None:
+  """``'short'`` or ``'full'`` when ``argv[1:]`` asks for help (before a ``--``), else None."""
+  for arg in argv[1:]:
+    if arg == "--":
+      return None
+    if arg in FULL:
+      return "full"
+    if arg in SHORT:
+      return "short"
+  return None
+
+
+def without_help(argv: Sequence[str]) -> list[str]:
+  return [a for a in argv if a not in SHORT + FULL]
+
+
+def _module_flags(module_name: str, module_file: str | None, full: bool) -> str:
+  from absl import flags
+
+  registry = flags.FLAGS
+  if full:
+    return registry.get_help()
+  by_module = registry.flags_by_module_dict()
+  # The CLI's own flags, and those it defined through cli.define_flags (registered there).
+  keys = [k for k in (module_file, sys.argv[0] if module_name == "__main__" else None,
+                      module_name, "experiments.cli") if k and k in by_module]
+  return "\n".join(registry.module_help(k) for k in dict.fromkeys(keys))
+
+
+def _wrap(label: str, text: str, indent: int = 4) -> list[str]:
+  return textwrap.wrap(f"{label}{text}", width=100, subsequent_indent=" " * indent,
+                       break_on_hyphens=False) or [label]
+
+
+def config_text(config: Any) -> str:
+  """The ``--config.*`` section for ``config`` (its values are shown as the defaults).
+
+  Raises:
+    KeyError: a field of ``config`` has no spec (validation would refuse it too).
+  """
+  import importlib
+
+  from drojax import methods
+  from drojax.data import registry
+  from experiments.configs import common
+
+  extra = getattr(importlib.import_module(f"experiments.configs.{config.experiment}"),
+                  "EXTRA_FIELDS", {})
+  specs = common.field_specs(extra)
+  lines = ["", "--config.<field>=VALUE overrides a field of the config (see below), e.g. "
+           "--config.num_epochs=50.", "", "methods (--method; --config.method_config.* their "
+           "hyper-parameters):"]
+  for name in methods.method_names():
+    try:
+      description = methods.get_method(name).description or "(no description)"
+    except (ValueError, TypeError) as e:  # a user's method that needs other hyper-parameters
+      description = f"(no description: {e})"
+    lines += _wrap(f"  {name}: ", description)
+  lines += ["", "datasets (--dataset): " + ", ".join(registry.DATASETS) +
+            ", npz:PATH (your own .npz arrays)"]
+  lines += ["presets (--preset): " + ", ".join(common.PRESETS)]
+  lines += ["", f"config fields (defaults for --method={config.method} --preset={config.preset} "
+            f"--dataset={config.dataset}):"]
+  for path, value in common.flatten(config).items():
+    spec = specs.get(path)
+    if spec is None:
+      raise KeyError(f"config field {path} has no spec")
+    lines += _wrap(f"  --config.{path}: ", f"{spec.describe()}; default: {value!r}", 6)
+  return "\n".join(lines)
+
+
+def text(module_name: str, *, full: bool, config_fn: Callable[[], Any] | None = None) -> str:
+  """The help of the CLI whose ``main`` lives in ``module_name``.
+
+  Args:
+    module_name: ``main.__module__`` (``'__main__'`` under ``python -m``).
+    full: ``--helpfull``: every module's flags, not only the CLI's.
+    config_fn: builds the config the parsed flags select, without overrides; None for a CLI
+      that takes no ``--config.*``.
+  """
+  module = sys.modules.get(module_name)
+  main_module = sys.modules.get("__main__")
+  if module is None and getattr(getattr(main_module, "__spec__", None), "name", None) == \
+      module_name:  # run with python -m: the module is __main__
+    module = main_module
+  module_file = getattr(module, "__file__", None)
+  doc = (getattr(module, "__doc__", None) or "").strip("\n")
+  prog = f"python -m {module_name}" if module_name != "__main__" else sys.argv[0]
+  out = [f"USAGE: {prog} [flags]" + (" [--config.<field>=VALUE ...]" if config_fn else "")]
+  if doc:
+    out += ["", doc]
+  flag_help = _module_flags(module_name, module_file, full)
+  out += ["", "flags:", flag_help.strip("\n") if flag_help else "  (none)"]
+  out += ["", "  --verbose: print the traceback of an anticipated error too (also "
+          "DROJAX_VERBOSE=1)", "  -h, --help: this help; --helpfull: every module's flags too"]
+  if config_fn is not None:
+    out.append(config_text(config_fn()))
+  return "\n".join(out) + "\n"
+
+
+__all__ = ["requested", "without_help", "config_text", "text"]

@@ -1,0 +1,74 @@
+"""Ending a CLI process cleanly: Ctrl-C, SIGTERM or a failed write leave one line, no thread
+tracebacks.
+
+The tracebacks came from orbax's checkpoint I/O. orbax runs each save and restore as asyncio
+coroutines on a fresh event loop (``asyncio_utils.run_sync``: ``new_event_loop``,
+``run_until_complete``, ``close``), in the calling thread and in its commit threads, awaiting
+tensorstore writes. When the coroutine ends early (a ``KeyboardInterrupt`` raised inside
+``run_until_complete``, or one write failing on a full disk while ``gather`` still has the
+others in flight), orbax closes the loop at once. The tensorstore writes still running then
+complete on tensorstore's own threads and deliver their results with
+``loop.call_soon_threadsafe`` to the closed loop, which raises ``RuntimeError: Event loop is
+closed``; tensorstore prints each as a traceback, one per write, at a moment that depends on
+the load (the race the Ctrl-C test lost under load) - and asyncio adds ``Task was destroyed but
+it is pending!`` for the abandoned tasks.
+
+:func:`install` makes every event loop created afterwards finish its pending tasks before it
+closes (bounded by ``DRAIN_SECONDS``): the writes in flight end (they complete or fail) while
+their loop can still take the result, and their exceptions, already reported through the first
+failure, are marked as retrieved. It also turns SIGTERM into :class:`Terminated` (a
+``KeyboardInterrupt``), so a terminated run ends like an interrupted one: its last checkpoint
+intact and one line. CLIs only: it changes process-wide state (the asyncio loop policy and a
+signal handler); the library never calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+
+DRAIN_SECONDS = 60.0
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM arrived (raised in the main thread by the handler :func:`install` sets)."""
+
+
+class _DrainingLoop(asyncio.SelectorEventLoop):
+  """An event loop whose ``close`` first lets its pending tasks finish."""
+
+  def close(self) -> None:
+    if not self.is_closed() and not self.is_running():
+      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+      try:
+        if pending:
+          self.run_until_complete(asyncio.wait(pending, timeout=DRAIN_SECONDS))
+      finally:
+        for task in pending:
+          if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the failure that ended the run is reported already
+        super().close()
+    else:
+      super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+
+  def new_event_loop(self) -> asyncio.AbstractEventLoop:
+    return _DrainingLoop()
+
+
+def _terminate(signum, frame) -> None:  # pylint: disable=unused-argument
+  raise Terminated()
+
+
+def install() -> None:
+  """Event loops drain before they close; SIGTERM raises :class:`Terminated` (main thread)."""
+  if not isinstance(asyncio.get_event_loop_policy(), _DrainingPolicy):
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+__all__ = ["DRAIN_SECONDS", "Terminated", "install"]

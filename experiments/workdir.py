@@ -1,0 +1,102 @@
+"""A run's work directory: ``config.json`` written once, and a re-run checked against it.
+
+``prepare_workdir`` writes the config (atomically) or, when the workdir already holds one,
+checks that the re-run's config is the same but for ``RUN_ONLY_FIELDS`` (a resume); another
+config is refused, naming the fields that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from experiments import cli
+
+# Fields that may differ between runs in the same workdir (where data comes from, caches, and
+# evaluation-only settings do not change what is trained).
+RUN_ONLY_FIELDS = ("data_dir", "download", "compilation_cache_dir", "progress")
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A JSON-able dict of the config (tuples become lists)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    if not prefix and key in RUN_ONLY_FIELDS:
+      continue
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _diff(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Read-only: whether ``workdir`` holds this config already (a resume); writes nothing.
+
+  Raises:
+    UsageError naming the differing fields when the workdir holds another config;
+    EnvironmentFault when ``workdir`` exists and is not a directory.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise cli.EnvironmentFault(f"--workdir {workdir}: exists and is not a directory")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return False
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except json.JSONDecodeError:
+    raise cli.UsageError(f"{path} is not valid JSON; use a fresh --workdir") from None
+  except OSError as e:
+    raise cli.EnvironmentFault(f"cannot read {path}: {cli.describe_os_error(e)}") from None
+  diff = _diff(old, config_to_dict(config))
+  if diff:
+    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    raise cli.UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
+                     "use another --workdir or the same flags")
+  return True
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
+                    write: bool = True) -> bool:
+  """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
+
+  Call it only once everything that can be checked has been (config, data): a failed start
+  must not leave a ``config.json`` that refuses the corrected command. ``write=False``
+  (processes other than 0 of a multi-process run) only checks an existing ``config.json``: one
+  process writes the shared work directory.
+
+  Returns:
+    True when the workdir already held this config (the run resumes).
+
+  Raises:
+    UsageError naming the differing fields when the workdir holds another config.
+    EnvironmentFault when the workdir cannot be created or written (one line, the path named).
+  """
+  if check_workdir(workdir, config):
+    return True
+  if not write:
+    return False
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(tmp, "w") as f:
+      json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise cli.EnvironmentFault(f"--workdir {workdir}: cannot write {e.filename or path}: "
+                           f"{cli.describe_os_error(e)}") from None
+  return False
