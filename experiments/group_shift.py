@@ -33,13 +33,19 @@ from experiments.configs import common
 from experiments.configs import group_shift as gs_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("benchmark", "colored_digits",
-                    "colored_digits | colored_fashion_mnist | dominoes | waterbirds")
-flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
-                    "Comma-separated methods.")
-flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
-cli.define_flags("preset", "workdir", "data_dir", "compilation_cache_dir")
+
+
+def _define_flags() -> None:
+  """The CLI's flags, defined only when run as a program: importing the module (for
+  ``summarize``) beside another CLI module (``experiments.reproduce`` also has ``--seeds``
+  and ``--data_dir``) must not collide in absl's global flag registry."""
+  flags.DEFINE_string("benchmark", "colored_digits",
+                      "colored_digits | colored_fashion_mnist | dominoes | waterbirds")
+  flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
+                      "Comma-separated methods.")
+  flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
+  flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
+  cli.define_flags("preset", "workdir", "data_dir", "compilation_cache_dir")
 
 # The hyper-parameter each method is tuned over (on validation), and its values.
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -172,4 +178,5 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run_main(main, help_config=lambda: plan([])[0][3])
