@@ -21,7 +21,6 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
-import numpy as np
 
 from drojax.checkpoint import Checkpointer
 

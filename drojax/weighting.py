@@ -20,7 +20,7 @@ are NHWC float32 in [0, 1], but this module only sees per-example losses.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

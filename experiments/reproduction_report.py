@@ -8,7 +8,6 @@ subset), so they are the sharper test of a claim. Unfinished runs are left out a
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Sequence
 

@@ -6,7 +6,6 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from absl.testing import parameterized
 
 from drojax.augment import crop_flip, mixup, mixup_with_lambda, random_crop_flip

@@ -3,7 +3,6 @@ phrase its message must contain (issue 15). Every case fails at the boundary, be
 the function it guards, so the table stays cheap. Calls that read files get ``d``, a folder of
 prepared ``.npz`` files."""
 
-import os
 
 import jax
 import jax.numpy as jnp

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "torch")
