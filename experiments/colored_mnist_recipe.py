@@ -7,11 +7,12 @@ weight is 1 before ``anneal`` and ``weight`` after, the objective then divided b
 Prints one JSON line per run: train / validation / test (accuracy, worst-group accuracy) in %.
 ``docs/group_shift.md`` records what it found and the commands::
 
-  python -m experiments.colored_mnist_recipe --benchmark=colored_digits '{"method": "irm"}'
+  python -m experiments.colored_mnist_recipe --benchmark=colored_digits --run='{"method": "irm"}'
   python -m experiments.colored_mnist_recipe --benchmark=colored_fashion_mnist \
-      --data_dir=../shared/data --num_train=8000 '{"method": "erm"}' '{"method": "vrex"}'
+      --data_dir=../shared/data --num_train=8000 --run='{"method": "erm"}' \
+      --run='{"method": "vrex"}'
 
-Positional arguments: one JSON object per run (``method``: erm | irm | vrex; optional
+``--run`` (repeated): one JSON object per run (``method``: erm | irm | vrex; optional
 ``steps``, ``anneal``, ``weight``, ``l2``, ``lr``, ``hidden``, ``seed``, ``grey``: the colour
 channels summed, a shape-only oracle).
 """
@@ -107,13 +108,14 @@ KEYS = ("method", "steps", "anneal", "weight", "l2", "lr", "hidden", "seed", "gr
 
 
 def main(argv, overrides):
+  del argv
   if overrides:
     raise cli.UsageError(f"this command takes no --config.* flags, got {overrides[0][0]}")
   cli.check_choice(FLAGS.benchmark, ("colored_digits", "colored_fashion_mnist"), "--benchmark")
   if FLAGS.num_train < 0:
     raise cli.UsageError(f"--num_train must be >= 0, got {FLAGS.num_train}")
   specs = []
-  for spec in argv[1:]:
+  for spec in FLAGS.run:
     try:
       kw = json.loads(spec)
     except json.JSONDecodeError:
@@ -123,7 +125,7 @@ def main(argv, overrides):
     cli.check_choice(kw.get("method", "erm"), METHODS, "method")
     specs.append(kw)
   if not specs:
-    raise cli.UsageError("give at least one run, e.g. '{\"method\": \"irm\"}'")
+    raise cli.UsageError("give at least one --run, e.g. --run='{\"method\": \"irm\"}'")
   for kw in specs:
     shown = dict(kw)
     grey = kw.pop("grey", False)
@@ -138,5 +140,6 @@ def main(argv, overrides):
 if __name__ == "__main__":
   flags.DEFINE_string("benchmark", "colored_digits", "colored_digits | colored_fashion_mnist")
   flags.DEFINE_integer("num_train", 0, "Training subset size (0: all; a fixed seeded subset).")
+  flags.DEFINE_multi_string("run", [], "One run's settings as a JSON object (repeatable).")
   cli.define_flags("data_dir")
   cli.run_main(main)
