@@ -34,23 +34,10 @@ from typing import Any
 
 from absl import flags
 
-from experiments import cli, multi, studies
+from experiments import cli, flag_defs, launch, multi, studies
 from experiments.studies import RunSpec
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
-flags.DEFINE_string("data_dir", None, "Folder with cifar10_{train,test}.npz and "
-                    "fashion_mnist_{train,test}.npz (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho,cifar_rho",
-                    "Comma-separated studies to run.")
-flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-flags.DEFINE_string("scale", "reduced", "reduced (the documented study) | smoke (tests)")
-flags.DEFINE_integer("workers", 1, "Worker processes (each pinned to one core when it can be).")
-flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (FAILED files).")
-flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
-flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/report).")
-flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
 
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
 TABLES = ("standard", "refined")
@@ -144,7 +131,7 @@ def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
   """Every run, seed-major (all of seed 0 first), so a partial study is balanced over methods."""
   for study in names:
-    cli.check_choice(study, list(STUDIES), "--studies")
+    flag_defs.check_choice(study, list(STUDIES), "--studies")
   runs = []
   for seed in seeds:
     if "fmnist_pgd" in names:
@@ -289,6 +276,20 @@ def _worker_argv() -> list[str]:
   return out
 
 
+@flag_defs.uses(own={
+    "root": ("string", None, "Root directory of the study (one workdir per run)."),
+    "data_dir": ("string", None, "Folder with cifar10_{train,test}.npz and "
+                 "fashion_mnist_{train,test}.npz (default $DROJAX_DATA_DIR)."),
+    "studies": ("string", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho,cifar_rho",
+                "Comma-separated studies to run."),
+    "seeds": ("string", "0,1,2", "Comma-separated training seeds."),
+    "scale": ("string", "reduced", "reduced (the documented study) | smoke (tests)"),
+    "workers": ("integer", 1, "Worker processes (each pinned to one core when it can be)."),
+    "retry_failed": ("bool", False, "Run again the runs that failed (FAILED files)."),
+    "report_only": ("bool", False, "Only (re)write the report from the finished runs."),
+    "report_dir": ("string", None, "Where the report goes (default ROOT/report)."),
+    "worker_index": ("integer", -1, "Internal: this process is worker N."),
+    "compilation_cache_dir": ("string", None, "JAX compilation cache ('none' off).")})
 def main(argv, overrides):
   del argv
   if overrides:
@@ -296,7 +297,7 @@ def main(argv, overrides):
                          "--scale (edit SCALES to change it)")
   if not FLAGS.root:
     raise cli.UsageError("--root is required")
-  cli.check_choice(FLAGS.scale, list(SCALES), "--scale")
+  flag_defs.check_choice(FLAGS.scale, list(SCALES), "--scale")
   if FLAGS.workers < 1:
     raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
   scale = SCALES[FLAGS.scale]
@@ -324,7 +325,7 @@ def main(argv, overrides):
            if FLAGS.workers > 1 else [])
   try:
     if any(s.corrupted for s in runs):
-      cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
+      launch.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
       make_corrupted_sets(root, data_dir, scale)
     if procs:
       studies.watch(procs, runs, root, desc="reproduction runs")

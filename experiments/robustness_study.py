@@ -36,7 +36,7 @@ from typing import Any
 
 from absl import flags
 
-from experiments import cli, multi, studies
+from experiments import cli, flag_defs, launch, multi, studies
 from experiments.studies import RunSpec
 from experiments.formatting import ci_cell, mean_ci
 
@@ -350,17 +350,17 @@ def main(argv, overrides):
     raise cli.UsageError("robustness_study takes no --config.* overrides; use its flags")
   if not FLAGS.root:
     raise cli.UsageError("--root is required")
-  cli.check_choice(FLAGS.scale, list(SCALES), "--scale")
+  flag_defs.check_choice(FLAGS.scale, list(SCALES), "--scale")
   scale = _scale()
   names = multi.parse_list(FLAGS.studies, "--studies")
   for s in names:
-    cli.check_choice(s, ["methods", "modes"], "--studies")
+    flag_defs.check_choice(s, ["methods", "modes"], "--studies")
   runs, missing = plan(names, studies.parse_seeds(FLAGS.seeds), scale)
   if FLAGS.runs:
     wanted = multi.parse_list(FLAGS.runs, "--runs")
     known = [n for n, _, _ in METHOD_RUNS] + [n for n, _ in MODE_RUNS]
     for name in wanted:
-      cli.check_choice(name, known, "--runs")
+      flag_defs.check_choice(name, known, "--runs")
     runs = [r for r in runs if r.name in wanted]
     missing = [m for m in missing if m in wanted]
   if FLAGS.shard:
@@ -381,7 +381,7 @@ def main(argv, overrides):
   studies.validate_all(runs)  # a bad value fails here, not an hour in
   data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
   cache = FLAGS.compilation_cache_dir
-  cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
+  launch.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
   if missing:
     print(f"missing methods (not run): {', '.join(missing)}", flush=True)
   print(f"{len(runs)} runs on {jax.devices()[0].device_kind}; root {root}", flush=True)

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, multi
 
 CLAIM = ".claim"
 FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
@@ -86,7 +86,7 @@ def train_run(spec: RunSpec, root: str, *, data_dir: str | None, cache_dir: str 
   """``experiments.train.train_and_evaluate`` of ``spec`` into its workdir."""
   from experiments import train
 
-  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  config = flag_defs.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
   return train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra_evaluation)
 
 

@@ -4,8 +4,9 @@
 through ``experiments.cli.run_main(experiments.cifar_c.main, argv)`` -- one interpreter, one
 JAX import, nothing compiled: every case fails in validation, data loading or the workdir
 set-up, before training -- and writes ``[{id, code, stderr, config_json, leftovers}]``.
-``tests/test_cli.py`` runs it once and checks each row. (The CLIs' absl flags are process
-globals, so the table runs apart from the pytest process, which imports other CLI modules.)
+``tests/test_cli.py`` runs it once and checks each row. (``run_main`` changes process globals
+-- absl's flags, the SIGTERM handler, the asyncio loop policy -- so the table runs apart from
+the pytest process.)
 
 A case: ``(id, extra argv, expected exit code, phrase of the one stderr line, setup)``. ``setup``
 names a function below that prepares files or faults; argv may use ``{data}`` (a folder of
