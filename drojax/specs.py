@@ -191,7 +191,8 @@ class Choice(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class Custom(Spec):
-  """A string checked by ``fn(value)``, which raises ``ValueError`` with the reason."""
+  """A string checked by ``fn(value)``, which raises ``ValueError`` (or ``TypeError``) with the
+  reason."""
 
   fn: Callable[[str], Any] = str
   what: str = "a string"
@@ -204,10 +205,10 @@ class Custom(Spec):
 
   def check(self, value: Any) -> str | None:
     if not isinstance(value, str):
-      return f"expected a string, got {value!r}"
+      return f"expected {self.what}, got {value!r}"
     try:
       self.fn(value)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
       return str(e)
     return None
 

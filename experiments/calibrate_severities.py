@@ -268,7 +268,7 @@ def main(argv, overrides):
   del argv
   from absl import flags
 
-  from experiments import cli
+  from experiments import cli, flag_defs
 
   f = flags.FLAGS
   if overrides:
@@ -281,8 +281,8 @@ def main(argv, overrides):
 
   names = [n for n in f.names.split(",") if n] or None
   for n in names or ():
-    cli.check_choice(n, list(corruptions.NAMES), "--names")
-  cli.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
+    flag_defs.check_choice(n, list(corruptions.NAMES), "--names")
+  flag_defs.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
   if f.floor is not None and not 0.0 <= f.floor <= 1.0:
     raise cli.UsageError(f"--floor must be in [0, 1]; got {f.floor}")
   if f.train_images and not os.path.isfile(f.train_images):

@@ -33,7 +33,7 @@ import os
 import time
 from typing import Any
 
-from experiments import cli, studies
+from experiments import cli, flag_defs, studies
 from experiments.studies import RunSpec
 
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
@@ -112,7 +112,7 @@ def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
   """Every run, seed-major (all of seed 0 first), so a partial study is balanced over methods."""
   for study in names:
-    cli.check_choice(study, list(STUDIES), "--studies")
+    flag_defs.check_choice(study, list(STUDIES), "--studies")
   runs = []
   for seed in seeds:
     if "fmnist_pgd" in names:
@@ -343,10 +343,10 @@ STUDY = studies.Study(
     run=run_spec, metrics=metrics_of, sections=sections, prepare=prepare)
 
 
+@flag_defs.uses("data_dir", "compilation_cache_dir", own=studies.flags_of(STUDY))
 def main(argv, overrides):
   studies.main(STUDY, argv, overrides)
 
 
 if __name__ == "__main__":
-  studies.define_flags(STUDY)
   cli.run_main(main)

@@ -12,8 +12,8 @@ Fashion-MNIST (the 30k training images of ``fashion_mnist_train.npz``), one mode
   ``forward_over_reverse``, ``finite_difference``, and ``penalty_subsample`` 0.25 and 0.1;
 * evaluation on a fixed random subset of ``test_images`` test images: clean, PGD-20 (random
   start, step eps/8), and the suite (APGD-CE, then APGD-T with 9 targets, then FAB-T, then
-  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255. The suite's first column is APGD-CE
-  alone (it runs first on every clean-correct image);
+  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255. The suite's
+  first column is APGD-CE alone (it runs first on every clean-correct image);
 * cost: each run's training wall time (``train_seconds``, compilation included).
 
 The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``;
@@ -35,23 +35,23 @@ from typing import Any
 
 from absl import flags
 
-from experiments import cli, multi, studies
+from experiments import cli, flag_defs, multi, studies
 from experiments.studies import RunSpec
 
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
-  """The study's own flags (the framework's: ``studies.define_flags``), defined only when run as
-  a program, like those."""
-  flags.DEFINE_string("model", None, "Override the scale's model (small_cnn | preact_resnet18).")
-  flags.DEFINE_integer("width", None, "Override the scale's model width.")
-  flags.DEFINE_integer("epochs", None, "Override the scale's epochs.")
-  flags.DEFINE_integer("train", None, "Override the scale's training subset (0 = all 30k).")
-  flags.DEFINE_integer("test_images", None, "Override the scale's number of test images.")
-  flags.DEFINE_integer("apgd_steps", None, "Override the scale's APGD steps.")
-  flags.DEFINE_integer("square_queries", None, "Override the scale's Square queries.")
-  flags.DEFINE_string("eps", None, "Override the budgets attacked: a subset of 4,8,16 (1/255).")
+# The study's own flags (the framework's: studies.flags_of).
+OWN_FLAGS = {
+    "model": ("string", None, "Override the scale's model (small_cnn | preact_resnet18)."),
+    "width": ("integer", None, "Override the scale's model width."),
+    "epochs": ("integer", None, "Override the scale's epochs."),
+    "train": ("integer", None, "Override the scale's training subset (0 = all 30k)."),
+    "test_images": ("integer", None, "Override the scale's number of test images."),
+    "apgd_steps": ("integer", None, "Override the scale's APGD steps."),
+    "square_queries": ("integer", None, "Override the scale's Square queries."),
+    "eps": ("string", None, "Override the budgets attacked: a subset of 4,8,16 (1/255)."),
+}
 
 
 EPS = (4, 8, 16)  # in 1/255
@@ -262,11 +262,10 @@ STUDY = studies.Study(
     sections=sections, note=_note, report_file="robustness.md", cost=cost, sized=_scale)
 
 
+@flag_defs.uses("data_dir", "compilation_cache_dir", own={**studies.flags_of(STUDY), **OWN_FLAGS})
 def main(argv, overrides):
   studies.main(STUDY, argv, overrides)
 
 
 if __name__ == "__main__":
-  studies.define_flags(STUDY)
-  _define_flags()
   cli.run_main(main)

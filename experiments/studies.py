@@ -2,7 +2,7 @@
 
 A study module declares a :class:`Study` (its scales, its plan of runs, how one run trains and
 is scored, its report sections) and calls :func:`main`; everything else is here, the same for
-both: the flags (:func:`define_flags`), a plan of runs (``RunSpec``, one workdir each),
+both: the flags (:func:`flags_of`), a plan of runs (``RunSpec``, one workdir each),
 resumable execution by one scheduler (``work``: claim a run, train and evaluate it, record a
 divergence, go on), several processes over one plan (``--workers``: ``spawn_workers`` +
 ``watch``; or ``--shard=I/N``, a fixed cost-balanced share per process), and one report writer
@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, launch, multi
 
 FLAGS = flags.FLAGS
 
@@ -133,7 +133,7 @@ def train_run(spec: RunSpec, root: str, *, data_dir: str | None, cache_dir: str 
   """``experiments.train.train_and_evaluate`` of ``spec`` into its workdir."""
   from experiments import train
 
-  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  config = flag_defs.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
   return train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra_evaluation)
 
 
@@ -307,37 +307,38 @@ def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str,
 _NOT_FOR_WORKERS = ("workers", "worker_index", "report_only", "report_dir", "retry_failed")
 
 
-def define_flags(study: Study) -> None:
-  """The flags every study CLI takes, defined only when it runs as a program (two study modules
-  imported together must not collide in absl's global registry)."""
-  flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
-  cli.define_flags("data_dir", "compilation_cache_dir")
-  flags.DEFINE_string("scale", study.default_scale, " | ".join(study.scales) + " (SCALES)")
-  flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-  flags.DEFINE_string("studies", ",".join(study.parts), "Comma-separated studies to run.")
-  flags.DEFINE_string("runs", None, "Only these run names (comma-separated); default all of "
-                      "the studies'.")
-  flags.DEFINE_integer("workers", 1, "Worker processes (each pinned to one core when it can be).")
-  flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
-  flags.DEFINE_string("shard", None, "I/N: run only the I-th of N cost-balanced shares of the "
-                      "planned runs (0 <= I < N), for N processes sharing one device.")
-  flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (FAILED files).")
-  flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
-  flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/report).")
+def flags_of(study: Study) -> dict[str, tuple[str, Any, str]]:
+  """The flags every study CLI takes, its defaults from ``study``: ``flag_defs.uses("data_dir",
+  "compilation_cache_dir", own=flags_of(STUDY))`` on its main."""
+  return {
+      "root": ("string", None, "Root directory of the study (one workdir per run)."),
+      "scale": ("string", study.default_scale, " | ".join(study.scales) + " (SCALES)"),
+      "seeds": ("string", "0,1,2", "Comma-separated training seeds."),
+      "studies": ("string", ",".join(study.parts), "Comma-separated studies to run."),
+      "runs": ("string", None, "Only these run names (comma-separated); default all of the "
+               "studies'."),
+      "workers": ("integer", 1, "Worker processes (each pinned to one core when it can be)."),
+      "worker_index": ("integer", -1, "Internal: this process is worker N."),
+      "shard": ("string", None, "I/N: run only the I-th of N cost-balanced shares of the "
+                "planned runs (0 <= I < N), for N processes sharing one device."),
+      "retry_failed": ("bool", False, "Run again the runs that failed (FAILED files)."),
+      "report_only": ("bool", False, "Only (re)write the report from the finished runs."),
+      "report_dir": ("string", None, "Where the report goes (default ROOT/report)."),
+  }
 
 
 def select(study: Study, scale: Any) -> tuple[list[RunSpec], list[str]]:
   """The runs of ``--studies``, ``--seeds`` and ``--runs`` (checked) and the missing methods."""
   parts = multi.parse_list(FLAGS.studies, "--studies")
   for part in parts:
-    cli.check_choice(part, list(study.parts), "--studies")
+    flag_defs.check_choice(part, list(study.parts), "--studies")
   runs, missing = study.plan(parts, parse_seeds(FLAGS.seeds), scale)
   if FLAGS.runs:
     every, every_missing = study.plan(list(study.parts), [0], scale)
     known = list(dict.fromkeys([r.name for r in every] + every_missing))
     wanted = multi.parse_list(FLAGS.runs, "--runs")
     for name in wanted:
-      cli.check_choice(name, known, "--runs")
+      flag_defs.check_choice(name, known, "--runs")
     runs = [r for r in runs if r.name in wanted]
     missing = [m for m in missing if m in wanted]
   return runs, missing
@@ -352,7 +353,7 @@ def main(study: Study, argv, overrides) -> None:
                          "and its flags (edit SCALES to change it)")
   if not FLAGS.root:
     raise cli.UsageError("--root is required")
-  cli.check_choice(FLAGS.scale, list(study.scales), "--scale")
+  flag_defs.check_choice(FLAGS.scale, list(study.scales), "--scale")
   if FLAGS.workers < 1:
     raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
   scale = study.sized(study.scales[FLAGS.scale])
@@ -393,7 +394,7 @@ def main(study: Study, argv, overrides) -> None:
   os.makedirs(root, exist_ok=True)
   if FLAGS.retry_failed:
     retry_failed(runs, root)
-  cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
+  launch.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
   if missing:
     print(f"missing methods (not run): {', '.join(missing)}", flush=True)
   print(f"{len(runs)} runs on {jax.devices()[0].device_kind}; root {root}", flush=True)
@@ -423,6 +424,7 @@ def main(study: Study, argv, overrides) -> None:
   report(time.monotonic() - start)
 
 
-__all__ = ["CLAIM", "FAILED", "Study", "define_flags", "select", "main", "RunSpec", "preset",
-           "finished", "failed", "settled", "parse_seeds", "validate_all", "train_run", "try_claim", "release", "work", "retry_failed",
-           "shard", "parse_shard", "spawn_workers", "watch"]
+__all__ = ["CLAIM", "FAILED", "Study", "flags_of", "select", "main", "RunSpec", "preset",
+           "finished", "failed", "settled", "parse_seeds", "validate_all", "train_run",
+           "try_claim", "release", "work", "retry_failed", "shard", "parse_shard",
+           "spawn_workers", "watch"]

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import ml_collections
 
 from drojax.specs import ConfigError
-from experiments import cli
+from experiments import cli, flag_defs, launch
+from experiments.overrides import config_usage_error
 from experiments import preflight
 from experiments import workdir as workdir_lib
 from experiments import summary
@@ -58,7 +59,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   try:
     common.validate(config)
   except ConfigError as e:
-    raise cli.config_usage_error(e) from None
+    raise config_usage_error(e) from None
   if config.batch_size % num_devices:
     raise cli.UsageError(
         f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
@@ -303,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Validates, trains (resuming), evaluates and writes the results of one run.
 
   Where data comes from and the compilation cache are the config's ``data_dir``, ``download``
-  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``cli.set_run_fields``).
+  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``flag_defs.set_run_fields``).
 
   Args:
     extra_evaluation: ``f(trained, test_ds) -> dict`` run after the configured evaluation; its
@@ -331,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   check_data(config, train_ds, test_ds, data_dir=data_dir)
   resumed = workdir_lib.prepare_workdir(workdir, config, write=main)
-  cli.enable_compilation_cache(config.compilation_cache_dir)
+  launch.enable_compilation_cache(config.compilation_cache_dir)
   if main:
     print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
           f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
@@ -383,7 +384,7 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
   shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
             if k not in workdir_lib.RUN_ONLY_FIELDS}
   try:
-    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+    distributed.agree(shared, workdir, timeout_s=launch.DISTRIBUTED_TIMEOUT_S)
   except distributed.Disagreement as e:
     raise cli.UsageError(str(e)) from None
 

@@ -252,7 +252,7 @@ def test_penalty_modes_in_the_train_step():
     losses, vjp_fn = jax.vjp(losses_fn, x)
     (g,) = vjp_fn(jnp.ones_like(losses))
     _, term = _wdro_modes.finite_difference_surrogate(
-        losses_fn, x, (), losses, g, q=1.0, norm=2.0, has_aux=False, axis_name=None,
+        losses_fn, x, (), losses, g, q=1.0, p=2.0, has_aux=False, axis_name=None,
         fd_step=wdro.DEFAULT_FD_STEP)
     return jnp.mean(losses) + 0.5 * term
 
