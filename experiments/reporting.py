@@ -165,12 +165,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("| **mean, standard** | " + " | ".join(pct(per_sev.get(s)) for s in sevs) +
                  f" | **{pct(summary['mean_corruption_accuracy'])}** |")
     if summary["extra_corruption_accuracy"] is not None:
-      ex = [n for n in acc if n in tables.EXTRA_NAMES]
-      cells = []
-      for s in sevs:
-        vals = [acc[n][s] for n in ex if s in acc[n] and acc[n][s] is not None]
-        cells.append(pct(sum(vals) / len(vals)) if vals else "-")
-      lines.append("| mean, extras | " + " | ".join(cells) +
+      extra = summary["extra_per_severity_mean"]
+      lines.append("| mean, extras | " + " | ".join(pct(extra.get(s)) for s in sevs) +
                    f" | {pct(summary['extra_corruption_accuracy'])} |")
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
