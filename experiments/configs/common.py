@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from drojax import methods
-from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple)
+from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple,
+                          check_fields, flatten)
 
 PRESETS = ("paper", "quick")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
@@ -286,34 +287,6 @@ def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
 
 # ----------------------------------------------------------------------------- validation
 
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  """``{dotted_path: value}`` for every leaf field of ``config``."""
-  out = {}
-  for key in config.keys():
-    value = config[key]
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def check_fields(config: ml_collections.ConfigDict, specs: Mapping[str, Spec]) -> None:
-  """Checks every leaf of ``config`` against ``specs`` (dotted paths); raises ``ConfigError``.
-
-  A field without a spec is itself an error: a config must not carry an unchecked field.
-  """
-  for path, value in flatten(config).items():
-    spec = specs.get(path)
-    if spec is None:
-      raise ConfigError(path, "no check is declared for this field (add a spec next to the "
-                        "config factory that defines it)")
-    err = spec.check(value)
-    if err:
-      raise ConfigError(path, err)
-
-
-
 def _cross_checks(c: ml_collections.ConfigDict) -> None:
   if c.warmup_epochs >= c.num_epochs:
     raise ConfigError("warmup_epochs", f"must be < num_epochs ({c.num_epochs}), got "
@@ -369,5 +342,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
            "BASE_FIELDS", "EVAL_FIELDS", "field_specs", "config_specs", "method_config",
-           "base_config", "apply_quick", "not_applying", "flatten", "check_fields", "validate",
+           "base_config", "apply_quick", "not_applying", "validate",
            "ConfigError"]
