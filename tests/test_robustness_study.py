@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments import reproduce  # noqa: F401  (its --root must not collide with the study's)
+from experiments import reproduce  # noqa: F401  (both study CLIs import together)
 from experiments import robustness_study as study
 from tests._shared_data import write_tiny_fashion_mnist
 
@@ -76,7 +76,7 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   assert clean in md, md
   assert f"{r['train_seconds']:.1f} (1 seed) |" in md
   summary = json.loads((root / "report" / "summary.json").read_text())
-  cell = summary["runs"]["methods/erm"]["suite8"]
+  cell = summary["cells"]["methods/erm"]["suite8"]
   assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
   assert (root / "report" / "suite_vs_time.png").stat().st_size > 1000
   # Second pass: the driver alone, unsharded, finds both runs finished.
