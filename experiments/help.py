@@ -65,6 +65,7 @@ def config_text(config: Any) -> str:
 
   from drojax import methods
   from drojax.data import registry
+  from drojax.specs import flatten
   from experiments.configs import common
 
   extra = getattr(importlib.import_module(f"experiments.configs.{config.experiment}"),
@@ -84,7 +85,7 @@ def config_text(config: Any) -> str:
   lines += ["presets (--preset): " + ", ".join(common.PRESETS)]
   lines += ["", f"config fields (defaults for --method={config.method} --preset={config.preset} "
             f"--dataset={config.dataset}):"]
-  for path, value in common.flatten(config).items():
+  for path, value in flatten(config).items():
     spec = specs.get(path)
     if spec is None:
       raise KeyError(f"config field {path} has no spec")

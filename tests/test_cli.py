@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from drojax.specs import flatten
 from experiments import cli, pareto
 from experiments.overrides import apply_overrides, check_overrides_apply, split_config_overrides
 from experiments import train as xtrain
@@ -160,7 +161,7 @@ def test_every_preset_of_every_method_validates(make):
     xtrain.validate(c, num_devices=1)
     # And every field of it has a declared check (a new field must come with one).
     specs = common.config_specs(c)
-    assert set(common.flatten(c)) <= set(specs), set(common.flatten(c)) - set(specs)
+    assert set(flatten(c)) <= set(specs), set(flatten(c)) - set(specs)
 
 
 def test_every_method_config_field_has_a_spec_and_a_method_that_reads_it():
