@@ -23,7 +23,7 @@ from typing import Any, Callable
 import ml_collections
 
 from drojax.specs import ConfigError
-from experiments import cli, flag_defs, launch
+from experiments import cli, launch
 from experiments.overrides import config_usage_error
 from experiments import preflight
 from experiments import workdir as workdir_lib

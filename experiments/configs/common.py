@@ -30,7 +30,7 @@ import ml_collections
 
 from drojax import methods
 from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple,
-                          check_fields, flatten)
+                          check_fields)
 
 PRESETS = ("paper", "quick")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
