@@ -25,7 +25,7 @@ import time
 import numpy as np
 from absl import flags
 
-from experiments import cli
+from experiments import cli, flag_defs
 
 FLAGS = flags.FLAGS
 
@@ -111,7 +111,8 @@ def main(argv, overrides):
   del argv
   if overrides:
     raise cli.UsageError(f"this command takes no --config.* flags, got {overrides[0][0]}")
-  cli.check_choice(FLAGS.benchmark, ("colored_digits", "colored_fashion_mnist"), "--benchmark")
+  flag_defs.check_choice(FLAGS.benchmark, ("colored_digits", "colored_fashion_mnist"),
+                         "--benchmark")
   if FLAGS.num_train < 0:
     raise cli.UsageError(f"--num_train must be >= 0, got {FLAGS.num_train}")
   specs = []
@@ -122,7 +123,7 @@ def main(argv, overrides):
       raise cli.UsageError(f"each run must be a JSON object, got {spec!r}") from None
     if not isinstance(kw, dict) or set(kw) - set(KEYS):
       raise cli.UsageError(f"each run must be a JSON object with keys from {KEYS}, got {spec!r}")
-    cli.check_choice(kw.get("method", "erm"), METHODS, "method")
+    flag_defs.check_choice(kw.get("method", "erm"), METHODS, "method")
     specs.append(kw)
   if not specs:
     raise cli.UsageError("give at least one --run, e.g. --run='{\"method\": \"irm\"}'")
@@ -141,5 +142,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("benchmark", "colored_digits", "colored_digits | colored_fashion_mnist")
   flags.DEFINE_integer("num_train", 0, "Training subset size (0: all; a fixed seeded subset).")
   flags.DEFINE_multi_string("run", [], "One run's settings as a JSON object (repeatable).")
-  cli.define_flags("data_dir")
+  flag_defs.define("data_dir")
   cli.run_main(main)
