@@ -163,16 +163,15 @@ def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tupl
 
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache: str | None):
-  """Trains and evaluates ``spec`` (plus PGD-20) and prints its headline numbers."""
+  """Trains and evaluates ``spec`` (plus PGD-20); returns its headline numbers."""
   results = studies.train_run(
       spec, root, data_dir=data_dir, cache_dir=cache,
       extra_evaluation=lambda trained, test_ds: _pgd_evaluation(
           trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
           eps=scale.eps))
   m, e = _metrics(results), 8 if 8 in scale.eps else scale.eps[0]
-  print(f"{spec.tag}: train {m['train_seconds']:.0f} s; clean {100 * m['clean']:.1f}, "
-        f"PGD-20 {e}/255 {100 * m[f'pgd{e}']:.1f}, suite {e}/255 {100 * m[f'suite{e}']:.1f}",
-        flush=True)
+  return (f"train {m['train_seconds']:.0f} s; clean {100 * m['clean']:.1f}, PGD-20 {e}/255 "
+          f"{100 * m[f'pgd{e}']:.1f}, suite {e}/255 {100 * m[f'suite{e}']:.1f}")
 
 
 # ------------------------------------------------------------------------------- report

@@ -189,8 +189,8 @@ def release(workdir: str) -> None:
 
 def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *,
          log: Callable[[str], Any] = print, bar=None) -> int:
-  """Runs every unsettled, unclaimed run in order with ``run_fn(spec)``; returns how many this
-  process finished.
+  """Runs every unsettled, unclaimed run in order with ``run_fn(spec)`` (a string it returns,
+  the run's headline numbers, ends its ``done`` line); returns how many this process finished.
 
   A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
   from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
@@ -214,14 +214,15 @@ def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *
       start = time.monotonic()
       log(f"start {spec.tag}")
       try:
-        run_fn(spec)
+        headline = run_fn(spec)
       except FloatingPointError as e:  # drojax.loop.NonFiniteError: diverged; the rest goes on
         message = " ".join(f"{type(e).__name__}: {e}".split())
         with open(os.path.join(workdir, FAILED), "w") as f:
           f.write(message + "\n")
         log(f"FAILED {spec.tag}: {message}")
         continue
-      log(f"done  {spec.tag} in {time.monotonic() - start:.0f} s")
+      log(f"done  {spec.tag} in {time.monotonic() - start:.0f} s" +
+          (f": {headline}" if isinstance(headline, str) else ""))
       done += 1
     finally:
       release(workdir)
