@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_scalar_range, check_static_int
+from drojax._checks import (check_distribution, check_scalar_range, check_static_int,
+                            distribution_tolerance)
 from drojax._checks import is_concrete as _is_concrete
 
 __all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losses",
@@ -124,7 +125,8 @@ def group_dro_update(q: jax.Array, group_losses: jax.Array, *, step_size: float 
   objective is :math:`\sum_g q'_g \bar\ell_g`.
 
   Args:
-    q: ``[G]`` current weights, positive, summing to 1.
+    q: ``[G]`` current weights, non-negative, summing to 1 (a concrete ``q`` that is not is
+      refused; a traced one gives NaN weights).
     group_losses: ``[G]`` float mean loss per group (:func:`group_losses`).
     step_size: :math:`\eta > 0`.
     adjustments: optional ``[G]`` :math:`a_g = C/\sqrt{n_g}` (:func:`group_adjustments`).
@@ -139,6 +141,7 @@ def group_dro_update(q: jax.Array, group_losses: jax.Array, *, step_size: float 
     [0.25, 0.75]
   """
   q = _check_float("q", q, rank=1)
+  check_distribution("q", q)
   losses = _check_float("group_losses", group_losses, rank=1)
   if losses.shape != q.shape:
     raise ValueError(f"group_losses must have the shape of q {q.shape}, got {losses.shape}")
@@ -150,7 +153,8 @@ def group_dro_update(q: jax.Array, group_losses: jax.Array, *, step_size: float 
                        f"{adjustments.shape}")
     losses = losses + adjustments.astype(losses.dtype)
   logits = jnp.log(q) + jnp.asarray(step_size, losses.dtype) * losses
-  return jax.nn.softmax(logits)
+  valid = jnp.all(q >= 0) & (jnp.abs(jnp.sum(q) - 1) <= distribution_tolerance(q.dtype))
+  return jnp.where(valid, jax.nn.softmax(logits), jnp.nan)
 
 
 def vrex_penalty(risks: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:

@@ -209,7 +209,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (files only, no display)."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -225,7 +226,7 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
   With several runs (``results_by_label`` of length > 1) each panel shows the family mean
   per run instead. Severity 0 is the clean accuracy.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(17, 4), sharey=True)
   multi = len(results_by_label) > 1
   for ax, (fam, members) in zip(axes, FAMILIES.items()):
@@ -268,7 +269,7 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
 def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
   """Accuracy vs eps (in 1/255 units) from eps 0 (the clean accuracy), one line per run, on a
   0-100 % axis so a drop looks as large as it is."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
   attacks = set()
   for label, res in results_by_label.items():
@@ -421,7 +422,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   with open(paths["md"], "w") as f:
     f.write("\n".join(lines) + "\n")
 
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 0.4 * len(labels)), 4.5))
   width = 0.8 / max(1, len(labels))
   for i, (label, r) in enumerate(zip(labels, results)):
@@ -444,4 +445,4 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
 
 
 __all__ = ["REQUIRED_KEYS", "write_results", "compare_runs", "results_markdown", "results_rows",
-           "plot_severity", "plot_adversarial"]
+           "plot_severity", "plot_adversarial", "pyplot"]

@@ -197,6 +197,7 @@ DOCTESTED = (
     "drojax.attacks.fab_attack", "drojax.attacks.suite", "drojax.evaluate.batching",
     "drojax.evaluate.clean", "drojax.evaluate.corruption", "drojax.evaluate.adversarial",
     "drojax.evaluate.groups", "drojax.evaluate.protocol", "drojax.evaluate.share",
+    "drojax.evaluate.calibration",
 )
 
 

@@ -1,4 +1,5 @@
-"""Tests for experiments/calibrate_severities.py: the pieces, and end to end on a tiny model."""
+"""drojax.evaluate.calibration (the pieces, against closed forms and a NumPy re-count) and
+experiments/calibrate_severities.py (its table, files and CLI, end to end on a tiny model)."""
 
 import json
 import os
@@ -6,19 +7,21 @@ import subprocess
 import sys
 
 import hypothesis
+import jax
 import hypothesis.strategies as st
 import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from drojax.evaluate import calibration
 from experiments import calibrate_severities as cs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_target_accuracies_are_linear():
-  t = cs.target_accuracies(0.92, 0.42)
+  t = calibration.target_accuracies(0.92, 0.42)
   np.testing.assert_allclose(t, [0.92 - 0.1 * k for k in range(1, 6)], atol=1e-12)
 
 
@@ -26,7 +29,7 @@ def test_target_accuracies_are_linear():
 def test_solve_monotone_finds_the_crossing(target, levels):
   # A quantized, non-increasing accuracy curve with a known inverse: acc(s) = floor(L(1 - s/5))/L.
   acc = lambda s: np.floor(levels * (1 - s / 5)) / levels
-  s, a, capped = cs.solve_monotone(acc, target, 0.0, 5.0, iterations=10)
+  s, a, capped = calibration.solve_monotone(acc, target, 0.0, 5.0, iterations=10)
   assert not capped and a == acc(s)
   s_true = 5 * (1 - target)  # where the continuous curve crosses the target
   tol = 5 / 2 ** 10 + 5 / levels
@@ -34,17 +37,18 @@ def test_solve_monotone_finds_the_crossing(target, levels):
 
 
 def test_solve_monotone_caps_and_lower_end():
-  s, a, capped = cs.solve_monotone(lambda s: 0.9 - 0.01 * s, 0.5, 1.0, 5.0)
+  s, a, capped = calibration.solve_monotone(lambda s: 0.9 - 0.01 * s, 0.5, 1.0, 5.0)
   assert capped and s == 5.0 and a == pytest.approx(0.85)
-  s, a, capped = cs.solve_monotone(lambda s: 0.4 - 0.01 * s, 0.5, 1.0, 5.0)
+  s, a, capped = calibration.solve_monotone(lambda s: 0.4 - 0.01 * s, 0.5, 1.0, 5.0)
   assert not capped and s == 1.0  # already below the target at the lower end
 
 
 def test_solve_monotone_uses_known_points_on_a_non_monotone_curve():
   acc = lambda s: 0.8 if s > 4.5 else 0.9 - 0.1 * s  # dips to 0.45 at 4.5, then recovers
-  s, a, capped = cs.solve_monotone(acc, 0.5, 0.0, 5.0)
+  s, a, capped = calibration.solve_monotone(acc, 0.5, 0.0, 5.0)
   assert capped and s == 5.0  # end points only: the dip is invisible to bisection
-  s, a, capped = cs.solve_monotone(acc, 0.5, 0.0, 5.0, known={4.0: acc(4.0), 1.0: acc(1.0)})
+  s, a, capped = calibration.solve_monotone(acc, 0.5, 0.0, 5.0,
+                                            known={4.0: acc(4.0), 1.0: acc(1.0)})
   assert not capped and s == 4.0 and a == pytest.approx(0.5)
 
 
@@ -69,8 +73,8 @@ def calibrated(digits16, tmp_path_factory):
   x, y = digits16
   model = cs.train_reference_model(x[:600], y[:600], num_classes=10, steps=60, width=8,
                                    workdir=str(tmp_path_factory.mktemp("reference")))
-  cal = cs.calibrate(model, x[600:664], y[600:664], names=["contrast", "brightness"],
-                     iterations=6, progress=False)
+  cal = calibration.calibrate(jax.random.key(0), model, x[600:664], y[600:664],
+                              names=["contrast", "brightness"], iterations=6)
   return model, cal, x[600:664], y[600:664]
 
 
@@ -86,6 +90,17 @@ def test_calibration_follows_targets(calibrated):
         assert abs(a - t) <= 3 / n, (name, r)
   assert cal["mean_abs_error_after"] <= cal["mean_abs_error_before"]
   assert not any(cal["corruptions"]["contrast"]["capped"])
+
+
+def test_calibrate_refuses_bad_arguments_by_name(calibrated):
+  model, _, x, y = calibrated
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="iterations"):
+    calibration.calibrate(key, model, x, y, names=["contrast"], iterations=0)
+  with pytest.raises(ValueError, match="nope"):
+    calibration.calibrate(key, model, x, y, names=["nope"])
+  with pytest.raises(ValueError, match="channels"):
+    calibration.accuracy_at_severity(key, model, x[..., :2], y, "contrast", table="standard")
 
 
 def test_contrast_accuracy_reproduced_by_numpy(calibrated):
@@ -135,8 +150,6 @@ def test_cli_bad_flags_exit_2(tmp_path):
 def test_load_workdir_model_restores_a_training_checkpoint(tmp_path):
   """A workdir as the training loop leaves it (config.json + orbax checkpoints/) gives back
   the same eval-mode logits as the saved state's variables."""
-  import jax
-
   from drojax import models, train
   from drojax.checkpoint import Checkpointer
 

@@ -216,6 +216,10 @@ def test_evaluate_schema_and_groups(problem):
   assert res["adversarial_accuracy"]["0"] == pytest.approx(clean)
   assert res["corruption_source"] == "generated:standard"
   assert set(res["group_accuracy"]["per_group"]) == {"0", "1"}
+  correct = _np_predict(w, b, images / 255.0) == labels
+  per_group = [np.mean(correct[groups == g]) for g in (0, 1)]
+  assert res["worst_group_accuracy"] == pytest.approx(min(per_group))
+  assert res["average_group_accuracy"] == pytest.approx(np.mean(per_group))  # equal group sizes
 
 
 @pytest.mark.parametrize("kwargs,err,match", [

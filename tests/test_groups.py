@@ -125,6 +125,12 @@ class GroupsTest(parameterized.TestCase):
     for eta in (0.0, -1.0):
       with pytest.raises(ValueError, match="step_size"):
         G.group_dro_update(jnp.array([0.5, 0.5]), jnp.ones(2), step_size=eta)
+    for q in ([0.5, 0.6], [1.5, -0.5], [0.5, np.nan]):
+      with pytest.raises(ValueError, match=r"q must hold probability rows"):
+        G.group_dro_update(jnp.array(q), jnp.ones(2), step_size=1.0)
+      # Traced, it cannot be refused: the weights are NaN (the project's convention).
+      got = jax.jit(lambda q: G.group_dro_update(q, jnp.ones(2), step_size=1.0))(jnp.array(q))
+      assert np.all(np.isnan(got))
     with pytest.raises(ValueError, match="group_losses must have the shape of q"):
       G.group_dro_update(jnp.array([0.5, 0.5]), jnp.ones(3), step_size=1.0)
     with pytest.raises(ValueError, match="every group needs a training example"):

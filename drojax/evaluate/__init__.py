@@ -18,7 +18,9 @@ Modules:
 * :mod:`~drojax.evaluate.protocol`: :func:`evaluate`, the whole protocol from an
   :class:`EvalConfig`;
 * :mod:`~drojax.evaluate.share`: a process's share of the batches in a multi-process run
-  (:class:`Share`), and the sums over processes.
+  (:class:`Share`), and the sums over processes;
+* :mod:`~drojax.evaluate.calibration`: continuous corruption severities whose accuracies fall
+  linearly (``experiments.calibrate_severities``).
 """
 
 from drojax.evaluate.adversarial import (ATTACK_LABELS, ATTACKS, adversarial_accuracy,

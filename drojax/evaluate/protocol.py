@@ -201,8 +201,9 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
     ``mean_corruption_accuracy``, ``extra_corruption_accuracy``, ``corruption_summary``,
     ``adversarial_accuracy`` (the chosen attack's, for the suite the worst case),
     ``adversarial_by_attack`` (``{'pgd' | 'apgd_ce' | 'apgd_t' | 'fab_t' | 'square': {eps:
-    acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy``
-    (when groups),
+    acc}}``, cumulative in the suite's order), ``adversarial`` (settings), ``group_accuracy``,
+    ``worst_group_accuracy`` and ``average_group_accuracy`` (the training-proportion-weighted
+    average; all three when groups),
     ``eval_seed``, ``num_eval``, ``eval_images_per_process`` (the test images each process
     classified, clean).
 
@@ -258,6 +259,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *,
   if groups is not None:
     results["group_accuracy"] = group_accuracy(pred, labels, np.asarray(groups),
                                                train_groups=train_groups)
+    results["worst_group_accuracy"] = results["group_accuracy"]["worst_group"]
+    results["average_group_accuracy"] = results["group_accuracy"]["average"]
   return results
 
 
