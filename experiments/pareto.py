@@ -84,7 +84,9 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
           label="Pareto front")
   ax.set_xlabel("clean accuracy (%)")
   ax.set_ylabel("mean corruption accuracy (%)")
-  ax.set_title(f"{param} sweep")
+  ax.set_title(f"{param} sweep: clean vs mean corruption accuracy\n(axes zoomed to the runs)",
+               fontsize=10)
+  ax.margins(0.2)  # room for the labels of the outermost points inside the axes
   ax.legend(loc="best")
   fig.tight_layout()
   fig.savefig(os.path.join(root, "pareto.png"), dpi=120)

@@ -254,9 +254,10 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
           ax.plot(xs, ys, marker="o", label=n)
     ax.set_title(fam)
     ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylim(0, 100)  # a fixed scale: a few points' drop must not look like a cliff
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=7, loc="lower left")  # accuracy is highest at low severity: top free
   axes[0].set_ylabel("accuracy (%)")
   if title:
     fig.suptitle(title)
@@ -427,13 +428,16 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   width = 0.8 / max(1, len(labels))
   for i, (label, r) in enumerate(zip(labels, results)):
     xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(cols))]
-    ys = [100 * (fn(r) or 0.0) for _, fn in cols]
+    # A run without a column's number gets no bar there, not a 0 % one.
+    ys = [math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols]
     ax.bar(xs, ys, width=width, label=label)
   ax.set_xticks(range(len(cols)))
   ax.set_xticklabels([c for c, _ in cols], rotation=20, ha="right")
   ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 100)
+  ax.set_title("accuracy per run (no bar: not measured)")
   ax.grid(axis="y", alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, bars
   fig.tight_layout()
   fig.savefig(paths["png"], dpi=100)
   plt.close(fig)
