@@ -83,7 +83,7 @@ def main():
   import jax
 
   from drojax import evaluate as ev
-  from experiments import cli, robustness_study, train
+  from experiments import flag_defs, robustness_study, train
 
   scale = robustness_study.Scale("small_cnn", args.width, args.epochs, args.train, args.images,
                                  args.apgd_steps, args.square_queries,
@@ -126,7 +126,7 @@ def main():
 
   with tempfile.TemporaryDirectory() as work:
     t0 = time.perf_counter()
-    train.train_and_evaluate(cli.set_run_fields(config, data_dir=args.data_dir), work,
+    train.train_and_evaluate(flag_defs.set_run_fields(config, data_dir=args.data_dir), work,
                              extra_evaluation=measure)
     print(f"train + measure: {time.perf_counter() - t0:.0f} s on {jax.devices()[0].device_kind}",
           file=sys.stderr)

@@ -332,7 +332,7 @@ def main(argv=None) -> int:
   if args.compilation_cache_dir:
     import jax  # pylint: disable=import-outside-toplevel
     os.makedirs(args.compilation_cache_dir, exist_ok=True)
-    # The same settings as experiments/cli.enable_compilation_cache.
+    # The same settings as experiments/launch.enable_compilation_cache.
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   all_rows = []

@@ -9,6 +9,7 @@ Imports JAX only.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 import jax
@@ -52,12 +53,12 @@ def losses_and_vjp(loss_fn, x, args, has_aux):
 
 
 
-def _dual_exponent(norm: float) -> float:
-  if norm == 1:
+def _dual_exponent(p: float) -> float:
+  if p == 1:
     return math.inf
-  if math.isinf(norm):
+  if math.isinf(p):
     return 1.0
-  return norm / (norm - 1.0)
+  return p / (p - 1.0)
 
 
 def _safe_pow(x: jax.Array, p: float) -> jax.Array:
@@ -71,10 +72,10 @@ def _abs(x: jax.Array) -> jax.Array:
   return jnp.where(x != 0, jnp.abs(x), 0.0)
 
 
-def dual_norms(grads: jax.Array, norm: float) -> jax.Array:
+def dual_norms(grads: jax.Array, p: float) -> jax.Array:
   """``[B]`` dual norms over all non-batch axes, with finite gradients at zero."""
   flat = grads.reshape(grads.shape[0], -1)
-  r = _dual_exponent(norm)
+  r = _dual_exponent(p)
   if math.isinf(r):
     return jnp.max(_abs(flat), axis=1)
   if r == 1.0:
@@ -105,21 +106,58 @@ def reduce_norms(norms: jax.Array, q: float, axis_name: Any) -> jax.Array:
   return mean if q == 1.0 else _safe_pow(mean, 1.0 / q)
 
 
+NORM_SPELLING = "'l1', 'l2', 'linf' or 'l<p>' with p >= 1 (e.g. 'l3')"
+
+
+def norm_exponent(norm: Any) -> float:
+  """The exponent ``p`` of a ground-cost norm spelled as the attacks spell it.
+
+  Args:
+    norm: ``'l1'``, ``'l2'``, ``'linf'`` or ``'l<p>'`` with ``p >= 1`` (``'l3'``, ``'l1.5'``).
+      The float ``p`` of earlier releases (``2.0``) is refused with its new spelling.
+
+  Returns:
+    ``p`` as a float (``inf`` for ``'linf'``).
+
+  Raises:
+    TypeError: ``norm`` is a number (the old spelling) or not a string.
+    ValueError: another string.
+
+  Example:
+    >>> norm_exponent("l2"), norm_exponent("linf")
+    (2.0, inf)
+  """
+  try:  # the float p of earlier releases (also as text, from a command line)
+    p = float(norm) if not isinstance(norm, bool) else None
+  except (TypeError, ValueError):
+    p = None
+  if p is not None and p >= 1:
+    new = "linf" if math.isinf(p) else f"l{p:g}"
+    raise TypeError(f"norm takes a string now ({NORM_SPELLING}): write norm={new!r}, not the "
+                    f"float p {norm!r}.")
+  if not isinstance(norm, str):
+    raise TypeError(f"norm must be {NORM_SPELLING}, got {norm!r} ({type(norm).__name__}).")
+  match = re.fullmatch(r"l(inf|\d+(\.\d+)?)", norm)
+  p = float(match.group(1)) if match else math.nan
+  if not p >= 1:
+    raise ValueError(f"norm must be {NORM_SPELLING}, got {norm!r}.")
+  return p
+
+
 def check_q_norm(q: Any, norm: Any) -> tuple[float, float]:
-  for name, v in (("q", q), ("norm", norm)):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-      raise TypeError(f"{name} must be a Python number (static), got {type(v).__name__}.")
-    if math.isnan(float(v)) or float(v) < 1:
-      raise ValueError(f"{name} must be in [1, inf], got {v}.")
-  return float(q), float(norm)
+  """``(q, p)`` as floats: ``q`` a static number in ``[1, inf]``, ``p`` from ``norm_exponent``."""
+  if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+    raise TypeError(f"q must be a Python number (static), got {type(q).__name__}.")
+  if math.isnan(float(q)) or float(q) < 1:
+    raise ValueError(f"q must be in [1, inf], got {q}.")
+  return float(q), norm_exponent(norm)
 
 
-
-def penalty_and_direction(g: jax.Array, q: float, norm: float, axis_name: Any):
+def penalty_and_direction(g: jax.Array, q: float, p: float, axis_name: Any):
   """Penalty value and ``v = dP/dg`` for the local ``g`` (no collective is differentiated)."""
 
   def local_penalty(g_):
-    norms = dual_norms(g_, norm)
+    norms = dual_norms(g_, p)
     if axis_name is None:
       return reduce_norms(norms, q, None)
     if math.isinf(q):
@@ -217,7 +255,7 @@ def _is_symbolic_zero(tree: Any) -> bool:
   return all(isinstance(t, jax.custom_derivatives.SymbolicZero) for t in leaves)
 
 
-def finite_difference_surrogate(loss_fn, px, pargs, p_losses, g, *, q, norm, has_aux,
+def finite_difference_surrogate(loss_fn, px, pargs, p_losses, g, *, q, p, has_aux,
                                  axis_name, fd_step):
   """``(penalty, term)``: a term whose value is the penalty and whose gradient is its estimate.
 
@@ -227,7 +265,7 @@ def finite_difference_surrogate(loss_fn, px, pargs, p_losses, g, *, q, norm, has
   ``shard_map``, e.g. ``pmap`` or a named ``vmap``). ``u`` and ``h`` are per device there.
   """
   g = jax.lax.stop_gradient(g)
-  penalty, v = penalty_and_direction(g, q, norm, axis_name)
+  penalty, v = penalty_and_direction(g, q, p, axis_name)
   v_norm = jnp.sqrt(jnp.sum(v * v))
   u = v / jnp.where(v_norm > 0, v_norm, 1.0)
   u = jax.lax.stop_gradient(u.astype(px.dtype))
@@ -247,7 +285,7 @@ def axis_size(axis_name: Any) -> int:
   return 1 if axis_name is None else int(jax.lax.axis_size(axis_name))
 
 
-def shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, mode, fd_step,
+def shared_backward_wdro(loss_fn, x, args, *, rho, q, p, has_aux, axis_name, mode, fd_step,
                           idx):
   """``wdro.wdro_total`` as one ``custom_vjp``: ``(total, penalty, losses, fn_aux)``.
 
@@ -305,7 +343,7 @@ def shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, 
     (_, g, _), (losses, fn_aux) = grads_of(full_fn, full_consts, x, args)
     if idx is not None:
       (_, g, _), _ = grads_of(sub_fn, sub_consts, *penalty_inputs(x, args))
-    penalty = reduce_norms(dual_norms(g, norm), q, axis_name)
+    penalty = reduce_norms(dual_norms(g, p), q, axis_name)
     return jnp.mean(losses) + rho * penalty, penalty, losses, fn_aux
 
   def fwd(full_consts, sub_consts, x, args, rho):
@@ -324,7 +362,7 @@ def shared_backward_wdro(loss_fn, x, args, *, rho, q, norm, has_aux, axis_name, 
       sum_grads, (losses, fn_aux) = p_grads, p_aux  # the shared backward
     else:
       sum_grads, (losses, fn_aux) = grads_of(full_fn, full_consts, x, args)
-    penalty, v = penalty_and_direction(p_grads[1], q, norm, axis_name)
+    penalty, v = penalty_and_direction(p_grads[1], q, p, axis_name)
     if mode == "forward_over_reverse":
       penalty_grads = linearized(v.astype(px.dtype))
     else:

@@ -34,6 +34,8 @@ import traceback
 import uuid
 from typing import Any, Mapping, Sequence
 
+from drojax.specs import flatten
+
 TOKEN_FILE = ".drojax_run_token"  # in the work directory, rewritten by process 0 at each start
 SUPERVISOR_ENV = "DROJAX_SUPERVISOR_DIR"  # set by ``supervise`` in the child's environment
 _LOG, _REPORT, _WORKDIR = "runtime.log", "report.json", "workdir"
@@ -70,22 +72,12 @@ def config_hash(config: Mapping[str, Any]) -> str:
   return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, Mapping):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def _differences(records: Sequence[dict[str, Any]]) -> list[str]:
   """What differs between process 0's record and the others', in words (empty: all agree)."""
   first, out = records[0], []
   for i, rec in enumerate(records[1:], start=1):
     if rec["hash"] != first["hash"]:
-      a, b = _flat(first["config"]), _flat(rec["config"])
+      a, b = flatten(first["config"]), flatten(rec["config"])
       fields = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
       shown = ", ".join(f"{k} is {a.get(k, '<absent>')!r} on process 0 and "
                         f"{b.get(k, '<absent>')!r} on process {i}" for k in fields[:3])

@@ -244,7 +244,7 @@ _DEPRECATED = {
 }
 
 
-def _wdro_loss(loss_fn, x, *args, rho, q=2.0, norm=2, has_aux=False, axis_name=None,
+def _wdro_loss(loss_fn, x, *args, rho, q=2.0, norm="l2", has_aux=False, axis_name=None,
                mode="exact", fd_step=None, subsample=1.0, key=None):
   """The old ``wdro_loss`` signature and defaults (q 2, exact), mapped onto ``wdro_total``."""
   from drojax import wdro
@@ -254,7 +254,7 @@ def _wdro_loss(loss_fn, x, *args, rho, q=2.0, norm=2, has_aux=False, axis_name=N
                          penalty_subsample=subsample)
 
 
-def _variation_penalty(grads, *, q=2.0, norm=2, axis_name=None):
+def _variation_penalty(grads, *, q=2.0, norm="l2", axis_name=None):
   """The old ``variation_penalty`` default (q 2)."""
   from drojax import wdro
   return wdro.variation_penalty(grads, q=q, norm=norm, axis_name=axis_name)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 from drojax import objectives as _obj
 from drojax import views as _views
 from drojax import wdro as _wdro
-from drojax.specs import (Bool, Choice, ConfigError, Int, Real, Spec, Tuple, for_default,
+from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Tuple, for_default,
                           suggest)
 # Re-exported: the building blocks a user's own method is made of.
 from drojax.views import (AugmentFn, Batch, CriterionFn, Views,  # noqa: F401
@@ -76,7 +76,8 @@ class MethodConfig:
   # W-DRO variation penalty (DRO-Augment)
   rho: float = _field(1.0, Real(lo=0.0))
   q: float = _field(1.0, Real(lo=1.0, allow_inf=True))
-  norm: float = _field(2.0, Real(lo=1.0, allow_inf=True))  # ground-cost norm; penalty: its dual
+  # ground-cost norm (the penalty uses its dual), spelled as the attacks' norm
+  norm: str = _field("l2", Custom(_wdro.norm_exponent, _wdro.NORM_SPELLING))
   # | "exact" (same gradient) | "finite_difference"
   penalty_mode: str = _field("forward_over_reverse", Choice(_wdro.PENALTY_MODES))
   # the fraction of the batch the penalty is taken on

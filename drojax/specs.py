@@ -191,7 +191,8 @@ class Choice(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class Custom(Spec):
-  """A string checked by ``fn(value)``, which raises ``ValueError`` with the reason."""
+  """A string checked by ``fn(value)``, which raises ``ValueError`` (or ``TypeError``) with the
+  reason."""
 
   fn: Callable[[str], Any] = str
   what: str = "a string"
@@ -204,10 +205,10 @@ class Custom(Spec):
 
   def check(self, value: Any) -> str | None:
     if not isinstance(value, str):
-      return f"expected a string, got {value!r}"
+      return f"expected {self.what}, got {value!r}"
     try:
       self.fn(value)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
       return str(e)
     return None
 
@@ -257,6 +258,40 @@ class Tuple(Spec):
     return None
 
 
+def flatten(config: Any, *, prefix: str = "") -> dict[str, Any]:
+  """``{dotted_path: value}`` for every leaf of a nested mapping (a dict, an ``ml_collections``
+  ``ConfigDict``: anything with ``items()``).
+
+  >>> flatten({"lr": 0.1, "eval": {"eps": (1, 2)}})
+  {'lr': 0.1, 'eval.eps': (1, 2)}
+  """
+  out = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out.update(flatten(value, prefix=f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def check_fields(config: Any, specs: dict[str, Spec]) -> None:
+  """Checks every leaf of ``config`` (:func:`flatten`) against ``specs`` (dotted paths).
+
+  A field without a spec is itself an error: a config must not carry an unchecked field.
+
+  Raises:
+    ConfigError: naming the first bad or unchecked field.
+  """
+  for path, value in flatten(config).items():
+    spec = specs.get(path)
+    if spec is None:
+      raise ConfigError(path, "no check is declared for this field (add a spec next to the "
+                        "config factory that defines it)")
+    err = spec.check(value)
+    if err:
+      raise ConfigError(path, err)
+
+
 def for_default(default: Any) -> Spec:
   """The spec a bare default implies: its type, any value (``fields={"gamma": 2.0}``)."""
   if isinstance(default, bool):
@@ -272,4 +307,4 @@ def for_default(default: Any) -> Spec:
 
 
 __all__ = ["ConfigError", "Spec", "Real", "Int", "Bool", "Str", "Choice", "Custom", "Tuple",
-           "for_default", "suggest"]
+           "for_default", "suggest", "flatten", "check_fields"]

@@ -104,20 +104,23 @@ def make_learning_rate(total_steps: int, *, learning_rate: float = 0.1, warmup_s
   return optax.join_schedules([warm, main], [warmup_steps])
 
 
-def make_optimizer(total_steps: int, *, learning_rate: float = 0.1, momentum: float = 0.9,
-                   nesterov: bool = True, weight_decay: float = 5e-4, warmup_steps: int = 0,
-                   schedule: str = "cosine", end_learning_rate: float = 1e-6
-                   ) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum and coupled L2 weight decay, PyTorch-style.
+def make_optimizer(total_steps: int, *, algorithm: str = "sgd", learning_rate: float = 0.1,
+                   momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
+                   warmup_steps: int = 0, schedule: str = "cosine",
+                   end_learning_rate: float = 1e-6) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum, or Adam, with coupled L2 weight decay, PyTorch-style.
 
   ``update = -lr_t * momentum_sgd(grad + weight_decay * param)``, the DRO-Augment recipe:
   lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4 on every parameter, cosine per step to
-  1e-6 (see :func:`make_learning_rate`).
+  1e-6 (see :func:`make_learning_rate`). ``algorithm="adam"``: ``adam(grad + weight_decay *
+  param)`` on the same schedule (``momentum`` and ``nesterov`` are not read).
 
   Example:
     >>> opt = make_optimizer(10)
     >>> state = opt.init({"w": jnp.ones(3)})
   """
+  if algorithm not in ("sgd", "adam"):
+    raise ValueError(f"algorithm must be 'sgd' or 'adam', got {algorithm!r}")
   if weight_decay < 0:
     raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
   if not 0 <= momentum < 1:
@@ -127,7 +130,8 @@ def make_optimizer(total_steps: int, *, learning_rate: float = 0.1, momentum: fl
   parts = []
   if weight_decay > 0:
     parts.append(optax.add_decayed_weights(weight_decay))
-  parts.append(optax.sgd(lr, momentum=momentum or None, nesterov=nesterov and momentum > 0))
+  parts.append(optax.adam(lr) if algorithm == "adam" else
+               optax.sgd(lr, momentum=momentum or None, nesterov=nesterov and momentum > 0))
   return optax.chain(*parts)
 
 

@@ -30,9 +30,10 @@ import jax.numpy as jnp
 from drojax import _wdro_modes as _modes
 from drojax._checks import check_float as _check_float
 from drojax._checks import check_hyper
+from drojax._wdro_modes import NORM_SPELLING, norm_exponent
 
-__all__ = ["DEFAULT_FD_STEP", "DEFAULT_Q", "PENALTY_MODES", "WDROAux", "input_gradients",
-           "variation_penalty", "wdro_total"]
+__all__ = ["DEFAULT_FD_STEP", "DEFAULT_Q", "PENALTY_MODES", "NORM_SPELLING", "WDROAux", "input_gradients",
+           "norm_exponent", "variation_penalty", "wdro_total"]
 
 PENALTY_MODES = ("exact", "forward_over_reverse", "finite_difference")
 
@@ -75,7 +76,7 @@ def input_gradients(loss_fn: Callable[..., Any], x: jax.Array, *args: Any,
 
 
 
-def variation_penalty(grads: jax.Array, *, q: float = DEFAULT_Q, norm: float = 2,
+def variation_penalty(grads: jax.Array, *, q: float = DEFAULT_Q, norm: str = "l2",
                       axis_name: Any = None) -> jax.Array:
   r"""DRO-Augment's variation regularizer of input gradients.
 
@@ -84,14 +85,15 @@ def variation_penalty(grads: jax.Array, *, q: float = DEFAULT_Q, norm: float = 2
     P(g) = \Big(\frac1N \sum_{i=1}^N \|g_i\|_*^q\Big)^{1/q}
     \quad (q = \infty:\ \max_i \|g_i\|_*),
 
-  where :math:`\|\cdot\|_*` is the dual of the ground-cost norm ``norm`` (2 -> 2, inf -> 1,
-  1 -> inf, p -> p/(p-1)) over all non-batch axes of ``g_i``. The gradient is finite (zero
+  where :math:`\|\cdot\|_*` is the dual of the ground-cost norm ``norm`` (``'l2'`` -> 2,
+  ``'linf'`` -> 1, ``'l1'`` -> inf, ``'l<p>'`` -> p/(p-1)) over all non-batch axes of ``g_i``. The gradient is finite (zero
   contribution) where some :math:`g_i` is exactly zero, and where all are.
 
   Args:
     grads: ``[B, ...]`` float input gradients (:func:`input_gradients`).
     q: exponent in ``[1, inf]`` (static Python number), default ``DEFAULT_Q`` = 1.
-    norm: ground-cost norm ``p`` in ``[1, inf]`` (static); the dual norm is applied.
+    norm: ground-cost norm, ``'l1'``, ``'l2'``, ``'linf'`` or ``'l<p>'`` with ``p >= 1``
+      (static; the attacks' spelling); the dual norm is applied.
     axis_name: inside ``shard_map``/``pmap``/named ``vmap``, the mapped axis the batch is split
       over: the mean (max for ``q = inf``) is then over the global batch, via ``psum`` of the
       local sums and counts (so N devices give the 1-device value). ``None``: the local batch.
@@ -107,12 +109,12 @@ def variation_penalty(grads: jax.Array, *, q: float = DEFAULT_Q, norm: float = 2
     >>> g = jnp.array([[3.0, 4.0], [0.0, 0.0]])
     >>> float(variation_penalty(g, q=1.0))  # mean of the 2-norms 5 and 0
     2.5
-    >>> round(float(variation_penalty(g, q=2.0, norm=jnp.inf)), 4)  # sqrt(mean of 7**2, 0)
+    >>> round(float(variation_penalty(g, q=2.0, norm="linf")), 4)  # sqrt(mean of 7**2, 0)
     4.9497
   """
-  q, norm = _modes.check_q_norm(q, norm)
+  q, p = _modes.check_q_norm(q, norm)
   grads = _check_float("grads", grads, min_rank=1)
-  return _modes.reduce_norms(_modes.dual_norms(grads, norm), q, axis_name)
+  return _modes.reduce_norms(_modes.dual_norms(grads, p), q, axis_name)
 
 
 
@@ -134,7 +136,7 @@ class WDROAux(NamedTuple):
 
 
 def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array, *args: Any,
-               rho: float | jax.Array, q: float = DEFAULT_Q, norm: float = 2,
+               rho: float | jax.Array, q: float = DEFAULT_Q, norm: str = "l2",
                has_aux: bool = False, axis_name: Any = None,
                penalty_mode: str = "forward_over_reverse", fd_step: float = DEFAULT_FD_STEP,
                penalty_subsample: float = 1.0) -> tuple[jax.Array, WDROAux]:
@@ -210,7 +212,7 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
     *args: extra batched arguments of ``loss_fn`` (e.g. targets ``[B, K]``).
     rho: penalty weight ``>= 0`` (a float or a traced scalar).
     q: penalty exponent in ``[1, inf]`` (static), default ``DEFAULT_Q`` = 1 (as ``MethodConfig``).
-    norm: ground-cost norm in ``[1, inf]`` (static); the dual norm is applied to gradients.
+    norm: ground-cost norm (static; see ``variation_penalty``); its dual is applied to gradients.
     has_aux: whether ``loss_fn`` returns ``(losses, aux)`` (static).
     axis_name: mapped axis for a global-batch penalty (see ``variation_penalty``); the mean loss
       in ``total`` stays LOCAL (the train step ``pmean``s the scalar).
@@ -234,7 +236,7 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
   if penalty_mode not in PENALTY_MODES:
     raise ValueError(f"penalty_mode must be one of {PENALTY_MODES}, got {penalty_mode!r}.")
   mode, subsample = penalty_mode, penalty_subsample
-  q, norm = _modes.check_q_norm(q, norm)
+  q, p = _modes.check_q_norm(q, norm)
   check_hyper("rho", rho, low=0.0, expected=">= 0 and finite")
   if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not (
       0 < fd_step < math.inf):
@@ -253,7 +255,7 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
   idx = jax.random.permutation(key, b)[:m] if subsample < 1.0 else None
   if mode != "exact" and (_modes.axis_size(axis_name) == 1 or axis_name in _modes.varying_axes(x)):
     total, penalty, losses, fn_aux = _modes.shared_backward_wdro(
-        loss_fn, x, tuple(args), rho=rho, q=q, norm=norm, has_aux=has_aux, axis_name=axis_name,
+        loss_fn, x, tuple(args), rho=rho, q=q, p=p, has_aux=has_aux, axis_name=axis_name,
         mode=mode, fd_step=float(fd_step), idx=idx)
     return total, WDROAux(mean_loss=jnp.mean(losses), penalty=jax.lax.stop_gradient(penalty),
                           losses=losses, fn_aux=fn_aux)
@@ -271,7 +273,7 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
     term = penalty
   else:
     penalty, term = _modes.finite_difference_surrogate(
-        loss_fn, px, pargs, p_losses, g, q=q, norm=norm, has_aux=has_aux, axis_name=axis_name,
+        loss_fn, px, pargs, p_losses, g, q=q, p=p, has_aux=has_aux, axis_name=axis_name,
         fd_step=fd_step)
   total = mean_loss + rho * term
   return total, WDROAux(mean_loss=mean_loss, penalty=jax.lax.stop_gradient(penalty),

@@ -41,6 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from experiments import cli, flag_defs
 
 def format_value(v: float) -> str:
   """A parameter as the reference tables write it: 3 significant digits, no leading zero.
@@ -243,54 +244,51 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
 # ------------------------------------------------------------------------------- CLI
 
 
-def _define_flags():
-  from absl import flags
+_FLAGS = {
+    "images": ("string", None, ".npz with uint8 images [N, H, W, C] and labels [N]."),
+    "workdir": ("string", None, "A trained run's workdir (default: train a demo CNN)."),
+    "out": ("string", "calibration", "Output directory."),
+    "names": ("string", "", "Comma-separated corruptions (default: the 15 standard)."),
+    "base_table": ("string", "standard", "standard | refined | refined_cifar100."),
+    "floor": ("float", None, "Target accuracy at severity 5 (default: mean sev-5)."),
+    "iterations": ("integer", 7, "Bisection steps per severity."),
+    "num_images": ("integer", 0, "Calibrate on the first N images (0 = all)."),
+    "train_images": ("string", None, "Demo model: train on this .npz (default: the first half "
+                     "of --images, calibrating on the second)."),
+    "train_size": ("integer", 0, "Demo model: train on the first N images (0 = all)."),
+    "train_steps": ("integer", 300, "Demo model: training steps."),
+    "width": ("integer", 16, "Demo model: width."),
+    "label": ("string", None, "Column label of the table (default: the .npz name)."),
+    "seed": ("integer", 0, "Seed of the corruption keys (and the demo model)."),
+    "batch_size": ("integer", 256, "Evaluation batch size."),
+}
 
-  flags.DEFINE_string("images", None, ".npz with uint8 images [N, H, W, C] and labels [N].")
-  flags.DEFINE_string("workdir", None, "A trained run's workdir (default: train a demo CNN).")
-  flags.DEFINE_string("out", "calibration", "Output directory.")
-  flags.DEFINE_string("names", "", "Comma-separated corruptions (default: the 15 standard).")
-  flags.DEFINE_string("base_table", "standard", "standard | refined | refined_cifar100.")
-  flags.DEFINE_float("floor", None, "Target accuracy at severity 5 (default: mean sev-5).")
-  flags.DEFINE_integer("iterations", 7, "Bisection steps per severity.")
-  flags.DEFINE_integer("num_images", 0, "Calibrate on the first N images (0 = all).")
-  flags.DEFINE_string("train_images", None, "Demo model: train on this .npz (default: the "
-                      "first half of --images, calibrating on the second).")
-  flags.DEFINE_integer("train_size", 0, "Demo model: train on the first N images (0 = all).")
-  flags.DEFINE_integer("train_steps", 300, "Demo model: training steps.")
-  flags.DEFINE_integer("width", 16, "Demo model: width.")
-  flags.DEFINE_string("label", None, "Column label of the table (default: the .npz name).")
-  flags.DEFINE_integer("seed", 0, "Seed of the corruption keys (and the demo model).")
-  flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
 
-
+@flag_defs.uses(own=_FLAGS)
 def main(argv, overrides):
   del argv
   from absl import flags
 
-  from experiments import cli
+  from drojax import corruptions
 
   f = flags.FLAGS
   if overrides:
     raise cli.UsageError("calibrate_severities takes no --config.* overrides")
   if not f.images:
     raise cli.UsageError("--images=PATH.npz is required")
-  if not os.path.isfile(f.images):
-    raise cli.UsageError(f"--images: {f.images} not found")
-  from drojax import corruptions
-
+  for flag in ("images", "train_images"):
+    if f[flag].value and not os.path.isfile(f[flag].value):
+      raise cli.UsageError(f"--{flag}: {f[flag].value} not found")
   names = [n for n in f.names.split(",") if n] or None
   for n in names or ():
-    cli.check_choice(n, list(corruptions.NAMES), "--names")
-  cli.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
+    flag_defs.check_choice(n, list(corruptions.NAMES), "--names")
+  flag_defs.check_choice(f.base_table, list(corruptions.TABLES), "--base_table")
   if f.floor is not None and not 0.0 <= f.floor <= 1.0:
     raise cli.UsageError(f"--floor must be in [0, 1]; got {f.floor}")
-  if f.train_images and not os.path.isfile(f.train_images):
-    raise cli.UsageError(f"--train_images: {f.train_images} not found")
-  if (f.iterations < 1 or f.num_images < 0 or f.train_steps < 1 or f.batch_size < 1
-      or f.train_size < 0):
-    raise cli.UsageError("--iterations, --train_steps, --batch_size must be >= 1 and "
-                         "--num_images >= 0")
+  for flag, minimum in (("iterations", 1), ("train_steps", 1), ("batch_size", 1),
+                        ("num_images", 0), ("train_size", 0)):
+    if f[flag].value < minimum:
+      raise cli.UsageError(f"--{flag} must be >= {minimum}; got {f[flag].value}")
   run(images_path=f.images, out=f.out, workdir=f.workdir, names=names,
       base_table=f.base_table, floor=f.floor, iterations=f.iterations,
       num_images=f.num_images, train_steps=f.train_steps, width=f.width, label=f.label,
@@ -299,7 +297,4 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
-  from experiments import cli as _cli
-
-  _define_flags()
-  _cli.run_main(main)
+  cli.run_main(main)

@@ -14,28 +14,26 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import cli
+from experiments import cli, flag_defs
 from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
+from experiments.overrides import apply_overrides
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dro_augmix", "Training method (see drojax.methods.method_names()).")
-flags.DEFINE_string("eval_corruptions", None,
-                    "published (CIFAR-10-C arrays) | generated (on the fly, standard table) | "
-                    "refined (on the fly, refined table). Default: the config's.")
-cli.define_flags("dataset", "preset", "workdir", "data_dir", "download", "compilation_cache_dir")
 
 
 def build_config(overrides):
   """The config from the flags and the ``--config.*`` overrides."""
-  cli.check_run_flags()
+  flag_defs.check_run_flags()
   if FLAGS.eval_corruptions is not None:
-    cli.check_choice(FLAGS.eval_corruptions, common.EVAL_CORRUPTIONS, "--eval_corruptions")
+    flag_defs.check_choice(FLAGS.eval_corruptions, common.EVAL_CORRUPTIONS, "--eval_corruptions")
   config = cifar_c_config.make_config(FLAGS.method, preset=FLAGS.preset, dataset=FLAGS.dataset,
                                       eval_corruptions=FLAGS.eval_corruptions)
-  return cli.set_run_fields(cli.apply_overrides(config, overrides))
+  return flag_defs.set_run_fields(apply_overrides(config, overrides))
 
 
+@flag_defs.uses("method", "eval_corruptions", "dataset", "preset", "workdir", "data_dir",
+                "download", "compilation_cache_dir")
 def main(argv, overrides):
   del argv
   from experiments import train

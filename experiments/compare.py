@@ -11,13 +11,15 @@ import os
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, multi
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdirs", None, "Comma-separated workdirs holding results.json.")
-flags.DEFINE_string("out", None, "Output directory (default: the current directory).")
 
 
+@flag_defs.uses(own={"workdirs": ("string", None, "Comma-separated workdirs holding "
+                                  "results.json."),
+                     "out": ("string", None, "Output directory (default: the current "
+                             "directory).")})
 def main(argv, overrides):
   del argv
   if overrides:

@@ -13,22 +13,22 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, multi
 from experiments.configs import fashion_mnist_pgd as fm_config
 
 FLAGS = flags.FLAGS
-cli.define_flags("methods", "preset", "dataset", "workdir", "data_dir", "compilation_cache_dir",
-                 dataset="fashion_mnist")
 
 
 def build_configs(overrides):
-  cli.check_run_flags()
+  flag_defs.check_run_flags()
   return multi.method_configs(
       FLAGS.methods,
       lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset), overrides)
 
 
-main = multi.main_of(build_configs)
+main = flag_defs.uses("methods", "preset", "dataset", "workdir", "data_dir",
+                      "compilation_cache_dir",
+                      dataset="fashion_mnist")(multi.main_of(build_configs))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,17 @@ def eps_label(key: Any, *, with_value: bool = False) -> str:
   return f"{eps:.4g}"
 
 
+def attack_name(results: Any) -> str:
+  """The attack of a ``results.json`` dict with its steps: ``'PGD-20'``, ``'SUITE'``.
+
+  >>> attack_name({"adversarial": {"attack": "pgd", "num_steps": 20}}), attack_name({})
+  ('PGD-20', 'PGD')
+  """
+  settings = results.get("adversarial") or {}
+  steps = settings.get("num_steps")
+  return str(settings.get("attack") or "pgd").upper() + (f"-{steps}" if steps else "")
+
+
 def t975(df: int) -> float:
   """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
   if df < 1:
@@ -84,4 +95,4 @@ def ci_cell(cell: tuple[float, float | None, int], *, signed: bool = False, scal
   return text + (f" ± {scale * half:.{digits}f}" if half is not None else " (1 seed)")
 
 
-__all__ = ["pct", "eps_label", "t975", "mean_ci", "ci_cell", "T975"]
+__all__ = ["pct", "eps_label", "attack_name", "t975", "mean_ci", "ci_cell", "T975"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from absl import flags
 
-from experiments import cli, groups, multi
+from experiments import cli, flag_defs, groups, multi
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
 
@@ -45,7 +45,7 @@ def _define_flags() -> None:
                       "Comma-separated methods.")
   flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
   flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
-  cli.define_flags("preset", "workdir", "data_dir", "compilation_cache_dir")
+  flag_defs.define("preset", "workdir", "data_dir", "compilation_cache_dir")
 
 # The hyper-parameter each method is tuned over (on validation), and its values.
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -66,9 +66,9 @@ def _label(field: str | None, value: Any) -> str:
 
 def plan(overrides) -> list[tuple[str, str, int, Any]]:
   """``(method, label, seed, config)`` of every run, validated."""
-  cli.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
-  cli.check_choice(FLAGS.preset, common.PRESETS, "--preset")
-  cli.check_choice(FLAGS.grid, ("default", "none"), "--grid")
+  flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
+  flag_defs.check_choice(FLAGS.preset, common.PRESETS, "--preset")
+  flag_defs.check_choice(FLAGS.grid, ("default", "none"), "--grid")
   try:
     seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
   except ValueError:

@@ -1,14 +1,14 @@
 """``--help``, ``-h`` and ``--helpfull`` of the experiment CLIs, generated, never written by hand.
 
-absl's own help flags exit with status 1 and know nothing of ``--config.*``; ``cli.run_main``
-asks :func:`requested` first and prints :func:`text` (status 0). The text follows absl's
-convention (the CLI module's docstring as the usage, then its flags with help and defaults, from
-absl's flag registry; ``--helpfull`` adds every other module's flags) and, for a CLI that takes
-``--config.<field>=VALUE``, lists the methods with their one-line descriptions, the datasets,
-the presets and every config field with its type, allowed values and default, all read from
-what validation uses: :func:`experiments.configs.common.field_specs` with the experiment's
-``EXTRA_FIELDS`` (the ``drojax.specs.Spec`` of each field, whose ``describe()`` says the type
-and range) and the method registry (methods a ``--import``-ed module registered included).
+absl's own help flags exit with status 1 and know nothing of ``--config.*``; ``cli.run_main`` asks
+:func:`requested` first and :func:`print_help` prints :func:`text` (status 0). The text follows
+absl's convention (the CLI module's docstring as the usage, then its flags with help and defaults,
+from absl's flag registry; ``--helpfull`` adds every other module's flags) and, for a CLI that takes
+``--config.<field>=VALUE``, lists the methods with their one-line descriptions, the datasets, the
+presets and every config field with its type, allowed values and default, all read from what
+validation uses: :func:`experiments.configs.common.field_specs` with the experiment's
+``EXTRA_FIELDS`` (the ``drojax.specs.Spec`` of each field, whose ``describe()`` says the type and
+range) and the method registry (methods a ``--import``-ed module registered included).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def _module_flags(module_name: str, module_file: str | None, full: bool) -> str:
   if full:
     return registry.get_help()
   by_module = registry.flags_by_module_dict()
-  # The CLI's own flags, and those it defined through cli.define_flags (registered there).
+  # The CLI's own flags, and the shared ones it uses (registered by experiments.flag_defs).
   keys = [k for k in (module_file, sys.argv[0] if module_name == "__main__" else None,
-                      module_name, "experiments.cli") if k and k in by_module]
+                      module_name, "experiments.flag_defs") if k and k in by_module]
   return "\n".join(registry.module_help(k) for k in dict.fromkeys(keys))
 
 
@@ -65,6 +65,7 @@ def config_text(config: Any) -> str:
 
   from drojax import methods
   from drojax.data import registry
+  from drojax.specs import flatten
   from experiments.configs import common
 
   extra = getattr(importlib.import_module(f"experiments.configs.{config.experiment}"),
@@ -84,7 +85,7 @@ def config_text(config: Any) -> str:
   lines += ["presets (--preset): " + ", ".join(common.PRESETS)]
   lines += ["", f"config fields (defaults for --method={config.method} --preset={config.preset} "
             f"--dataset={config.dataset}):"]
-  for path, value in common.flatten(config).items():
+  for path, value in flatten(config).items():
     spec = specs.get(path)
     if spec is None:
       raise KeyError(f"config field {path} has no spec")
@@ -121,4 +122,27 @@ def text(module_name: str, *, full: bool, config_fn: Callable[[], Any] | None = 
   return "\n".join(out) + "\n"
 
 
-__all__ = ["requested", "without_help", "config_text", "text"]
+def print_help(module_name: str, argv: Sequence[str], *, full: bool,
+               config_fn: Callable[[], Any] | None) -> None:
+  """Parses the other flags (they select the config whose defaults are shown) and prints."""
+  from absl import flags
+
+  from drojax.specs import ConfigError
+  from experiments import flag_defs, overrides
+  from experiments.cli import UsageError
+
+  rest, _ = overrides.split_config_overrides(without_help(argv))
+  flags.FLAGS.unparse_flags()
+  try:
+    flag_defs.import_modules(rest)  # the users' methods are listed too
+    flags.FLAGS(rest)
+    out = text(module_name, full=full, config_fn=config_fn)
+  except (flags.Error, UsageError, ConfigError) as e:  # help for the defaults instead
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS.mark_as_parsed()
+    out = text(module_name, full=full, config_fn=config_fn) + (
+        f"\n(the other flags were not usable, so the defaults are shown: {e})\n")
+  print(out, end="", flush=True)
+
+
+__all__ = ["requested", "without_help", "config_text", "text", "print_help"]

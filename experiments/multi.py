@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from experiments import cli
+from experiments import cli, flag_defs
+from experiments.overrides import apply_overrides, check_overrides_apply
 
 
 def parse_list(text: str, flag: str) -> list[str]:
@@ -51,18 +52,18 @@ def method_configs(methods: str, make: Callable[[str], Any],
   """One ``(method, config)`` per name in the comma-separated ``--methods`` value.
 
   ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides and the shared
-  run flags (``cli.set_run_fields``) are applied to each.
+  run flags (``flag_defs.set_run_fields``) are applied to each.
   """
   from drojax.methods import method_names
 
   out = []
   for method in parse_list(methods, "--methods"):
-    cli.check_choice(method, method_names(), "--methods entry")
+    flag_defs.check_choice(method, method_names(), "--methods entry")
     config = make(method)
-    cli.set_run_fields(cli.apply_overrides(config, overrides, check_applies=False))
+    flag_defs.set_run_fields(apply_overrides(config, overrides, check_applies=False))
     out.append((method, config))
   # An override no method reads is an error; one that only some read is fine (a comparison).
-  cli.check_overrides_apply([c for _, c in out], overrides)
+  check_overrides_apply([c for _, c in out], overrides)
   return out
 
 

@@ -70,27 +70,13 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
                  + f" {r['train_seconds'] or 0:.0f} | {'yes' if r['pareto_optimal'] else ''} |")
   with open(os.path.join(root, "sweep.md"), "w") as f:
     f.write(f"# Sweep of {param}\n\n" + "\n".join(lines) + "\n")
-  import matplotlib
+  from experiments.reporting import scatter_plot
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(5, 4))
-  ax.scatter([100 * p[0] for p in pts], [100 * p[1] for p in pts], color="tab:blue")
-  for (x, y), r in zip(pts, rows):
-    ax.annotate(f"{param}={r[param]:g}", (100 * x, 100 * y), textcoords="offset points",
-                xytext=(4, 4), fontsize=8)
-  ax.plot([100 * pts[i][0] for i in front], [100 * pts[i][1] for i in front], color="tab:red",
-          label="Pareto front")
-  ax.set_xlabel("clean accuracy (%)")
-  ax.set_ylabel("mean corruption accuracy (%)")
-  ax.set_title(f"{param} sweep: clean vs mean corruption accuracy\n(axes zoomed to the runs)",
-               fontsize=10)
-  ax.margins(0.2)  # room for the labels of the outermost points inside the axes
-  ax.legend(loc="best")
-  fig.tight_layout()
-  fig.savefig(os.path.join(root, "pareto.png"), dpi=120)
-  plt.close(fig)
+  scatter_plot([(f"{param}={r[param]:g}", 100 * x, None, 100 * y, None)
+                for (x, y), r in zip(pts, rows)], os.path.join(root, "pareto.png"),
+               xlabel="clean accuracy (%)", ylabel="mean corruption accuracy (%)",
+               title=f"{param} sweep: clean vs mean corruption accuracy (axes zoomed)",
+               front=True, annotate=True)
   return summary
 
 

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from drojax.evaluate import ATTACK_LABELS, FAMILIES, summarize_corruptions
 
-from experiments.formatting import eps_label, pct
+from experiments.formatting import attack_name, eps_label, pct
 
 REQUIRED_KEYS = ("method", "dataset", "clean_accuracy", "mean_corruption_accuracy",
                  "corruption_accuracy", "adversarial_accuracy", "train_seconds")
@@ -135,7 +135,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
                    f"{pct(r.get('extra_corruption_accuracy'))} |")
   attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
   for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
-    lines.append(f"| adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%) | {pct(v)} |")
+    lines.append(f"| adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%) | "
+                 f"{pct(v)} |")
   g = r.get("group_accuracy") or {}
   if g:
     lines.append(f"| worst-group accuracy (%) | {pct(g.get('worst_group'))} |")
@@ -149,7 +150,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
-    lines += [f"## Corruption accuracy (%) — {r.get('corruption_source') or ''}".rstrip(" —"), "",
+    source = r.get("corruption_source") or ""
+    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), "",
               "| corruption | " + " | ".join(f"sev {s}" for s in sevs) + " | mean |",
               "|---|" + "---|" * (len(sevs) + 1)]
     from drojax.corruptions import tables
@@ -163,12 +165,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("| **mean, standard** | " + " | ".join(pct(per_sev.get(s)) for s in sevs) +
                  f" | **{pct(summary['mean_corruption_accuracy'])}** |")
     if summary["extra_corruption_accuracy"] is not None:
-      ex = [n for n in acc if n in tables.EXTRA_NAMES]
-      cells = []
-      for s in sevs:
-        vals = [acc[n][s] for n in ex if s in acc[n] and acc[n][s] is not None]
-        cells.append(pct(sum(vals) / len(vals)) if vals else "-")
-      lines.append("| mean, extras | " + " | ".join(cells) +
+      extra = summary["extra_per_severity_mean"]
+      lines.append("| mean, extras | " + " | ".join(pct(extra.get(s)) for s in sevs) +
                    f" | {pct(summary['extra_corruption_accuracy'])} |")
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
@@ -188,7 +186,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
               "| eps | " + " | ".join(_attack_label(a) for a in names) + " |",
               "|---|" + "---|" * len(names)]
     for e in sorted(adv, key=float):
-      lines.append(f"| {eps_label(e, with_value=True)} | " + " | ".join(pct(by[a].get(e)) for a in names) +
+      lines.append(f"| {eps_label(e, with_value=True)} | " +
+                   " | ".join(pct(by[a].get(e)) for a in names) +
                    " |")
     lines.append("")
 
@@ -279,15 +278,73 @@ def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: st
       adv.setdefault("0", res["clean_accuracy"])
     es = sorted(adv, key=float)
     ax.plot([255 * float(e) for e in es], [100 * adv[e] for e in es], marker="o", label=label)
-    settings = res.get("adversarial") or {}
-    attacks.add(str(settings.get("attack") or "pgd").upper() + (
-        f"-{settings['num_steps']}" if settings.get("num_steps") else ""))
+    attacks.add(attack_name(res))
   ax.set_title(f"accuracy under {' / '.join(sorted(attacks))} attack (eps 0 = clean)")
   ax.set_xlabel("eps (x 1/255, pixel space)")
   ax.set_ylabel("robust accuracy (%)")
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
+              ticks: Sequence[str], path: str, *, ylabel: str = "accuracy (%)",
+              title: str | None = None, ylim: tuple[float, float] | None = (0, 100)) -> str:
+  """Grouped bars: one group per tick, one bar per series ``{label: (values, errors or
+  None)}``; a NaN value draws no bar (not measured). ``ylim`` None: matplotlib's range."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(ticks) + 0.4 * len(series)), 4.5))
+  width = 0.8 / max(1, len(series))
+  for i, (label, (ys, errs)) in enumerate(series.items()):
+    xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ticks))]
+    ax.bar(xs, ys, width=width, yerr=errs, capsize=3 if errs else 0, label=label)
+  ax.set_xticks(range(len(ticks)))
+  ax.set_xticklabels(ticks, rotation=20, ha="right", fontsize=8)
+  ax.set_ylabel(ylabel)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float | None]],
+                 path: str, *, xlabel: str, ylabel: str, title: str | None = None,
+                 front: bool = False, annotate: bool = False) -> str:
+  """Points ``(label, x, x_error, y, y_error)`` (errors may be None), labelled beside each point
+  (``annotate``) or in a legend; ``front`` joins the Pareto-optimal means (higher is better in
+  both)."""
+  from experiments.pareto import pareto_front
+
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 4.5))
+  for label, x, xerr, y, yerr in points:
+    ax.errorbar(x, y, xerr=xerr or 0, yerr=yerr or 0, fmt="o", capsize=3,
+                color="tab:blue" if annotate else None, label=None if annotate else label)
+    if annotate:
+      ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+  if annotate:
+    ax.margins(0.2)  # the outermost points' labels stay inside the axes
+  if front:
+    best = pareto_front([(p[1], p[3]) for p in points])
+    ax.plot([points[i][1] for i in best], [points[i][3] for i in best], color="tab:red",
+            label="Pareto front (means)")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -423,24 +480,9 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   with open(paths["md"], "w") as f:
     f.write("\n".join(lines) + "\n")
 
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 0.4 * len(labels)), 4.5))
-  width = 0.8 / max(1, len(labels))
-  for i, (label, r) in enumerate(zip(labels, results)):
-    xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(cols))]
-    # A run without a column's number gets no bar there, not a 0 % one.
-    ys = [math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols]
-    ax.bar(xs, ys, width=width, label=label)
-  ax.set_xticks(range(len(cols)))
-  ax.set_xticklabels([c for c, _ in cols], rotation=20, ha="right")
-  ax.set_ylabel("accuracy (%)")
-  ax.set_ylim(0, 100)
-  ax.set_title("accuracy per run (no bar: not measured)")
-  ax.grid(axis="y", alpha=0.3)
-  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, bars
-  fig.tight_layout()
-  fig.savefig(paths["png"], dpi=100)
-  plt.close(fig)
+  bar_chart({label: ([math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols], None)
+             for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"],
+            title="accuracy per run (no bar: not measured)")
   if any(r.get("corruption_accuracy") for r in results):
     paths["severity_png"] = plot_severity(dict(zip(labels, results)),
                                           os.path.join(out, "comparison_severity.png"),
@@ -449,4 +491,4 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
 
 
 __all__ = ["REQUIRED_KEYS", "write_results", "compare_runs", "results_markdown", "results_rows",
-           "plot_severity", "plot_adversarial", "pyplot"]
+           "plot_severity", "plot_adversarial", "pyplot", "bar_chart", "scatter_plot"]

@@ -19,10 +19,11 @@ The corrupted CIFAR test sets are made once per table (a fixed class-balanced su
 split, corrupted with a fixed key, stored as uint8 like the published CIFAR-10-C) under
 ``ROOT/corrupted/<table>`` and every model is scored on the same arrays. ``--workers=N`` runs N
 processes (one CPU core and one XLA thread each), which claim runs through lock files; the main
-process shows one progress bar over all runs and writes the report
-(``ROOT/report/results.md``, the plots and ``summary.json``; see
-``experiments.reproduction_report``) when they finish. ``--report_only`` rewrites the report from
-whatever has finished. ``--scale=smoke`` is a seconds-long version for tests.
+process shows one progress bar over all runs and writes the report (``ROOT/report/results.md``,
+the plots and ``summary.json``; ``experiments.study_report``) when they finish.
+``--report_only`` rewrites the report from whatever has finished; ``--runs``, ``--shard`` and
+``--retry_failed`` are the study framework's (``experiments.studies``). ``--scale=smoke`` is a
+seconds-long version for tests.
 """
 
 from __future__ import annotations
@@ -32,25 +33,8 @@ import os
 import time
 from typing import Any
 
-from absl import flags
-
-from experiments import cli, multi, studies
+from experiments import cli, flag_defs, studies
 from experiments.studies import RunSpec
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("root", None, "Root directory of the study (one workdir per run).")
-flags.DEFINE_string("data_dir", None, "Folder with cifar10_{train,test}.npz and "
-                    "fashion_mnist_{train,test}.npz (default $DROJAX_DATA_DIR).")
-flags.DEFINE_string("studies", "fmnist_pgd,cifar_augment,cifar_var_dro,fmnist_rho,cifar_rho",
-                    "Comma-separated studies to run.")
-flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-flags.DEFINE_string("scale", "reduced", "reduced (the documented study) | smoke (tests)")
-flags.DEFINE_integer("workers", 1, "Worker processes (each pinned to one core when it can be).")
-flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (FAILED files).")
-flags.DEFINE_bool("report_only", False, "Only (re)write the report from the finished runs.")
-flags.DEFINE_string("report_dir", None, "Where the report goes (default ROOT/report).")
-flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker N.")
-flags.DEFINE_string("compilation_cache_dir", None, "JAX compilation cache ('none' off).")
 
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
 TABLES = ("standard", "refined")
@@ -102,49 +86,33 @@ SCALES = {
 
 # ------------------------------------------------------------------------------- the plan
 
-def _apply_scale(c, *, seed: int, scale: Scale, width: int, train: int, epochs: int,
-                 eval_images: int, rho: float | None) -> None:
-  """The fields every study sets on its preset config (``c`` unlocked)."""
-  c.width = width
-  c.train_subset = train
-  c.num_epochs = epochs
-  c.seed = seed
-  c.eval.images = eval_images
-  c.checkpoint_every_steps = scale.checkpoint_every
-  c.batch_size = scale.batch_size
-  c.progress = False
-  if rho is not None:
-    c.method_config.rho = rho
+def _config(method: str, seed: int, scale: Scale, *, cifar: bool, rho: float | None = None):
+  """The preset of ``method`` at ``scale``'s sizes (the CIFAR study's corrupted sets are scored
+  by this module, not by the training CLI's evaluation)."""
+  p = "cifar" if cifar else "fmnist"
+  sizes = {"width": getattr(scale, f"{p}_width"), "train_subset": getattr(scale, f"{p}_train"),
+           "num_epochs": getattr(scale, f"{p}_epochs"), "eval.images": getattr(scale, f"{p}_eval"),
+           "checkpoint_every_steps": scale.checkpoint_every, "batch_size": scale.batch_size,
+           "method_config.rho": rho}
+  if cifar:
+    return studies.preset("cifar_c", method, "cifar10", seed,
+                          {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
+  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
+                        {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
 
 
 def _fmnist_config(method: str, seed: int, scale: Scale, rho: float | None = None):
-  from experiments.configs import fashion_mnist_pgd as fm_config
-
-  c = fm_config.make_config(method, preset="paper", dataset="fashion_mnist")
-  with c.unlocked():
-    c.model = "small_cnn"
-    c.eval.pgd_steps = scale.pgd_steps
-    _apply_scale(c, seed=seed, scale=scale, width=scale.fmnist_width, train=scale.fmnist_train,
-                 epochs=scale.fmnist_epochs, eval_images=scale.fmnist_eval, rho=rho)
-  return c
+  return _config(method, seed, scale, cifar=False, rho=rho)
 
 
 def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None):
-  from experiments.configs import cifar_c as cifar_config
-
-  c = cifar_config.make_config(method, preset="paper", dataset="cifar10")
-  with c.unlocked():
-    c.eval.corruption_names = ("none",)  # the corrupted sets are scored by this module
-    c.eval.adv_eps = ()
-    _apply_scale(c, seed=seed, scale=scale, width=scale.cifar_width, train=scale.cifar_train,
-                 epochs=scale.cifar_epochs, eval_images=scale.cifar_eval, rho=rho)
-  return c
+  return _config(method, seed, scale, cifar=True, rho=rho)
 
 
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
   """Every run, seed-major (all of seed 0 first), so a partial study is balanced over methods."""
   for study in names:
-    cli.check_choice(study, list(STUDIES), "--studies")
+    flag_defs.check_choice(study, list(STUDIES), "--studies")
   runs = []
   for seed in seeds:
     if "fmnist_pgd" in names:
@@ -157,12 +125,10 @@ def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
       for m in ("erm", "kl_dro", "var_dro"):
         c = _cifar_config(m, seed, scale)
         if m == "kl_dro":
-          with c.unlocked():
-            c.method_config.kl_temperature = KL_FIRST_TEMPERATURE
+          c.method_config.kl_temperature = KL_FIRST_TEMPERATURE
         runs.append(RunSpec("cifar_var_dro", m, m, seed, c, True))
       kl = _cifar_config("kl_dro", seed, scale)
-      with kl.unlocked():
-        kl.method_config.kl_temperature = KL_STABLE_TEMPERATURE
+      kl.method_config.kl_temperature = KL_STABLE_TEMPERATURE
       runs.append(RunSpec("cifar_var_dro", f"kl_dro_T{KL_STABLE_TEMPERATURE:g}", "kl_dro", seed,
                           kl, True))
     if "fmnist_rho" in names:
@@ -184,24 +150,6 @@ def corrupted_dir(root: str, table: str) -> str:
   return os.path.join(root, "corrupted", table)
 
 
-def balanced_subset(labels, n: int, seed: int):
-  """Sorted indices of ``n`` examples, ``n // K`` per class (``K`` classes), chosen by ``seed``."""
-  import numpy as np
-
-  classes = np.unique(labels)
-  per = n // len(classes)
-  if per < 1:
-    raise ValueError(f"corrupted_images={n} is fewer than the {len(classes)} classes")
-  rng = np.random.default_rng(seed)
-  picks = []
-  for c in classes:
-    idx = np.flatnonzero(labels == c)
-    if len(idx) < per:
-      raise ValueError(f"class {c} has {len(idx)} test images, fewer than {per}")
-    picks.append(rng.choice(idx, per, replace=False))
-  return np.sort(np.concatenate(picks))
-
-
 def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
                         subset_seed: int = 1234, key_seed: int = 20261122,
                         progress: bool = True) -> None:
@@ -214,7 +162,7 @@ def make_corrupted_sets(root: str, data_dir: str | None, scale: Scale, *,
   from drojax.data import published_c
 
   test = data.load_dataset("cifar10", "test", data_dir=data_dir)
-  idx = balanced_subset(np.asarray(test.labels), scale.corrupted_images, subset_seed)
+  idx = data.balanced_indices(np.asarray(test.labels), scale.corrupted_images, seed=subset_seed)
   for t, table in enumerate(TABLES):
     folder = corrupted_dir(root, table)
     published_c.write_folder(
@@ -263,90 +211,141 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
   return extra
 
 
-# ------------------------------------------------------------------------------- main
-
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
              cache_dir: str | None) -> None:
   extra = score_corrupted(root, scale) if spec.corrupted else None
   studies.train_run(spec, root, data_dir=data_dir, cache_dir=cache_dir, extra_evaluation=extra)
 
 
-def work(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None,
-         cache_dir: str | None, **kwargs) -> int:
-  """``studies.work`` over ``runs`` with ``run_spec``; returns how many this process finished."""
-  return studies.work(runs, root, lambda spec: run_spec(spec, root, scale, data_dir, cache_dir),
-                      **kwargs)
+def prepare(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None) -> None:
+  if any(s.corrupted for s in runs):
+    make_corrupted_sets(root, data_dir, scale)
 
 
-def _worker_argv() -> list[str]:
-  """The flags a worker needs (everything but --workers / --worker_index / --report*)."""
-  out = [f"--root={FLAGS.root}", f"--studies={FLAGS.studies}", f"--seeds={FLAGS.seeds}",
-         f"--scale={FLAGS.scale}"]
-  if FLAGS.data_dir:
-    out.append(f"--data_dir={FLAGS.data_dir}")
-  if FLAGS.compilation_cache_dir is not None:
-    out.append(f"--compilation_cache_dir={FLAGS.compilation_cache_dir}")
+# ------------------------------------------------------------------------------- report
+
+PGD_EPS = (4, 8, 16)  # in 1/255
+PAIRS = {
+    "fmnist_pgd": (("dro", "erm"), ("dro_mixup", "mixup")),
+    "cifar_augment": (("dro_mixup", "mixup"), ("dro_augmix", "augmix")),
+    "cifar_var_dro": (("var_dro", "erm"), ("var_dro", "kl_dro"), ("kl_dro", "erm"),
+                      ("var_dro", "kl_dro_T10"), ("kl_dro_T10", "erm")),
+}
+TITLES = {
+    "fmnist_pgd": "1. DRO-Augment under PGD (Fashion-MNIST, small CNN)",
+    "cifar_augment": "2. DRO-Augment under corruptions (CIFAR-10, PreActResNet-18)",
+    "cifar_var_dro": "3. Var-DRO vs ERM and KL-DRO (CIFAR-10, PreActResNet-18)",
+    "fmnist_rho": "4a. rho sweep of dro_mixup (Fashion-MNIST, small CNN)",
+    "cifar_rho": "4b. rho sweep of dro_mixup (CIFAR-10, PreActResNet-18)",
+}
+# A sweep study -> (the study whose mixup (rho = 0) and dro_mixup runs join it, the robust
+# metric of its Pareto plot and that metric's label).
+SWEEPS = {
+    "fmnist_rho": ("fmnist_pgd", "pgd8", "PGD 8/255 accuracy (%)"),
+    "cifar_rho": ("cifar_augment", "mca_standard", "mean corrupted accuracy, standard (%)"),
+}
+COLUMNS = {
+    "fmnist": [("clean", "clean")] + [(f"pgd{e}", f"PGD {e}/255") for e in PGD_EPS],
+    "cifar": [("clean", "clean"), ("mca_standard", "mean corrupted (standard)"),
+              ("mca_refined", "mean corrupted (refined)")],
+}
+
+
+def metrics_of(results: dict[str, Any]) -> dict[str, Any]:
+  """The headline numbers of one ``results.json``."""
+  from drojax.evaluate import eps_key
+
+  out: dict[str, Any] = {"clean": results.get("clean_accuracy")}
+  adv = results.get("adversarial_accuracy") or {}
+  for e in PGD_EPS:
+    out[f"pgd{e}"] = adv.get(eps_key(e / 255))
+  for table in TABLES:
+    block = results.get(f"corrupted_{table}") or {}
+    out[f"mca_{table}"] = block.get("mean_corruption_accuracy")
+    out[f"per_corruption_{table}"] = block.get("per_corruption_mean")
+  out["train_seconds"] = results.get("train_seconds")
   return out
 
 
+def per_corruption_table(rows, names, table: str = "standard") -> list[str]:
+  """Mean accuracy (over seeds, 5 severities each) per corruption: one column per run name."""
+  from experiments.formatting import mean_ci, pct
+
+  key = f"per_corruption_{table}"
+  rows = [r for r in rows if r.get(key)]
+  corruptions = list(dict.fromkeys(c for r in rows for c in r[key]))
+  if not corruptions:
+    return []
+  lines = [f"Per corruption ({table} table; mean over seeds and the 5 severities):", "",
+           "| corruption | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for c in corruptions:
+    means = [mean_ci([r[key].get(c) for r in rows if r["name"] == n])[0] for n in names]
+    lines.append(f"| {c} | " + " | ".join(pct(m, digits=1, missing="n/a") for m in means) + " |")
+  return lines + [""]
+
+
+def rho_section(report, sweep: str) -> list[str]:
+  """A sweep's table over rho (its runs plus its base study's mixup, rho = 0, and dro_mixup)
+  and its clean-vs-robust Pareto plot."""
+  from experiments import reporting, study_report
+
+  base, robust, label = SWEEPS[sweep]
+  rows = report.part(sweep) + [{**r, "rho": 0.0 if r["name"] == "mixup" else r["rho"]}
+                               for r in report.part(base) if r["name"] in ("mixup", "dro_mixup")]
+  rows = [{**r, "name": f"rho {r['rho']:g}"} for r in rows]
+  names = [f"rho {rho:g}" for rho in sorted({r["rho"] for r in rows})]
+  columns = COLUMNS[sweep.split("_")[0]]
+  lines = study_report.table(rows, names, columns)
+  pts = []
+  for name in names:
+    c = study_report.cells(rows, name, ["clean", robust])
+    if c["clean"][2] and c[robust][2]:
+      pts.append((name.replace(" ", "="), 100 * c["clean"][0], 100 * (c["clean"][1] or 0),
+                  100 * c[robust][0], 100 * (c[robust][1] or 0)))
+  if pts:
+    png = reporting.scatter_plot(pts, os.path.join(report.out_dir, f"{sweep}_pareto.png"),
+                                 xlabel="clean accuracy (%)", ylabel=label, front=True,
+                                 annotate=True, title=TITLES[sweep][4:] + ": clean vs robust")
+    lines += [f"![{sweep}]({os.path.basename(png)})", ""]
+  return lines
+
+
+def sections(report) -> list[str]:
+  """Per study: its table with the paired differences, per corruption, and a bar plot; per
+  rho sweep: its table and Pareto plot."""
+  from experiments import reporting, study_report
+
+  lines = []
+  for part in (s for s in STUDIES if s in report.names):
+    lines += [f"## {TITLES[part]}", ""]
+    if part in SWEEPS:
+      lines += rho_section(report, part)
+      continue
+    rows, names, columns = report.part(part), report.names[part], COLUMNS[part.split("_")[0]]
+    lines += study_report.table(rows, names, columns, pairs=PAIRS.get(part, ()),
+                                failed=report.failed_in(part))
+    lines += per_corruption_table(rows, names)
+    if rows:
+      cells = {n: study_report.cells(rows, n, [k for k, _ in columns]) for n in names}
+      png = reporting.bar_chart(
+          {n: ([100 * c[0] if c[2] else 0.0 for c in cells[n].values()],
+               [100 * (c[1] or 0.0) for c in cells[n].values()]) for n in names},
+          [h for _, h in columns], os.path.join(report.out_dir, f"{part}.png"),
+          title=TITLES[part])
+      lines += [f"![{part}]({os.path.basename(png)})", ""]
+  return lines
+
+
+STUDY = studies.Study(
+    module="experiments.reproduce", title="Reproduction results", parts=STUDIES,
+    scales=SCALES, default_scale="reduced",
+    plan=lambda parts, seeds, scale: (plan(parts, seeds, scale), []),
+    run=run_spec, metrics=metrics_of, sections=sections, prepare=prepare)
+
+
+@flag_defs.uses("data_dir", "compilation_cache_dir", own=studies.flags_of(STUDY))
 def main(argv, overrides):
-  del argv
-  if overrides:
-    raise cli.UsageError("reproduce takes no --config.* overrides: the study is fixed by "
-                         "--scale (edit SCALES to change it)")
-  if not FLAGS.root:
-    raise cli.UsageError("--root is required")
-  cli.check_choice(FLAGS.scale, list(SCALES), "--scale")
-  if FLAGS.workers < 1:
-    raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
-  scale = SCALES[FLAGS.scale]
-  study_names = multi.parse_list(FLAGS.studies, "--studies")
-  runs = plan(study_names, studies.parse_seeds(FLAGS.seeds), scale)
-  root = os.path.abspath(FLAGS.root)
-  from experiments import train
-
-  report_dir = FLAGS.report_dir or os.path.join(root, "report")
-  if FLAGS.report_only:
-    _write_report(runs, root, report_dir)
-    print(f"report: {os.path.join(report_dir, 'results.md')}")
-    return
-  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
-  cache = FLAGS.compilation_cache_dir
-  if FLAGS.worker_index >= 0:
-    work(runs, root, scale, data_dir, cache,
-         log=lambda m: print(f"[worker {FLAGS.worker_index}] {m}", flush=True))
-    return
-  studies.validate_all(runs)  # a bad value fails here, not an hour in
-  os.makedirs(root, exist_ok=True)
-  if FLAGS.retry_failed:
-    studies.retry_failed(runs, root)
-  procs = (studies.spawn_workers("experiments.reproduce", FLAGS.workers, _worker_argv(), root)
-           if FLAGS.workers > 1 else [])
-  try:
-    if any(s.corrupted for s in runs):
-      cli.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
-      make_corrupted_sets(root, data_dir, scale)
-    if procs:
-      studies.watch(procs, runs, root, desc="reproduction runs")
-    else:
-      from tqdm import tqdm
-
-      with tqdm(total=len(runs), desc="reproduction runs", unit="run") as bar:
-        work(runs, root, scale, data_dir, cache, log=bar.write, bar=bar)
-  except BaseException:  # Ctrl-C or an error here: the workers must not run on unwatched
-    for p in procs:
-      p.terminate()
-    raise
-  _write_report(runs, root, report_dir)
-  print(f"report: {os.path.join(report_dir, 'results.md')}")
-
-
-def _write_report(runs: list[RunSpec], root: str, report_dir: str) -> None:
-  from experiments import reproduction_report as report
-
-  failures = {s.tag: studies.failed(s, root) for s in runs}
-  report.write_report(runs, root, report_dir, scale_name=FLAGS.scale,
-                      failures={k: v for k, v in failures.items() if v})
+  studies.main(STUDY, argv, overrides)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""The study framework of ``experiments.reproduce`` and ``experiments.robustness_study``: a
-plan of runs (``RunSpec``, one workdir each), resumable execution by one scheduler (``work``:
-claim a run, train and evaluate it, record a divergence, go on), several processes over one
-plan (``spawn_workers`` + ``watch``, or a fixed cost-balanced ``shard`` per process), and the
-flags both share.
+"""The study framework of ``experiments.reproduce`` and ``experiments.robustness_study``.
+
+A study module declares a :class:`Study` (its scales, its plan of runs, how one run trains and
+is scored, its report sections) and calls :func:`main`; everything else is here, the same for
+both: the flags (:func:`flags_of`), a plan of runs (``RunSpec``, one workdir each),
+resumable execution by one scheduler (``work``: claim a run, train and evaluate it, record a
+divergence, go on), several processes over one plan (``--workers``: ``spawn_workers`` +
+``watch``; or ``--shard=I/N``, a fixed cost-balanced share per process), and one report writer
+(``experiments.study_report``).
 
 A run is finished when its workdir holds ``results.json``; a run that diverged
 (``FloatingPointError``) holds ``FAILED`` with the error and is skipped until its file is
@@ -19,9 +23,13 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from experiments import cli, multi
+from absl import flags
+
+from experiments import cli, flag_defs, launch, multi
+
+FLAGS = flags.FLAGS
 
 CLAIM = ".claim"
 FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
@@ -44,6 +52,26 @@ class RunSpec:
   @property
   def tag(self) -> str:
     return f"{self.study}/{self.name}/seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """What a study CLI declares; flags, scheduling, workers, shards and the report are shared."""
+
+  module: str  # run as ``python -m module`` (its workers too)
+  title: str  # the report's heading
+  parts: tuple[str, ...]  # its sub-studies (``--studies``), in report order
+  scales: Mapping[str, Any]  # ``--scale`` name -> sizes (a frozen dataclass)
+  default_scale: str
+  plan: Callable  # (parts, seeds, scale) -> (runs, names of runs whose method is missing)
+  run: Callable  # (spec, root, scale, data_dir, cache_dir): train and score one run
+  metrics: Callable  # a results.json dict -> {column: number or None}
+  sections: Callable  # (study_report.Report) -> markdown lines: the study's tables and plots
+  note: Callable = lambda scale: ""  # the report's description of its numbers
+  report_file: str = "results.md"
+  cost: Callable[[RunSpec], float] = lambda spec: 1.0  # spreads the runs over --shard
+  prepare: Callable | None = None  # (runs, root, scale, data_dir): once, before any run
+  sized: Callable = lambda scale: scale  # the scale after the study's own flags
 
 
 def finished(spec: RunSpec, root: str) -> bool:
@@ -71,6 +99,25 @@ def parse_seeds(text: str) -> list[int]:
     raise cli.UsageError(f"--seeds must be integers, got {text!r}") from None
 
 
+def preset(experiment: str, method: str, dataset: str, seed: int, fields: Mapping[str, Any]):
+  """``experiments.configs.<experiment>``'s paper preset of ``method`` on ``dataset``, with
+  ``seed``, no progress bars and ``fields`` (dotted paths such as ``eval.images`` or
+  ``method_config.rho``; None is left at the preset's value). Unlocked: the plan locks it."""
+  import importlib
+
+  c = importlib.import_module(f"experiments.configs.{experiment}").make_config(
+      method, preset="paper", dataset=dataset)
+  c.unlock()
+  for path, value in {"seed": seed, "progress": False, **fields}.items():
+    *parents, leaf = path.split(".")
+    if value is not None:
+      node = c
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  return c
+
+
 def validate_all(runs: Sequence[RunSpec]) -> None:
   """Every run's config checked before the first one trains (a bad value fails now)."""
   import jax
@@ -86,7 +133,7 @@ def train_run(spec: RunSpec, root: str, *, data_dir: str | None, cache_dir: str 
   """``experiments.train.train_and_evaluate`` of ``spec`` into its workdir."""
   from experiments import train
 
-  config = cli.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
+  config = flag_defs.set_run_fields(spec.config, data_dir=data_dir, compilation_cache_dir=cache_dir)
   return train.train_and_evaluate(config, spec.workdir(root), extra_evaluation=extra_evaluation)
 
 
@@ -142,8 +189,8 @@ def release(workdir: str) -> None:
 
 def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *,
          log: Callable[[str], Any] = print, bar=None) -> int:
-  """Runs every unsettled, unclaimed run in order with ``run_fn(spec)``; returns how many this
-  process finished.
+  """Runs every unsettled, unclaimed run in order with ``run_fn(spec)`` (a string it returns,
+  the run's headline numbers, ends its ``done`` line); returns how many this process finished.
 
   A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
   from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
@@ -167,14 +214,15 @@ def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *
       start = time.monotonic()
       log(f"start {spec.tag}")
       try:
-        run_fn(spec)
+        headline = run_fn(spec)
       except FloatingPointError as e:  # drojax.loop.NonFiniteError: diverged; the rest goes on
         message = " ".join(f"{type(e).__name__}: {e}".split())
         with open(os.path.join(workdir, FAILED), "w") as f:
           f.write(message + "\n")
         log(f"FAILED {spec.tag}: {message}")
         continue
-      log(f"done  {spec.tag} in {time.monotonic() - start:.0f} s")
+      log(f"done  {spec.tag} in {time.monotonic() - start:.0f} s" +
+          (f": {headline}" if isinstance(headline, str) else ""))
       done += 1
     finally:
       release(workdir)
@@ -190,7 +238,7 @@ def retry_failed(runs: Sequence[RunSpec], root: str) -> None:
       os.remove(os.path.join(spec.workdir(root), FAILED))
 
 
-def shard(runs: Sequence[RunSpec], index: int, count: int,
+def shard(runs: Sequence[RunSpec], index: int, count: int, *,
           cost: Callable[[RunSpec], float] = lambda spec: 1.0) -> list[RunSpec]:
   """The ``index``-th of ``count`` shares of ``runs``: dealt round-robin, costliest first.
 
@@ -255,6 +303,129 @@ def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str,
                          f"{os.path.join(root, 'logs')} and re-run the same command to resume")
 
 
-__all__ = ["CLAIM", "FAILED", "RunSpec", "finished", "failed", "settled", "parse_seeds",
-           "validate_all", "train_run", "try_claim", "release", "work", "retry_failed",
-           "shard", "parse_shard", "spawn_workers", "watch"]
+# ------------------------------------------------------------------------------- the CLI
+
+_NOT_FOR_WORKERS = ("workers", "worker_index", "report_only", "report_dir", "retry_failed")
+
+
+def flags_of(study: Study) -> dict[str, tuple[str, Any, str]]:
+  """The flags every study CLI takes, its defaults from ``study``: ``flag_defs.uses("data_dir",
+  "compilation_cache_dir", own=flags_of(STUDY))`` on its main."""
+  return {
+      "root": ("string", None, "Root directory of the study (one workdir per run)."),
+      "scale": ("string", study.default_scale, " | ".join(study.scales) + " (SCALES)"),
+      "seeds": ("string", "0,1,2", "Comma-separated training seeds."),
+      "studies": ("string", ",".join(study.parts), "Comma-separated studies to run."),
+      "runs": ("string", None, "Only these run names (comma-separated); default all of the "
+               "studies'."),
+      "workers": ("integer", 1, "Worker processes (each pinned to one core when it can be)."),
+      "worker_index": ("integer", -1, "Internal: this process is worker N."),
+      "shard": ("string", None, "I/N: run only the I-th of N cost-balanced shares of the "
+                "planned runs (0 <= I < N), for N processes sharing one device."),
+      "retry_failed": ("bool", False, "Run again the runs that failed (FAILED files)."),
+      "report_only": ("bool", False, "Only (re)write the report from the finished runs."),
+      "report_dir": ("string", None, "Where the report goes (default ROOT/report)."),
+  }
+
+
+def select(study: Study, scale: Any) -> tuple[list[RunSpec], list[str]]:
+  """The runs of ``--studies``, ``--seeds`` and ``--runs`` (checked) and the missing methods."""
+  parts = multi.parse_list(FLAGS.studies, "--studies")
+  for part in parts:
+    flag_defs.check_choice(part, list(study.parts), "--studies")
+  runs, missing = study.plan(parts, parse_seeds(FLAGS.seeds), scale)
+  if FLAGS.runs:
+    every, every_missing = study.plan(list(study.parts), [0], scale)
+    known = list(dict.fromkeys([r.name for r in every] + every_missing))
+    wanted = multi.parse_list(FLAGS.runs, "--runs")
+    for name in wanted:
+      flag_defs.check_choice(name, known, "--runs")
+    runs = [r for r in runs if r.name in wanted]
+    missing = [m for m in missing if m in wanted]
+  return runs, missing
+
+
+def main(study: Study, argv, overrides) -> None:
+  """The study CLI: plan, validate, run (here, in ``--workers`` or as one ``--shard``), report."""
+  del argv
+  name = study.module.rpartition(".")[2]
+  if overrides:
+    raise cli.UsageError(f"{name} takes no --config.* overrides: the study is fixed by --scale "
+                         "and its flags (edit SCALES to change it)")
+  if not FLAGS.root:
+    raise cli.UsageError("--root is required")
+  flag_defs.check_choice(FLAGS.scale, list(study.scales), "--scale")
+  if FLAGS.workers < 1:
+    raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
+  scale = study.sized(study.scales[FLAGS.scale])
+  runs, missing = select(study, scale)
+  shard_of = parse_shard(FLAGS.shard) if FLAGS.shard else None
+  if shard_of and FLAGS.workers > 1:
+    raise cli.UsageError("--shard and --workers > 1 are two ways to share the runs; use one")
+  root = os.path.abspath(FLAGS.root)
+  report_dir = FLAGS.report_dir or os.path.join(root, "report")
+
+  def report(wall_s=None):
+    from experiments import study_report
+
+    md = study_report.write_report(study, runs, root, report_dir, scale_name=FLAGS.scale,
+                                   scale=scale, missing=missing, wall_s=wall_s)
+    print(f"report: {md}")
+
+  if FLAGS.report_only:
+    return report()
+  if shard_of:
+    runs = shard(runs, *shard_of, cost=study.cost)
+  import jax
+
+  from experiments import train
+
+  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
+  cache = FLAGS.compilation_cache_dir
+  run = lambda spec: study.run(spec, root, scale, data_dir, cache)
+  start = time.monotonic()
+  who = (f"[worker {FLAGS.worker_index}] " if FLAGS.worker_index >= 0 else
+         f"[shard {FLAGS.shard}] " if shard_of else "")
+  stamp = lambda m: f"{who}{m}; elapsed {time.monotonic() - start:.0f} s"
+  log = lambda m: print(stamp(m), flush=True)  # a worker's or a shard's log file: no bar
+  if FLAGS.worker_index >= 0:
+    work(runs, root, run, log=log)
+    return
+  validate_all(runs)  # a bad value fails here, not an hour in
+  os.makedirs(root, exist_ok=True)
+  if FLAGS.retry_failed:
+    retry_failed(runs, root)
+  launch.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
+  if missing:
+    print(f"missing methods (not run): {', '.join(missing)}", flush=True)
+  print(f"{len(runs)} runs on {jax.devices()[0].device_kind}; root {root}", flush=True)
+  argv = [FLAGS[f].serialize() for f in FLAGS.flag_values_dict()
+          if FLAGS[f].present and f not in _NOT_FOR_WORKERS]
+  procs = spawn_workers(study.module, FLAGS.workers, argv, root) if FLAGS.workers > 1 else []
+  try:
+    if study.prepare:
+      study.prepare(runs, root, scale, data_dir)
+    if procs:
+      watch(procs, runs, root, desc=f"{name} runs")
+    elif shard_of:
+      work(runs, root, run, log=log)
+    else:
+      from tqdm import tqdm
+
+      with tqdm(total=len(runs), desc=f"{name} runs", unit="run") as bar:
+        work(runs, root, run, log=lambda m: bar.write(stamp(m)), bar=bar)
+  except BaseException:  # Ctrl-C or an error here: the workers must not run on unwatched
+    for p in procs:
+      p.terminate()
+    raise
+  if shard_of:  # the other shards may still run: one --report_only call writes the report
+    print(f"shard {FLAGS.shard} done in {time.monotonic() - start:.0f} s; write the report with "
+          f"--report_only once every shard has finished", flush=True)
+    return
+  report(time.monotonic() - start)
+
+
+__all__ = ["CLAIM", "FAILED", "Study", "flags_of", "select", "main", "RunSpec", "preset",
+           "finished", "failed", "settled", "parse_seeds", "validate_all", "train_run",
+           "try_claim", "release", "work", "retry_failed", "shard", "parse_shard",
+           "spawn_workers", "watch"]

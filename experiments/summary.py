@@ -14,7 +14,7 @@ import functools
 import os
 from typing import Any, Mapping
 
-from experiments.formatting import eps_label, pct
+from experiments.formatting import attack_name, eps_label, pct
 
 # The plots experiments.reporting.write_results writes into a run's workdir, in display order.
 _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
@@ -58,12 +58,9 @@ def format_summary(results: Mapping[str, Any], workdir: str) -> str:
                  f"({corruption_mean_scope(corr)})")
   adv = results.get("adversarial_accuracy") or {}
   if adv:
-    settings = results.get("adversarial") or {}
-    name = str(settings.get("attack") or "pgd").upper()
-    if settings.get("num_steps"):
-      name += f"-{settings['num_steps']}"
     items = sorted(adv.items(), key=lambda kv: float(kv[0]))
-    parts.append(f"{name} eps " + ", ".join(f"{eps_label(k)} {_pct(v)}" for k, v in items))
+    parts.append(f"{attack_name(results)} eps " +
+                 ", ".join(f"{eps_label(k)} {_pct(v)}" for k, v in items))
   groups = results.get("group_accuracy") or {}
   if groups:
     parts.append(f"worst group {_pct(groups.get('worst_group'))}, "

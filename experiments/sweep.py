@@ -16,30 +16,26 @@ import os
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, multi
+from experiments.overrides import apply_overrides
 from experiments.pareto import pareto_front, parse_values, summarize  # noqa: F401
 from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dro_augmix", "The method whose parameter is swept.")
-flags.DEFINE_string("param", "rho", "rho (W-DRO penalty weight) | eps_max (Var-DRO radius) | "
-                    "trades_beta | mart_beta | adv_eps (adversarial training).")
-flags.DEFINE_string("values", "0,0.3,1,3", "Comma-separated non-negative values.")
-cli.define_flags("dataset", "preset", "workdir", "data_dir", "compilation_cache_dir")
 
 PARAMS = {"rho": "rho", "eps_max": "var_dro_eps_max", "trades_beta": "trades_beta",
           "mart_beta": "mart_beta", "adv_eps": "adv_eps"}
 
 
 def build_configs(overrides) -> tuple[list[float], list]:
-  cli.check_choice(FLAGS.param, list(PARAMS), "--param")
-  cli.check_run_flags()
+  flag_defs.check_choice(FLAGS.param, list(PARAMS), "--param")
+  flag_defs.check_run_flags()
   values = parse_values(FLAGS.values, FLAGS.param)
   configs = []
   for v in values:
     config = cifar_c_config.make_config(FLAGS.method, preset=FLAGS.preset, dataset=FLAGS.dataset)
-    cli.set_run_fields(cli.apply_overrides(config, overrides))
+    flag_defs.set_run_fields(apply_overrides(config, overrides))
     with config.unlocked():
       config.method_config[PARAMS[FLAGS.param]] = v
     reason = common.not_applying(config, "method_config." + PARAMS[FLAGS.param])
@@ -49,6 +45,11 @@ def build_configs(overrides) -> tuple[list[float], list]:
   return values, configs
 
 
+@flag_defs.uses("method", "dataset", "preset", "workdir", "data_dir", "compilation_cache_dir",
+                own={"param": ("string", "rho", "rho (W-DRO penalty weight) | eps_max (Var-DRO "
+                               "radius) | trades_beta | mart_beta | adv_eps (adversarial "
+                               "training)."),
+                     "values": ("string", "0,0.3,1,3", "Comma-separated non-negative values.")})
 def main(argv, overrides):
   del argv
   if not FLAGS.workdir:

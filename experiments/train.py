@@ -23,7 +23,8 @@ from typing import Any, Callable
 import ml_collections
 
 from drojax.specs import ConfigError
-from experiments import cli
+from experiments import cli, launch
+from experiments.overrides import config_usage_error
 from experiments import preflight
 from experiments import workdir as workdir_lib
 from experiments import summary
@@ -58,7 +59,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   try:
     common.validate(config)
   except ConfigError as e:
-    raise cli.config_usage_error(e) from None
+    raise config_usage_error(e) from None
   if config.batch_size % num_devices:
     raise cli.UsageError(
         f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
@@ -132,33 +133,12 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   return models.get_model(config.model, num_classes=num_classes, width=config.width)
 
 
-def _warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
-  return config.warmup_epochs * total_steps // max(config.num_epochs, 1)
-
-
-def learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int):
-  """The per-step learning rate of ``config`` (``drojax.train.make_learning_rate``)."""
-  from drojax import train as train_lib
-
-  return train_lib.make_learning_rate(total_steps, learning_rate=config.learning_rate,
-                                      warmup_steps=_warmup_steps(config, total_steps),
-                                      schedule=config.lr_schedule, end_learning_rate=config.lr_min)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
-  """SGD (the DRO-Augment recipe, ``drojax.train.make_optimizer``) or Adam, per ``config``."""
-  import optax
-
-  from drojax import train as train_lib
-
-  if config.optimizer == "sgd":
-    return train_lib.make_optimizer(
-        total_steps, learning_rate=config.learning_rate, momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay,
-        warmup_steps=_warmup_steps(config, total_steps), schedule=config.lr_schedule,
-        end_learning_rate=config.lr_min)
-  parts = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
-  return optax.chain(*parts, optax.adam(learning_rate_fn(config, total_steps)))
+def schedule(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+  """The learning-rate schedule's arguments of ``drojax.train.make_learning_rate`` (and of
+  ``make_optimizer``) from ``config``."""
+  return dict(learning_rate=config.learning_rate, schedule=config.lr_schedule,
+              end_learning_rate=config.lr_min,
+              warmup_steps=config.warmup_epochs * total_steps // config.num_epochs)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
@@ -188,14 +168,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
   method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
-  optimizer = make_optimizer(config, total_steps)
+  optimizer = train_lib.make_optimizer(
+      total_steps, algorithm=config.optimizer, momentum=config.momentum,
+      nesterov=config.nesterov, weight_decay=config.weight_decay, **schedule(config, total_steps))
   # Replicated on the mesh from the start: the step's output state has this sharding, so the
   # second step reuses the first step's executable instead of compiling again.
   state = train_lib.create_train_state(
       jax.random.key(config.seed), model, optimizer, train_ds.image_shape, method=method,
       num_examples=int(train_ds.ids.max()) + 1, mesh=mesh)
-  train_step = train_lib.make_train_step(method, model, mesh, optimizer=optimizer,
-                                         learning_rate_fn=learning_rate_fn(config, total_steps))
+  train_step = train_lib.make_train_step(
+      method, model, mesh, optimizer=optimizer,
+      learning_rate_fn=train_lib.make_learning_rate(total_steps, **schedule(config, total_steps)))
   rows = data.process_rows(mesh, config.batch_size)
 
   def batches_for_epoch(epoch: int, start_batch: int):
@@ -238,16 +221,6 @@ def local_copy(trained: Trained) -> Trained:
 
 # ------------------------------------------------------------------------------- evaluation
 
-def _published_loader(config: ml_collections.ConfigDict, data_dir: str | None):
-  if config.dataset not in ("cifar10", "cifar100"):
-    raise cli.UsageError(f"--eval_corruptions=published needs cifar10 or cifar100 (the published "
-                         f"CIFAR-C arrays), not {config.dataset}; use generated or refined")
-  from drojax.data import published_c
-
-  return published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
-                                 data_dir=data_dir)
-
-
 def bound_model(trained: Trained):
   """The trained model in eval mode as a ``drojax.evaluate.BoundModel``; its convolutions are
   ``drojax.models.conv``'s (same numbers), whose input gradients the attacks' loops need fast."""
@@ -276,7 +249,12 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   else:
     corruptions = "published" if config.eval.corruptions == "published" else "generated"
     names_arg = names or None
-    loader = _published_loader(config, data_dir) if corruptions == "published" else None
+    loader = None  # validate refused published for a dataset without published CIFAR-C arrays
+    if corruptions == "published":
+      from drojax.data import published_c
+
+      loader = published_c.make_loader(config.dataset, data_dir=data_dir,
+                                       folder=config.eval.published_dir or None)
   table = "standard"
   if config.eval.corruptions == "refined":
     table = "refined_cifar100" if config.dataset == "cifar100" else "refined"
@@ -303,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Validates, trains (resuming), evaluates and writes the results of one run.
 
   Where data comes from and the compilation cache are the config's ``data_dir``, ``download``
-  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``cli.set_run_fields``).
+  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``flag_defs.set_run_fields``).
 
   Args:
     extra_evaluation: ``f(trained, test_ds) -> dict`` run after the configured evaluation; its
@@ -331,7 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   check_data(config, train_ds, test_ds, data_dir=data_dir)
   resumed = workdir_lib.prepare_workdir(workdir, config, write=main)
-  cli.enable_compilation_cache(config.compilation_cache_dir)
+  launch.enable_compilation_cache(config.compilation_cache_dir)
   if main:
     print(f"{config.experiment}: method={config.method} dataset={config.dataset} "
           f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
@@ -383,7 +361,7 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
   shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
             if k not in workdir_lib.RUN_ONLY_FIELDS}
   try:
-    distributed.agree(shared, workdir, timeout_s=cli.DISTRIBUTED_TIMEOUT_S)
+    distributed.agree(shared, workdir, timeout_s=launch.DISTRIBUTED_TIMEOUT_S)
   except distributed.Disagreement as e:
     raise cli.UsageError(str(e)) from None
 

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import cli, multi
+from experiments import cli, flag_defs, multi
 from experiments.configs import waterbirds as wb_config
 
 FLAGS = flags.FLAGS
-cli.define_flags("methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
-                 methods="erm,kl_dro,var_dro")
 
 
 def build_configs(overrides):
-  cli.check_run_flags(dataset=False)
+  flag_defs.check_run_flags(dataset=False)
   return multi.method_configs(
       FLAGS.methods, lambda m: wb_config.make_config(m, preset=FLAGS.preset), overrides)
 
 
-main = multi.main_of(build_configs)
+main = flag_defs.uses("methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
+                      methods="erm,kl_dro,var_dro")(multi.main_of(build_configs))
 
 
 if __name__ == "__main__":

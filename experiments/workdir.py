@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from drojax.specs import flatten
 from experiments import cli
 
 # Fields that may differ between runs in the same workdir (where data comes from, caches, and
@@ -25,17 +26,10 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-  out = []
-  for key in sorted(set(old) | set(new)):
-    if not prefix and key in RUN_ONLY_FIELDS:
-      continue
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _diff(a, b, f"{prefix}{key}.")
-    elif a != b:
-      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-  return out
+def _diff(old: dict, new: dict) -> list[str]:
+  a, b = flatten(old), flatten(new)
+  return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted({*a, *b})
+          if k.split(".")[0] not in RUN_ONLY_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:

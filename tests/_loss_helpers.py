@@ -61,7 +61,12 @@ def _cos(a, b):
 # NumPy references.
 
 
+# The ground-cost norms' exponents p, written out independently of drojax.wdro.norm_exponent.
+P_OF_NORM = {"l1": 1.0, "l2": 2.0, "l3": 3.0, "linf": math.inf}
+
+
 def _np_dual_norms(g, norm):
+  norm = P_OF_NORM[norm]
   flat = np.asarray(g, np.float64).reshape(len(g), -1)
   if norm == 1:
     return np.abs(flat).max(axis=1)
@@ -85,4 +90,4 @@ def _np_log_softmax(z):
 
 
 Q_VALUES = [1.0, 2.0, 3.0, math.inf]
-NORMS = [1, 2, 3.0, math.inf]
+NORMS = ["l1", "l2", "l3", "linf"]

@@ -4,8 +4,9 @@
 through ``experiments.cli.run_main(experiments.cifar_c.main, argv)`` -- one interpreter, one
 JAX import, nothing compiled: every case fails in validation, data loading or the workdir
 set-up, before training -- and writes ``[{id, code, stderr, config_json, leftovers}]``.
-``tests/test_cli.py`` runs it once and checks each row. (The CLIs' absl flags are process
-globals, so the table runs apart from the pytest process, which imports other CLI modules.)
+``tests/test_cli.py`` runs it once and checks each row. (``run_main`` changes process globals
+-- absl's flags, the SIGTERM handler, the asyncio loop policy -- so the table runs apart from
+the pytest process.)
 
 A case: ``(id, extra argv, expected exit code, phrase of the one stderr line, setup)``. ``setup``
 names a function below that prepares files or faults; argv may use ``{data}`` (a folder of
@@ -69,8 +70,10 @@ CASES = [
      "--config.method_config.q: expected a number >= 1", None),
     ("rho_nan", ["--method=dro", "--config.method_config.rho=nan"], 2,
      "--config.method_config.rho: expected a finite number >= 0, got nan", None),
-    ("norm_below_one", ["--method=dro", "--config.method_config.norm=0.5"], 2,
-     "--config.method_config.norm", None),
+    ("norm_below_one", ["--method=dro", "--config.method_config.norm=l0.5"], 2,
+     "--config.method_config.norm: norm must be 'l1', 'l2', 'linf' or 'l<p>'", None),
+    ("norm_old_float", ["--method=dro", "--config.method_config.norm=2"], 2,
+     "--config.method_config.norm: norm takes a string now", None),
     ("penalty_subsample_zero", ["--method=dro", "--config.method_config.penalty_subsample=0"],
      2, "--config.method_config.penalty_subsample", None),
     ("augmix_severity_zero", ["--method=augmix", "--config.method_config.augmix_severity=0"], 2,

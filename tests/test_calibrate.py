@@ -139,12 +139,16 @@ def test_run_demo_end_to_end(digits16, tmp_path):
   assert len(cal["corruptions"]["contrast"]["params"]) == 5
 
 
-def test_cli_bad_flags_exit_2(tmp_path):
+def test_cli_bad_flags_exit_2_naming_the_flag(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  p = subprocess.run([sys.executable, "-m", "experiments.calibrate_severities",
-                      f"--images={tmp_path}/missing.npz"], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=120)
-  assert p.returncode == 2 and "missing.npz" in p.stderr
+  npz = tmp_path / "ok.npz"
+  np.savez(npz, images=np.zeros((2, 8, 8, 3), np.uint8), labels=np.array([0, 1]))
+  for args, needle in (([f"--images={tmp_path}/missing.npz"], "missing.npz not found"),
+                       ([f"--images={npz}", "--iterations=0"], "--iterations must be >= 1; got 0"),
+                       ([f"--images={npz}", "--names=fogg"], "--names")):
+    p = subprocess.run([sys.executable, "-m", "experiments.calibrate_severities", *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
 def test_load_workdir_model_restores_a_training_checkpoint(tmp_path):

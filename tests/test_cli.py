@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from drojax.specs import flatten
 from experiments import cli, pareto
+from experiments.overrides import apply_overrides, check_overrides_apply, split_config_overrides
 from experiments import train as xtrain
 from experiments import workdir as workdir_lib
 from experiments.configs import common
@@ -22,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------- overrides
 
 def test_split_config_overrides_both_spellings():
-  rest, ov = cli.split_config_overrides(
+  rest, ov = split_config_overrides(
       ["prog", "--config.num_epochs=3", "--method=erm", "--config.eval.images", "50"])
   assert rest == ["prog", "--method=erm"]
   assert ov == [("num_epochs", "3"), ("eval.images", "50")]
@@ -30,7 +32,7 @@ def test_split_config_overrides_both_spellings():
 
 def test_apply_overrides_parses_by_field_type():
   c = cifar_c_config.make_config("erm", preset="quick", dataset="digits")
-  cli.apply_overrides(c, [("num_epochs", "2"), ("method_config.rho", "0.25"),
+  apply_overrides(c, [("num_epochs", "2"), ("method_config.rho", "0.25"),
                           ("nesterov", "false"), ("eval.severities", "1,5"),
                           ("eval.adv_eps", "(0.01,)"), ("model", "small_cnn")],
                       check_applies=False)
@@ -56,7 +58,7 @@ def test_overrides_parse_by_declared_type(field, text, expected):
   c = wb_config.make_config("erm", preset="quick")
   if field.startswith("method_config.") and field.split(".")[1] not in c.method_config:
     pytest.skip(f"{field} not in this MethodConfig")
-  cli.apply_overrides(c, [(field, text)], check_applies=False)
+  apply_overrides(c, [(field, text)], check_applies=False)
   node = c
   for part in field.split("."):
     node = node[part]
@@ -73,7 +75,7 @@ def test_overrides_parse_by_declared_type(field, text, expected):
 def test_apply_overrides_errors(override, match):
   c = cifar_c_config.make_config("erm", preset="quick", dataset="digits")
   with pytest.raises(cli.UsageError, match=match):
-    cli.apply_overrides(c, [override])
+    apply_overrides(c, [override])
 
 
 def test_configs_are_locked_and_carry_the_recipes():
@@ -107,7 +109,7 @@ def test_quick_preset_on_digits_evaluates_the_whole_test_split():
 
 def _quick(method="erm", **overrides):
   c = cifar_c_config.make_config(method, preset="quick", dataset="digits")
-  cli.apply_overrides(c, [(k, str(v)) for k, v in overrides.items()], check_applies=False)
+  apply_overrides(c, [(k, str(v)) for k, v in overrides.items()], check_applies=False)
   return c
 
 
@@ -159,7 +161,7 @@ def test_every_preset_of_every_method_validates(make):
     xtrain.validate(c, num_devices=1)
     # And every field of it has a declared check (a new field must come with one).
     specs = common.config_specs(c)
-    assert set(common.flatten(c)) <= set(specs), set(common.flatten(c)) - set(specs)
+    assert set(flatten(c)) <= set(specs), set(flatten(c)) - set(specs)
 
 
 def test_every_method_config_field_has_a_spec_and_a_method_that_reads_it():
@@ -193,9 +195,9 @@ def test_not_applying_fields():
   assert common.not_applying(_quick(), "nesterov") is None
   # Across methods (multi-method CLIs): an error only when no method reads the field.
   configs = [_quick("erm"), _quick("dro")]
-  cli.check_overrides_apply(configs, [("method_config.rho", "1")])
+  check_overrides_apply(configs, [("method_config.rho", "1")])
   with pytest.raises(cli.UsageError, match="has no effect for any of the methods"):
-    cli.check_overrides_apply(configs, [("method_config.cvar_alpha", "0.3")])
+    check_overrides_apply(configs, [("method_config.cvar_alpha", "0.3")])
 
 
 # ---------------------------------------------------------------- workdir
@@ -337,3 +339,41 @@ def test_verbose_shows_the_traceback_and_still_ends_with_the_line(tmp_path):
   assert proc.returncode == 2
   assert "Traceback" in proc.stderr
   assert "Did you mean 'cosine'" in proc.stderr.strip().splitlines()[-1]
+
+
+_ONE_PROCESS = r"""
+import contextlib, io, json
+from absl import flags
+from experiments import (calibrate_severities, cifar_c, cli, compare, fashion_mnist_pgd,
+                         group_shift, reproduce, robustness_study, sweep, waterbirds)
+rows = []
+for name, main in (("waterbirds", waterbirds.main), ("fashion_mnist_pgd", fashion_mnist_pgd.main),
+                   ("cifar_c", cifar_c.main), ("sweep", sweep.main), ("compare", compare.main),
+                   ("reproduce", reproduce.main), ("waterbirds", waterbirds.main)):
+  err = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(err):
+      cli.run_main(main, [name, "--workdir="] if name != "compare" else [name])
+  except SystemExit as e:
+    rows.append([name, e.code, err.getvalue().strip(),
+                 flags.FLAGS["methods"].value if "methods" in flags.FLAGS else None])
+print(json.dumps(rows))
+"""
+
+
+def test_every_cli_module_in_one_process_defines_its_flags_when_it_runs():
+  """All CLI modules imported together (no flag is defined at import), then several CLIs run
+  one after the other: each gets its own flags and defaults, none collides."""
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _ONE_PROCESS], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert [r[1] for r in rows] == [2] * 7, rows
+  assert rows[0][2:] == ["waterbirds: error: --workdir is required", "erm,kl_dro,var_dro"]
+  assert rows[1][2:] == ["fashion_mnist_pgd: error: --workdir is required", "erm,dro"]
+  assert rows[2][2] == "cifar_c: error: --workdir is required"
+  assert rows[3][2] == "sweep: error: --workdir is required"
+  assert rows[4][2].startswith("compare: error: --workdirs needs at least one value"), rows[4]
+  assert rows[5][2] == "reproduce: error: --root is required", rows[5]
+  assert rows[6][2:] == rows[0][2:]  # a second run of the same CLI: its defaults again

@@ -168,17 +168,18 @@ def test_procedural_frost_matches_reference_statistics(severity):
 
 def test_frost_dir_is_validated(tmp_path):
   from experiments import cli
+  from experiments.overrides import apply_overrides
   from experiments import train as xtrain
   from experiments.configs import cifar_c as cifar_c_config
 
   c = cifar_c_config.make_config("erm", preset="quick", dataset="cifar10")  # nothing is loaded
-  cli.apply_overrides(c, [("eval.frost_dir", str(tmp_path / "nope"))])
+  apply_overrides(c, [("eval.frost_dir", str(tmp_path / "nope"))])
   with pytest.raises(cli.UsageError, match="eval.frost_dir: .*directory"):
     xtrain.validate(c, num_devices=1)
   _write(tmp_path / "frost1.png", np.zeros((200, 200, 3), np.uint8))
-  cli.apply_overrides(c, [("eval.frost_dir", str(tmp_path))])
+  apply_overrides(c, [("eval.frost_dir", str(tmp_path))])
   xtrain.validate(c, num_devices=1)
-  cli.apply_overrides(c, [("eval.corruptions", "published")])
+  apply_overrides(c, [("eval.corruptions", "published")])
   with pytest.raises(cli.UsageError, match="frost_dir applies to generated"):
     xtrain.validate(c, num_devices=1)
 

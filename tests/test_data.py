@@ -95,6 +95,16 @@ def test_array_dataset_validation(images, labels, match):
     data.ArrayDataset.create(images, labels, num_classes=3, name="toy")
 
 
+def test_balanced_indices_are_balanced_fixed_and_checked():
+  labels = np.repeat(np.arange(10), 30)[np.random.default_rng(0).permutation(300)]
+  idx = data.balanced_indices(labels, 50, seed=3)
+  assert len(idx) == 50 and len(set(idx)) == 50 and list(idx) == sorted(idx)
+  assert np.bincount(labels[idx], minlength=10).tolist() == [5] * 10
+  np.testing.assert_array_equal(idx, data.balanced_indices(labels, 50, seed=3))
+  with pytest.raises(ValueError, match="fewer than"):
+    data.balanced_indices(labels, 5, seed=0)
+
+
 def test_subset_is_fixed_and_keeps_ids():
   ds = _toy(n=10)
   a, b = ds.subset(4, seed=1), ds.subset(4, seed=1)

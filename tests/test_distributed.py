@@ -350,10 +350,10 @@ def test_interleaved_mesh_assembles_the_single_process_global_batch():
 
 
 def test_distributed_start_up_variables_are_checked_before_jax_is_asked():
-  from experiments import cli
+  from experiments import cli, launch
 
-  assert cli.maybe_initialize_distributed({}) is False
-  assert cli.maybe_initialize_distributed({"DROJAX_DISTRIBUTED": "0"}) is False
+  assert launch.maybe_initialize_distributed({}) is False
+  assert launch.maybe_initialize_distributed({"DROJAX_DISTRIBUTED": "0"}) is False
   for env, name in (({"DROJAX_DISTRIBUTED": "yes"}, "DROJAX_DISTRIBUTED"),
                     ({"DROJAX_DISTRIBUTED": "1", "DROJAX_NUM_PROCESSES": "two"},
                      "DROJAX_NUM_PROCESSES"),
@@ -363,7 +363,7 @@ def test_distributed_start_up_variables_are_checked_before_jax_is_asked():
                     ({"DROJAX_DISTRIBUTED": "1", "DROJAX_DISTRIBUTED_TIMEOUT": "1.5"},
                      "DROJAX_DISTRIBUTED_TIMEOUT")):
     with pytest.raises(cli.UsageError, match=name):
-      cli.maybe_initialize_distributed(env)
+      launch.maybe_initialize_distributed(env)
 
 
 def test_runner_loads_waterbirds_through_the_registry_at_the_config_size(tmp_path):

@@ -140,6 +140,7 @@ def test_summarize_corruptions_against_manual_means():
   assert s["extra_corruption_accuracy"] == pytest.approx(ext.mean())
   for k in range(1, 6):
     assert s["per_severity_mean"][str(k)] == pytest.approx(std[:, k - 1].mean())
+    assert s["extra_per_severity_mean"][str(k)] == pytest.approx(ext[:, k - 1].mean())
   assert s["complete"]
   del acc["fog"]["3"]
   assert not evaluate.summarize_corruptions(acc)["complete"]

@@ -11,6 +11,7 @@ import pytest
 
 from drojax import methods
 from drojax.data import registry
+from drojax.specs import flatten
 from experiments import help as help_text
 from experiments.configs import cifar_c as cifar_c_config
 from experiments.configs import common
@@ -80,7 +81,7 @@ def _check_help(proc, name):
                   "EXTRA_FIELDS", {})
   specs = common.field_specs(extra)
   joined = " ".join(text.split())
-  for path in common.flatten(config):
+  for path in flatten(config):
     line = f"--config.{path}: {specs[path].describe()}; default: "
     assert " ".join(line.split()) in joined, (name, path)
 

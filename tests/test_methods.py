@@ -95,6 +95,14 @@ def test_method_config_defaults_and_adversarial_fields_are_checked():
                        ("var_dro_ema", 0.0), ("augmix_depth", 0), ("penalty_mode", "approx")):
     with pytest.raises(methods.ConfigError, match=f"^{field}: (unknown value .*; )?expected"):
       methods.MethodConfig(**{field: value})
+  # norm is the attacks' string ('l2'); the float p of earlier releases is refused, naming it.
+  assert c.norm == "l2"
+  with pytest.raises(methods.ConfigError, match=r"^norm: norm takes a string now .*'linf'"):
+    methods.MethodConfig(norm="inf")
+  with pytest.raises(methods.ConfigError, match=r"^norm: expected 'l1', 'l2', 'linf' or"):
+    methods.MethodConfig(norm=2.0)
+  with pytest.raises(TypeError, match=r"write norm='l2', not the float p 2.0"):
+    objectives.wdro(rho=1.0, norm=2.0)
   # ... an objective's own check names its own argument, not a config field.
   for build, match in ((lambda: objectives.kl_dro(temperature=0.0), "^temperature must be"),
                        (lambda: objectives.cvar(alpha=0.0), "^alpha must be"),
@@ -221,7 +229,7 @@ def test_erm_objective_is_the_mean():
                              rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("q,norm,views", [(1.0, 2.0, 1), (2.0, 2.0, 3), (2.0, math.inf, 1)])
+@pytest.mark.parametrize("q,norm,views", [(1.0, "l2", 1), (2.0, "l2", 3), (2.0, "linf", 1)])
 def test_wdro_objective_penalizes_input_gradients_of_all_views(q, norm, views):
   images, targets, weight = _data(3, views)
   rho = 0.7
@@ -229,7 +237,7 @@ def test_wdro_objective_penalizes_input_gradients_of_all_views(q, norm, views):
   (value, aux), grad = _value_and_grad(m.objective, images, targets, weight, _ctx())
   losses, g = _np_losses(images, targets, weight)
   flat = g.reshape(B, -1)
-  dual = np.abs(flat).sum(1) if math.isinf(norm) else np.sqrt((flat**2).sum(1))
+  dual = np.abs(flat).sum(1) if norm == "linf" else np.sqrt((flat**2).sum(1))
   penalty = np.mean(dual**q) ** (1 / q)
   np.testing.assert_allclose(aux.metrics["penalty"], penalty, rtol=1e-4)
   np.testing.assert_allclose(value, losses.mean() + rho * penalty, rtol=1e-4)
@@ -241,7 +249,7 @@ def test_wdro_objective_penalizes_input_gradients_of_all_views(q, norm, views):
   def np_objective(w):
     ls, gs = _np_losses(images, targets, w)
     fl = gs.reshape(B, -1)
-    du = np.abs(fl).sum(1) if math.isinf(norm) else np.sqrt((fl**2).sum(1))
+    du = np.abs(fl).sum(1) if norm == "linf" else np.sqrt((fl**2).sum(1))
     return ls.mean() + rho * np.mean(du**q) ** (1 / q)
 
   w64 = weight.astype(np.float64)

@@ -1,4 +1,5 @@
-"""experiments.reproduce and its report: the plan, claims, corrupted sets, statistics, end to end."""
+"""experiments.reproduce on the study framework (experiments.studies, experiments.study_report):
+the plan, claims, the scheduler, corrupted sets, statistics, the report, end to end."""
 
 import json
 import math
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import formatting, reproduce, studies
-from experiments import reproduction_report as report
+from experiments import formatting, reproduce, studies, study_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = reproduce.SCALES["smoke"]
@@ -53,12 +53,16 @@ def _row(study, name, seed, clean, pgd8=None, mca=None):
 def test_paired_differences_pair_by_seed_and_skip_unpaired_seeds():
   rows = [_row("s", "a", 0, 0.80), _row("s", "a", 1, 0.90), _row("s", "a", 2, 0.70),
           _row("s", "b", 0, 0.75), _row("s", "b", 1, 0.80)]
-  cells = report._paired(rows, "a", "b", ["clean"])
+  cells = study_report.paired(rows, "a", "b", ["clean"])
   mean, half, n = cells["clean"]
   assert n == 2
   np.testing.assert_allclose(mean, np.mean([0.05, 0.10]))
   np.testing.assert_allclose(half, stats.t.ppf(0.975, 1) * np.std([0.05, 0.10], ddof=1)
                              / np.sqrt(2), rtol=1e-3)
+  lines = study_report.table(rows, ["a", "b"], [("clean", "clean")], pairs=[("a", "b")],
+                             failed={"b": 1})
+  assert lines[3].startswith("| b | 2 (1 diverged) | 77.50 ± ")
+  assert lines[4].startswith(f"| **a − b** (paired) | 2 | +{100 * mean:.2f} ± ")
 
 
 # ------------------------------------------------------------------------------- the plan
@@ -93,16 +97,6 @@ def test_plan_is_seed_major_with_unique_workdirs_and_the_issue_s_methods():
     reproduce.plan(["nope"], [0], SMOKE)
 
 
-def test_balanced_subset_is_balanced_fixed_and_checked():
-  labels = np.repeat(np.arange(10), 30)[np.random.default_rng(0).permutation(300)]
-  idx = reproduce.balanced_subset(labels, 50, seed=3)
-  assert len(idx) == 50 and len(set(idx)) == 50 and list(idx) == sorted(idx)
-  assert np.bincount(labels[idx], minlength=10).tolist() == [5] * 10
-  np.testing.assert_array_equal(idx, reproduce.balanced_subset(labels, 50, seed=3))
-  with pytest.raises(ValueError, match="fewer than"):
-    reproduce.balanced_subset(labels, 5, seed=0)
-
-
 def test_claims_are_exclusive_and_a_dead_owner_s_claim_is_taken_over(tmp_path):
   workdir = str(tmp_path / "run")
   assert studies.try_claim(workdir)
@@ -132,21 +126,28 @@ def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tm
     with open(os.path.join(spec.workdir(root), "results.json"), "w") as f:
       json.dump({"clean_accuracy": 0.5, "adversarial_accuracy": {}, "train_seconds": 1.0}, f)
 
+  def work():
+    return studies.work(runs, root, lambda spec: reproduce.run_spec(spec, root, SMOKE, None, None),
+                        log=lambda m: None)
+
   monkeypatch.setattr(reproduce, "run_spec", fake_run)
   root = str(tmp_path)
-  assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 1
+  assert work() == 1
   assert calls == [0, 1]
   assert "non-finite loss" in studies.failed(runs[0], root)
   assert studies.settled(runs[0], root) and studies.finished(runs[1], root)
   assert not os.path.exists(os.path.join(runs[0].workdir(root), studies.CLAIM))
-  assert reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None) == 0
+  assert work() == 0
   assert calls == [0, 1]  # neither run again
 
-  summary = report.write_report(runs, root, str(tmp_path / "report"), scale_name="smoke",
-                                failures={"fmnist_rho/x/seed0": "FloatingPointError: boom"})
+  md = study_report.write_report(reproduce.STUDY, runs, root, str(tmp_path / "report"),
+                                 scale_name="smoke", scale=SMOKE)
+  summary = json.loads((tmp_path / "report" / "summary.json").read_text())
   assert summary["finished"] == 1 and summary["planned"] == 2
-  md = (tmp_path / "report" / "results.md").read_text()
-  assert "Runs that failed" in md and "boom" in md and "1 of 2 runs finished" in md
+  assert "non-finite loss" in summary["failed"][runs[0].tag]
+  md = open(md).read()
+  assert "Runs that failed" in md and "non-finite loss at step 3" in md
+  assert "1 of 2 runs finished" in md
 
   def broken(spec, root, *args):
     raise ValueError("a bug, not a divergence")
@@ -154,7 +155,7 @@ def test_a_diverged_run_is_recorded_skipped_and_reported_while_the_rest_go_on(tm
   monkeypatch.setattr(reproduce, "run_spec", broken)
   os.remove(os.path.join(runs[0].workdir(root), studies.FAILED))
   with pytest.raises(ValueError, match="a bug"):
-    reproduce.work(runs, root, SMOKE, None, None, log=lambda m: None)
+    work()
   assert not os.path.exists(os.path.join(runs[0].workdir(root), studies.CLAIM))
 
 

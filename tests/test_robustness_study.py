@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments import reproduce  # noqa: F401  (its --root must not collide with the study's)
+from experiments import reproduce  # noqa: F401  (both study CLIs import together)
 from experiments import robustness_study as study
 from tests._shared_data import write_tiny_fashion_mnist
 
@@ -66,6 +66,12 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   for i in (0, 1):
     log = (root / "logs" / f"shard{i}.log").read_text()
     assert "1 runs on cpu" in log and f"shard {i}/2 done" in log, log[-2000:]
+  # The script lists every run's done line, with its headline numbers, from the shards' logs.
+  done = [line for line in proc.stdout.splitlines() if "] done  " in line]
+  assert len(done) == 2 and all(line.startswith("[shard ") and "suite 8/255 " in line
+                                for line in done), proc.stdout[-2000:]
+  assert {line.split()[3] for line in done} == {"methods/erm/seed0",
+                                                "modes/mode_subsample0.1/seed0"}
   assert "report: " in proc.stdout
   r = json.loads((root / "methods" / "erm" / "seed0" / "results.json").read_text())
   assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
@@ -76,7 +82,7 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   assert clean in md, md
   assert f"{r['train_seconds']:.1f} (1 seed) |" in md
   summary = json.loads((root / "report" / "summary.json").read_text())
-  cell = summary["runs"]["methods/erm"]["suite8"]
+  cell = summary["cells"]["methods/erm"]["suite8"]
   assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
   assert (root / "report" / "suite_vs_time.png").stat().st_size > 1000
   # Second pass: the driver alone, unsharded, finds both runs finished.

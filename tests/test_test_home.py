@@ -10,8 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = """
 import os, matplotlib
-from experiments import cli
-print(cli.enable_compilation_cache(cli.DEFAULT_CACHE_DIR))
+from experiments import launch
+print(launch.enable_compilation_cache(launch.DEFAULT_CACHE_DIR))
 print(matplotlib.get_cachedir())
 print(matplotlib.get_configdir())
 print(os.path.expanduser("~/tensorflow_datasets"))

@@ -62,6 +62,34 @@ def test_optimizer_matches_pytorch_nesterov_sgd_with_weight_decay():
   np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-7)
 
 
+def _np_adam(p, grads, lrs, *, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
+  """PyTorch's Adam with coupled (L2) weight decay, float64."""
+  p = np.asarray(p, np.float64).copy()
+  m, v = np.zeros_like(p), np.zeros_like(p)
+  for t, (g, lr) in enumerate(zip(grads, lrs), 1):
+    d = np.asarray(g, np.float64) + weight_decay * p
+    m, v = b1 * m + (1 - b1) * d, b2 * v + (1 - b2) * d * d
+    p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+  return p
+
+
+def test_adam_optimizer_matches_coupled_weight_decay_adam():
+  rng = np.random.default_rng(1)
+  p0 = rng.normal(size=5).astype(np.float32)
+  grads = [rng.normal(size=5).astype(np.float32) for _ in range(3)]
+  opt = train.make_optimizer(4, algorithm="adam", learning_rate=1e-2, weight_decay=0.1,
+                             warmup_steps=1, end_learning_rate=0.0)
+  lr = train.make_learning_rate(4, learning_rate=1e-2, warmup_steps=1, end_learning_rate=0.0)
+  p, state = jnp.asarray(p0), opt.init(jnp.asarray(p0))
+  for g in grads:
+    updates, state = opt.update(jnp.asarray(g), state, p)
+    p = p + updates
+  expected = _np_adam(p0, grads, [float(lr(t)) for t in range(3)], weight_decay=0.1)
+  np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="algorithm must be 'sgd' or 'adam', got 'adamw'"):
+    train.make_optimizer(4, algorithm="adamw")
+
+
 def _batch(seed, b=8, hw=8, n=32):
   rng = np.random.default_rng(seed)
   return {"image": rng.integers(0, 256, (b, hw, hw, 3), dtype=np.uint8),
@@ -252,7 +280,7 @@ def test_penalty_modes_in_the_train_step():
     losses, vjp_fn = jax.vjp(losses_fn, x)
     (g,) = vjp_fn(jnp.ones_like(losses))
     _, term = _wdro_modes.finite_difference_surrogate(
-        losses_fn, x, (), losses, g, q=1.0, norm=2.0, has_aux=False, axis_name=None,
+        losses_fn, x, (), losses, g, q=1.0, p=2.0, has_aux=False, axis_name=None,
         fd_step=wdro.DEFAULT_FD_STEP)
     return jnp.mean(losses) + 0.5 * term
 

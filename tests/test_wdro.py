@@ -92,7 +92,7 @@ class VariationPenaltyTest(parameterized.TestCase):
   def test_gradient_vs_finite_differences(self):
     with jax.enable_x64(True):
       g = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))
-      for q, norm in [(1.0, 2), (2.0, 2), (3.0, math.inf), (2.0, 3.0), (math.inf, 2)]:
+      for q, norm in [(1.0, "l2"), (2.0, "l2"), (3.0, "linf"), (2.0, "l3"), (math.inf, "l2")]:
         check_grads(lambda g, q=q, norm=norm: _penalty(g, q=q, norm=norm), (g,),
                     order=1, modes=["rev"], eps=1e-6)
 
@@ -117,8 +117,12 @@ class VariationPenaltyTest(parameterized.TestCase):
   def test_bad_inputs(self):
     with self.assertRaisesRegex(ValueError, r"q must be in \[1, inf\]"):
       _penalty(jnp.ones((2, 2)), q=0.5)
-    with self.assertRaisesRegex(ValueError, r"norm must be in \[1, inf\]"):
-      _penalty(jnp.ones((2, 2)), norm=0)
+    for bad in ("l0.5", "L2", "nan"):
+      with self.assertRaisesRegex(ValueError, r"norm must be 'l1', 'l2', 'linf' or 'l<p>' with "):
+        _penalty(jnp.ones((2, 2)), norm=bad)
+    for old, new in ((2.0, "'l2'"), (math.inf, "'linf'"), (1, "'l1'"), ("3", "'l3'")):  # the float p: renamed
+      with self.assertRaisesRegex(TypeError, f"norm takes a string now .*write norm={new}"):
+        _penalty(jnp.ones((2, 2)), norm=old)
     with self.assertRaisesRegex(TypeError, "q must be a Python number"):
       _penalty(jnp.ones((2, 2)), q=jnp.array(2.0))
     with self.assertRaisesRegex(TypeError, "grads must be a floating-point array"):
@@ -134,20 +138,20 @@ class WDROLossTest(parameterized.TestCase):
     params = _mlp_params(jax.random.key(0))
     x, y = _mlp_data(jax.random.key(1))
     fn = self.variant(lambda x, y: _wdro(_ce_loss_fn(_mlp, params), x, y, rho=0.3, q=2.0,
-                                               norm=math.inf))
+                                               norm="linf"))
     total, aux = fn(x, y)
     logits = np.asarray(_mlp(params, x), np.float64)
     ce = -(np.asarray(y) * _np_log_softmax(logits)).sum(-1)
     per_ex = jax.vmap(jax.grad(
         lambda xi, yi: L.cross_entropy(_mlp(params, xi[None]), yi[None])[0]))(x, y)
-    pen = _np_penalty(per_ex, 2.0, math.inf)
+    pen = _np_penalty(per_ex, 2.0, "linf")
     np.testing.assert_allclose(aux.losses, ce, rtol=1e-5)
     np.testing.assert_allclose(aux.mean_loss, ce.mean(), rtol=1e-5)
     np.testing.assert_allclose(aux.penalty, pen, rtol=1e-5)
     np.testing.assert_allclose(total, ce.mean() + 0.3 * pen, rtol=1e-5)
     self.assertIsNone(aux.fn_aux)
 
-  @parameterized.parameters((2.0, 2), (1.0, math.inf), (math.inf, 2))
+  @parameterized.parameters((2.0, "l2"), (1.0, "linf"), (math.inf, "l2"))
   def test_parameter_gradient_vs_finite_differences(self, q, norm):
     with jax.enable_x64(True):
       params = _mlp_params(jax.random.key(0), d=5, h=4, k=3, dtype=jnp.float64)
@@ -182,7 +186,7 @@ class WDROLossTest(parameterized.TestCase):
     def loss_fn(p):
       return lambda x: jnp.sum(_mlp(p, x), axis=1) ** 2  # g_i = 0 exactly at x_i = 0
 
-    for q, norm in [(1.0, 2), (2.0, math.inf), (math.inf, 2)]:
+    for q, norm in [(1.0, "l2"), (2.0, "linf"), (math.inf, "l2")]:
       grad = jax.jit(jax.grad(lambda p, xs: _wdro(loss_fn(p), xs, rho=1.0, q=q, norm=norm,
                                                         mode=mode)[0]))
       for xs in (x.at[0].set(0.0), jnp.zeros_like(x)):
@@ -245,7 +249,7 @@ class PenaltyModesTest(parameterized.TestCase):
             jax.random.uniform(jax.random.key(1), (8, 8, 8, 3)),
             jax.random.randint(jax.random.key(2), (8,), 0, 4))
 
-  @parameterized.parameters(("mlp", 2.0, 2), ("conv", 1.0, math.inf))
+  @parameterized.parameters(("mlp", 2.0, "l2"), ("conv", 1.0, "linf"))
   def test_finite_difference_close_to_exact(self, model_name, q, norm):
     model, params, x, y = self._setup(model_name)
     ex_total, ex_pen, ex_values = self._grads(model, params, x, y, q=q, norm=norm)
@@ -303,8 +307,8 @@ class PenaltyModesTest(parameterized.TestCase):
     full_penalty = _penalty(W.input_gradients(f, x, y))
     self.assertNotAlmostEqual(float(ex_values[1]), float(full_penalty), places=5)
 
-  @parameterized.parameters(("mlp", 2.0, 2, 1.0), ("conv", 1.0, math.inf, 1.0),
-                            ("mlp", 1.0, 2, 0.5))
+  @parameterized.parameters(("mlp", 2.0, "l2", 1.0), ("conv", 1.0, "linf", 1.0),
+                            ("mlp", 1.0, "l2", 0.5))
   def test_forward_over_reverse_equals_exact(self, model_name, q, norm, subsample):
     model, params, x, y = self._setup(model_name)
     kw = dict(q=q, norm=norm, subsample=subsample, key=jax.random.key(4))
@@ -316,7 +320,7 @@ class PenaltyModesTest(parameterized.TestCase):
   @hypothesis.settings(max_examples=12, deadline=None)
   @hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([2, 5]),
                     q=st.sampled_from([1.0, 2.0, math.inf]),
-                    norm=st.sampled_from([1.0, 2.0, math.inf]),
+                    norm=st.sampled_from(["l1", "l2", "linf"]),
                     rho=st.floats(0.0, 3.0))
   def test_forward_over_reverse_property(self, seed, b, q, norm, rho):
     # Any batch, exponent, ground norm and weight: the jvp form is the grad-of-grad gradient
@@ -362,7 +366,7 @@ class PenaltyModesTest(parameterized.TestCase):
       losses, vjp_fn = jax.vjp(lambda x_: f(x_, y), x)
       (g,) = vjp_fn(jnp.ones_like(losses))
       _, term = _modes.finite_difference_surrogate(
-          f, x, (y,), losses, g, q=2.0, norm=2.0, has_aux=False, axis_name=None,
+          f, x, (y,), losses, g, q=2.0, p=2.0, has_aux=False, axis_name=None,
           fd_step=W.DEFAULT_FD_STEP)
       return jnp.mean(losses) + 0.6 * term
 

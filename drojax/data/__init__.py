@@ -16,6 +16,7 @@ Main entry points:
 
 from drojax.data.arrays import (
     ArrayDataset,
+    balanced_indices,
     epoch_batches,
     epoch_permutation,
     load_npz,
@@ -37,6 +38,7 @@ from drojax.data.waterbirds import load_waterbirds
 __all__ = [
     "ArrayDataset",
     "DATASETS",
+    "balanced_indices",
     "DataError",
     "DataNotFoundError",
     "batch_sharding",

@@ -150,6 +150,27 @@ def _optional_ids(name: str, what: str, values, n: int) -> np.ndarray | None:
   return values.astype(np.int32)
 
 
+def balanced_indices(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+  """Sorted indices of ``n`` examples, ``n // K`` of each of the ``K`` classes present in
+  ``labels``, drawn without replacement by ``seed`` (a fixed class-balanced test subset).
+
+  >>> balanced_indices(np.array([0, 1, 0, 1, 0, 1]), 4, seed=0).tolist()
+  [1, 2, 4, 5]
+  """
+  classes = np.unique(labels)
+  per = n // len(classes)
+  if per < 1:
+    raise ValueError(f"n={n} is fewer than the {len(classes)} classes")
+  rng = np.random.default_rng(seed)
+  picks = []
+  for c in classes:
+    idx = np.flatnonzero(labels == c)
+    if len(idx) < per:
+      raise ValueError(f"class {c} has {len(idx)} examples, fewer than the {per} asked for")
+    picks.append(rng.choice(idx, per, replace=False))
+  return np.sort(np.concatenate(picks))
+
+
 def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
   """Number of batches in one epoch.
 

@@ -239,7 +239,8 @@ def summarize_corruptions(acc: Mapping[str, Mapping[str, float]]) -> dict[str, A
     ``mean_corruption_accuracy`` (mean over the standard corruptions present x their
     severities; ``None`` if none), ``extra_corruption_accuracy`` (the same over the extras),
     ``per_corruption_mean`` ``{name: mean}``, ``per_severity_mean`` (standard corruptions only)
-    ``{severity: mean}`` and ``complete`` (all 15 x 5 present).
+    ``{severity: mean}``, ``extra_per_severity_mean`` (the same over the extras) and
+    ``complete`` (all 15 x 5 present).
 
   Example:
     >>> s = summarize_corruptions({"fog": {"1": 0.8, "2": 0.6}, "spatter": {"1": 0.5}})
@@ -251,15 +252,16 @@ def summarize_corruptions(acc: Mapping[str, Mapping[str, float]]) -> dict[str, A
     vals = [v for v in vals if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
 
-  std_vals = [v for n in standard if n in acc for v in acc[n].values()]
-  extra_vals = [v for n in extras if n in acc for v in acc[n].values()]
-  sev_keys = sorted({k for n in standard if n in acc for k in acc[n]}, key=lambda k: float(k))
+  def per_severity(names):
+    keys = sorted({k for n in names if n in acc for k in acc[n]}, key=float)
+    return {k: mean([acc[n][k] for n in names if n in acc and k in acc[n]]) for k in keys}
+
   return {
-      "mean_corruption_accuracy": mean(std_vals),
-      "extra_corruption_accuracy": mean(extra_vals),
+      "mean_corruption_accuracy": mean([v for n in standard if n in acc for v in acc[n].values()]),
+      "extra_corruption_accuracy": mean([v for n in extras if n in acc for v in acc[n].values()]),
       "per_corruption_mean": {n: mean(list(acc[n].values())) for n in acc},
-      "per_severity_mean": {k: mean([acc[n][k] for n in standard if n in acc and k in acc[n]])
-                            for k in sev_keys},
+      "per_severity_mean": per_severity(standard),
+      "extra_per_severity_mean": per_severity(extras),
       "complete": all(n in acc and all(str(s) in acc[n] for s in SEVERITIES) for n in standard),
   }
 

@@ -94,7 +94,7 @@ def cvar_risk(losses: jax.Array, *, alpha: float) -> jax.Array:
   return jnp.where(jnp.any(jnp.isnan(losses)), jnp.nan, jnp.mean(top))
 
 
-def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: float = 2.0,
+def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: str = "l2",
          penalty_mode: str = "forward_over_reverse", penalty_subsample: float = 1.0) -> Objective:
   r"""DRO-Augment: mean loss + ``rho`` x variation penalty of the input gradients. No state.
 

@@ -7,7 +7,7 @@ with exactly the fields of ``drojax.methods.MethodConfig``.
 
 Validation (``validate``), run by the CLIs before anything is written or compiled:
 
-* every field has a spec (``field_specs()``: ``BASE_FIELDS`` and ``EVAL_FIELDS`` here, the
+* every field has a spec (``field_specs()``: ``FIELDS`` here, with each default, the
   method hyper-parameters' from the method layer, ``drojax.methods.field_specs()``, including
   those a user's method registered, and each experiment's extras next to its factory) giving its
   type, range or choices; a field without a spec is itself an error;
@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from drojax import methods
-from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple)
+from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple,
+                          check_fields)
 
 PRESETS = ("paper", "quick")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
@@ -47,58 +48,6 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown MethodConfig field(s) {sorted(unknown)}")
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
-
-
-def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
-  """The fields every experiment shares (the DRO-Augment CIFAR recipe as defaults)."""
-  c = ml_collections.ConfigDict()
-  c.experiment = "cifar_c"
-  c.method = method
-  c.dataset = dataset
-  c.preset = preset
-  c.data_dir = ""  # '' -> $DROJAX_DATA_DIR, then each dataset's default places
-  c.download = False
-  c.seed = 0
-  # Model
-  c.model = "preact_resnet18"
-  c.width = 64
-  # Optimisation (recipes.md: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, cosine)
-  c.num_epochs = 200
-  c.batch_size = 128
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.nesterov = True
-  c.weight_decay = 5e-4
-  c.lr_schedule = "cosine"
-  c.lr_min = 1e-6
-  c.warmup_epochs = 0
-  c.train_subset = 0  # 0 = the whole train split; else a fixed random subset of this size
-  c.method_config = method_config()
-  # Evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.images = 0  # 0 = the whole test split; else a fixed random subset
-  c.eval.batch_size = 500
-  c.eval.corruptions = "generated"  # published | generated | refined
-  c.eval.published_dir = ""  # the extracted CIFAR-10-C / CIFAR-100-C folder (published only)
-  c.eval.frost_dir = ""  # folder of frost photographs for generated frost ("" = procedural texture)
-  c.eval.corruption_names = ()  # () = all 19: the mean over the 15 standard x 5 is the headline, the 4 extras are reported beside it
-  c.eval.severities = (1, 2, 3, 4, 5)
-  c.eval.adv_eps = (2 / 255, 8 / 255)
-  c.eval.pgd_steps = 10
-  c.eval.pgd_restarts = 1
-  c.eval.attack = "pgd"  # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, FAB-T, Square)
-  c.eval.norm = "linf"  # linf | l2: the norm of eval.adv_eps, for every attack
-  c.eval.apgd_steps = 100  # APGD and FAB-T iterations (attack=apgd|suite)
-  c.eval.square_queries = 5000  # Square's queries per image (attack=suite)
-  c.eval.groups = False
-  # Bookkeeping
-  c.checkpoint_every_steps = 500
-  c.keep_checkpoints = 2
-  c.log_every_steps = 50
-  c.progress = True
-  c.compilation_cache_dir = "~/.cache/drojax/jax"
-  return c
 
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -197,58 +146,77 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "constant")
 _PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
 
-BASE_FIELDS: dict[str, Spec] = {
-    "experiment": Str(),
-    "method": Choice(_method_names),
-    "dataset": Custom(_check_dataset),
-    "preset": Choice(PRESETS),
-    "data_dir": Str(),
-    "download": Bool(),
-    "seed": Int(lo=0, hi=2**31 - 1),
-    "model": Choice(_model_names),
-    "width": Int(lo=1),
-    "num_epochs": Int(lo=1),
-    "batch_size": Int(lo=1),
-    "optimizer": Choice(OPTIMIZERS),
-    "learning_rate": Real(lo=0.0, lo_open=True),
-    "momentum": Real(lo=0.0, hi=1.0, hi_open=True),
-    "nesterov": Bool(),
-    "weight_decay": Real(lo=0.0),
-    "lr_schedule": Choice(LR_SCHEDULES),
-    "lr_min": Real(lo=0.0),
-    "warmup_epochs": Int(lo=0),
-    "train_subset": Int(lo=0),
-    "checkpoint_every_steps": Int(lo=1),
-    "keep_checkpoints": Int(lo=1),
-    "log_every_steps": Int(lo=1),
-    "progress": Bool(),
-    "compilation_cache_dir": Str(),
+# Every field the experiments share: (its default, the DRO-Augment CIFAR recipe; its spec).
+FIELDS: dict[str, tuple[Any, Spec]] = {
+    "experiment": ("cifar_c", Str()),
+    "method": ("erm", Choice(_method_names)),
+    "dataset": ("cifar10", Custom(_check_dataset)),
+    "preset": ("paper", Choice(PRESETS)),
+    "data_dir": ("", Str()),  # '' -> $DROJAX_DATA_DIR, then each dataset's default places
+    "download": (False, Bool()),
+    "seed": (0, Int(lo=0, hi=2**31 - 1)),
+    "model": ("preact_resnet18", Choice(_model_names)),
+    "width": (64, Int(lo=1)),
+    # Optimisation (recipes.md: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, cosine)
+    "num_epochs": (200, Int(lo=1)),
+    "batch_size": (128, Int(lo=1)),
+    "optimizer": ("sgd", Choice(OPTIMIZERS)),
+    "learning_rate": (0.1, Real(lo=0.0, lo_open=True)),
+    "momentum": (0.9, Real(lo=0.0, hi=1.0, hi_open=True)),
+    "nesterov": (True, Bool()),
+    "weight_decay": (5e-4, Real(lo=0.0)),
+    "lr_schedule": ("cosine", Choice(LR_SCHEDULES)),
+    "lr_min": (1e-6, Real(lo=0.0)),
+    "warmup_epochs": (0, Int(lo=0)),
+    "train_subset": (0, Int(lo=0)),  # 0 = the whole train split; else a fixed random subset
+    # Evaluation
+    "eval.images": (0, Int(lo=0)),  # 0 = the whole test split; else a fixed random subset
+    "eval.batch_size": (500, Int(lo=1)),
+    "eval.corruptions": ("generated", Choice(EVAL_CORRUPTIONS)),
+    # the extracted CIFAR-10-C / CIFAR-100-C folder (published only)
+    "eval.published_dir": ("", Str()),
+    # folder of frost photographs for generated frost ("" = procedural texture)
+    "eval.frost_dir": ("", Str()),
+    # () = all 19: the mean over the 15 standard x 5 is the headline, the 4 extras beside it
+    "eval.corruption_names": ((), Tuple(Choice(_corruption_names), unique=True)),
+    "eval.severities": ((1, 2, 3, 4, 5), Tuple(Int(lo=1, hi=5), unique=True)),
+    # <= 1 for eval.norm=linf (a cross-field rule); an L2 budget may exceed 1.
+    "eval.adv_eps": ((2 / 255, 8 / 255), Tuple(Real(lo=0.0, hint=_PIXELS), unique=True)),
+    "eval.pgd_steps": (10, Int(lo=1)),
+    "eval.pgd_restarts": (1, Int(lo=1)),
+    # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, FAB-T, Square)
+    "eval.attack": ("pgd", Choice(_attacks)),
+    "eval.norm": ("linf", Choice(_norms)),  # the norm of eval.adv_eps, for every attack
+    "eval.apgd_steps": (100, Int(lo=1)),  # APGD and FAB-T iterations (attack=apgd|suite)
+    "eval.square_queries": (5000, Int(lo=1)),  # Square's queries per image (attack=suite)
+    "eval.groups": (False, Bool()),
+    # Bookkeeping
+    "checkpoint_every_steps": (500, Int(lo=1)),
+    "keep_checkpoints": (2, Int(lo=1)),
+    "log_every_steps": (50, Int(lo=1)),
+    "progress": (True, Bool()),
+    "compilation_cache_dir": ("~/.cache/drojax/jax", Str()),
 }
 
-EVAL_FIELDS: dict[str, Spec] = {
-    "eval.images": Int(lo=0),
-    "eval.batch_size": Int(lo=1),
-    "eval.corruptions": Choice(EVAL_CORRUPTIONS),
-    "eval.published_dir": Str(),
-    "eval.frost_dir": Str(),
-    "eval.corruption_names": Tuple(Choice(_corruption_names), unique=True),
-    "eval.severities": Tuple(Int(lo=1, hi=5), unique=True),
-    # <= 1 for eval.norm=linf (a cross-field rule); an L2 budget may exceed 1.
-    "eval.adv_eps": Tuple(Real(lo=0.0, hint=_PIXELS), unique=True),
-    "eval.norm": Choice(_norms),
-    "eval.pgd_steps": Int(lo=1),
-    "eval.pgd_restarts": Int(lo=1),
-    "eval.attack": Choice(_attacks),
-    "eval.apgd_steps": Int(lo=1),
-    "eval.square_queries": Int(lo=1),
-    "eval.groups": Bool(),
-}
+
+def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
+  """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``."""
+  c = ml_collections.ConfigDict({"method_config": method_config()})
+  for path, (default, _) in FIELDS.items():
+    group, _, name = path.rpartition(".")
+    if group and group not in c:
+      c[group] = ml_collections.ConfigDict()
+    (c[group] if group else c)[name] = default
+  c.method, c.dataset, c.preset = method, dataset, preset
+  return c
+
 
 def field_specs(extra_fields: Mapping[str, Spec] | None = None) -> dict[str, Spec]:
   """The spec of every field (dotted path) of an experiment config: the shared ones, the method
   hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``."""
   method_fields = {f"method_config.{k}": v for k, v in methods.field_specs().items()}
-  return {**BASE_FIELDS, **EVAL_FIELDS, **method_fields, **(extra_fields or {})}
+  return {**{k: spec for k, (_, spec) in FIELDS.items()}, **method_fields,
+          **(extra_fields or {})}
 
 
 # field -> (does it apply to this config?, why not)
@@ -296,34 +264,6 @@ def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- validation
-
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  """``{dotted_path: value}`` for every leaf field of ``config``."""
-  out = {}
-  for key in config.keys():
-    value = config[key]
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def check_fields(config: ml_collections.ConfigDict, specs: Mapping[str, Spec]) -> None:
-  """Checks every leaf of ``config`` against ``specs`` (dotted paths); raises ``ConfigError``.
-
-  A field without a spec is itself an error: a config must not carry an unchecked field.
-  """
-  for path, value in flatten(config).items():
-    spec = specs.get(path)
-    if spec is None:
-      raise ConfigError(path, "no check is declared for this field (add a spec next to the "
-                        "config factory that defines it)")
-    err = spec.check(value)
-    if err:
-      raise ConfigError(path, err)
-
-
 
 def _cross_checks(c: ml_collections.ConfigDict) -> None:
   if c.warmup_epochs >= c.num_epochs:
@@ -379,6 +319,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "BASE_FIELDS", "EVAL_FIELDS", "field_specs", "config_specs", "method_config",
-           "base_config", "apply_quick", "not_applying", "flatten", "check_fields", "validate",
+           "FIELDS", "field_specs", "config_specs", "method_config",
+           "base_config", "apply_quick", "not_applying", "validate",
            "ConfigError"]

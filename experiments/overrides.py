@@ -1,0 +1,113 @@
+"""``--config.<a.b>=VALUE``: pulled out of argv and written into a locked ``ConfigDict``.
+
+absl does not know these flags: ``split_config_overrides`` separates them, ``apply_overrides``
+parses each value by the field's declared spec (``experiments.configs.common.config_specs``:
+numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``) and suggests the closest field on a typo.
+(``ml_collections.config_flags`` was considered: it parses by the current value's type, so
+``8/255`` and an empty tuple's items fail, and a typo ends in a multi-line traceback.)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import ml_collections
+
+from drojax.specs import ConfigError, suggest
+from experiments.cli import UsageError
+from experiments.configs import common
+
+PREFIX = "--config."
+# Config fields that CLIs set from their own flags: errors name the flag the user typed.
+FLAG_OF_FIELD = {"method": "--method", "dataset": "--dataset", "preset": "--preset",
+                 "data_dir": "--data_dir", "download": "--download",
+                 "compilation_cache_dir": "--compilation_cache_dir"}
+
+
+def flag_of(field: str) -> str:
+  """The flag that sets config ``field``: ``--method`` or ``--config.<field>``."""
+  return FLAG_OF_FIELD.get(field, PREFIX + field)
+
+
+def config_usage_error(e: ConfigError) -> UsageError:
+  """A ``ConfigError`` as the one-line usage error naming the flag."""
+  return UsageError(f"{flag_of(e.field)}: {e.detail}")
+
+
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separates ``--config.a.b=v`` (or ``--config.a.b v``) from the other arguments.
+
+  >>> split_config_overrides(["prog", "--config.lr=0.1", "--method=erm"])
+  (['prog', '--method=erm'], [('lr', '0.1')])
+  """
+  rest, overrides = [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith(PREFIX):
+      body = arg[len(PREFIX):]
+      if "=" in body:
+        key, value = body.split("=", 1)
+      elif i + 1 < len(args):
+        key, value = body, args[i + 1]
+        i += 1
+      else:
+        raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
+      overrides.append((key, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[tuple[str, str]], *,
+                    check_applies: bool = True) -> ml_collections.ConfigDict:
+  """Applies ``(dotted_field, text)`` overrides in place; unknown fields raise ``UsageError``.
+
+  With ``check_applies``, an override of a field that the config's method or set-up does not
+  read is an error (``common.not_applying``); multi-method CLIs check that across methods
+  instead (``check_overrides_apply``).
+  """
+  specs = common.config_specs(config)
+  for dotted, text in overrides:
+    node = config
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+      keys = list(node.keys())
+      if part not in keys:
+        where = ".".join(parts[:depth]) or "config"
+        raise UsageError(f"unknown config field '{dotted}' ('{part}' is not in {where})."
+                         f"{suggest(part, keys)}")
+      if depth < len(parts) - 1:
+        node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+          raise UsageError(f"config field '{'.'.join(parts[:depth + 1])}' has no sub-fields")
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise UsageError(f"config field '{dotted}' is a group; set one of its fields: "
+                       f"{', '.join(current.keys())}")
+    if dotted not in specs:
+      raise UsageError(f"config field '{dotted}' has no declared check (add a spec next to the "
+                       "config factory that defines it)")
+    try:
+      value = specs[dotted].parse(text)
+    except ValueError as e:
+      raise UsageError(f"{PREFIX}{dotted}: {e}") from None
+    with node.unlocked():
+      node[parts[-1]] = value
+  if check_applies:
+    check_overrides_apply([config], overrides)
+  return config
+
+
+def check_overrides_apply(configs: Sequence[ml_collections.ConfigDict],
+                          overrides: Sequence[tuple[str, str]]) -> None:
+  """``UsageError`` for an override that no config in ``configs`` reads (one that only some
+  read is fine: a comparison of methods)."""
+  for dotted, _ in overrides:
+    reasons = [common.not_applying(c, dotted) for c in configs]
+    if configs and all(reasons):
+      which = "" if len(configs) == 1 else " for any of the methods"
+      raise UsageError(f"{PREFIX}{dotted} has no effect{which}: {reasons[0]}; drop it")
