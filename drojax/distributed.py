@@ -4,6 +4,8 @@ Everything here runs on top of JAX's own multi-process runtime (``jax.distribute
 coordination service's key-value store and barriers, and its heartbeats that detect a dead
 process); nothing here sends data of its own.
 
+* :func:`start_options` reads the ``DROJAX_*`` start-up variables; :func:`join` calls
+  ``jax.distributed.initialize`` and ends the process with one line when it cannot join.
 * :func:`agree`: at the start of a run every process publishes a hash of its config, the token
   it reads from the work directory (written there by process 0) and its device count; every
   process reads every record and raises the same :class:`Disagreement` naming what differs.
@@ -15,7 +17,7 @@ process); nothing here sends data of its own.
   command``. A child that fails on its own hands its line to the supervisor with :func:`leave`.
 
 This is an I/O module: it writes a token into the work directory and files into the
-supervisor's directory, and :func:`supervise` prints to stderr.
+supervisor's directory, and :func:`supervise` and :func:`join` print to stderr.
 """
 
 from __future__ import annotations
@@ -207,6 +209,87 @@ def await_peer_failure(seconds: float = HEARTBEAT_TIMEOUT_S + 15) -> None:
     time.sleep(seconds)
 
 
+# ------------------------------------------------------------------------- joining a run
+
+START_TIMEOUT_S = 300  # hosts of one job may start minutes apart (SLURM, TPU VMs)
+
+
+def _env_int(env: Mapping[str, str], name: str, low: int) -> int | None:
+  text = env.get(name, "").strip()
+  if not text:
+    return None
+  if not text.isdigit() or int(text) < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {env[name]!r}")
+  return int(text)
+
+
+def start_options(env: Mapping[str, str]) -> dict[str, int] | None:
+  """The start-up options ``env`` (the process environment) asks for; None when
+  ``DROJAX_DISTRIBUTED`` is unset or 0.
+
+  Returns:
+    ``timeout`` (``DROJAX_DISTRIBUTED_TIMEOUT``, seconds, default ``START_TIMEOUT_S``) and,
+    where set, ``num_processes`` (``DROJAX_NUM_PROCESSES``) and ``process_id``
+    (``DROJAX_PROCESS_ID``).
+
+  Raises:
+    ValueError: a variable is not an integer in range (or ``DROJAX_DISTRIBUTED`` not 0/1).
+  """
+  flag = env.get("DROJAX_DISTRIBUTED", "").strip().lower()
+  if flag in ("", "0", "false"):
+    return None
+  if flag not in ("1", "true"):
+    raise ValueError(f"DROJAX_DISTRIBUTED must be 1 or 0, got {env['DROJAX_DISTRIBUTED']!r}")
+  options = {arg: value for name, arg, low in (("DROJAX_NUM_PROCESSES", "num_processes", 1),
+                                               ("DROJAX_PROCESS_ID", "process_id", 0))
+             if (value := _env_int(env, name, low)) is not None}
+  return {**options, "timeout": _env_int(env, "DROJAX_DISTRIBUTED_TIMEOUT", 1) or START_TIMEOUT_S}
+
+
+def join(*, prog: str, coordinator: str | None, timeout: int, **options: int) -> None:
+  """``jax.distributed.initialize`` within ``timeout`` seconds, or one line and exit status 1.
+
+  JAX finds the coordinator, process count and id on SLURM, Cloud TPU and GKE clusters;
+  elsewhere ``coordinator`` (``JAX_COORDINATOR_ADDRESS``, read by JAX) and ``options``
+  (``num_processes``, ``process_id``) say them. A failure prints ``PROG: error: distributed
+  start-up failed: ...`` and ends the process: JAX's own timeout would abort the interpreter
+  with a C++ stack trace, so a watchdog fires first (the connect call releases the GIL).
+  """
+  import threading
+
+  import jax
+
+  divert_runtime_log()
+  where = coordinator or "the auto-detected coordinator"
+  who = f"process {options['process_id']}" if "process_id" in options else "this process"
+
+  def give_up(reason: str) -> None:
+    print(f"{prog}: error: distributed start-up failed: {who} {reason}; start every process "
+          f"with DROJAX_DISTRIBUTED=1, the same JAX_COORDINATOR_ADDRESS (host:port of process 0) "
+          f"and DROJAX_NUM_PROCESSES", file=sys.stderr, flush=True)
+
+  def watchdog() -> None:
+    give_up(f"could not join all processes through {where} within "
+            f"DROJAX_DISTRIBUTED_TIMEOUT={timeout}s")
+    os._exit(1)
+
+  timer = threading.Timer(timeout, watchdog)
+  timer.daemon = True
+  timer.start()
+  try:
+    jax.distributed.initialize(initialization_timeout=timeout + 60,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S, **options)
+  except (ValueError, TypeError, RuntimeError) as e:
+    timer.cancel()
+    if coordinator is None and "coordinator_address" in str(e):
+      give_up("found no cluster to join (SLURM, Cloud TPU, ...) and JAX_COORDINATOR_ADDRESS "
+              "is not set")
+    else:
+      give_up(f"could not start: {' '.join(str(e).split())}")
+    sys.exit(1)
+  timer.cancel()
+
+
 # ------------------------------------------------------------------------- the supervisor
 
 @dataclasses.dataclass(frozen=True)
@@ -328,4 +411,4 @@ def print_traceback_and_leave(status: int = 1) -> None:
 
 __all__ = ["Disagreement", "HEARTBEAT_TIMEOUT_S", "PeerFailure", "TOKEN_FILE", "SUPERVISOR_ENV", "agree",
            "await_peer_failure", "config_hash", "divert_runtime_log", "latest_checkpoint",
-           "leave", "peer_failure", "peer_failure_line", "report", "supervise"]
+           "START_TIMEOUT_S", "start_options", "join", "leave", "peer_failure", "peer_failure_line", "report", "supervise"]

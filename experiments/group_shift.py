@@ -60,12 +60,27 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 
 
+# Where the penalty weight jumps from 1 to its value, as a fraction of the training steps:
+# Arjovsky et al.'s and Krueger et al.'s Colored MNIST code anneal at step 190 of 501.
+PENALTY_ANNEAL_FRACTION = 190 / 501
+PENALTY_METHODS = ("vrex", "irm", "var_dro_vrex")
+
+
+def anneal_steps(num_train: int, config) -> int:
+  """The step at which ``config``'s penalty weight takes its value: the papers' 190 / 501 of
+  the run's ``num_epochs * (num_train // batch_size)`` steps."""
+  if config.train_subset:
+    num_train = min(num_train, config.train_subset)
+  return round(PENALTY_ANNEAL_FRACTION * config.num_epochs * (num_train // config.batch_size))
+
+
 def _label(field: str | None, value: Any) -> str:
   return "preset" if field is None else f"{field}_{value:g}"
 
 
-def plan(overrides) -> list[tuple[str, str, int, Any]]:
-  """``(method, label, seed, config)`` of every run, validated."""
+def plan(overrides, num_train: int) -> list[tuple[str, str, int, Any]]:
+  """``(method, label, seed, config)`` of every run, validated; ``num_train`` (the training
+  split's size) places the penalty anneal unless ``penalty_anneal_steps`` is overridden."""
   flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
   flag_defs.check_choice(FLAGS.preset, common.PRESETS, "--preset")
   flag_defs.check_choice(FLAGS.grid, ("default", "none"), "--grid")
@@ -86,6 +101,9 @@ def plan(overrides) -> list[tuple[str, str, int, Any]]:
         config = base.copy_and_resolve_references()
         with config.unlocked():
           config.seed = seed
+          if method in PENALTY_METHODS and not any(
+              k == "method_config.penalty_anneal_steps" for k, _ in overrides):
+            config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
           if field is not None:
             config.method_config[field] = value
         config.lock()
@@ -160,10 +178,13 @@ def main(argv, overrides):
   from drojax import data
   from experiments import train
 
-  runs = plan(overrides)
+  flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
+  data_dir = train.resolve_data_dir(
+      FLAGS.data_dir, gs_config.make_config("erm", dataset=FLAGS.benchmark))
+  num_train = len(data.load_dataset(FLAGS.benchmark, "train", data_dir=data_dir))
+  runs = plan(overrides, num_train)
   for *_, config in runs:  # every config checked before the first run trains
     train.validate(config, num_devices=jax.device_count())
-  data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0][3])
   validation = data.load_dataset(FLAGS.benchmark, "validation", data_dir=data_dir)
   done = []
   for method, label, seed, config in runs:
@@ -179,4 +200,4 @@ def main(argv, overrides):
 
 if __name__ == "__main__":
   _define_flags()
-  cli.run_main(main, help_config=lambda: plan([])[0][3])
+  cli.run_main(main, help_config=lambda: plan([], num_train=0)[0][3])

@@ -30,27 +30,14 @@ def enable_compilation_cache(cache_dir: str | None) -> str | None:
   return path
 
 
-DISTRIBUTED_TIMEOUT_S = 300  # hosts of one job may start minutes apart (SLURM, TPU VMs)
-
-
-def _env_int(env: Any, name: str, low: int) -> int | None:
-  text = env.get(name, "").strip()
-  if not text:
-    return None
-  if not text.isdigit() or int(text) < low:
-    raise UsageError(f"{name} must be an integer >= {low}, got {env[name]!r}")
-  return int(text)
-
-
-def maybe_initialize_distributed(environ: Any = None, *,
-                                 prog: str = "drojax") -> bool:
+def maybe_initialize_distributed(environ: Any = None, *, prog: str = "drojax") -> bool:
   """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1``; must run before any JAX work.
 
-  Calls ``jax.distributed.initialize()``, which finds the coordinator, process count and id on
-  SLURM, Cloud TPU and GKE clusters. Elsewhere set ``JAX_COORDINATOR_ADDRESS=host:port`` (read
-  by JAX), ``DROJAX_NUM_PROCESSES`` and ``DROJAX_PROCESS_ID``. ``DROJAX_DISTRIBUTED_TIMEOUT``
-  (seconds, default 300) bounds the wait for all processes to join: past it the process prints
-  ``PROG: error: ...`` (one line) and exits with status 1. CPU collectives use gloo.
+  The variables (``drojax.distributed.start_options``) and the start-up with its one-line
+  failure (``drojax.distributed.join``) are the library's; this CLI side runs the process under
+  ``drojax.distributed.supervise`` and sets what JAX needs first: gloo CPU collectives, and no
+  preemption service (it would take SIGTERM from the handler ``experiments.shutdown`` installs:
+  SIGTERM would do nothing).
 
   Returns:
     True when the process joined a distributed run, False when ``DROJAX_DISTRIBUTED`` is unset.
@@ -58,61 +45,23 @@ def maybe_initialize_distributed(environ: Any = None, *,
   Raises:
     UsageError: a variable is not an integer (or ``DROJAX_DISTRIBUTED`` not 0/1).
   """
-  env = os.environ if environ is None else environ
-  flag = env.get("DROJAX_DISTRIBUTED", "").strip().lower()
-  if flag in ("", "0", "false"):
-    return False
-  if flag not in ("1", "true"):
-    raise UsageError(f"DROJAX_DISTRIBUTED must be 1 or 0, got {env['DROJAX_DISTRIBUTED']!r}")
-  kwargs = {arg: value for name, arg, low in (("DROJAX_NUM_PROCESSES", "num_processes", 1),
-                                              ("DROJAX_PROCESS_ID", "process_id", 0))
-            if (value := _env_int(env, name, low)) is not None}
-  timeout = _env_int(env, "DROJAX_DISTRIBUTED_TIMEOUT", 1) or DISTRIBUTED_TIMEOUT_S
   from drojax import distributed
 
+  env = os.environ if environ is None else environ
+  try:
+    options = distributed.start_options(env)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  if options is None:
+    return False
   if environ is None and not env.get(distributed.SUPERVISOR_ENV):
     # This process supervises the one that joins: see drojax.distributed.supervise.
     sys.exit(distributed.supervise([sys.executable, *sys.orig_argv[1:]], prog=prog))
-  distributed.divert_runtime_log()
-  import threading
-
   import jax
 
   if "jax_cpu_collectives_implementation" in jax.config.values and not env.get(
       "JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  where = env.get("JAX_COORDINATOR_ADDRESS") or "the auto-detected coordinator"
-  who = f"process {kwargs['process_id']}" if "process_id" in kwargs else "this process"
-
-  def give_up(reason: str) -> None:
-    print(f"{prog}: error: distributed start-up failed: {who} {reason}; start every process "
-          f"with DROJAX_DISTRIBUTED=1, the same JAX_COORDINATOR_ADDRESS (host:port of process 0) "
-          f"and DROJAX_NUM_PROCESSES", file=sys.stderr, flush=True)
-
-  # JAX's own timeout aborts the interpreter with a C++ stack trace; this watchdog fires first
-  # (the connect call releases the GIL) and ends the process with one line instead.
-  def watchdog() -> None:
-    give_up(f"could not join all processes through {where} within "
-            f"DROJAX_DISTRIBUTED_TIMEOUT={timeout}s")
-    os._exit(1)
-
-  timer = threading.Timer(timeout, watchdog)
-  timer.daemon = True
-  timer.start()
-  try:
-    # JAX's preemption service would take SIGTERM (a preemption notice for sync points drojax
-    # does not use) from the handler experiments.shutdown installs: SIGTERM would do nothing.
-    jax.config.update("jax_enable_preemption_service", False)
-    jax.distributed.initialize(initialization_timeout=timeout + 60,
-                               heartbeat_timeout_seconds=distributed.HEARTBEAT_TIMEOUT_S,
-                               **kwargs)
-  except (ValueError, TypeError, RuntimeError) as e:
-    timer.cancel()
-    if "JAX_COORDINATOR_ADDRESS" not in env and "coordinator_address" in str(e):
-      give_up("found no cluster to join (SLURM, Cloud TPU, ...) and JAX_COORDINATOR_ADDRESS "
-              "is not set")
-    else:
-      give_up(f"could not start: {' '.join(str(e).split())}")
-    sys.exit(1)
-  timer.cancel()
+  jax.config.update("jax_enable_preemption_service", False)
+  distributed.join(prog=prog, coordinator=env.get("JAX_COORDINATOR_ADDRESS") or None, **options)
   return True

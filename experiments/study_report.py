@@ -121,10 +121,10 @@ def write_report(study: studies.Study, runs: Sequence[studies.RunSpec], root: st
     if spec.name not in names.setdefault(spec.study, []):
       names[spec.study].append(spec.name)
   lines = [f"# {study.title} (scale `{scale_name}`)", "",
-           f"{len(rows)} of {len(runs)} runs finished. Accuracy in %, mean ± 95 % t-interval "
-           "half-width over seeds; paired rows are per-seed differences; train s is wall time "
-           "with compilation (with the load of any process sharing the device). "
-           + study.note(scale), ""]
+           (f"{len(rows)} of {len(runs)} runs finished. Accuracy in %, mean ± 95 % t-interval "
+            "half-width over seeds; paired rows are per-seed differences; train s is wall time "
+            "with compilation (with the load of any process sharing the device). " +
+            study.note(scale)).rstrip(), ""]
   if missing:
     lines += [f"Not run (method missing in this checkout): {', '.join(missing)}.", ""]
   if wall_s is not None:

@@ -361,7 +361,7 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
   shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
             if k not in workdir_lib.RUN_ONLY_FIELDS}
   try:
-    distributed.agree(shared, workdir, timeout_s=launch.DISTRIBUTED_TIMEOUT_S)
+    distributed.agree(shared, workdir, timeout_s=distributed.START_TIMEOUT_S)
   except distributed.Disagreement as e:
     raise cli.UsageError(str(e)) from None
 

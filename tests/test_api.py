@@ -187,7 +187,8 @@ def _modules_with_doctests():
 # need files, the orbax/distributed plumbing) -- each listed, so a module is never skipped by
 # accident.
 DOCTESTED = (
-    "drojax.losses", "drojax.wdro", "drojax.weighting", "drojax.objectives.adversarial",
+    "drojax.losses", "drojax.wdro", "drojax._wdro_modes", "drojax.weighting",
+    "drojax.objectives.adversarial",
     "drojax.objectives.dro", "drojax.augment.crop_flip", "drojax.augment.mixup",
     "drojax.augment.ops", "drojax.augment.augmix", "drojax.augment.noisymix",
     "drojax.data.arrays", "drojax.data.digits", "drojax.data.images", "drojax.data.pipeline",

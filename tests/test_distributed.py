@@ -364,6 +364,16 @@ def test_distributed_start_up_variables_are_checked_before_jax_is_asked():
                      "DROJAX_DISTRIBUTED_TIMEOUT")):
     with pytest.raises(cli.UsageError, match=name):
       launch.maybe_initialize_distributed(env)
+  # The library reads the variables (the CLI only maps a ValueError to its one-line exit 2).
+  from drojax import distributed
+
+  assert distributed.start_options({"DROJAX_DISTRIBUTED": "true", "DROJAX_NUM_PROCESSES": "2",
+                                    "DROJAX_PROCESS_ID": "0"}) == {
+                                        "num_processes": 2, "process_id": 0, "timeout": 300}
+  assert distributed.start_options({"DROJAX_DISTRIBUTED": "1",
+                                    "DROJAX_DISTRIBUTED_TIMEOUT": "7"}) == {"timeout": 7}
+  with pytest.raises(ValueError, match=r"DROJAX_PROCESS_ID must be an integer >= 0, got '-1'"):
+    distributed.start_options({"DROJAX_DISTRIBUTED": "1", "DROJAX_PROCESS_ID": "-1"})
 
 
 def test_runner_loads_waterbirds_through_the_registry_at_the_config_size(tmp_path):

@@ -195,3 +195,15 @@ def test_sweep_table_shows_worst_group_accuracy(tmp_path):
   assert "| worst-group accuracy |" in table
   assert "| 0.5 | 80.00% | n/a | 25.00% | 3 |" in table
   assert json.loads((tmp_path / "sweep.json").read_text())["runs"][1]["worst_group_accuracy"] == 0.5
+
+
+def test_penalty_anneal_at_the_papers_fraction_of_the_steps():
+  from experiments import group_shift
+  from experiments.configs import group_shift as gs_config
+
+  config = gs_config.make_config("irm", preset="quick")  # 8 epochs of 64
+  # 8 * (1078 // 64) = 128 steps; 190 / 501 of them is 48.5 -> 49.
+  assert group_shift.anneal_steps(1078, config) == round(190 / 501 * 128) == 49
+  with config.unlocked():
+    config.train_subset = 640
+  assert group_shift.anneal_steps(1078, config) == round(190 / 501 * 80) == 30

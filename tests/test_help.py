@@ -33,6 +33,7 @@ CLIS = {
     "reproduce": None,
     "robustness_study": None,
     "calibrate_severities": None,
+    "colored_mnist_recipe": None,
 }
 
 
