@@ -253,7 +253,12 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
           ax.plot(xs, ys, marker="o", label=n)
     ax.set_title(fam)
     ax.set_xlabel("severity (0 = clean)")
+    ax.set_xlim(-0.25, 5.25)
+    ax.set_xticks(range(6))
     ax.set_ylim(0, 100)  # a fixed scale: a few points' drop must not look like a cliff
+    if not ax.lines:
+      ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes,
+              color="gray")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7, loc="lower left")  # accuracy is highest at low severity: top free
@@ -336,8 +341,9 @@ def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float |
     ax.margins(0.2)  # the outermost points' labels stay inside the axes
   if front:
     best = pareto_front([(p[1], p[3]) for p in points])
+    # Ringed points: a front of one point is visible too.
     ax.plot([points[i][1] for i in best], [points[i][3] for i in best], color="tab:red",
-            label="Pareto front (means)")
+            marker="o", markersize=11, markerfacecolor="none", label="Pareto front (means)")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:
