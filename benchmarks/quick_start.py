@@ -9,11 +9,13 @@ workdir, exactly ``python -m experiments.cifar_c --method=dro_augmix --preset=qu
 --dataset=digits --workdir=...`` plus ``--compilation_cache_dir=none``; the child wraps the
 phases with timers (``drojax.loop.fit``: its first train step, which compiles, and the rest;
 ``drojax.evaluate.protocol``: clean prediction, corruptions, attacks) and reports them as JSON
-lines; ``other`` is the rest of the wall time (interpreter start, writing the results, exit). The parent measures the child's wall and CPU time (user + system, ``os.wait4``) and the
-load average before and after, prints a table per repeat and the median, and writes every row
-and the median to ``--out`` (JSON). ``--install`` also times the README's install into a fresh
-virtualenv (needs the package index). Record the machine's load with the figures: under load
-only ratios mean anything.
+lines; ``other`` is the rest of the wall time (interpreter start, writing the results, exit).
+Each phase also has its CPU time (``time.process_time``: every thread of the child), which,
+unlike wall time, means something on a loaded machine. The parent measures the child's wall
+and CPU time (user + system, ``os.wait4``) and the load average before and after, prints a
+table per repeat and the median, and writes every row and the median to ``--out`` (JSON).
+``--install`` also times the README's install into a fresh virtualenv (needs the package
+index). Record the machine's load with the figures: under load only ratios mean anything.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ def _child(argv: list[str]) -> None:
   """Runs the quick start in this process with timers around its phases."""
   t_start = time.perf_counter()
   marks: dict[str, float] = {}
+  cpu_marks: dict[str, float] = {}
 
-  def report(name: str, seconds: float) -> None:
+  def report(name: str, seconds: float, cpu_seconds: float) -> None:
     marks[name] = marks.get(name, 0.0) + seconds
+    cpu_marks[name] = cpu_marks.get(name, 0.0) + cpu_seconds
 
   from drojax import loop
   from drojax.evaluate import clean, protocol
@@ -51,38 +55,41 @@ def _child(argv: list[str]) -> None:
   fit, first_done = loop.fit, {}
 
   def timed_fit(state, train_step, *args, **kwargs):
-    report("data_and_setup", time.perf_counter() - t_start - marks.get("startup", 0.0))
+    report("data_and_setup", time.perf_counter() - t_start - marks.get("startup", 0.0),
+           time.process_time() - cpu_marks.get("startup", 0.0))
 
     def step(state, batch):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       state, metrics = train_step(state, batch)
       if not first_done:
         import jax
 
         jax.block_until_ready(metrics)
         first_done["at"] = time.perf_counter()
-        report("compile_first_step", first_done["at"] - t0)
+        report("compile_first_step", first_done["at"] - t0, time.process_time() - c0)
       return state, metrics
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fit(state, step, *args, **kwargs)
-    report("train_rest", time.perf_counter() - t0 - marks.get("compile_first_step", 0.0))
+    report("train_rest", time.perf_counter() - t0 - marks.get("compile_first_step", 0.0),
+           time.process_time() - c0 - cpu_marks.get("compile_first_step", 0.0))
     return out
 
   def timer(name, fn):
     def wrapped(*args, **kwargs):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       try:
         return fn(*args, **kwargs)
       finally:
-        report(name, time.perf_counter() - t0)
+        report(name, time.perf_counter() - t0, time.process_time() - c0)
     return wrapped
 
   loop.fit = timed_fit
   protocol.predict = timer("eval_clean", clean.predict)
   protocol._corruption_results = timer("eval_corruptions", protocol._corruption_results)  # pylint: disable=protected-access
   protocol._adversarial_results = timer("eval_adversarial", protocol._adversarial_results)  # pylint: disable=protected-access
-  report("startup", time.perf_counter() - t_start)
+  # CPU time since the process started (the interpreter's start and these imports).
+  report("startup", time.perf_counter() - t_start, time.process_time())
 
   from experiments import cifar_c, cli
 
@@ -92,7 +99,7 @@ def _child(argv: list[str]) -> None:
     if e.code:
       raise
   finally:
-    print(TAG + json.dumps(marks), flush=True)
+    print(TAG + json.dumps({"wall": marks, "cpu": cpu_marks}), flush=True)
 
 
 def _load() -> float:
@@ -112,16 +119,21 @@ def _run_once(workdir: str) -> dict:
   if os.waitstatus_to_exitcode(status) != 0:
     raise SystemExit(f"quick start failed (exit {os.waitstatus_to_exitcode(status)}):\n"
                      f"{out[-3000:]}")
-  phases = {}
+  phases, phases_cpu = {}, {}
   for line in out.splitlines():
     if line.startswith(TAG):
-      phases = json.loads(line[len(TAG):])
-  # The interpreter's start, imports before the timers, writing the results, the exit.
+      marks = json.loads(line[len(TAG):])
+      phases, phases_cpu = marks["wall"], marks["cpu"]
+  cpu = usage.ru_utime + usage.ru_stime
+  # Wall: the interpreter's start, imports before the timers, writing the results, the exit;
+  # CPU: writing the results and the exit.
   phases["other"] = wall - sum(phases.values())
+  phases_cpu["other"] = cpu - sum(phases_cpu.values())
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   return {"wall_s": wall, "cpu_user_s": usage.ru_utime, "cpu_system_s": usage.ru_stime,
           "load_before": load_before, "load_after": _load(), "phases_s": phases,
+          "phases_cpu_s": phases_cpu,
           "clean_accuracy": results["clean_accuracy"],
           "mean_corruption_accuracy": results["mean_corruption_accuracy"],
           "adversarial_accuracy": results["adversarial_accuracy"],
@@ -149,11 +161,13 @@ def _table(row: dict, label: str) -> str:
            f"{row['load_before']:.1f} before / {row['load_after']:.1f} after; clean "
            f"{100 * row['clean_accuracy']:.1f}%, mean corruption "
            f"{100 * row['mean_corruption_accuracy']:.1f}%",
-           "  | phase | seconds | share of wall |", "  |---|---|---|"]
+           "  | phase | wall s | share of wall | CPU s | share of CPU |", "  |---|---|---|---|---|"]
+  cpu = row["cpu_user_s"] + row["cpu_system_s"]
   for name in PHASES:
-    s = row["phases_s"].get(name)
+    s, c = row["phases_s"].get(name), row["phases_cpu_s"].get(name)
     if s is not None:
-      lines.append(f"  | {name} | {s:.1f} | {100 * s / row['wall_s']:.0f}% |")
+      lines.append(f"  | {name} | {s:.1f} | {100 * s / row['wall_s']:.0f}% | {c:.1f} | "
+                   f"{100 * c / cpu:.0f}% |")
   return "\n".join(lines)
 
 
@@ -180,9 +194,12 @@ def main() -> None:
   median = {"wall_s": statistics.median(r["wall_s"] for r in rows),
             "cpu_s": statistics.median(r["cpu_user_s"] + r["cpu_system_s"] for r in rows),
             "phases_s": {p: statistics.median(r["phases_s"].get(p, 0.0) for r in rows)
-                         for p in PHASES}}
+                         for p in PHASES},
+            "phases_cpu_s": {p: statistics.median(r["phases_cpu_s"].get(p, 0.0) for r in rows)
+                             for p in PHASES}}
   print(f"median of {len(rows)}: wall {median['wall_s']:.1f} s, CPU {median['cpu_s']:.1f} s; "
-        + ", ".join(f"{p} {s:.1f} s" for p, s in median["phases_s"].items()))
+        + ", ".join(f"{p} {s:.1f} s ({median['phases_cpu_s'][p]:.1f} s CPU)"
+                    for p, s in median["phases_s"].items()))
   import jax
 
   record = {"benchmark": "quick_start", "command": " ".join(["python"] + QUICK_START +

@@ -75,7 +75,8 @@ def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence
   scatter_plot([(f"{param}={r[param]:g}", 100 * x, None, 100 * y, None)
                 for (x, y), r in zip(pts, rows)], os.path.join(root, "pareto.png"),
                xlabel="clean accuracy (%)", ylabel="mean corruption accuracy (%)",
-               title=f"{param} sweep", front=True, annotate=True)
+               title=f"{param} sweep: clean vs mean corruption accuracy (axes zoomed)",
+               front=True, annotate=True)
   return summary
 
 

@@ -253,9 +253,15 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
           ax.plot(xs, ys, marker="o", label=n)
     ax.set_title(fam)
     ax.set_xlabel("severity (0 = clean)")
+    ax.set_xlim(-0.25, 5.25)
+    ax.set_xticks(range(6))
+    ax.set_ylim(0, 100)  # a fixed scale: a few points' drop must not look like a cliff
+    if not ax.lines:
+      ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes,
+              color="gray")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=7, loc="lower left")  # accuracy is highest at low severity: top free
   axes[0].set_ylabel("accuracy (%)")
   if title:
     fig.suptitle(title)
@@ -292,9 +298,9 @@ def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: st
 
 def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
               ticks: Sequence[str], path: str, *, ylabel: str = "accuracy (%)",
-              title: str | None = None) -> str:
+              title: str | None = None, ylim: tuple[float, float] | None = (0, 100)) -> str:
   """Grouped bars: one group per tick, one bar per series ``{label: (values, errors or
-  None)}``."""
+  None)}``; a NaN value draws no bar (not measured). ``ylim`` None: matplotlib's range."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(ticks) + 0.4 * len(series)), 4.5))
   width = 0.8 / max(1, len(series))
@@ -304,10 +310,12 @@ def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None
   ax.set_xticks(range(len(ticks)))
   ax.set_xticklabels(ticks, rotation=20, ha="right", fontsize=8)
   ax.set_ylabel(ylabel)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
   if title:
     ax.set_title(title, fontsize=9)
   ax.grid(axis="y", alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -329,10 +337,13 @@ def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float |
                 color="tab:blue" if annotate else None, label=None if annotate else label)
     if annotate:
       ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+  if annotate:
+    ax.margins(0.2)  # the outermost points' labels stay inside the axes
   if front:
     best = pareto_front([(p[1], p[3]) for p in points])
+    # Ringed points: a front of one point is visible too.
     ax.plot([points[i][1] for i in best], [points[i][3] for i in best], color="tab:red",
-            label="Pareto front (means)")
+            marker="o", markersize=11, markerfacecolor="none", label="Pareto front (means)")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:
@@ -475,8 +486,9 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   with open(paths["md"], "w") as f:
     f.write("\n".join(lines) + "\n")
 
-  bar_chart({label: ([100 * (fn(r) or 0.0) for _, fn in cols], None)
-             for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"])
+  bar_chart({label: ([math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols], None)
+             for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"],
+            title="accuracy per run (no bar: not measured)")
   if any(r.get("corruption_accuracy") for r in results):
     paths["severity_png"] = plot_severity(dict(zip(labels, results)),
                                           os.path.join(out, "comparison_severity.png"),

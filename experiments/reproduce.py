@@ -29,6 +29,7 @@ seconds-long version for tests.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any
@@ -328,7 +329,7 @@ def sections(report) -> list[str]:
     if rows:
       cells = {n: study_report.cells(rows, n, [k for k, _ in columns]) for n in names}
       png = reporting.bar_chart(
-          {n: ([100 * c[0] if c[2] else 0.0 for c in cells[n].values()],
+          {n: ([100 * c[0] if c[2] else math.nan for c in cells[n].values()],
                [100 * (c[1] or 0.0) for c in cells[n].values()]) for n in names},
           [h for _, h in columns], os.path.join(report.out_dir, f"{part}.png"),
           title=TITLES[part])

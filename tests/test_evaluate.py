@@ -65,6 +65,40 @@ def test_contrast_corruption_accuracy_matches_numpy(problem, compile_once):
     assert got["contrast"][str(sev)] == pytest.approx(ref, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", ["gaussian_noise", "motion_blur"])
+def test_severities_compiled_together_equal_one_compilation_per_severity(problem, name):
+  """corruption_accuracy compiles all severities of a corruption into one function; its images
+  and accuracies are bit for bit those of the former path, one static-severity jit per
+  severity with key fold_in(fold_in(fold_in(eval_key, corruption index), severity), batch)."""
+  import jax
+
+  from drojax import corruptions
+
+  w, b, images, labels = problem
+  model = _models(w, b)["bound"]
+  sevs = (1, 3, 5)
+  got = evaluate.corruption_accuracy(model, images, labels, names=[name], severities=sevs,
+                                     batch_size=4, progress=False)
+  k_name = jax.random.fold_in(evaluate.eval_key(), corruptions.NAMES.index(name))
+  ones = {sev: jax.jit(functools.partial(corruptions.corrupt, name=name, severity=sev))
+          for sev in sevs}  # one compilation each, shared by both checks
+  for sev, one in ones.items():
+    correct = 0
+    for batch, start in enumerate(range(0, len(images), 4)):
+      rows = images[start:start + 4].astype(np.float32) / 255
+      x = np.concatenate([rows, np.repeat(rows[-1:], 4 - len(rows), 0)])  # padded, as evaluated
+      xc = one(jax.random.fold_in(jax.random.fold_in(k_name, sev), batch), jnp.asarray(x))
+      pred = np.argmax(np.asarray(_apply(model.variables, xc)), -1)[: len(images) - start]
+      correct += int(np.sum(pred == labels[start:start + 4]))
+    assert got[name][str(sev)] == correct / len(images), sev
+  # The corrupted images themselves, not only the accuracies.
+  keys = tuple(jax.random.key(s) for s in sevs)
+  x = jnp.asarray(images[:4].astype(np.float32) / 255)
+  together = evaluate.corruption._jit_corrupt_severities(name, sevs, "standard")(keys, x)
+  for key, sev, xc in zip(keys, sevs, together):
+    np.testing.assert_array_equal(xc, ones[sev](key, x))
+
+
 def test_generated_corruptions_are_reproducible(problem):
   w, b, images, labels = problem
   model = _models(w, b)["bound"]

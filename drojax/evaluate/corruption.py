@@ -45,12 +45,20 @@ def _names():
 
 
 @functools.lru_cache(maxsize=512)
-def _jit_corrupt(name: str, severity: Any, table: str) -> Callable:
-  """``(key, x, frost_textures=None) -> corrupted x`` with a static severity (one compilation
-  per severity); the frost textures are an argument, not a constant."""
+def _jit_corrupt_severities(name: str, severities: tuple[int, ...], table: str) -> Callable:
+  """``(keys, x, frost_textures=None) -> (corrupted x per severity)``: one compilation for all
+  ``severities`` (static: each one's graph is ``corrupt``'s at that Python int), ``keys`` one
+  PRNG key per severity. Compiling once per corruption instead of once per corruption x
+  severity saves the per-compilation overhead that dominated the quick preset's evaluation;
+  the values are those of one call per severity (tests/test_evaluate.py checks it)."""
   from drojax import corruptions
 
-  return jax.jit(functools.partial(corruptions.corrupt, name=name, severity=severity, table=table))
+  def corrupt_all(keys, x, frost_textures=None):
+    return tuple(corruptions.corrupt(k, x, name=name, severity=s, table=table,
+                                     frost_textures=frost_textures)
+                 for k, s in zip(keys, severities, strict=True))
+
+  return jax.jit(corrupt_all)
 
 
 @functools.lru_cache(maxsize=64)
@@ -61,6 +69,21 @@ def jit_corrupt_traced(name: str, table: str) -> Callable:
 
   return jax.jit(lambda key, x, s, frost_textures=None: corruptions.corrupt(
       key, x, name=name, severity=s, table=table, frost_textures=frost_textures))
+
+
+def _corrupt_fn(name: str, severities: tuple[int, ...], table: str,
+                compile_once: bool) -> Callable:
+  """``(keys, x, frost_textures=None) -> (corrupted x per severity)``, ``keys`` one per
+  severity: all static severities in one compilation, or the traced-severity function."""
+  if not compile_once:
+    return _jit_corrupt_severities(name, severities, table)
+  traced = jit_corrupt_traced(name, table)
+
+  def corrupt_all(keys, x, frost_textures=None):
+    return tuple(traced(k, x, jnp.float32(s), frost_textures=frost_textures)
+                 for k, s in zip(keys, severities, strict=True))
+
+  return corrupt_all
 
 
 def _check_corruption_names(names: Iterable[str] | None) -> tuple[str, ...]:
@@ -102,10 +125,13 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
     key: PRNG key (default :func:`eval_key`).
     batch_size: rows per call.
     progress: show one progress bar over every corruption x severity x batch.
-    compile_once: trace the severity (one compilation per corruption instead of one per
-      corruption x severity: ~5x less compiling). Kernel and loop sizes then follow each
-      corruption's static bounds, which matches the static path to float tolerance for the
-      corruptions ``drojax.corruptions`` tests so; the default (static) is the exact protocol.
+    compile_once: trace the severity (one compiled function per corruption whatever the
+      severities, each severity a call). Kernel and loop sizes then follow each corruption's
+      static bounds, which matches the static path to float tolerance for the corruptions
+      ``drojax.corruptions`` tests so. The default (static) is the exact protocol: every
+      requested severity of a corruption, each with its own static parameters, compiled into
+      one function that corrupts a batch at all of them (so its memory holds that many
+      corrupted batches at once).
     frost_textures: textures for ``frost`` (e.g.
       :func:`drojax.corruptions.textures.load_frost_textures`); None: the procedural texture.
     share: this process's batches (:mod:`drojax.evaluate.share`).
@@ -140,19 +166,16 @@ def corruption_accuracy(model: Model, images: np.ndarray, labels: np.ndarray, *,
   correct = np.zeros((len(names), len(severities)), np.int64)
   with progress_bar(len(names) * len(severities) * len(mine), "corruptions", progress) as bar:
     for c, name in enumerate(names):
+      bar.set_postfix_str(name)
       k_name = jax.random.fold_in(key, all_names.index(name))
-      for v, sev in enumerate(severities):
-        bar.set_postfix_str(f"{name} {sev}")
-        if compile_once:
-          fn = functools.partial(jit_corrupt_traced(name, table), s=jnp.float32(sev))
-        else:
-          fn = _jit_corrupt(name, sev, table)
-        k_sev = jax.random.fold_in(k_name, sev)
-        tex = frost_textures if name == "frost" else None
-        for b in mine:
-          s, e = spans[b]
-          x = float_batch(images, s, e, bs)
-          xc = fn(jax.random.fold_in(k_sev, b), x, frost_textures=tex)
+      k_sevs = [jax.random.fold_in(k_name, sev) for sev in severities]
+      tex = frost_textures if name == "frost" else None
+      fn = _corrupt_fn(name, severities, table, compile_once)
+      for b in mine:
+        s, e = spans[b]
+        x = float_batch(images, s, e, bs)
+        xcs = fn(tuple(jax.random.fold_in(k, b) for k in k_sevs), x, frost_textures=tex)
+        for v, xc in enumerate(xcs):
           correct[c, v] += int(np.sum(pred(xc)[: e - s] == labels[s:e]))
           bar.update(1)
   correct = share.total(correct)

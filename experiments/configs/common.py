@@ -60,12 +60,22 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   #   B  12 epochs                                         89.8% (89.1, 90.5)
   #   C  12 epochs, lr 0.2                                 85.2% (83.1, 87.3)
   #   D  12 epochs, lr 0.05                                90.7% (89.4, 91.9)
-  #   E  12 epochs, rho 0.5                                93.0% (93.7, 92.3)  <- chosen
+  #   E  12 epochs, rho 0.5                                93.0% (93.7, 92.3)  <- chosen then
   #   F  12 epochs, label smoothing 0.1                    90.3% (89.4, 91.2)
   # (width 12 and batch 64 / lr 0.2 / 16 epochs were planned, not run: out of time.) Only
   # configurations predicted to run the README's command cold in <= ~160 s on an idle 2-core
   # CPU were candidates (12 epochs: ~158 s predicted from the training CPU time per step). rho is
   # the digits' value; other datasets keep their recipe's.
+  # Re-chosen for a cold run well under 150 s (issue 23) among fewer epochs of E, on the
+  # training split only: `python benchmarks/quick_preset_selection.py --candidates=...`, per
+  # class a random 20 % held out (split seeds 1, 2: 1,151 to train, 287 held out; training
+  # seeds 0, 1; another split than the table above's). Mean held-out accuracy (the splits),
+  # child CPU seconds per run (the splits; loaded machine, 2026-12-03):
+  #   E10  10 epochs  96.3% (96.5, 96.2)  163, 171 s
+  #   E9    9 epochs  94.6% (93.7, 95.5)  148, 151 s
+  #   E8    8 epochs  93.0% (92.7, 93.4)  134, 137 s  <- chosen
+  # The rule, fixed before the runs: the fewest epochs whose mean held-out accuracy is within
+  # 1 point of E's 93.0 %.
   c.width = 8
   c.num_epochs = 12
   c.batch_size = 32
@@ -74,11 +84,12 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # (an unknown method is reported by validate, naming --method)
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
     c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E above), and the whole test split of 359 images (standard error
-  # of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more on 2 CPU cores);
-  # a 200-image subset elsewhere.
+  # Digits: rho 0.5 (candidate E above), 8 epochs (E8), and the whole test split of 359 images
+  # (standard error of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more
+  # on 2 CPU cores); a 200-image subset elsewhere.
   if c.dataset == "digits":
     c.method_config.rho = 0.5
+    c.num_epochs = 8  # E8 above (chosen on digits only: other datasets keep 12)
     c.eval.images = 0
     c.eval.batch_size = 359
   else:
