@@ -115,6 +115,8 @@ ROWS = [
      "fd_step must be a positive Python float"),
     (wdro.input_gradients, dict(loss_fn=lambda z: jnp.sum(z ** 2, 1), x=_L), "x",
      jnp.ones((2, 4), jnp.int32), TypeError, "floating"),
+    (wdro.norm_exponent, dict(norm="l2"), "norm", "l0.5", ValueError, "p >= 1"),
+    (wdro.norm_exponent, dict(norm="l2"), "norm", 2.0, TypeError, "write norm='l2'"),
     # --- objectives: factories refuse at construction, risks and the ascent at the call
     (objectives.wdro, dict(rho=0.1), "rho", NAN, ValueError, "rho must be >= 0 and finite"),
     (objectives.wdro, dict(rho=0.1), "q", 0.5, ValueError, "q must be in [1, inf]"),
