@@ -191,6 +191,7 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     "eval.square_queries": (5000, Int(lo=1)),  # Square's queries per image (attack=suite)
     "eval.groups": (False, Bool()),
     # Bookkeeping
+    # and at every epoch end, whatever this is (drojax.loop.fit)
     "checkpoint_every_steps": (500, Int(lo=1)),
     "keep_checkpoints": (2, Int(lo=1)),
     "log_every_steps": (50, Int(lo=1)),
