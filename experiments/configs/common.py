@@ -33,6 +33,7 @@ from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, St
                           check_fields)
 
 PRESETS = ("paper", "quick")
+EXPERIMENTS = ("cifar_c", "fashion_mnist_pgd", "waterbirds", "group_shift")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
 QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
                      "zoom_blur", "snow", "brightness", "contrast", "pixelate",
@@ -212,6 +213,42 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   return c
 
 
+def make_config(experiment: str, method: str, *, preset: str, dataset: str,
+                recipe: Mapping[str, Any], quick: Mapping[str, Any] | None = None,
+                extra_fields: Mapping[str, tuple[Any, Spec]] | None = None
+                ) -> ml_collections.ConfigDict:
+  """An experiment's locked config: ``base_config``, its ``extra_fields`` ``{name: (default,
+  spec)}``, its ``recipe`` ``{dotted field: value}``; the quick preset then applies
+  ``apply_quick`` and ``quick`` (the recipe values the quick preset keeps or changes)."""
+  c = base_config(method=method, dataset=dataset, preset=preset)
+  c.experiment = experiment
+  for name, (default, _) in (extra_fields or {}).items():
+    c[name] = default
+  _set(c, recipe)
+  if preset == "quick":
+    _set(apply_quick(c), quick or {})
+  c.lock()
+  return c
+
+
+def _set(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  for path, value in values.items():
+    group, _, name = path.rpartition(".")
+    (c[group] if group else c)[name] = value
+
+
+def get_config_of(make: Callable[..., ml_collections.ConfigDict]
+                  ) -> Callable[[str], ml_collections.ConfigDict]:
+  """The ``get_config(arg)`` of a preset module whose factory is ``make(method, *, preset,
+  dataset)``: ``arg`` = ``method[,preset[,dataset]]`` (e.g. ``"dro_augmix,quick,digits"``)."""
+
+  def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
+    method, preset, dataset = ((arg or "erm").split(",") + [None, None])[:3]
+    return make(method, preset=preset or "paper", **({"dataset": dataset} if dataset else {}))
+
+  return get_config
+
+
 def field_specs(extra_fields: Mapping[str, Spec] | None = None) -> dict[str, Spec]:
   """The spec of every field (dotted path) of an experiment config: the shared ones, the method
   hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``."""
@@ -301,14 +338,21 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("method_config", " ".join(str(e).split())) from None
 
 
-def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
-  factory, in ``experiments/configs/<experiment>.py``)."""
-  from experiments.configs import cifar_c, fashion_mnist_pgd, group_shift, waterbirds
+def extra_specs(experiment: str) -> dict[str, Spec]:
+  """The specs of the fields ``experiment`` adds (``EXTRA_FIELDS`` beside its factory in
+  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}`` or ``{name: spec}``)."""
+  import importlib
 
-  modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
-             "waterbirds": waterbirds, "group_shift": group_shift}
-  return field_specs(getattr(modules.get(config.get("experiment")), "EXTRA_FIELDS", None))
+  if experiment not in EXPERIMENTS:
+    return {}
+  module = importlib.import_module(f"experiments.configs.{experiment}")
+  return {k: v[1] if isinstance(v, tuple) else v
+          for k, v in getattr(module, "EXTRA_FIELDS", {}).items()}
+
+
+def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
+  """``field_specs`` with the fields ``config``'s experiment adds (``extra_specs``)."""
+  return field_specs(extra_specs(config.get("experiment")))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -320,6 +364,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "field_specs", "config_specs", "method_config",
-           "base_config", "apply_quick", "not_applying", "validate",
+           "FIELDS", "EXPERIMENTS", "field_specs", "extra_specs", "config_specs", "method_config",
+           "base_config", "make_config", "get_config_of", "apply_quick", "not_applying", "validate",
            "ConfigError"]
