@@ -53,30 +53,11 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
-  # Chosen on the digits' TRAINING split only (no test image): two stratified 80/20 splits of
-  # the 1,438 training digits (1,154 to train, 284 held out; split seeds 1, 2, training seeds
-  # 0, 1), dro_augmix, width 8, batch 32, SGD momentum 0.9, cosine, 1 warm-up epoch, penalty
-  # forward_over_reverse on a random quarter of each batch. Mean held-out accuracy (the folds):
-  #   A  10 epochs, lr 0.1, rho 1.0 (the previous preset)  88.0% (85.9, 90.1)
-  #   B  12 epochs                                         89.8% (89.1, 90.5)
-  #   C  12 epochs, lr 0.2                                 85.2% (83.1, 87.3)
-  #   D  12 epochs, lr 0.05                                90.7% (89.4, 91.9)
-  #   E  12 epochs, rho 0.5                                93.0% (93.7, 92.3)  <- chosen then
-  #   F  12 epochs, label smoothing 0.1                    90.3% (89.4, 91.2)
-  # (width 12 and batch 64 / lr 0.2 / 16 epochs were planned, not run: out of time.) Only
-  # configurations predicted to run the README's command cold in <= ~160 s on an idle 2-core
-  # CPU were candidates (12 epochs: ~158 s predicted from the training CPU time per step). rho is
-  # the digits' value; other datasets keep their recipe's.
-  # Re-chosen for a cold run well under 150 s (issue 23) among fewer epochs of E, on the
-  # training split only: `python benchmarks/quick_preset_selection.py --candidates=...`, per
-  # class a random 20 % held out (split seeds 1, 2: 1,151 to train, 287 held out; training
-  # seeds 0, 1; another split than the table above's). Mean held-out accuracy (the splits),
-  # child CPU seconds per run (the splits; loaded machine, 2026-12-03):
-  #   E10  10 epochs  96.3% (96.5, 96.2)  163, 171 s
-  #   E9    9 epochs  94.6% (93.7, 95.5)  148, 151 s
-  #   E8    8 epochs  93.0% (92.7, 93.4)  134, 137 s  <- chosen
-  # The rule, fixed before the runs: the fewest epochs whose mean held-out accuracy is within
-  # 1 point of E's 93.0 %.
+  # Chosen on the digits' training split only (never a test image) among candidates predicted
+  # to run the README's command cold well under 150 s on an idle 2-core CPU; the candidates,
+  # their held-out accuracies and the rule are in docs/benchmarks.md ("8 epochs and one
+  # compilation per corruption"): E (rho 0.5) at 12 epochs, then E8, its fewest epochs within
+  # 1 point of E's 93.0 %. rho is the digits' value; other datasets keep their recipe's.
   c.width = 8
   c.num_epochs = 12
   c.batch_size = 32
@@ -85,12 +66,12 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # (an unknown method is reported by validate, naming --method)
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
     c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E above), 8 epochs (E8), and the whole test split of 359 images
+  # Digits: rho 0.5 (candidate E), 8 epochs (E8), and the whole test split of 359 images
   # (standard error of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more
   # on 2 CPU cores); a 200-image subset elsewhere.
   if c.dataset == "digits":
     c.method_config.rho = 0.5
-    c.num_epochs = 8  # E8 above (chosen on digits only: other datasets keep 12)
+    c.num_epochs = 8  # E8 (chosen on digits only: other datasets keep 12)
     c.eval.images = 0
     c.eval.batch_size = 359
   else:
