@@ -11,7 +11,8 @@ weight update, the V-REx and IRMv1 penalties.
   gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0;
 * on the host (NumPy): :func:`check_training_data` (the ids a group or environment method
   trains on, checked against its configured counts), :func:`jtt_weights` (JTT's second-stage
-  weights) and :func:`select` (model selection by worst-group or average validation accuracy).
+  weights), :func:`select` (model selection by worst-group or average validation accuracy) and
+  :func:`summarize_by_group` (Var-DRO's tracked variances and weights by group and label).
 
 Re-exported as ``drojax.losses.group_losses / vrex_penalty / irm_penalty`` and
 ``drojax.weighting.group_dro_update``. Pure functions of arrays; imports JAX only. Logits are
@@ -33,7 +34,7 @@ from drojax._checks import is_concrete as _is_concrete
 
 __all__ = ["NEEDS", "SELECTIONS", "check_training_data", "group_adjustments", "group_counts",
            "group_dro_update", "group_losses", "irm_gradients", "irm_penalty", "jtt_weights",
-           "select", "training_ids", "vrex_penalty"]
+           "select", "summarize_by_group", "training_ids", "vrex_penalty"]
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
@@ -346,3 +347,49 @@ def select(validation: Sequence[Mapping[str, Any]], by: str) -> int:
   scores = [v["group_accuracy"]["worst_group"] if by == "worst_group" else v["accuracy"]
             for v in validation]
   return int(np.argmax(scores))
+
+
+def summarize_by_group(var: Any, weight: Any, *, groups: Any = None,
+                       flipped: Any = None) -> dict[str, float]:
+  """Var-DRO's tracked loss variances and example weights, by group and by flipped label.
+
+  Args:
+    var: ``[N]`` tracked loss variance of every training example.
+    weight: ``[N]`` each example's weight in its batch times the batch size (1 = uniform);
+      NaN for an example in no batch (the dropped last partial batch).
+    groups: optional ``[N]`` int group ids; the minority groups are those smaller than the
+      median group.
+    flipped: optional ``[N]`` bool, the examples whose label was flipped (label noise).
+
+  Returns:
+    ``var_group<g>`` / ``weight_group<g>`` (means), ``minority_share_top10`` /
+    ``_all`` (the share of minority-group examples among the 10 % of highest variance, and in
+    all), and the same with ``flipped`` / ``clean`` and ``flipped_share_top10`` / ``_all``.
+
+  >>> summarize_by_group(np.array([1.0, 3.0]), np.array([1.0, np.nan]),
+  ...                    groups=np.array([0, 1]))["var_group1"]
+  3.0
+  """
+  var, weight = np.asarray(var), np.asarray(weight)
+  if var.ndim != 1 or var.shape != weight.shape:
+    raise ValueError(f"var and weight must both be [N], got {var.shape} and {weight.shape}")
+  out: dict[str, float] = {}
+  seen = ~np.isnan(weight)
+  top = var >= np.quantile(var, 0.9)
+  parts = []
+  if groups is not None:
+    groups = np.asarray(groups)
+    sizes = np.bincount(groups)
+    minority = np.isin(groups, np.flatnonzero(sizes < np.median(sizes)))
+    parts += [(f"group{g}", groups == g) for g in np.unique(groups)]
+    out["minority_share_top10"] = float(minority[top].mean())
+    out["minority_share_all"] = float(minority.mean())
+  if flipped is not None:
+    flipped = np.asarray(flipped, bool)
+    parts += [("flipped", flipped), ("clean", ~flipped)]
+    out["flipped_share_top10"] = float(flipped[top].mean())
+    out["flipped_share_all"] = float(flipped.mean())
+  for name, m in parts:
+    out[f"var_{name}"] = float(var[m].mean())
+    out[f"weight_{name}"] = float(weight[m & seen].mean())
+  return out

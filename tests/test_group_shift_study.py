@@ -140,20 +140,6 @@ def test_jtt_two_stages_resume_in_either_stage(tmp_path):
   assert again["clean_accuracy"] == first["clean_accuracy"]
 
 
-def test_var_dro_diagnostics_summary_by_hand():
-  from experiments import var_dro_diagnostics as diag
-
-  var = np.arange(10.0)
-  weight = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, np.nan])
-  groups = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
-  flipped = np.array([False] * 8 + [True, False])
-  out = diag.summarize(var, weight, groups, flipped)
-  assert out["var_group1"] == 8.0 and out["weight_group1"] == 1.5  # nan: not in a batch
-  assert out["minority_share_top10"] == 1.0 and out["minority_share_all"] == 0.3
-  assert out["flipped_share_top10"] == 0.0 and out["var_flipped"] == 8.0
-  np.testing.assert_allclose(out["weight_clean"], 1.0)
-
-
 def test_var_dro_diagnostics_need_a_var_dro_method():
   from drojax import data
   from experiments import cli, train

@@ -207,3 +207,18 @@ def test_select_by_rule():
     G.select(runs, "best")
   with pytest.raises(ValueError, match="nothing to select from"):
     G.select([], "average")
+
+
+def test_summarize_by_group_by_hand():
+  var = np.arange(10.0)
+  weight = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, np.nan])
+  groups = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+  flipped = np.array([False] * 8 + [True, False])
+  out = G.summarize_by_group(var, weight, groups=groups, flipped=flipped)
+  assert out["var_group1"] == 8.0 and out["weight_group1"] == 1.5  # nan: not in a batch
+  assert out["minority_share_top10"] == 1.0 and out["minority_share_all"] == 0.3
+  assert out["flipped_share_top10"] == 0.0 and out["var_flipped"] == 8.0
+  np.testing.assert_allclose(out["weight_clean"], 1.0)
+  assert set(G.summarize_by_group(var, weight)) == set()
+  with pytest.raises(ValueError, match=r"var and weight must both be \[N\]"):
+    G.summarize_by_group(var, weight[:3])

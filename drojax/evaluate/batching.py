@@ -83,6 +83,9 @@ def bind(model: Any, variables: Any) -> BoundModel:
     >>> bind(net, net.init(jax.random.key(0), x, train=False))(x).shape
     (1, 3)
   """
+  if not hasattr(model, "fast_input_grad"):
+    raise ValueError(f"model must be a drojax.models module (it has fast_input_grad), got "
+                     f"{type(model).__name__}; wrap another function in BoundModel")
   model = model.clone(fast_input_grad=True)
   return BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
 
