@@ -250,7 +250,7 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
 
 def _attack(c: ml_collections.ConfigDict) -> str | None:
   """The attack evaluation runs, None when there is no adversarial evaluation."""
-  return c.eval.get("attack", "pgd") if len(c.eval.adv_eps) else None
+  return c.eval.attack if len(c.eval.adv_eps) else None
 
 
 def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
@@ -278,7 +278,7 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("lr_min", f"must be <= learning_rate ({c.learning_rate:g}) for the cosine "
                       f"schedule, got {c.lr_min:g}")
   big = [e for e in c.eval.adv_eps if e > 1]
-  if big and c.eval.get("norm", "linf") == "linf":
+  if big and c.eval.norm == "linf":
     raise ConfigError("eval.adv_eps", f"must be <= 1 with eval.norm=linf{_PIXELS}, got "
                       f"{big[0]:g}")
   names = tuple(c.eval.corruption_names)
