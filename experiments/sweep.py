@@ -18,7 +18,7 @@ from absl import flags
 
 from experiments import cli, flag_defs, multi
 from experiments.overrides import apply_overrides
-from experiments.pareto import pareto_front, parse_values, summarize  # noqa: F401
+from experiments.pareto import parse_values, summarize
 from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
 
