@@ -311,6 +311,19 @@ def peer_failure(log_text: str) -> PeerFailure | None:
   return PeerFailure(0 if _LOST_LEADER in log_text else None)
 
 
+def local_copy(tree: Any) -> Any:
+  """``tree`` with each (replicated) array replaced by its shard on this process's first
+  device: a computation on it needs no other process (each evaluates its share alone).
+
+  >>> import jax.numpy as jnp
+  >>> local_copy({"w": jnp.ones(2)})["w"].tolist()
+  [1.0, 1.0]
+  """
+  import jax
+
+  return jax.tree.map(lambda a: a.addressable_shards[0].data, tree)
+
+
 def latest_checkpoint(workdir: str) -> int | None:
   """The newest complete checkpoint step under ``workdir/checkpoints`` (orbax renames a step's
   directory to its number once every process has written it)."""
@@ -409,6 +422,7 @@ def print_traceback_and_leave(status: int = 1) -> None:
     leave(status, None)
 
 
-__all__ = ["Disagreement", "HEARTBEAT_TIMEOUT_S", "PeerFailure", "TOKEN_FILE", "SUPERVISOR_ENV", "agree",
-           "await_peer_failure", "config_hash", "divert_runtime_log", "latest_checkpoint",
-           "START_TIMEOUT_S", "start_options", "join", "leave", "peer_failure", "peer_failure_line", "report", "supervise"]
+__all__ = ["Disagreement", "HEARTBEAT_TIMEOUT_S", "PeerFailure", "TOKEN_FILE", "SUPERVISOR_ENV",
+           "agree", "await_peer_failure", "config_hash", "divert_runtime_log",
+           "latest_checkpoint", "local_copy", "START_TIMEOUT_S", "start_options", "join",
+           "leave", "peer_failure", "peer_failure_line", "report", "supervise"]

@@ -8,7 +8,11 @@ weight update, the V-REx and IRMv1 penalties.
   (:func:`group_adjustments`);
 * :func:`vrex_penalty`: Krueger et al. (ICML 2021), the variance of the environment risks;
 * :func:`irm_penalty`, :func:`irm_gradients`: Arjovsky et al. (2019), IRMv1, the squared
-  gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0.
+  gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0;
+* on the host (NumPy): :func:`check_training_data` (the ids a group or environment method
+  trains on, checked against its configured counts), :func:`jtt_weights` (JTT's second-stage
+  weights), :func:`select` (model selection by worst-group or average validation accuracy) and
+  :func:`summarize_by_group` (Var-DRO's tracked variances and weights by group and label).
 
 Re-exported as ``drojax.losses.group_losses / vrex_penalty / irm_penalty`` and
 ``drojax.weighting.group_dro_update``. Pure functions of arrays; imports JAX only. Logits are
@@ -17,7 +21,7 @@ Re-exported as ``drojax.losses.group_losses / vrex_penalty / irm_penalty`` and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +32,9 @@ from drojax._checks import (check_distribution, check_scalar_range, check_static
                             distribution_tolerance)
 from drojax._checks import is_concrete as _is_concrete
 
-__all__ = ["group_adjustments", "group_counts", "group_dro_update", "group_losses",
-           "irm_gradients", "irm_penalty", "vrex_penalty"]
+__all__ = ["NEEDS", "SELECTIONS", "check_training_data", "group_adjustments", "group_counts",
+           "group_dro_update", "group_losses", "irm_gradients", "irm_penalty", "jtt_weights",
+           "select", "summarize_by_group", "training_ids", "vrex_penalty"]
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
@@ -233,3 +238,158 @@ def irm_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:
     0.0
   """
   return jnp.square(jnp.mean(irm_gradients(logits, labels)))
+
+
+# ------------------------------------------------------------------ host side: data, JTT, selection
+
+NEEDS = ("group", "environment")
+SELECTIONS = ("worst_group", "average")
+
+
+def training_ids(dataset: Any, need: str) -> tuple[np.ndarray, str]:
+  """``(ids [N], 'groups' | 'environments')``: the ids a method that needs ``need`` trains on.
+
+  An environment method on data without environments trains on the groups.
+  """
+  if need not in NEEDS:
+    raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
+  if dataset.groups is None:
+    raise ValueError(f"needs {need} labels, but the training data {dataset.name} has none")
+  if need == "environment" and dataset.environments is not None:
+    return np.asarray(dataset.environments), "environments"
+  return np.asarray(dataset.groups), "groups"
+
+
+def check_training_data(dataset: Any, need: str, *, count: int = 0,
+                        group_counts: Any = ()) -> np.ndarray:
+  """The ``[G]`` training examples of each group (or environment) the method trains on.
+
+  Args:
+    dataset: a ``drojax.data.ArrayDataset`` (its ``groups``, ``environments``, ``name``).
+    need: ``'group'`` or ``'environment'`` (``drojax.methods.needs``).
+    count: the configured ``num_groups`` / ``num_environments``; 0: from the data.
+    group_counts: the configured training group sizes (``need='group'``); (): from the data.
+
+  Raises:
+    ValueError: no ids of that kind, an id >= ``count``, a group with no example, fewer than 2
+      environments, or ``group_counts`` that the data contradicts (one line each).
+
+  >>> import types
+  >>> ds = types.SimpleNamespace(groups=np.array([0, 1, 1]), environments=None, name="toy")
+  >>> check_training_data(ds, "group").tolist()
+  [1, 2]
+  """
+  ids, what = training_ids(dataset, need)
+  field = "num_groups" if need == "group" else "num_environments"
+  top = int(ids.max())
+  if count and top >= count:
+    raise ValueError(f"{field}={count}, but the training data has {what} ids up to {top}")
+  sizes = np.bincount(ids, minlength=count or top + 1)
+  if np.any(sizes == 0):
+    raise ValueError(f"{what} {np.flatnonzero(sizes == 0).tolist()} of the {len(sizes)} have "
+                     f"no training example in {dataset.name} (sizes {sizes.tolist()}); a "
+                     f"larger train_subset, or data where every one occurs")
+  if need == "environment" and len(sizes) < 2:
+    raise ValueError(f"compares environments: it needs at least 2, the training data has "
+                     f"{len(sizes)} ({what})")
+  counts = tuple(group_counts)
+  if counts and need == "group" and counts != tuple(sizes.tolist()):
+    raise ValueError(f"group_counts={counts}, but the training data has "
+                     f"{tuple(sizes.tolist())}")
+  return sizes
+
+
+def jtt_weights(ids: Any, errors: Any, *, num_examples: int, lambda_up: float) -> np.ndarray:
+  """JTT's example weights (Liu et al. 2021): ``lambda_up`` for the examples the
+  identification model got wrong, 1 for the others.
+
+  Args:
+    ids: ``[N]`` the training examples' ids in ``[0, num_examples)``.
+    errors: ``[N]`` bool, the identification model's training errors.
+    num_examples: the length of the table (``drojax.objectives.weighted_erm`` indexes it by id).
+    lambda_up: the up-weight, > 0.
+
+  Returns:
+    ``[num_examples]`` float32.
+
+  >>> jtt_weights(np.array([2, 0]), np.array([True, False]), num_examples=3,
+  ...             lambda_up=6.0).tolist()
+  [1.0, 1.0, 6.0]
+  """
+  check_static_int("num_examples", num_examples, minimum=1)
+  check_scalar_range("lambda_up", lambda_up, low=0.0, low_open=True, expected="> 0")
+  ids, errors = np.asarray(ids), np.asarray(errors)
+  if ids.shape != errors.shape or ids.ndim != 1 or errors.dtype != np.bool_:
+    raise ValueError(f"ids and errors must be [N] ids and [N] bool, got {ids.shape} "
+                     f"{ids.dtype} and {errors.shape} {errors.dtype}")
+  weights = np.ones(num_examples, np.float32)
+  weights[ids[errors]] = lambda_up
+  return weights
+
+
+def select(validation: Sequence[Mapping[str, Any]], by: str) -> int:
+  """The index of the best run on validation (ties: the first) under a model-selection rule.
+
+  Args:
+    validation: per run ``{"accuracy": float, "group_accuracy": {"worst_group": float, ...}}``
+      (``drojax.evaluate.group_accuracy`` on the validation split).
+    by: ``'worst_group'`` (needs validation group labels) or ``'average'`` (the plain accuracy:
+      no group label at all).
+
+  >>> select([{"accuracy": 0.9, "group_accuracy": {"worst_group": 0.2}},
+  ...         {"accuracy": 0.8, "group_accuracy": {"worst_group": 0.6}}], "worst_group")
+  1
+  """
+  if by not in SELECTIONS:
+    raise ValueError(f"by must be one of {SELECTIONS}, got {by!r}")
+  if not validation:
+    raise ValueError("validation is empty: nothing to select from")
+  scores = [v["group_accuracy"]["worst_group"] if by == "worst_group" else v["accuracy"]
+            for v in validation]
+  return int(np.argmax(scores))
+
+
+def summarize_by_group(var: Any, weight: Any, *, groups: Any = None,
+                       flipped: Any = None) -> dict[str, float]:
+  """Var-DRO's tracked loss variances and example weights, by group and by flipped label.
+
+  Args:
+    var: ``[N]`` tracked loss variance of every training example.
+    weight: ``[N]`` each example's weight in its batch times the batch size (1 = uniform);
+      NaN for an example in no batch (the dropped last partial batch).
+    groups: optional ``[N]`` int group ids; the minority groups are those smaller than the
+      median group.
+    flipped: optional ``[N]`` bool, the examples whose label was flipped (label noise).
+
+  Returns:
+    ``var_group<g>`` / ``weight_group<g>`` (means), ``minority_share_top10`` /
+    ``_all`` (the share of minority-group examples among the 10 % of highest variance, and in
+    all), and the same with ``flipped`` / ``clean`` and ``flipped_share_top10`` / ``_all``.
+
+  >>> summarize_by_group(np.array([1.0, 3.0]), np.array([1.0, np.nan]),
+  ...                    groups=np.array([0, 1]))["var_group1"]
+  3.0
+  """
+  var, weight = np.asarray(var), np.asarray(weight)
+  if var.ndim != 1 or var.shape != weight.shape:
+    raise ValueError(f"var and weight must both be [N], got {var.shape} and {weight.shape}")
+  out: dict[str, float] = {}
+  seen = ~np.isnan(weight)
+  top = var >= np.quantile(var, 0.9)
+  parts = []
+  if groups is not None:
+    groups = np.asarray(groups)
+    sizes = np.bincount(groups)
+    minority = np.isin(groups, np.flatnonzero(sizes < np.median(sizes)))
+    parts += [(f"group{g}", groups == g) for g in np.unique(groups)]
+    out["minority_share_top10"] = float(minority[top].mean())
+    out["minority_share_all"] = float(minority.mean())
+  if flipped is not None:
+    flipped = np.asarray(flipped, bool)
+    parts += [("flipped", flipped), ("clean", ~flipped)]
+    out["flipped_share_top10"] = float(flipped[top].mean())
+    out["flipped_share_all"] = float(flipped.mean())
+  for name, m in parts:
+    out[f"var_{name}"] = float(var[m].mean())
+    out[f"weight_{name}"] = float(weight[m & seen].mean())
+  return out

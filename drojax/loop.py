@@ -7,6 +7,11 @@ and the data source must yield the same batches for the same ``(epoch, start_bat
 (deterministic shuffling from seed and epoch), so a run killed at any point and re-run ends
 with the same parameters as an uninterrupted run.
 
+Checkpoints are saved every ``checkpoint_every_steps`` steps AND at the end of every epoch
+(tested, on purpose: an epoch's evaluation and its record follow a saved state, and a resume
+starts at an epoch boundary where it can). With few steps per epoch (full-batch training: one)
+that is a save per epoch whatever ``checkpoint_every_steps`` says.
+
 This is an I/O module (it writes the work directory and a progress bar to stderr).
 """
 
@@ -129,7 +134,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any
     num_epochs: epochs to train in total (a resumed run continues to this number).
     steps_per_epoch: batches per epoch (progress bar, data position).
     workdir: where ``checkpoints/`` and ``metrics.jsonl`` go; ``None``: no files, no resume.
-    checkpoint_every_steps: also save every this many steps (0: only at epoch ends).
+    checkpoint_every_steps: also save every this many steps; the end of every epoch is
+      saved whatever it is (0: only there).
     keep_checkpoints: how many checkpoints to keep.
     place_batch: e.g. ``lambda b: drojax.data.shard_batch(b, mesh)``; identity when ``None``.
     eval_fn: ``fn(state, epoch) -> metrics`` run after each epoch (logged with ``eval_``).

@@ -272,6 +272,19 @@ def fields_read(name: str) -> tuple[str, ...]:
   return _READS[name]
 
 
+def needs(name: str) -> str | None:
+  """``'group'``, ``'environment'`` or None: the ids method ``name``'s objective reads per batch
+  (``drojax.groups.check_training_data`` checks the training data has them)."""
+  _check_name(name)
+  return NEEDS.get(TABLE[name][1]) if name in TABLE else None
+
+
+def two_stage(name: str) -> bool:
+  """Whether method ``name`` trains an identification model first (JTT)."""
+  _check_name(name)
+  return name in TABLE and TABLE[name][1] == "jtt"
+
+
 def _check_name(name: str) -> None:
   if name not in _REGISTRY:
     raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())}."

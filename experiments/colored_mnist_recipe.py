@@ -30,77 +30,120 @@ from experiments import cli, flag_defs
 FLAGS = flags.FLAGS
 
 
+def features(images: np.ndarray, *, grey: bool = False) -> np.ndarray:
+  """``[N, D]`` float32 inputs of the MLP from ``[N, H, W, 3]`` uint8 images: the red and green
+  channels in [0, 1], 28 x 28 images average-pooled 2 x 2 to 14 x 14 (as in the papers), the
+  two channels summed if ``grey``, flattened."""
+  x = images[..., :2].astype(np.float32) / 255.0
+  if x.shape[1] == 28:
+    x = x.reshape(len(x), 14, 2, 14, 2, 2).mean((2, 4))
+  if grey:
+    x = x.sum(-1, keepdims=True)
+  return x.reshape(len(x), -1)
+
+
 def load(name: str, split: str, num_train: int, data_dir: str | None, *, grey: bool = False):
-  """``(x [N, D], labels, groups, environments)``: red and green channels, flattened."""
+  """``(x [N, D], labels, groups, environments)``: ``features`` of the split's images."""
   import jax.numpy as jnp
 
   from drojax.data import group_shift as gsd
 
   ds = (gsd.colored_digits(split) if name == "colored_digits" else
         gsd.load_group_shift(name, split, data_dir=data_dir)).dataset
-  x = ds.images[..., :2].astype(np.float32) / 255.0
-  if x.shape[1] == 28:
-    x = x.reshape(len(x), 14, 2, 14, 2, 2).mean((2, 4))
-  if grey:
-    x = x.sum(-1, keepdims=True)
+  x = features(ds.images, grey=grey)
   idx = np.arange(len(x))
   if split == "train" and num_train:
     idx = np.random.default_rng(0).permutation(len(x))[:num_train]
-  return tuple(jnp.asarray(a[idx]) for a in (x.reshape(len(x), -1), ds.labels, ds.groups,
-                                              ds.environments))
+  return tuple(jnp.asarray(a[idx]) for a in (x, ds.labels, ds.groups, ds.environments))
 
 
-def run(splits, method: str, *, steps: int = 501, anneal: int = 190, weight: float = 1e4,
-        l2: float = 1.1e-3, lr: float = 5e-4, hidden: int = 256, seed: int = 0) -> dict:
+def init_params(key, dims: list[int]) -> dict:
+  """He-style normal weights (variance 2 / (fan_in + fan_out)) and zero biases of the MLP with
+  layer widths ``dims`` (``[D, hidden, hidden, K]``)."""
   import jax
+  import jax.numpy as jnp
+
+  params = {}
+  for i, k in enumerate(jax.random.split(key, len(dims) - 1)):
+    params[f"w{i + 1}"] = jax.random.normal(k, dims[i:i + 2]) * np.sqrt(2 / sum(dims[i:i + 2]))
+    params[f"b{i + 1}"] = jnp.zeros(dims[i + 1])
+  return params
+
+
+def apply(params: dict, x):
+  """``[N, K]`` logits of the 2-hidden-layer ReLU MLP on ``x`` ``[N, D]``."""
+  import jax
+
+  h = jax.nn.relu(x @ params["w1"] + params["b1"][None])
+  h = jax.nn.relu(h @ params["w2"] + params["b2"][None])
+  return h @ params["w3"] + params["b3"][None]
+
+
+def objective(params: dict, x, y, masks, step, *, method: str, anneal: int, weight: float,
+              l2: float):
+  """``[]`` the full-batch objective at ``step``: the mean of the environments' risks (``masks``,
+  one ``[N]`` NumPy bool array per environment) + ``l2`` x the weights' squared norm + the
+  penalty (none for ERM, V-REx's or IRMv1's mean over environments) x its weight (1 before
+  ``anneal``, ``weight`` from it on), all divided by that weight when it is above 1."""
   import jax.numpy as jnp
   import optax
 
   from drojax import groups as G
 
-  x, y, _, env = splits["train"]
-  masks = [np.asarray(env) == e for e in (0, 1)]
+  z = apply(params, x)
+  ce = optax.softmax_cross_entropy_with_integer_labels(z, y)
+  risks = jnp.stack([ce[m].mean() for m in masks])
+  if method == "erm":
+    penalty = 0.0
+  elif method == "vrex":
+    penalty = G.vrex_penalty(risks)
+  else:
+    penalty = jnp.stack([G.irm_penalty(z[m], y[m]) for m in masks]).mean()
+  lam = 1.0 if method == "erm" else jnp.where(step >= anneal, weight, 1.0)
+  norm = sum(jnp.sum(params[k] ** 2) for k in ("w1", "w2", "w3"))
+  return (risks.mean() + l2 * norm + lam * penalty) / jnp.maximum(lam, 1.0)
 
-  def apply(p, x):
-    h = jax.nn.relu(x @ p["w1"] + p["b1"])
-    h = jax.nn.relu(h @ p["w2"] + p["b2"])
-    return h @ p["w3"] + p["b3"]
 
-  def objective(p, step):
-    z = apply(p, x)
-    ce = optax.softmax_cross_entropy_with_integer_labels(z, y)
-    risks = jnp.stack([ce[m].mean() for m in masks])
-    if method == "erm":
-      penalty = 0.0
-    elif method == "vrex":
-      penalty = G.vrex_penalty(risks)
-    else:
-      penalty = jnp.stack([G.irm_penalty(z[m], y[m]) for m in masks]).mean()
-    lam = 1.0 if method == "erm" else jnp.where(step >= anneal, weight, 1.0)
-    norm = sum(jnp.sum(p[k] ** 2) for k in ("w1", "w2", "w3"))
-    return (risks.mean() + l2 * norm + lam * penalty) / jnp.maximum(lam, 1.0)
+def train(params: dict, x, y, environments, *, method: str, steps: int = 501, anneal: int = 190,
+          weight: float = 1e4, l2: float = 1.1e-3, lr: float = 5e-4) -> dict:
+  """``params`` after ``steps`` full-batch Adam steps on ``objective`` (environments 0 and 1)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
 
-  keys = jax.random.split(jax.random.key(seed), 3)
-  dims = [x.shape[1], hidden, hidden, 2]
-  params = {}
-  for i, k in enumerate(keys):
-    params[f"w{i + 1}"] = jax.random.normal(k, dims[i:i + 2]) * np.sqrt(2 / sum(dims[i:i + 2]))
-    params[f"b{i + 1}"] = jnp.zeros(dims[i + 1])
+  masks = [np.asarray(environments) == e for e in (0, 1)]
   opt = optax.adam(lr)
 
   def step(carry, t):
     p, s = carry
-    u, s = opt.update(jax.grad(objective)(p, t), s, p)
+    g = jax.grad(objective)(p, x, y, masks, t, method=method, anneal=anneal, weight=weight,
+                            l2=l2)
+    u, s = opt.update(g, s, p)
     return (optax.apply_updates(p, u), s), None
 
   (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))(
       (params, opt.init(params)))
-  out = {}
-  for name, (xs, ys, gs, _) in splits.items():
-    pred, ys, gs = np.asarray(apply(params, xs).argmax(-1)), np.asarray(ys), np.asarray(gs)
-    worst = min(np.mean(pred[gs == g] == ys[gs == g]) for g in np.unique(gs))
-    out[name] = [round(100 * float(np.mean(pred == ys)), 1), round(100 * float(worst), 1)]
-  return out
+  return params
+
+
+def accuracies(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> list[float]:
+  """``[accuracy, worst-group accuracy]`` in %, rounded to 0.1, over the groups present."""
+  pred, labels, groups = np.asarray(pred), np.asarray(labels), np.asarray(groups)
+  worst = min(np.mean(pred[groups == g] == labels[groups == g]) for g in np.unique(groups))
+  return [round(100 * float(np.mean(pred == labels)), 1), round(100 * float(worst), 1)]
+
+
+def run(splits, method: str, *, steps: int = 501, anneal: int = 190, weight: float = 1e4,
+        l2: float = 1.1e-3, lr: float = 5e-4, hidden: int = 256, seed: int = 0) -> dict:
+  """Trains on ``splits["train"]`` and returns ``{split: [accuracy, worst-group accuracy]}``."""
+  import jax
+
+  x, y, _, env = splits["train"]
+  params = init_params(jax.random.key(seed), [x.shape[1], hidden, hidden, 2])
+  params = train(params, x, y, env, method=method, steps=steps, anneal=anneal, weight=weight,
+                 l2=l2, lr=lr)
+  return {name: accuracies(apply(params, xs).argmax(-1), ys, gs)
+          for name, (xs, ys, gs, _) in splits.items()}
 
 
 METHODS = ("erm", "irm", "vrex")

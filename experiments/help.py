@@ -61,16 +61,12 @@ def config_text(config: Any) -> str:
   Raises:
     KeyError: a field of ``config`` has no spec (validation would refuse it too).
   """
-  import importlib
-
   from drojax import methods
   from drojax.data import registry
   from drojax.specs import flatten
   from experiments.configs import common
 
-  extra = getattr(importlib.import_module(f"experiments.configs.{config.experiment}"),
-                  "EXTRA_FIELDS", {})
-  specs = common.field_specs(extra)
+  specs = common.config_specs(config)
   lines = ["", "--config.<field>=VALUE overrides a field of the config (see below), e.g. "
            "--config.num_epochs=50.", "", "methods (--method; --config.method_config.* their "
            "hyper-parameters):"]

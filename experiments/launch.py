@@ -15,16 +15,24 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
 
 
 def enable_compilation_cache(cache_dir: str | None) -> str | None:
-  """Turns on JAX's persistent compilation cache in ``cache_dir`` ('' or 'none' disables)."""
+  """Turns on JAX's persistent compilation cache in ``cache_dir`` ('' or 'none' disables).
+
+  A folder that cannot be created (a read-only home) does not stop the run: it runs without
+  the cache, which one line on stderr says.
+  """
   import jax
+
+  from experiments.cli import describe_os_error
 
   if not cache_dir or cache_dir.lower() == "none":
     return None
   path = os.path.expanduser(cache_dir)
   try:
     os.makedirs(path, exist_ok=True)
-  except OSError:
-    return None  # a read-only home must not stop a run
+  except OSError as e:
+    print(f"warning: no compilation cache (--compilation_cache_dir {path}: "
+          f"{describe_os_error(e)}); every run compiles afresh", file=sys.stderr, flush=True)
+    return None
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   return path

@@ -84,35 +84,43 @@ def _name_order(acc: Mapping[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------- tables
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  """A markdown table's lines."""
+  return [_row(header), "|" + "---|" * len(header)] + [_row(r) for r in rows]
+
+
+def _row(cells: Sequence[Any]) -> str:
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
   """The results as long-format rows ``{metric, name, level, value}`` (the CSV's rows)."""
-  rows = [{"metric": "clean_accuracy", "name": "", "level": "",
-           "value": results.get("clean_accuracy")}]
+  rows = []
+
+  def add(metric: str, value: Any, name: str = "", level: str = "") -> None:
+    rows.append({"metric": metric, "name": name, "level": level, "value": value})
+
+  add("clean_accuracy", results.get("clean_accuracy"))
   acc = results.get("corruption_accuracy") or {}
   for name in _name_order(acc):
     for sev in _sorted_sev(acc[name]):
-      rows.append({"metric": "corruption_accuracy", "name": name, "level": sev,
-                   "value": acc[name][sev]})
+      add("corruption_accuracy", acc[name][sev], name, sev)
   for k in ("mean_corruption_accuracy", "extra_corruption_accuracy"):
     if results.get(k) is not None:
-      rows.append({"metric": k, "name": "", "level": "", "value": results[k]})
-  adv = results.get("adversarial_accuracy") or {}
+      add(k, results[k])
   norm = (results.get("adversarial") or {}).get("norm", "")
-  for e in sorted(adv, key=float):
-    rows.append({"metric": "adversarial_accuracy", "name": norm, "level": e, "value": adv[e]})
-  for a, accs in _by_attack(results).items():
-    for e in sorted(accs, key=float):
-      rows.append({"metric": f"adversarial_accuracy_{a}", "name": norm, "level": e,
-                   "value": accs[e]})
+  attacks = {"": results.get("adversarial_accuracy") or {}, **_by_attack(results)}
+  for a, accs in attacks.items():
+    for e in _sorted_sev(accs):
+      add("adversarial_accuracy" + (f"_{a}" if a else ""), accs[e], norm, e)
   groups = results.get("group_accuracy") or {}
   for g, v in (groups.get("per_group") or {}).items():
-    rows.append({"metric": "group_accuracy", "name": "", "level": g, "value": v})
+    add("group_accuracy", v, level=g)
   for k in ("worst_group", "average"):
     if k in groups:
-      rows.append({"metric": f"group_{k}", "name": "", "level": "", "value": groups[k]})
+      add(f"group_{k}", groups[k])
   if results.get("train_seconds") is not None:
-    rows.append({"metric": "train_seconds", "name": "", "level": "",
-                 "value": results["train_seconds"]})
+    add("train_seconds", results["train_seconds"])
   return rows
 
 
@@ -120,60 +128,54 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   """Readable markdown tables: summary, corruptions x severities, adversarial, groups."""
   r = results
   title = " / ".join(str(r[k]) for k in ("method", "dataset") if r.get(k)) or "results"
-  lines = [f"# {title}", ""]
-  lines += ["| metric | value |", "|---|---|"]
-  lines.append(f"| clean accuracy (%) | {pct(r.get('clean_accuracy'))} |")
+  rows = [("clean accuracy (%)", pct(r.get("clean_accuracy")))]
   if r.get("corruption_accuracy"):
-    src = r.get("corruption_source") or "corruptions"
     from experiments.summary import corruption_mean_scope
 
-    lines.append(f"| mean corruption accuracy, {corruption_mean_scope(r['corruption_accuracy'])}"
-                 f" (%) [{src}] | "
-                 f"{pct(r.get('mean_corruption_accuracy'))} |")
+    scope = corruption_mean_scope(r["corruption_accuracy"])
+    rows.append((f"mean corruption accuracy, {scope} (%) "
+                 f"[{r.get('corruption_source') or 'corruptions'}]",
+                 pct(r.get("mean_corruption_accuracy"))))
     if r.get("extra_corruption_accuracy") is not None:
-      lines.append(f"| mean accuracy, 4 extra corruptions (%) | "
-                   f"{pct(r.get('extra_corruption_accuracy'))} |")
+      rows.append(("mean accuracy, 4 extra corruptions (%)",
+                   pct(r.get("extra_corruption_accuracy"))))
   attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
-  for e, v in sorted((r.get("adversarial_accuracy") or {}).items(), key=lambda kv: float(kv[0])):
-    lines.append(f"| adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%) | "
-                 f"{pct(v)} |")
+  adv = r.get("adversarial_accuracy") or {}
+  rows += [(f"adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%)",
+            pct(adv[e])) for e in _sorted_sev(adv)]
   g = r.get("group_accuracy") or {}
   if g:
-    lines.append(f"| worst-group accuracy (%) | {pct(g.get('worst_group'))} |")
-    lines.append(f"| average accuracy, {g.get('weights_from', 'train')}-weighted (%) | "
-                 f"{pct(g.get('average'))} |")
+    rows += [("worst-group accuracy (%)", pct(g.get("worst_group"))),
+             (f"average accuracy, {g.get('weights_from', 'train')}-weighted (%)",
+              pct(g.get("average")))]
   if r.get("train_seconds") is not None:
-    lines.append(f"| train time (s) | {float(r['train_seconds']):.1f} |")
-  lines.append("")
+    rows.append(("train time (s)", f"{float(r['train_seconds']):.1f}"))
+  lines = [f"# {title}", ""] + _table(("metric", "value"), rows) + [""]
 
   acc = r.get("corruption_accuracy") or {}
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
     source = r.get("corruption_source") or ""
-    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), "",
-              "| corruption | " + " | ".join(f"sev {s}" for s in sevs) + " | mean |",
-              "|---|" + "---|" * (len(sevs) + 1)]
     from drojax.corruptions import tables
 
-    for name in _name_order(acc):
-      tag = "" if name in tables.STANDARD_NAMES else " (extra)"
-      cells = [pct(acc[name].get(s)) for s in sevs]
-      lines.append(f"| {name}{tag} | " + " | ".join(cells) +
-                   f" | {pct(summary['per_corruption_mean'][name])} |")
+    rows = [[name + ("" if name in tables.STANDARD_NAMES else " (extra)"),
+             *(pct(acc[name].get(s)) for s in sevs),
+             pct(summary["per_corruption_mean"][name])] for name in _name_order(acc)]
     per_sev = summary["per_severity_mean"]
-    lines.append("| **mean, standard** | " + " | ".join(pct(per_sev.get(s)) for s in sevs) +
-                 f" | **{pct(summary['mean_corruption_accuracy'])}** |")
+    rows.append(["**mean, standard**", *(pct(per_sev.get(s)) for s in sevs),
+                 f"**{pct(summary['mean_corruption_accuracy'])}**"])
     if summary["extra_corruption_accuracy"] is not None:
       extra = summary["extra_per_severity_mean"]
-      lines.append("| mean, extras | " + " | ".join(pct(extra.get(s)) for s in sevs) +
-                   f" | {pct(summary['extra_corruption_accuracy'])} |")
+      rows.append(["mean, extras", *(pct(extra.get(s)) for s in sevs),
+                   pct(summary["extra_corruption_accuracy"])])
+    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), ""]
+    lines += _table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
                 "those present._"]
     lines.append("")
 
-  adv = r.get("adversarial_accuracy") or {}
   if adv:
     a = r.get("adversarial") or {}
     desc = ", ".join(f"{k} {v}" for k, v in a.items())
@@ -182,21 +184,18 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     note = (" Columns are cumulative: an example counts as robust after an attack only if it "
             "survived it and every attack to its left; the last is the worst case."
             if len(names) > 1 else "")
-    lines += ["## Adversarial accuracy (%)", "", f"In pixel space [0, 1]; {desc}.{note}", "",
-              "| eps | " + " | ".join(_attack_label(a) for a in names) + " |",
-              "|---|" + "---|" * len(names)]
-    for e in sorted(adv, key=float):
-      lines.append(f"| {eps_label(e, with_value=True)} | " +
-                   " | ".join(pct(by[a].get(e)) for a in names) +
-                   " |")
+    lines += ["## Adversarial accuracy (%)", "", f"In pixel space [0, 1]; {desc}.{note}", ""]
+    lines += _table(["eps", *(_attack_label(a) for a in names)],
+                    [[eps_label(e, with_value=True), *(pct(by[a].get(e)) for a in names)]
+                     for e in _sorted_sev(adv)])
     lines.append("")
 
   if g:
-    lines += ["## Group accuracy (%)", "", "| group | accuracy | eval count | weight |",
-              "|---|---|---|---|"]
-    for k, v in g.get("per_group", {}).items():
-      lines.append(f"| {k} | {pct(v)} | {g.get('counts', {}).get(k, '-')} | "
-                   f"{g.get('weights', {}).get(k, float('nan')):.3f} |")
+    lines += ["## Group accuracy (%)", ""]
+    lines += _table(["group", "accuracy", "eval count", "weight"],
+                    [[k, pct(v), g.get("counts", {}).get(k, "-"),
+                      f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
+                     for k, v in g.get("per_group", {}).items()])
     lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {pct(g.get('worst_group'))} "
                  f"| | |")
     lines.append(f"| **average** ({g.get('weights_from', 'train')} proportions) | "
@@ -218,6 +217,14 @@ def pyplot():
   return plt
 
 
+def save_figure(fig, path: str) -> str:
+  """Writes ``fig`` to ``path`` (PNG, 100 dpi, tight layout), closes it and returns ``path``."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  pyplot().close(fig)
+  return path
+
+
 def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
                   *, title: str | None = None) -> str:
   """Accuracy vs severity, one panel per corruption family, one line per corruption.
@@ -231,26 +238,19 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
   for ax, (fam, members) in zip(axes, FAMILIES.items()):
     for label, res in results_by_label.items():
       acc = res.get("corruption_accuracy") or {}
-      clean = res.get("clean_accuracy")
       present = [n for n in members if n in acc]
-      if not present:
-        continue
-      if multi:
-        sevs = sorted({s for n in present for s in acc[n]}, key=float)
-        ys = [100 * sum(acc[n][s] for n in present if s in acc[n]) /
-              max(1, sum(1 for n in present if s in acc[n])) for s in sevs]
-        xs = [float(s) for s in sevs]
-        if clean is not None:
-          xs, ys = [0.0] + xs, [100 * clean] + ys
-        ax.plot(xs, ys, marker="o", label=label)
+      if multi and present:  # the family mean per severity
+        sevs = {s for n in present for s in acc[n]}
+        lines = {label: {s: sum(acc[n][s] for n in present if s in acc[n]) /
+                         sum(1 for n in present if s in acc[n]) for s in sevs}}
       else:
-        for n in present:
-          sevs = _sorted_sev(acc[n])
-          xs = [float(s) for s in sevs]
-          ys = [100 * acc[n][s] for s in sevs]
-          if clean is not None:
-            xs, ys = [0.0] + xs, [100 * clean] + ys
-          ax.plot(xs, ys, marker="o", label=n)
+        lines = {n: acc[n] for n in present}
+      for line_label, by_sev in lines.items():
+        sevs = _sorted_sev(by_sev)
+        xs, ys = [float(s) for s in sevs], [100 * by_sev[s] for s in sevs]
+        if res.get("clean_accuracy") is not None:
+          xs, ys = [0.0] + xs, [100 * res["clean_accuracy"]] + ys
+        ax.plot(xs, ys, marker="o", label=line_label)
     ax.set_title(fam)
     ax.set_xlabel("severity (0 = clean)")
     ax.set_xlim(-0.25, 5.25)
@@ -265,10 +265,7 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
   axes[0].set_ylabel("accuracy (%)")
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
@@ -290,10 +287,7 @@ def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: st
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
@@ -316,10 +310,7 @@ def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None
     ax.set_title(title, fontsize=9)
   ax.grid(axis="y", alpha=0.3)
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float | None]],
@@ -351,10 +342,7 @@ def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float |
   ax.grid(alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------- writers
@@ -469,18 +457,16 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   os.makedirs(out, exist_ok=True)
   paths = {"md": os.path.join(out, "comparison.md"), "csv": os.path.join(out, "comparison.csv"),
            "png": os.path.join(out, "comparison.png")}
-  lines = ["# Comparison (accuracy, %)", "",
-           "| run | dataset | " + " | ".join(c for c, _ in cols) + " | train s |",
-           "|---|---|" + "---|" * (len(cols) + 1)]
+  lines = ["# Comparison (accuracy, %)", ""] + _table(
+      ["run", "dataset", *(c for c, _ in cols), "train s"], [])
   with open(paths["csv"], "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["run", "workdir", "method", "dataset"] + [c for c, _ in cols] + ["train_seconds"])
     for label, wd, r in zip(labels, workdirs, results):
       vals = [fn(r) for _, fn in cols]
       ts = r.get("train_seconds")
-      lines.append(f"| {label} | {r.get('dataset') or '-'} | " +
-                   " | ".join(pct(v) for v in vals) +
-                   f" | {'-' if ts is None else f'{float(ts):.0f}'} |")
+      lines.append(_row([label, r.get("dataset") or "-", *(pct(v) for v in vals),
+                         "-" if ts is None else f"{float(ts):.0f}"]))
       w.writerow([label, wd, r.get("method"), r.get("dataset")] +
                  ["" if v is None else v for v in vals] + ["" if ts is None else ts])
   with open(paths["md"], "w") as f:
@@ -497,4 +483,5 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
 
 
 __all__ = ["REQUIRED_KEYS", "write_results", "compare_runs", "results_markdown", "results_rows",
-           "plot_severity", "plot_adversarial", "pyplot", "bar_chart", "scatter_plot"]
+           "plot_severity", "plot_adversarial", "pyplot", "save_figure", "bar_chart",
+           "scatter_plot"]

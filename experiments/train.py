@@ -160,7 +160,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
 
   from experiments import groups
 
-  if method is None and groups.two_stage(config.method):
+  if method is None and methods.two_stage(config.method):
     return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
   model = build_model(config, train_ds.num_classes)
   # Group-shift methods: counts from the data, environments = groups where there are none.
@@ -207,27 +207,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
                  steps=int(result.steps))
 
 
-def local_copy(trained: Trained) -> Trained:
-  """``trained`` with its (replicated) variables on this process's first device only.
-
-  A multi-process run's variables span every process's devices; a computation on them would
-  need every process. The local copy lets each process evaluate its share on its own.
-  """
-  import jax
-
-  variables = jax.tree.map(lambda a: a.addressable_shards[0].data, trained.variables)
-  return dataclasses.replace(trained, variables=variables)
-
-
-# ------------------------------------------------------------------------------- evaluation
-
 def bound_model(trained: Trained):
-  """The trained model in eval mode as a ``drojax.evaluate.BoundModel``; its convolutions are
-  ``drojax.models.conv``'s (same numbers), whose input gradients the attacks' loops need fast."""
+  """``trained`` in eval mode (``drojax.evaluate.bind``)."""
   from drojax import evaluate as ev
 
-  model = trained.model.clone(fast_input_grad=True)
-  return ev.BoundModel(lambda v, x: model.apply(v, x, train=False), trained.variables)
+  return ev.bind(trained.model, trained.variables)
 
 
 def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
@@ -261,10 +245,11 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   groups = test_ds.groups if config.eval.groups else None
   train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
   attack = config.eval.get("attack", "pgd")
+  num_steps = config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100)
   eval_config = ev.EvalConfig(
       corruptions=corruptions, table=table, corruption_names=names_arg,
       severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
-      norm=config.eval.get("norm", "linf"), num_steps=config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100),
+      norm=config.eval.get("norm", "linf"), num_steps=num_steps,
       restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
       batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
@@ -342,7 +327,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Every process evaluates its share of the batches on its first device (a copy of the
   # variables there: the jitted evaluation never sees a cross-process array) and the counts
   # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
-  trained = local_copy(trained)
+  from drojax import distributed
+
+  trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
   results = evaluate_and_write()
   from orbax.checkpoint import multihost
 

@@ -28,6 +28,7 @@ OBJECTIVES = ("var_dro", "var_dro_vrex")
 
 
 def applies(method: str) -> bool:
+  """Whether ``method`` trains with Var-DRO's tracker (what the diagnostics read)."""
   from drojax import methods
 
   return methods.TABLE.get(method, (None, None))[1] in OBJECTIVES
@@ -52,6 +53,7 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
   import jax.numpy as jnp
 
   from drojax import data, losses, weighting
+  from drojax import groups as dro_groups
 
   mc = method_config
   flipped = _flipped(config, train_ds)
@@ -89,35 +91,10 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
       w = batch_weights(loss, var_by_id[batch["id"]], step, tracked_by_id[batch["id"]])
       weight[[row[int(i)] for i in batch["id"]]] = np.asarray(w)
     var = var_by_id[train_ds.ids]
-    metrics = summarize(var, weight, groups, flipped)
     _append(path, epoch, var, weight)
-    return metrics
+    return dro_groups.summarize_by_group(var, weight, groups=groups, flipped=flipped)
 
   return eval_fn
-
-
-def summarize(var: np.ndarray, weight: np.ndarray, groups: np.ndarray | None,
-              flipped: np.ndarray | None) -> dict[str, float]:
-  """Means of variance and weight by group and flipped status; shares among the top 10 %."""
-  out: dict[str, float] = {}
-  seen = ~np.isnan(weight)  # the examples of the dropped last partial batch have no weight
-  top = var >= np.quantile(var, 0.9)
-  if groups is not None:
-    sizes = np.bincount(groups)
-    minority = np.isin(groups, np.flatnonzero(sizes < np.median(sizes)))
-    for g in np.unique(groups):
-      m = groups == g
-      out[f"var_group{g}"] = float(var[m].mean())
-      out[f"weight_group{g}"] = float(weight[m & seen].mean())
-    out["minority_share_top10"] = float(minority[top].mean())
-    out["minority_share_all"] = float(minority.mean())
-  if flipped is not None:
-    for name, m in (("flipped", flipped), ("clean", ~flipped)):
-      out[f"var_{name}"] = float(var[m].mean())
-      out[f"weight_{name}"] = float(weight[m & seen].mean())
-    out["flipped_share_top10"] = float(flipped[top].mean())
-    out["flipped_share_all"] = float(flipped.mean())
-  return out
 
 
 def _append(path: str, epoch: int, var: np.ndarray, weight: np.ndarray) -> None:
@@ -142,10 +119,7 @@ def plot(workdir: str, train_ds, flipped: np.ndarray | None) -> str | None:
   path = os.path.join(workdir, FILE)
   if not os.path.isfile(path):
     return None
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from experiments import reporting
 
   d = np.load(path)
   epochs, var = d["epoch"] + 1, d["var"]
@@ -157,7 +131,7 @@ def plot(workdir: str, train_ds, flipped: np.ndarray | None) -> str | None:
     splits.append(("label", [("flipped", flipped), ("clean", ~flipped)]))
   if not splits:
     splits.append(("all", [("all", np.ones(var.shape[1], bool))]))
-  fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.5), squeeze=False)
+  fig, axes = reporting.pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 3.5), squeeze=False)
   for ax, (title, parts) in zip(axes[0], splits):
     for label, m in parts:
       q = np.quantile(var[:, m], [0.25, 0.5, 0.75], axis=1)
@@ -165,11 +139,7 @@ def plot(workdir: str, train_ds, flipped: np.ndarray | None) -> str | None:
       ax.fill_between(epochs, q[0], q[2], alpha=0.2)
     ax.set(xlabel="epoch", ylabel="tracked loss variance", title=f"by {title}", yscale="log")
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  out = os.path.join(workdir, PLOT)
-  fig.savefig(out, dpi=100)
-  plt.close(fig)
-  return out
+  return reporting.save_figure(fig, os.path.join(workdir, PLOT))
 
 
 def finish(config, workdir: str, train_ds) -> dict[str, Any]:
@@ -180,6 +150,8 @@ def finish(config, workdir: str, train_ds) -> dict[str, Any]:
     return {}
   flipped = _flipped(config, train_ds)
   png = plot(workdir, train_ds, flipped)
+  from drojax import groups
+
   d = np.load(os.path.join(workdir, FILE))
-  return {"var_dro_diagnostics": {"plot": png, "last_epoch": summarize(
-      d["var"][-1], d["weight"][-1], train_ds.groups, flipped)}}
+  return {"var_dro_diagnostics": {"plot": png, "last_epoch": groups.summarize_by_group(
+      d["var"][-1], d["weight"][-1], groups=train_ds.groups, flipped=flipped)}}

@@ -28,8 +28,9 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def _diff(old: dict, new: dict) -> list[str]:
   a, b = flatten(old), flatten(new)
-  return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted({*a, *b})
-          if k.split(".")[0] not in RUN_ONLY_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+  absent = "<absent>"
+  return [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}" for k in sorted({*a, *b})
+          if k.split(".")[0] not in RUN_ONLY_FIELDS and a.get(k, absent) != b.get(k, absent)]
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -55,7 +56,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   if diff:
     shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
     raise cli.UsageError(f"workdir {workdir} holds a run with a different config ({shown}); "
-                     "use another --workdir or the same flags")
+                         "use another --workdir or the same flags")
   return True
 
 
@@ -92,5 +93,5 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
     except OSError:
       pass
     raise cli.EnvironmentFault(f"--workdir {workdir}: cannot write {e.filename or path}: "
-                           f"{cli.describe_os_error(e)}") from None
+                               f"{cli.describe_os_error(e)}") from None
   return False

@@ -224,6 +224,16 @@ def test_prepare_workdir_disk_full_leaves_no_config(tmp_path, monkeypatch):
   assert os.listdir(tmp_path / "w") == []  # neither config.json nor its .tmp
 
 
+def test_compilation_cache_that_cannot_be_made_warns_in_one_line(tmp_path, capsys):
+  from experiments import launch
+
+  blocker = tmp_path / "file"
+  blocker.write_text("")  # a file where the cache folder's parent should be
+  assert launch.enable_compilation_cache(str(blocker / "jax")) is None
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and str(blocker / "jax") in err[0] and "not a directory" in err[0]
+
+
 def test_os_errors_in_a_cause_chain_are_found():
   try:
     try:

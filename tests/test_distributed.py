@@ -1,7 +1,8 @@
 """Several processes for real: 2 processes x 2 CPU devices on localhost against 1 process x 4.
 
 Every run goes through the CLI (``python -m experiments.fashion_mnist_pgd --methods=erm,dro,
-var_dro``, which trains and evaluates each method in turn with ``experiments.train.train_and_evaluate``), with
+var_dro``, which trains and evaluates each method in turn with
+``experiments.train.train_and_evaluate``), with
 ``DROJAX_DISTRIBUTED=1`` and the README's variables for the two-process runs. The final train
 states (read from the orbax checkpoints), every ``metrics.jsonl`` record and ``results.json``
 must equal those of the one-process run with the same 4 devices and global batch; a run whose

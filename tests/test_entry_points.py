@@ -40,6 +40,12 @@ _A = dict(key=_KEY, logits_fn=_F, x=_X, y=_Y)  # the attacks' common arguments
 _V = lambda **kw: (jnp.stack([_L, _L[::-1]]),)  # noqa: E731
 
 
+def _small_cnn():
+  from drojax import models
+
+  return models.get_model("small_cnn", num_classes=_K, width=2)
+
+
 def _tracker():
   return weighting.init_tracker(4)
 
@@ -243,6 +249,8 @@ ROWS = [
     (corruptions.params_at, dict(name="fog", severity=1), "severity", 6, ValueError,
      "severity must be an int 1..5"),
     # --- evaluate
+    (evaluate.bind, dict(model=_small_cnn(), variables=None), "model", _F, ValueError,
+     "model must be a drojax.models module"),
     (evaluate.predict, dict(model=_F, images=_X, progress=False), "images", np.asarray(_X255),
      ValueError, "predict: images must lie in [0, 1]"),
     (evaluate.clean_accuracy, dict(model=_F, images=_XU8, labels=_Y, progress=False), "labels",

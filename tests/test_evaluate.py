@@ -271,3 +271,32 @@ def test_evaluate_refuses_the_old_keywords_naming_the_config_field(problem):
     evaluate.evaluate(_models(w, b)["bound"], images, labels, adv_steps=2, progress=False)
   with pytest.raises(TypeError, match="must be an EvalConfig"):
     evaluate.evaluate(_models(w, b)["bound"], images, labels, config={"eps": ()}, progress=False)
+
+
+def test_bind_equals_the_model_in_eval_mode_and_local_copy_keeps_values():
+  import jax
+
+  from drojax import distributed, models
+
+  net = models.get_model("small_cnn", num_classes=3, width=2)
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+  variables = net.init(jax.random.key(0), x, train=False)
+  expected = net.apply(variables, x, train=False)  # flax's own convolutions
+  np.testing.assert_allclose(evaluate.bind(net, variables)(x), expected, rtol=1e-5, atol=1e-6)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  replicated = jax.device_put(variables, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+  local = distributed.local_copy(replicated)
+  for a, b in zip(jax.tree.leaves(local), jax.tree.leaves(variables)):
+    assert a.devices() == {jax.devices()[0]}
+    np.testing.assert_array_equal(a, b)
+
+
+def test_methods_name_what_they_need():
+  from drojax import methods
+
+  assert [methods.needs(m) for m in ("erm", "group_dro", "irm", "var_dro_vrex")] == [
+      None, "group", "environment", "environment"]
+  assert [methods.two_stage(m) for m in ("jtt", "erm")] == [True, False]
+  with pytest.raises(ValueError, match="unknown method"):
+    methods.needs("nope")

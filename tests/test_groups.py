@@ -139,3 +139,86 @@ class GroupsTest(parameterized.TestCase):
       G.vrex_penalty(jnp.ones((2, 2)))
     with pytest.raises(ValueError, match=r"labels \(class ids for 2 classes\) must lie in \[0, 2\)"):
       G.irm_penalty(jnp.zeros((2, 2)), jnp.array([0, 2]))
+
+
+# ---------------------------------------------------------------- host side: data, JTT, selection
+
+def _toy(groups, environments=None, name="toy"):
+  import types
+
+  return types.SimpleNamespace(groups=None if groups is None else np.asarray(groups),
+                               environments=environments, name=name)
+
+
+@hypothesis.settings(deadline=None, max_examples=30)
+@hypothesis.given(st.lists(st.integers(0, 4), min_size=1, max_size=40))
+def test_check_training_data_counts_by_hand(ids):
+  expected = [ids.count(g) for g in range(max(ids) + 1)]  # counted in Python, by hand
+  if 0 in expected:
+    with pytest.raises(ValueError, match=r"groups \[.*\] of the .* have no training example"):
+      G.check_training_data(_toy(ids), "group")
+  else:
+    assert G.check_training_data(_toy(ids), "group").tolist() == expected
+    assert G.check_training_data(_toy(ids), "group", group_counts=expected).tolist() == expected
+
+
+def test_check_training_data_refusals_and_environments():
+  ds = _toy([0, 1, 2, 2, 1, 0])
+  with pytest.raises(ValueError, match="num_groups=2, but the training data has groups ids up "
+                     "to 2"):
+    G.check_training_data(ds, "group", count=2)
+  with pytest.raises(ValueError, match=r"group_counts=\(1, 1, 4\), but the training data has "
+                     r"\(2, 2, 2\)"):
+    G.check_training_data(ds, "group", group_counts=(1, 1, 4))
+  with pytest.raises(ValueError, match="needs environment labels, but the training data toy "
+                     "has none"):
+    G.check_training_data(_toy(None), "environment")
+  with pytest.raises(ValueError, match="it needs at least 2, the training data has 1"):
+    G.check_training_data(_toy([0, 0]), "environment")
+  with pytest.raises(ValueError, match="need must be one of"):
+    G.check_training_data(ds, "groups")
+  # Environments where the data has them; else the groups.
+  envs = _toy([0, 1, 2, 2, 1, 0], environments=np.array([1, 1, 1, 0, 0, 0]))
+  assert G.training_ids(envs, "environment")[1] == "environments"
+  assert G.check_training_data(envs, "environment").tolist() == [3, 3]
+  assert G.check_training_data(ds, "environment").tolist() == [2, 2, 2]
+
+
+def test_jtt_weights_by_hand():
+  ids = np.array([4, 0, 2, 3])
+  errors = np.array([True, False, True, False])
+  expected = np.ones(6, np.float32)
+  expected[4] = expected[2] = 5.0  # the misclassified examples' ids, by hand
+  np.testing.assert_array_equal(G.jtt_weights(ids, errors, num_examples=6, lambda_up=5.0),
+                                expected)
+  with pytest.raises(ValueError, match="lambda_up"):
+    G.jtt_weights(ids, errors, num_examples=6, lambda_up=0.0)
+  with pytest.raises(ValueError, match=r"ids and errors must be \[N\] ids and \[N\] bool"):
+    G.jtt_weights(ids, errors.astype(int), num_examples=6, lambda_up=5.0)
+
+
+def test_select_by_rule():
+  runs = [{"accuracy": 0.9, "group_accuracy": {"worst_group": 0.5}},
+          {"accuracy": 0.7, "group_accuracy": {"worst_group": 0.7}},
+          {"accuracy": 0.9, "group_accuracy": {"worst_group": 0.7}}]
+  assert G.select(runs, "worst_group") == 1  # ties: the first
+  assert G.select(runs, "average") == 0
+  with pytest.raises(ValueError, match="by must be one of"):
+    G.select(runs, "best")
+  with pytest.raises(ValueError, match="nothing to select from"):
+    G.select([], "average")
+
+
+def test_summarize_by_group_by_hand():
+  var = np.arange(10.0)
+  weight = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, np.nan])
+  groups = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+  flipped = np.array([False] * 8 + [True, False])
+  out = G.summarize_by_group(var, weight, groups=groups, flipped=flipped)
+  assert out["var_group1"] == 8.0 and out["weight_group1"] == 1.5  # nan: not in a batch
+  assert out["minority_share_top10"] == 1.0 and out["minority_share_all"] == 0.3
+  assert out["flipped_share_top10"] == 0.0 and out["var_flipped"] == 8.0
+  np.testing.assert_allclose(out["weight_clean"], 1.0)
+  assert set(G.summarize_by_group(var, weight)) == set()
+  with pytest.raises(ValueError, match=r"var and weight must both be \[N\]"):
+    G.summarize_by_group(var, weight[:3])

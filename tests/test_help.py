@@ -78,9 +78,7 @@ def _check_help(proc, name):
   for preset in common.PRESETS:
     assert preset in text.split("presets (--preset):")[1].split("\n")[0]
   config = make()
-  extra = getattr(__import__(f"experiments.configs.{config.experiment}", fromlist=["_"]),
-                  "EXTRA_FIELDS", {})
-  specs = common.field_specs(extra)
+  specs = common.config_specs(config)
   joined = " ".join(text.split())
   for path in flatten(config):
     line = f"--config.{path}: {specs[path].describe()}; default: "

@@ -25,7 +25,7 @@ Modules:
 
 from drojax.evaluate.adversarial import (ATTACK_LABELS, ATTACKS, adversarial_accuracy,
                                          auto_attack_accuracy, eps_key)
-from drojax.evaluate.batching import EVAL_SEED, BoundModel, eval_key
+from drojax.evaluate.batching import EVAL_SEED, BoundModel, bind, eval_key
 from drojax.evaluate.clean import clean_accuracy, predict
 from drojax.evaluate.corruption import (FAMILIES, SEVERITIES, corruption_accuracy,
                                         published_corruption_accuracy, summarize_corruptions)
@@ -34,7 +34,7 @@ from drojax.evaluate.protocol import EvalConfig, evaluate
 from drojax.evaluate.share import Share
 
 __all__ = [
-    "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "EvalConfig", "eval_key", "predict",
+    "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "bind", "EvalConfig", "eval_key", "predict",
     "clean_accuracy", "corruption_accuracy", "published_corruption_accuracy",
     "summarize_corruptions", "eps_key", "adversarial_accuracy", "ATTACKS", "ATTACK_LABELS",
     "auto_attack_accuracy", "group_accuracy", "evaluate", "Share",

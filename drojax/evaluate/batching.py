@@ -62,6 +62,34 @@ class BoundModel(NamedTuple):
 Model = Callable[[jax.Array], jax.Array] | BoundModel
 
 
+def bind(model: Any, variables: Any) -> BoundModel:
+  """A ``drojax.models`` classifier in eval mode with its variables, ready to evaluate.
+
+  Its convolutions are ``drojax.models.conv``'s (the same numbers), whose input gradients the
+  attacks' loops need fast.
+
+  Args:
+    model: a Flax module from ``drojax.models.get_model`` (it has ``fast_input_grad``).
+    variables: ``{'params': ..., 'batch_stats': ...}`` for ``model.apply``.
+
+  Returns:
+    ``BoundModel`` with ``logits [B, K] = model.apply(variables, x [B, H, W, C], train=False)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from drojax import models
+    >>> net = models.get_model("small_cnn", num_classes=3, width=2)
+    >>> x = jnp.zeros((1, 8, 8, 3))
+    >>> bind(net, net.init(jax.random.key(0), x, train=False))(x).shape
+    (1, 3)
+  """
+  if not hasattr(model, "fast_input_grad"):
+    raise ValueError(f"model must be a drojax.models module (it has fast_input_grad), got "
+                     f"{type(model).__name__}; wrap another function in BoundModel")
+  model = model.clone(fast_input_grad=True)
+  return BoundModel(lambda v, x: model.apply(v, x, train=False), variables)
+
+
 @functools.lru_cache(maxsize=64)
 def _ignoring_variables(logits_fn: Callable) -> Callable:
   # One wrapper per callable, so the jit caches keyed on apply_fn hit on the second call.
@@ -174,5 +202,5 @@ def predictor(model: Model) -> Callable[[np.ndarray], np.ndarray]:
   return lambda x: np.asarray(fn(variables, x))
 
 
-__all__ = ["EVAL_SEED", "BoundModel", "Model", "eval_key", "as_apply", "check_arrays", "batches",
-           "padded", "float_batch", "progress_bar", "predictor"]
+__all__ = ["EVAL_SEED", "BoundModel", "Model", "bind", "eval_key", "as_apply", "check_arrays",
+           "batches", "padded", "float_batch", "progress_bar", "predictor"]

@@ -20,25 +20,14 @@ import ml_collections
 
 from experiments.configs import common
 
+
 def make_config(method: str, *, preset: str = "paper", dataset: str = "cifar10",
                 eval_corruptions: str | None = None) -> ml_collections.ConfigDict:
   """The locked config of ``method`` under ``preset`` on ``dataset``."""
-  c = common.base_config(method=method, dataset=dataset, preset=preset)
-  c.experiment = "cifar_c"
-  if dataset == "fashion_mnist":
-    c.method_config.rho = 0.08  # recipes.md: Fashion-MNIST rho=0.08, q=1
-  if preset == "quick":
-    common.apply_quick(c)
+  recipe = {"method_config.rho": 0.08} if dataset == "fashion_mnist" else {}  # recipes.md
   if eval_corruptions:
-    c.eval.corruptions = eval_corruptions
-  c.lock()
-  return c
+    recipe["eval.corruptions"] = eval_corruptions
+  return common.make_config("cifar_c", method, preset=preset, dataset=dataset, recipe=recipe)
 
 
-def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
-  """``arg`` = ``method[,preset[,dataset]]``, e.g. ``"dro_augmix,quick,digits"``."""
-  parts = (arg or "erm").split(",")
-  method = parts[0]
-  preset = parts[1] if len(parts) > 1 else "paper"
-  dataset = parts[2] if len(parts) > 2 else "cifar10"
-  return make_config(method, preset=preset, dataset=dataset)
+get_config = common.get_config_of(make_config)

@@ -33,6 +33,7 @@ from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, St
                           check_fields)
 
 PRESETS = ("paper", "quick")
+EXPERIMENTS = ("cifar_c", "fashion_mnist_pgd", "waterbirds", "group_shift")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
 QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
                      "zoom_blur", "snow", "brightness", "contrast", "pixelate",
@@ -52,30 +53,11 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
-  # Chosen on the digits' TRAINING split only (no test image): two stratified 80/20 splits of
-  # the 1,438 training digits (1,154 to train, 284 held out; split seeds 1, 2, training seeds
-  # 0, 1), dro_augmix, width 8, batch 32, SGD momentum 0.9, cosine, 1 warm-up epoch, penalty
-  # forward_over_reverse on a random quarter of each batch. Mean held-out accuracy (the folds):
-  #   A  10 epochs, lr 0.1, rho 1.0 (the previous preset)  88.0% (85.9, 90.1)
-  #   B  12 epochs                                         89.8% (89.1, 90.5)
-  #   C  12 epochs, lr 0.2                                 85.2% (83.1, 87.3)
-  #   D  12 epochs, lr 0.05                                90.7% (89.4, 91.9)
-  #   E  12 epochs, rho 0.5                                93.0% (93.7, 92.3)  <- chosen then
-  #   F  12 epochs, label smoothing 0.1                    90.3% (89.4, 91.2)
-  # (width 12 and batch 64 / lr 0.2 / 16 epochs were planned, not run: out of time.) Only
-  # configurations predicted to run the README's command cold in <= ~160 s on an idle 2-core
-  # CPU were candidates (12 epochs: ~158 s predicted from the training CPU time per step). rho is
-  # the digits' value; other datasets keep their recipe's.
-  # Re-chosen for a cold run well under 150 s (issue 23) among fewer epochs of E, on the
-  # training split only: `python benchmarks/quick_preset_selection.py --candidates=...`, per
-  # class a random 20 % held out (split seeds 1, 2: 1,151 to train, 287 held out; training
-  # seeds 0, 1; another split than the table above's). Mean held-out accuracy (the splits),
-  # child CPU seconds per run (the splits; loaded machine, 2026-12-03):
-  #   E10  10 epochs  96.3% (96.5, 96.2)  163, 171 s
-  #   E9    9 epochs  94.6% (93.7, 95.5)  148, 151 s
-  #   E8    8 epochs  93.0% (92.7, 93.4)  134, 137 s  <- chosen
-  # The rule, fixed before the runs: the fewest epochs whose mean held-out accuracy is within
-  # 1 point of E's 93.0 %.
+  # Chosen on the digits' training split only (never a test image) among candidates predicted
+  # to run the README's command cold well under 150 s on an idle 2-core CPU; the candidates,
+  # their held-out accuracies and the rule are in docs/benchmarks.md ("8 epochs and one
+  # compilation per corruption"): E (rho 0.5) at 12 epochs, then E8, its fewest epochs within
+  # 1 point of E's 93.0 %. rho is the digits' value; other datasets keep their recipe's.
   c.width = 8
   c.num_epochs = 12
   c.batch_size = 32
@@ -84,12 +66,12 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # (an unknown method is reported by validate, naming --method)
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
     c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E above), 8 epochs (E8), and the whole test split of 359 images
+  # Digits: rho 0.5 (candidate E), 8 epochs (E8), and the whole test split of 359 images
   # (standard error of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more
   # on 2 CPU cores); a 200-image subset elsewhere.
   if c.dataset == "digits":
     c.method_config.rho = 0.5
-    c.num_epochs = 8  # E8 above (chosen on digits only: other datasets keep 12)
+    c.num_epochs = 8  # E8 (chosen on digits only: other datasets keep 12)
     c.eval.images = 0
     c.eval.batch_size = 359
   else:
@@ -191,6 +173,7 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     "eval.square_queries": (5000, Int(lo=1)),  # Square's queries per image (attack=suite)
     "eval.groups": (False, Bool()),
     # Bookkeeping
+    # and at every epoch end, whatever this is (drojax.loop.fit)
     "checkpoint_every_steps": (500, Int(lo=1)),
     "keep_checkpoints": (2, Int(lo=1)),
     "log_every_steps": (50, Int(lo=1)),
@@ -209,6 +192,42 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
     (c[group] if group else c)[name] = default
   c.method, c.dataset, c.preset = method, dataset, preset
   return c
+
+
+def make_config(experiment: str, method: str, *, preset: str, dataset: str,
+                recipe: Mapping[str, Any], quick: Mapping[str, Any] | None = None,
+                extra_fields: Mapping[str, tuple[Any, Spec]] | None = None
+                ) -> ml_collections.ConfigDict:
+  """An experiment's locked config: ``base_config``, its ``extra_fields`` ``{name: (default,
+  spec)}``, its ``recipe`` ``{dotted field: value}``; the quick preset then applies
+  ``apply_quick`` and ``quick`` (the recipe values the quick preset keeps or changes)."""
+  c = base_config(method=method, dataset=dataset, preset=preset)
+  c.experiment = experiment
+  for name, (default, _) in (extra_fields or {}).items():
+    c[name] = default
+  _set(c, recipe)
+  if preset == "quick":
+    _set(apply_quick(c), quick or {})
+  c.lock()
+  return c
+
+
+def _set(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  for path, value in values.items():
+    group, _, name = path.rpartition(".")
+    (c[group] if group else c)[name] = value
+
+
+def get_config_of(make: Callable[..., ml_collections.ConfigDict]
+                  ) -> Callable[[str], ml_collections.ConfigDict]:
+  """The ``get_config(arg)`` of a preset module whose factory is ``make(method, *, preset,
+  dataset)``: ``arg`` = ``method[,preset[,dataset]]`` (e.g. ``"dro_augmix,quick,digits"``)."""
+
+  def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
+    method, preset, dataset = ((arg or "erm").split(",") + [None, None])[:3]
+    return make(method, preset=preset or "paper", **({"dataset": dataset} if dataset else {}))
+
+  return get_config
 
 
 def field_specs(extra_fields: Mapping[str, Spec] | None = None) -> dict[str, Spec]:
@@ -300,14 +319,21 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("method_config", " ".join(str(e).split())) from None
 
 
-def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
-  factory, in ``experiments/configs/<experiment>.py``)."""
-  from experiments.configs import cifar_c, fashion_mnist_pgd, group_shift, waterbirds
+def extra_specs(experiment: str) -> dict[str, Spec]:
+  """The specs of the fields ``experiment`` adds (``EXTRA_FIELDS`` beside its factory in
+  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}`` or ``{name: spec}``)."""
+  import importlib
 
-  modules = {"cifar_c": cifar_c, "fashion_mnist_pgd": fashion_mnist_pgd,
-             "waterbirds": waterbirds, "group_shift": group_shift}
-  return field_specs(getattr(modules.get(config.get("experiment")), "EXTRA_FIELDS", None))
+  if experiment not in EXPERIMENTS:
+    return {}
+  module = importlib.import_module(f"experiments.configs.{experiment}")
+  return {k: v[1] if isinstance(v, tuple) else v
+          for k, v in getattr(module, "EXTRA_FIELDS", {}).items()}
+
+
+def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
+  """``field_specs`` with the fields ``config``'s experiment adds (``extra_specs``)."""
+  return field_specs(extra_specs(config.get("experiment")))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -319,6 +345,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "field_specs", "config_specs", "method_config",
-           "base_config", "apply_quick", "not_applying", "validate",
+           "FIELDS", "EXPERIMENTS", "field_specs", "extra_specs", "config_specs", "method_config",
+           "base_config", "make_config", "get_config_of", "apply_quick", "not_applying", "validate",
            "ConfigError"]

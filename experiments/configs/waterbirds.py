@@ -12,38 +12,24 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs import common
 from drojax.specs import Int
+from experiments.configs import common
+
+# The fields this experiment adds to ``common.base_config``: (default, check); the models
+# downsample 8x before pooling.
+EXTRA_FIELDS = {"image_size": (64, Int(lo=8))}
+NO_CORRUPTION_OR_ATTACK = {"eval.corruption_names": ("none",), "eval.adv_eps": ()}
 
 
 def make_config(method: str, *, preset: str = "paper",
                 dataset: str = "waterbirds") -> ml_collections.ConfigDict:
-  c = common.base_config(method=method, dataset=dataset, preset=preset)
-  c.experiment = "waterbirds"
-  c.image_size = 64
-  c.num_epochs = 300
-  c.learning_rate = 1e-3
-  c.weight_decay = 1e-4
-  c.nesterov = False
-  c.method_config.label_smoothing = 0.1 if method.startswith("var_dro") else 0.0
-  c.method_config.var_dro_eps_max = 1.0
-  c.eval.corruption_names = ("none",)
-  c.eval.adv_eps = ()
-  c.eval.groups = True
-  if preset == "quick":
-    common.apply_quick(c)
-    c.eval.corruption_names = ("none",)
-    c.image_size = 32
-    c.eval.adv_eps = ()
-  c.lock()
-  return c
+  recipe = {"num_epochs": 300, "learning_rate": 1e-3, "weight_decay": 1e-4, "nesterov": False,
+            "method_config.label_smoothing": 0.1 if method.startswith("var_dro") else 0.0,
+            "method_config.var_dro_eps_max": 1.0, **NO_CORRUPTION_OR_ATTACK,
+            "eval.groups": True}
+  return common.make_config("waterbirds", method, preset=preset, dataset=dataset,
+                            recipe=recipe, quick={**NO_CORRUPTION_OR_ATTACK, "image_size": 32},
+                            extra_fields=EXTRA_FIELDS)
 
 
-def get_config(arg: str = "erm") -> ml_collections.ConfigDict:
-  parts = (arg or "erm").split(",")
-  return make_config(parts[0], preset=parts[1] if len(parts) > 1 else "paper")
-
-
-# The fields this experiment adds to ``common.base_config``, with their checks (the models
-# downsample 8x before pooling).
-EXTRA_FIELDS = {"image_size": Int(lo=8)}
+get_config = common.get_config_of(make_config)
