@@ -30,6 +30,7 @@ from typing import Any
 
 from absl import flags
 
+from drojax import groups as group_rules
 from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
@@ -133,25 +134,34 @@ def _t_interval(values: list[float]) -> tuple[float, float]:
   return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
 
 
+def _mean_validation(seeds: list[dict]) -> dict[str, Any]:
+  """One value's validation accuracy and worst-group accuracy, averaged over its seeds."""
+  n = len(seeds)
+  return {"accuracy": sum(r["validation"]["accuracy"] for r in seeds) / n,
+          "group_accuracy": {"worst_group": sum(r["validation"]["group_accuracy"]["worst_group"]
+                                                for r in seeds) / n}}
+
+
 def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
-  """Per method and selection rule: the chosen value and its test accuracies over the seeds."""
+  """Per method and selection rule (``drojax.groups.select`` on the mean validation scores):
+  the chosen value and its test accuracies over the seeds."""
   by_method: dict[str, dict[str, list[dict]]] = {}
   for method, label, _, results in runs:
     by_method.setdefault(method, {}).setdefault(label, []).append(results)
   out = {}
   for method, labels in by_method.items():
+    names = list(labels)
+    means = [_mean_validation(labels[name]) for name in names]
     out[method] = {}
-    for rule in groups.SELECTIONS:
-      score = ((lambda v: v["group_accuracy"]["worst_group"]) if rule == "worst_group" else
-               (lambda v: v["accuracy"]))
-      scores = {name: sum(score(r["validation"]) for r in seeds) / len(seeds)
-                for name, seeds in labels.items()}
-      best = max(scores, key=scores.get)  # ties: the first
-      seeds = labels[best]
+    for rule in group_rules.SELECTIONS:
+      i = group_rules.select(means, rule)
+      seeds = labels[names[i]]
       worst = _t_interval([r["group_accuracy"]["worst_group"] for r in seeds])
       average = _t_interval([r["clean_accuracy"] for r in seeds])
       out[method][rule] = {
-          "chosen": best, "validation_score": scores[best], "seeds": len(seeds),
+          "chosen": names[i], "validation_score": (
+              means[i]["group_accuracy"]["worst_group"] if rule == "worst_group"
+              else means[i]["accuracy"]), "seeds": len(seeds),
           "test_worst_group": worst[0], "test_worst_group_ci95": worst[1],
           "test_average": average[0], "test_average_ci95": average[1],
           "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
