@@ -162,7 +162,7 @@ def check_labels(name: str, labels: Any, num_classes: int) -> None:
     >>> check_labels("y", jnp.array([0, 10]), 10)
     Traceback (most recent call last):
     ...
-    ValueError: y (class ids for 10 classes) must lie in [0, 10); got 1 value(s) outside, e.g. 10. Map the labels to 0..K-1, or give the model K outputs.
+    ValueError: y (class ids for 10 classes) must lie in [0, 10); got 1 value(s) outside, ...
   """
   check_int_range(f"{name} (class ids for {num_classes} classes)", labels, 0, num_classes,
                   fix="Map the labels to 0..K-1, or give the model K outputs.")
@@ -183,7 +183,7 @@ def check_distribution(name: str, p: Any) -> None:
     >>> check_distribution("labels", jnp.array([[0.5, 0.5], [1.5, -0.5]]))
     Traceback (most recent call last):
     ...
-    ValueError: labels must hold probability rows (>= 0, summing to 1); row 1 is [1.5, -0.5] (sum 1). Pass integer class ids, or normalize the rows.
+    ValueError: labels must hold probability rows (>= 0, summing to 1); row 1 is [1.5, -0.5] ...
   """
   if not _readable(p):
     return

@@ -16,7 +16,8 @@ over the parameters; returns the objective's new state) -> ``jax.grad`` -> optax
 metrics. The objective's state rides in ``TrainState.objective_state``, opaque to the step.
 
 Multi-host: call ``jax.distributed.initialize()`` first, build the mesh over
-``jax.devices()``, and feed each process its slice of the global batch with :func:`drojax.data.shard_batch`.
+``jax.devices()``, and feed each process its slice of the global batch with
+:func:`drojax.data.shard_batch`.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from drojax._checks import check_float as _check_float
 from drojax._checks import check_hyper
 from drojax._wdro_modes import NORM_SPELLING, norm_exponent
 
-__all__ = ["DEFAULT_FD_STEP", "DEFAULT_Q", "PENALTY_MODES", "NORM_SPELLING", "WDROAux", "input_gradients",
-           "norm_exponent", "variation_penalty", "wdro_total"]
+__all__ = ["DEFAULT_FD_STEP", "DEFAULT_Q", "PENALTY_MODES", "NORM_SPELLING", "WDROAux",
+           "input_gradients", "norm_exponent", "variation_penalty", "wdro_total"]
 
 PENALTY_MODES = ("exact", "forward_over_reverse", "finite_difference")
 
@@ -86,8 +86,9 @@ def variation_penalty(grads: jax.Array, *, q: float = DEFAULT_Q, norm: str = "l2
     \quad (q = \infty:\ \max_i \|g_i\|_*),
 
   where :math:`\|\cdot\|_*` is the dual of the ground-cost norm ``norm`` (``'l2'`` -> 2,
-  ``'linf'`` -> 1, ``'l1'`` -> inf, ``'l<p>'`` -> p/(p-1)) over all non-batch axes of ``g_i``. The gradient is finite (zero
-  contribution) where some :math:`g_i` is exactly zero, and where all are.
+  ``'linf'`` -> 1, ``'l1'`` -> inf, ``'l<p>'`` -> p/(p-1)) over all non-batch axes of ``g_i``.
+  The gradient is finite (zero contribution) where some :math:`g_i` is exactly zero, and where
+  all are.
 
   Args:
     grads: ``[B, ...]`` float input gradients (:func:`input_gradients`).
@@ -197,11 +198,11 @@ def wdro_total(key: jax.Array | None, loss_fn: Callable[..., Any], x: jax.Array,
   devices' contributions.
 
   ``penalty_subsample = f < 1`` takes the penalty on ``m = max(1, round(f * B))`` examples
-  drawn without replacement with ``key`` (``x`` and every ``*args`` indexed together, a separate call of
-  ``loss_fn`` on them); the mean loss still uses the whole batch. The estimate is unbiased for
-  ``q = 1`` when examples do not interact (no train-mode BatchNorm); for ``q > 1`` the
-  :math:`(\cdot)^{1/q}` of a sample mean is biased low (Jensen), and for ``q = inf`` the sampled
-  max is a lower bound. Composes with both modes.
+  drawn without replacement with ``key`` (``x`` and every ``*args`` indexed together, a
+  separate call of ``loss_fn`` on them); the mean loss still uses the whole batch. The estimate
+  is unbiased for ``q = 1`` when examples do not interact (no train-mode BatchNorm); for
+  ``q > 1`` the :math:`(\cdot)^{1/q}` of a sample mean is biased low (Jensen), and for
+  ``q = inf`` the sampled max is a lower bound. Composes with both modes.
 
   Args:
     key: PRNG key, required when ``penalty_subsample < 1`` (otherwise unused; ``None`` is

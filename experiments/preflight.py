@@ -33,7 +33,7 @@ def check_evaluation(config: ml_collections.ConfigDict, *, num_classes: int,
   from drojax.evaluate import adversarial
 
   k = int(num_classes)
-  if len(config.eval.adv_eps) and config.eval.get("attack", "pgd") == "suite":
+  if len(config.eval.adv_eps) and config.eval.attack == "suite":
     try:
       attacks.check_suite_options(
           eps=None, norm="linf", num_steps=config.eval.apgd_steps,

@@ -65,7 +65,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
         f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
         f"devices; use a multiple of {num_devices} (e.g. --config.batch_size="
         f"{max(num_devices, config.batch_size // num_devices * num_devices)})")
-  frost_dir = config.eval.get("frost_dir", "")
+  frost_dir = config.eval.frost_dir
   if frost_dir:
     if config.eval.corruptions == "published":
       raise cli.UsageError("eval.frost_dir applies to generated corruptions (eval.corruptions="
@@ -227,31 +227,27 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   from drojax import evaluate as ev
   from drojax.evaluate.share import this_process
 
-  names = tuple(config.eval.corruption_names)
-  if names == ("none",):
-    corruptions, names_arg, loader = None, None, None
-  else:
-    corruptions = "published" if config.eval.corruptions == "published" else "generated"
-    names_arg = names or None
-    loader = None  # validate refused published for a dataset without published CIFAR-C arrays
-    if corruptions == "published":
-      from drojax.data import published_c
+  e = config.eval
+  names = tuple(e.corruption_names)
+  corruptions = None if names == ("none",) else (
+      "published" if e.corruptions == "published" else "generated")
+  loader = None  # validate refused published for a dataset without published CIFAR-C arrays
+  if corruptions == "published":
+    from drojax.data import published_c
 
-      loader = published_c.make_loader(config.dataset, data_dir=data_dir,
-                                       folder=config.eval.published_dir or None)
+    loader = published_c.make_loader(config.dataset, data_dir=data_dir,
+                                     folder=e.published_dir or None)
   table = "standard"
-  if config.eval.corruptions == "refined":
+  if e.corruptions == "refined":
     table = "refined_cifar100" if config.dataset == "cifar100" else "refined"
-  groups = test_ds.groups if config.eval.groups else None
-  train_groups = train_ds.groups if (config.eval.groups and train_ds is not None) else None
-  attack = config.eval.get("attack", "pgd")
-  num_steps = config.eval.pgd_steps if attack == "pgd" else config.eval.get("apgd_steps", 100)
+  groups = test_ds.groups if e.groups else None
+  train_groups = train_ds.groups if (e.groups and train_ds is not None) else None
   eval_config = ev.EvalConfig(
-      corruptions=corruptions, table=table, corruption_names=names_arg,
-      severities=tuple(config.eval.severities), eps=tuple(config.eval.adv_eps), attack=attack,
-      norm=config.eval.get("norm", "linf"), num_steps=num_steps,
-      restarts=config.eval.pgd_restarts, num_queries=config.eval.get("square_queries", 5000),
-      batch_size=config.eval.batch_size, frost_dir=config.eval.get("frost_dir") or None)
+      corruptions=corruptions, table=table, corruption_names=(names or None) if corruptions
+      else None, severities=tuple(e.severities), eps=tuple(e.adv_eps), attack=e.attack,
+      norm=e.norm, num_steps=e.pgd_steps if e.attack == "pgd" else e.apgd_steps,
+      restarts=e.pgd_restarts, num_queries=e.square_queries, batch_size=e.batch_size,
+      frost_dir=e.frost_dir or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
                      groups=groups, train_groups=train_groups, published_loader=loader,
                      progress=config.progress and jax.process_index() == 0,

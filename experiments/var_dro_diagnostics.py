@@ -131,7 +131,8 @@ def plot(workdir: str, train_ds, flipped: np.ndarray | None) -> str | None:
     splits.append(("label", [("flipped", flipped), ("clean", ~flipped)]))
   if not splits:
     splits.append(("all", [("all", np.ones(var.shape[1], bool))]))
-  fig, axes = reporting.pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 3.5), squeeze=False)
+  fig, axes = reporting.pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 3.5),
+                                          squeeze=False)
   for ax, (title, parts) in zip(axes[0], splits):
     for label, m in parts:
       q = np.quantile(var[:, m], [0.25, 0.5, 0.75], axis=1)

@@ -6,8 +6,9 @@ mode, examples independent). Every attack takes ``key`` first (FGSM has no rando
 keyword-only options, keeps ``||x_adv - x|| <= eps`` and ``x_adv`` in [0, 1].
 
 Modules: :mod:`~drojax.attacks.projected` (FGSM, PGD and the shared checks/projections),
-:mod:`~drojax.attacks.auto` (APGD, APGD-T), :mod:`~drojax.attacks.square_attack` (Square), :mod:`~drojax.attacks.fab_attack` (FAB, FAB-T),
-:mod:`~drojax.attacks.suite` (the worst case over APGD-CE, APGD-T and Square).
+:mod:`~drojax.attacks.auto` (APGD, APGD-T), :mod:`~drojax.attacks.square_attack` (Square),
+:mod:`~drojax.attacks.fab_attack` (FAB, FAB-T), :mod:`~drojax.attacks.suite` (the worst case
+over APGD-CE, APGD-T, FAB-T and Square).
 """
 
 from drojax.attacks.auto import (LOSSES, apgd, apgd_robust, apgd_targeted, apgd_targeted_robust,

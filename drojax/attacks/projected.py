@@ -171,7 +171,8 @@ def per_example_loss(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Arr
   Example:
     >>> import jax.numpy as jnp
     >>> f = lambda z: jnp.zeros((z.shape[0], 4))
-    >>> [round(float(v), 4) for v in per_example_loss(f, jnp.zeros((2, 1, 1, 1)), jnp.array([0, 3]))]
+    >>> losses = per_example_loss(f, jnp.zeros((2, 1, 1, 1)), jnp.array([0, 3]))
+    >>> [round(float(v), 4) for v in losses]
     [1.3863, 1.3863]
   """
   logits = logits_fn(x)
@@ -347,7 +348,8 @@ def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float | jax.Ar
   _check_inputs(x, y, "fgsm", logits_fn)
   _check_number(eps, "eps")
   if not callable(logits_fn):
-    raise TypeError(f"fgsm: logits_fn must be callable x -> logits; got {type(logits_fn).__name__}.")
+    raise TypeError(f"fgsm: logits_fn must be callable x -> logits; got "
+                    f"{type(logits_fn).__name__}.")
   return _fgsm_impl(logits_fn, x, y, eps)
 
 
@@ -418,7 +420,8 @@ def _run(key, logits_fn, x, y, *, eps, step_size, num_steps, norm, start, restar
   if start not in START_MODES:
     raise ValueError(f"start must be one of {START_MODES}; got {start!r}.")
   if not callable(logits_fn):
-    raise TypeError(f"{name}: logits_fn must be callable x -> logits; got {type(logits_fn).__name__}.")
+    raise TypeError(f"{name}: logits_fn must be callable x -> logits; got "
+                    f"{type(logits_fn).__name__}.")
   return _pgd_impl(key, logits_fn, x, y, eps, step_size, norm=norm, num_steps=num_steps,
                    start=start, restarts=restarts,
                    unroll=_resolve_unroll(unroll))
@@ -485,5 +488,5 @@ def robust_accuracy(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Ar
   return jnp.where(valid, jnp.mean(robust.astype(jnp.float32)), jnp.nan)
 
 
-__all__ = ["NORMS", "START_MODES", "projected_ascent", "count_classes", "default_unroll", "per_example_loss", "fgsm", "pgd", "pgd_robust",
-           "robust_accuracy"]
+__all__ = ["NORMS", "START_MODES", "projected_ascent", "count_classes", "default_unroll",
+           "per_example_loss", "fgsm", "pgd", "pgd_robust", "robust_accuracy"]

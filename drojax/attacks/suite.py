@@ -208,8 +208,13 @@ def robust_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: jax.Array
     >>> x = jnp.array([0.9, 0.3, 0.1, 0.2]).reshape(4, 1, 1, 1)  # margins .8, .1, .3, -.1
     >>> m = robust_suite(jax.random.key(0), f, x, jnp.array([0, 0, 1, 0]), eps=0.1,
     ...                  num_steps=5, num_targets=3, num_queries=20)  # eps moves a margin by .2
-    >>> {k: v.tolist() for k, v in m.items()}
-    {'clean': [True, True, True, False], 'apgd_ce': [True, False, True, False], 'apgd_t': [True, False, True, False], 'fab_t': [True, False, True, False], 'square': [True, False, True, False]}
+    >>> for name, robust in m.items():
+    ...   print(name, robust.tolist())
+    clean [True, True, True, False]
+    apgd_ce [True, False, True, False]
+    apgd_t [True, False, True, False]
+    fab_t [True, False, True, False]
+    square [True, False, True, False]
   """
   _check_inputs(x, y, "robust_accuracy_suite", logits_fn)
   if not callable(logits_fn):
@@ -259,4 +264,5 @@ def robust_accuracy_suite(key: jax.Array, logits_fn: LogitsFn, x: jax.Array, y: 
   return out
 
 
-__all__ = ["SUITE_ATTACKS", "attack_stage", "check_suite_options", "robust_suite", "robust_accuracy_suite"]
+__all__ = ["SUITE_ATTACKS", "attack_stage", "check_suite_options", "robust_suite",
+           "robust_accuracy_suite"]

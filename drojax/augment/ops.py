@@ -80,7 +80,8 @@ def _check_resample(resample: str) -> None:
 # ----------------------------------------------------------------------------- lookup tables
 
 def _levels() -> jax.Array:
-  """``[256]`` float32 ``0..255``, built at call time (no JAX work at import: multi-host start-up)."""
+  """``[256]`` float32 ``0..255``, built at call time (no JAX work at import: multi-host
+  start-up)."""
   return jnp.arange(256, dtype=jnp.float32)
 
 

@@ -1,7 +1,8 @@
 """CIFAR-C corruptions in pure JAX: the 15 standard types, 4 extras, and their severity tables.
 
 Images are NHWC float32 in [0, 1]; ``corrupt`` rejects concrete images outside it (e.g. 0..255,
-which clipping would destroy) with a ValueError, and skips that check under ``jit``. One entry point serves users and tools::
+which clipping would destroy) with a ValueError, and skips that check under ``jit``. One entry
+point serves users and tools::
 
   corrupt(key, images, name="fog", severity=3)                  # the standard table
   corrupt(key, images, name="fog", severity=3, table="refined")  # DRO-Augment's CIFAR-10 table

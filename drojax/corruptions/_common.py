@@ -79,7 +79,8 @@ def _pad_safe(images: Array, axis: int, pad: int, mode: str) -> Array:
 
 
 def separable_filter(images: Array, taps_h: Array, taps_w: Array, *, mode: str) -> Array:
-  """Correlates each channel of NHWC (or NHW) images with ``taps_h`` along H then ``taps_w`` along W.
+  """Correlates each channel of NHWC (or NHW) images with ``taps_h`` along H, then ``taps_w``
+  along W.
 
   Args:
     images: ``[N, H, W, C]`` or ``[N, H, W]``.

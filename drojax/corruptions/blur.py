@@ -205,7 +205,8 @@ def glass_blur(key: Array, images: Array, params: Sequence[Any]) -> Array:
 
 
 def motion_taps(radius: Any, sigma: Any) -> Array:
-  """ImageMagick's one-sided motion kernel ``exp(-i^2 / 2 sigma^2)``, ``i < 2 ceil(r) + 1``, normalized."""
+  """ImageMagick's one-sided motion kernel ``exp(-i^2 / 2 sigma^2)``, ``i < 2 ceil(r) + 1``,
+  normalized."""
   width = 2 * int(math.ceil(_common.static_bound(radius, MOTION_RADIUS_BOUND))) + 1
   i = jnp.arange(width, dtype=jnp.float32)
   r = jnp.asarray(radius, jnp.float32)

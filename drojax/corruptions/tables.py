@@ -13,11 +13,12 @@ interpolated linearly between the rows ``floor(s)`` and ``ceil(s)``, where row 0
 *identity row* below (the parameters that leave the image unchanged, where such exist).
 Shot noise's Poisson rate is interpolated as its reciprocal (so row 0, rate = infinity, is
 noise-free). Zoom blur interpolates the number of zoom factors (``np.arange(1, max_zoom,
-0.01)`` has 7 factors at 1.06 but 16 at 1.16), rounded to the nearest count. JPEG interpolates its quality between 100 (row 0) and row 1; quality 100 is *not*
-the identity (it still rounds DCT coefficients and subsamples chroma). Motion blur's row 0 is
-radius 0 (no blur; ImageMagick would pick a radius from sigma instead). Parameters
-that are integers in the reference are handled by the corruption itself (glass blur's
-iterations: a fractional last sweep; spatter's mode: a blend of the water and mud outputs).
+0.01)`` has 7 factors at 1.06 but 16 at 1.16), rounded to the nearest count. JPEG
+interpolates its quality between 100 (row 0) and row 1; quality 100 is *not* the identity (it
+still rounds DCT coefficients and subsamples chroma). Motion blur's row 0 is radius 0 (no
+blur; ImageMagick would pick a radius from sigma instead). Parameters that are integers in the
+reference are handled by the corruption itself (glass blur's iterations: a fractional last
+sweep; spatter's mode: a blend of the water and mud outputs).
 """
 
 from __future__ import annotations

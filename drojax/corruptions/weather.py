@@ -60,8 +60,9 @@ def plasma_fractal(key: Array, mapsize: int, decay: Any) -> Array:
 
     sq = g + jnp.roll(g, -1, axis=0)
     sq = wibbled(sq + jnp.roll(sq, -1, axis=1), parts[0])  # at [half::step, half::step]
-    d1 = wibbled(sq + jnp.roll(sq, 1, axis=0) + g + jnp.roll(g, -1, axis=1), parts[1])  # [0::step, half::step]
-    d2 = wibbled(sq + jnp.roll(sq, 1, axis=1) + g + jnp.roll(g, -1, axis=0), parts[2])  # [half::step, 0::step]
+    # at [0::step, half::step] and [half::step, 0::step]
+    d1 = wibbled(sq + jnp.roll(sq, 1, axis=0) + g + jnp.roll(g, -1, axis=1), parts[1])
+    d2 = wibbled(sq + jnp.roll(sq, 1, axis=1) + g + jnp.roll(g, -1, axis=0), parts[2])
     top = jnp.stack([g, d1], axis=-1).reshape(n, 2 * n)
     bottom = jnp.stack([d2, sq], axis=-1).reshape(n, 2 * n)
     g = jnp.stack([top, bottom], axis=1).reshape(2 * n, 2 * n)

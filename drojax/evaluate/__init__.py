@@ -34,7 +34,8 @@ from drojax.evaluate.protocol import EvalConfig, evaluate
 from drojax.evaluate.share import Share
 
 __all__ = [
-    "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "bind", "EvalConfig", "eval_key", "predict",
+    "EVAL_SEED", "FAMILIES", "SEVERITIES", "BoundModel", "bind", "EvalConfig", "eval_key",
+    "predict",
     "clean_accuracy", "corruption_accuracy", "published_corruption_accuracy",
     "summarize_corruptions", "eps_key", "adversarial_accuracy", "ATTACKS", "ATTACK_LABELS",
     "auto_attack_accuracy", "group_accuracy", "evaluate", "Share",

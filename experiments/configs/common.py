@@ -90,32 +90,17 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------- field specs
 
-def _method_names() -> list[str]:
-  return methods.method_names()
+def _names(module: str, attr: str, *extra: str) -> Callable[[], list[str]]:
+  """The valid names ``drojax.<module>.<attr>`` (a function or a tuple) and ``extra``, read when
+  checked: the library is imported only when a config is validated."""
 
+  def names() -> list[str]:
+    import importlib
 
-def _model_names() -> list[str]:
-  from drojax import models
+    value = getattr(importlib.import_module(f"drojax.{module}"), attr)
+    return list(value() if callable(value) else value) + list(extra)
 
-  return list(models.model_names())
-
-
-def _corruption_names() -> list[str]:
-  from drojax import corruptions
-
-  return list(corruptions.NAMES) + ["none"]
-
-
-def _norms() -> list[str]:
-  from drojax import attacks
-
-  return list(attacks.NORMS)
-
-
-def _attacks() -> list[str]:
-  from drojax import evaluate
-
-  return list(getattr(evaluate, "ATTACKS", ("pgd",)))
+  return names
 
 
 def _check_dataset(name: str) -> None:
@@ -131,13 +116,13 @@ _PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
 # Every field the experiments share: (its default, the DRO-Augment CIFAR recipe; its spec).
 FIELDS: dict[str, tuple[Any, Spec]] = {
     "experiment": ("cifar_c", Str()),
-    "method": ("erm", Choice(_method_names)),
+    "method": ("erm", Choice(methods.method_names)),
     "dataset": ("cifar10", Custom(_check_dataset)),
     "preset": ("paper", Choice(PRESETS)),
     "data_dir": ("", Str()),  # '' -> $DROJAX_DATA_DIR, then each dataset's default places
     "download": (False, Bool()),
     "seed": (0, Int(lo=0, hi=2**31 - 1)),
-    "model": ("preact_resnet18", Choice(_model_names)),
+    "model": ("preact_resnet18", Choice(_names("models", "model_names"))),
     "width": (64, Int(lo=1)),
     # Optimisation (recipes.md: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, cosine)
     "num_epochs": (200, Int(lo=1)),
@@ -160,21 +145,22 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     # folder of frost photographs for generated frost ("" = procedural texture)
     "eval.frost_dir": ("", Str()),
     # () = all 19: the mean over the 15 standard x 5 is the headline, the 4 extras beside it
-    "eval.corruption_names": ((), Tuple(Choice(_corruption_names), unique=True)),
+    "eval.corruption_names": ((), Tuple(Choice(_names("corruptions", "NAMES", "none")),
+                                        unique=True)),
     "eval.severities": ((1, 2, 3, 4, 5), Tuple(Int(lo=1, hi=5), unique=True)),
     # <= 1 for eval.norm=linf (a cross-field rule); an L2 budget may exceed 1.
     "eval.adv_eps": ((2 / 255, 8 / 255), Tuple(Real(lo=0.0, hint=_PIXELS), unique=True)),
     "eval.pgd_steps": (10, Int(lo=1)),
     "eval.pgd_restarts": (1, Int(lo=1)),
     # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, FAB-T, Square)
-    "eval.attack": ("pgd", Choice(_attacks)),
-    "eval.norm": ("linf", Choice(_norms)),  # the norm of eval.adv_eps, for every attack
+    "eval.attack": ("pgd", Choice(_names("evaluate", "ATTACKS"))),
+    # the norm of eval.adv_eps, for every attack
+    "eval.norm": ("linf", Choice(_names("attacks", "NORMS"))),
     "eval.apgd_steps": (100, Int(lo=1)),  # APGD and FAB-T iterations (attack=apgd|suite)
     "eval.square_queries": (5000, Int(lo=1)),  # Square's queries per image (attack=suite)
     "eval.groups": (False, Bool()),
     # Bookkeeping
-    # and at every epoch end, whatever this is (drojax.loop.fit)
-    "checkpoint_every_steps": (500, Int(lo=1)),
+    "checkpoint_every_steps": (500, Int(lo=1)),  # and at every epoch end (drojax.loop.fit)
     "keep_checkpoints": (2, Int(lo=1)),
     "log_every_steps": (50, Int(lo=1)),
     "progress": (True, Bool()),
@@ -264,7 +250,7 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
 
 def _attack(c: ml_collections.ConfigDict) -> str | None:
   """The attack evaluation runs, None when there is no adversarial evaluation."""
-  return c.eval.get("attack", "pgd") if len(c.eval.adv_eps) else None
+  return c.eval.attack if len(c.eval.adv_eps) else None
 
 
 def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
@@ -292,7 +278,7 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("lr_min", f"must be <= learning_rate ({c.learning_rate:g}) for the cosine "
                       f"schedule, got {c.lr_min:g}")
   big = [e for e in c.eval.adv_eps if e > 1]
-  if big and c.eval.get("norm", "linf") == "linf":
+  if big and c.eval.norm == "linf":
     raise ConfigError("eval.adv_eps", f"must be <= 1 with eval.norm=linf{_PIXELS}, got "
                       f"{big[0]:g}")
   names = tuple(c.eval.corruption_names)
