@@ -20,6 +20,7 @@ are NHWC float32 in [0, 1], but this module only sees per-example losses.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -37,6 +38,7 @@ __all__ = [
     "TrackerState",
     "eps_max_schedule",
     "init_tracker",
+    "loss_scaled_eps_max",
     "radii",
     "update_tracker",
     "var_dro_weights",
@@ -393,6 +395,33 @@ def eps_max_schedule(step: jax.Array | int, *, warmup_steps: int, ramp_steps: in
     return jnp.where(t >= 0, eps_max, 0.0)
   frac = jnp.clip(t / jnp.asarray(ramp_steps, jnp.float32), 0.0, 1.0)
   return jnp.where(frac > 0, eps_max * frac, 0.0)  # eps_max = inf: 0 in warm-up, not NaN
+
+
+def loss_scaled_eps_max(tracked_losses: jax.Array, *, eps_max: float,
+                        num_classes: int) -> jax.Array:
+  r"""Var-DRO's ``schedule='loss'`` cap: :math:`\epsilon_{\max}\,\mathrm{clip}(1 - \bar m /
+  \log K, 0, 1)`, with :math:`\bar m` the batch's mean tracked loss and :math:`\log K` the loss
+  of a uniform prediction (no radius while the model predicts nothing).
+
+  Args:
+    tracked_losses: ``[B]`` float, each example's tracked (EMA) mean loss, or its current loss
+      when it has none yet.
+    eps_max: the cap, ``>= 0`` and finite.
+    num_classes: ``K >= 2``, a Python int.
+
+  Returns:
+    ``[]`` the scaled cap, in the dtype of ``tracked_losses``.
+
+  Example:
+    >>> float(loss_scaled_eps_max(jnp.array([0.0, 0.5 * np.log(4)]), eps_max=2.0,
+    ...                           num_classes=4))
+    1.5
+  """
+  tracked_losses = _check_float_array("tracked_losses", tracked_losses, rank=1)
+  check_static_int("num_classes", num_classes, minimum=2)
+  _check_nonnegative("eps_max", eps_max)
+  _check_finite("eps_max", eps_max)
+  return eps_max * jnp.clip(1.0 - jnp.mean(tracked_losses) / math.log(num_classes), 0.0, 1.0)
 
 
 def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | int, *,

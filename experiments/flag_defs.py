@@ -29,7 +29,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "workdir": ("string", None, "Run directory (checkpoints, metrics, results; a re-run resumes). "
                 "Multi-run CLIs: the root, one sub-directory per run."),
     "preset": ("string", "paper", "paper (the DRO-Augment recipe) | quick (CPU-sized)."),
-    "dataset": ("string", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | "
+    "dataset": ("string", "cifar10", "cifar10 | cifar100 | digits | fashion_mnist | waterbirds | "
                 "colored_digits | colored_fashion_mnist | dominoes | npz:PATH"),
     "eval_corruptions": ("string", None, "published (CIFAR-10-C arrays) | generated (on the fly, "
                          "standard table) | refined (on the fly, refined table). Default: the "

@@ -140,6 +140,24 @@ def test_jtt_two_stages_resume_in_either_stage(tmp_path):
   assert again["clean_accuracy"] == first["clean_accuracy"]
 
 
+def test_var_dro_diagnostics_flipped_labels_only_where_there_is_label_noise(monkeypatch):
+  from types import SimpleNamespace
+
+  from drojax.data import group_shift as gsd
+  from experiments import var_dro_diagnostics as diag
+  from experiments.configs import group_shift as gs_config
+
+  config = gs_config.make_config("var_dro", preset="quick", dataset="dominoes")
+  train_ds = SimpleNamespace(ids=np.array([2, 0]))
+  for flipped, want in (([False] * 4, None), ([False, False, True, False], [True, False])):
+    full = SimpleNamespace(dataset=SimpleNamespace(ids=np.arange(4)),
+                           label_flipped=np.array(flipped))
+    monkeypatch.setattr(gsd, "load_group_shift", lambda *a, full=full, **k: full)
+    got = diag._flipped(config, train_ds)
+    # no label noise (dominoes): no flipped-vs-clean split (an empty one broke the plot)
+    assert got is None if want is None else got.tolist() == want
+
+
 def test_var_dro_diagnostics_need_a_var_dro_method():
   from drojax import data
   from experiments import cli, train

@@ -175,8 +175,9 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
     cap = eps_max
     if schedule == "loss":
       tracked = jnp.where(state.count[ctx.ids] > 0, state.mean[ctx.ids], losses)
-      level = jnp.mean(jax.lax.stop_gradient(all_gather(tracked, ctx.axis_name)))
-      cap = eps_max * jnp.clip(1.0 - level / math.log(targets.shape[-1]), 0.0, 1.0)
+      cap = _weighting.loss_scaled_eps_max(
+          jax.lax.stop_gradient(all_gather(tracked, ctx.axis_name)), eps_max=eps_max,
+          num_classes=targets.shape[-1])
     weights = _weighting.var_dro_weights(
         all_losses, all_var, ctx.step, eps_min=eps_min, eps_max=cap,
         warmup_steps=warmup_steps, ramp_steps=ramp_steps)
