@@ -1,4 +1,4 @@
-"""The few lines every CLI run ends with: the headline accuracies, training time, where the files are.
+"""The few lines every CLI run ends with: the headline accuracies, training time, the files.
 
 A run's tables and plots are in its workdir; this says what they hold without opening them::
 

@@ -123,7 +123,8 @@ def test_write_calibration(calibrated, tmp_path):
   assert "| corruption | digits sev 1..5 |" in md
   assert f"| contrast | {cs.format_row(cal['corruptions']['contrast']['params'])} |" in md
   back = json.load(open(paths["json"]))
-  assert back["corruptions"]["brightness"]["severity"] == cal["corruptions"]["brightness"]["severity"]
+  brightness = cal["corruptions"]["brightness"]
+  assert back["corruptions"]["brightness"]["severity"] == brightness["severity"]
   with Image.open(paths["png"]) as im:
     assert np.asarray(im).std() > 0
 

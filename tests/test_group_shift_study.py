@@ -184,7 +184,7 @@ def test_help_lists_the_methods_and_datasets():
 
 
 def test_sweep_table_shows_worst_group_accuracy(tmp_path):
-  from experiments import pareto
+  from experiments import sweep
 
   dirs = []
   for i, worst in enumerate((0.25, 0.5)):
@@ -194,7 +194,7 @@ def test_sweep_table_shows_worst_group_accuracy(tmp_path):
         "clean_accuracy": 0.8, "mean_corruption_accuracy": None, "train_seconds": 3.0,
         "group_accuracy": {"worst_group": worst}}))
     dirs.append(str(d))
-  pareto.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
+  sweep.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
   table = (tmp_path / "sweep.md").read_text()
   assert "| worst-group accuracy |" in table
   assert "| 0.5 | 80.00% | n/a | 25.00% | 3 |" in table
