@@ -3,28 +3,20 @@ r"""Calibrate CIFAR-C severities so accuracy falls linearly from clean to a floo
 The refined benchmark of DRO-Augment re-tuned each corruption's parameters so that a reference
 model's accuracy drops about linearly with severity, at the same rate for every type. This tool
 does that for a model of ours with :func:`drojax.evaluate.calibration.calibrate` (the method,
-its targets and its limits are described there): it measures the clean accuracy and each
-corruption's accuracy at the base table's severities 1..5 ("before"), bisects per severity on
-the continuous severity for the linear targets ("after"; the floor defaults to the mean
-severity-5 accuracy), and writes the calibrated table in the format of the refined section of
-``shared/reference/cifar_c_severities.md`` (parameters per severity), the continuous
-severities, the accuracies before and after, ``calibration.json`` and a PNG of accuracy vs
-severity before and after. A row marked capped did not reach its target within the table's
-severity 5: use a harder ``--base_table`` or a higher ``--floor``.
+its targets and its limits are described there) and writes the calibrated table as the refined
+section of ``shared/reference/cifar_c_severities.md`` writes it (parameters per severity), the
+continuous severities, the accuracies before (the base table's severities 1..5) and after,
+``calibration.json`` and a PNG of accuracy vs severity. A row marked capped did not reach its
+target within the table's severity 5: use a harder ``--base_table`` or a higher ``--floor``.
 
-Usage (a trained run's workdir, evaluated on an .npz of uint8 ``images`` and ``labels``)::
+A trained run's workdir, evaluated on an .npz of uint8 ``images`` and ``labels``::
 
   python -m experiments.calibrate_severities --workdir=runs/c10_erm \
       --images=../shared/data/cifar10_test_lossless_first1000.npz --out=runs/calibration
 
-Self-contained demo (trains a small reference CNN on the first half of the .npz for
-``--train_steps`` steps and calibrates on the second half)::
-
-  python -m experiments.calibrate_severities \
-      --images=../shared/data/cifar10_test_lossless_first1000.npz --train_steps=300 \
-      --names=gaussian_noise,contrast,brightness --out=/tmp/calibration
-
-or, with the demo model trained on other data (here 20,000 CIFAR-10 training images)::
+Without ``--workdir``, a demo: a small reference CNN trained for ``--train_steps`` on the first
+half of ``--images`` (or on ``--train_images``, its first ``--train_size``), calibrated on the
+(second half of) ``--images``::
 
   python -m experiments.calibrate_severities \
       --images=../shared/data/cifar10_test_lossless_first1000.npz \
@@ -128,14 +120,12 @@ def write_calibration(calibration: Mapping[str, Any], out: str, *, label: str) -
   with open(paths["md"], "w") as f:
     f.write(markdown_table(calibration, label=label))
   with open(paths["json"], "w") as f:
-    json.dump(calibration, f, indent=2, allow_nan=False,
-              default=lambda v: None)
+    json.dump(calibration, f, indent=2, allow_nan=False, default=lambda v: None)
   plot_calibration(calibration, paths["png"])
   return paths
 
 
 # ------------------------------------------------------------------------------- models
-
 
 def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes: int,
                           workdir: str, steps: int = 300, width: int = 16,
@@ -191,11 +181,11 @@ def load_workdir_model(workdir: str, num_classes: int):
   return train.bound_model(train.Trained(model, variables, 0.0, restored.step))
 
 
-def run(*, images_path: str, out: str, workdir: str | None = None,
+def run(*, images: str, out: str, workdir: str | None = None,
         names: Sequence[str] | None = None, base_table: str = "standard",
         floor: float | None = None, iterations: int = 7, num_images: int = 0,
         train_steps: int = 300, width: int = 16, label: str | None = None, seed: int = 0,
-        batch_size: int = 256, train_images_path: str | None = None,
+        batch_size: int = 256, train_images: str | None = None,
         train_size: int = 0) -> dict[str, Any]:
   """The CLI's work, callable from Python: load, (train,) calibrate, print and write."""
   import jax
@@ -203,23 +193,18 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
   from drojax import data
   from drojax.evaluate import calibration
 
-  test = data.load_npz(images_path)
-  images, labels, num_classes = test.images, test.labels, test.num_classes
+  test = data.load_npz(images)
+  cal_x, cal_y, num_classes = test.images, test.labels, test.num_classes
   if workdir:
     model = load_workdir_model(workdir, num_classes)
-    cal_x, cal_y = images, labels
   else:
-    if train_images_path:
-      # Demo: a reference model trained on another .npz (e.g. the training set).
-      train_ds = data.load_npz(train_images_path)
+    if train_images:  # the demo model trained on another .npz (e.g. the training set)
+      train_ds = data.load_npz(train_images)
       tr_x, tr_y = train_ds.images, train_ds.labels
       num_classes = max(num_classes, train_ds.num_classes)
-      cal_x, cal_y = images, labels
-    else:
-      # Demo: a reference model trained on the first half, calibrated on the second.
-      half = images.shape[0] // 2
-      tr_x, tr_y = images[:half], labels[:half]
-      cal_x, cal_y = images[half:], labels[half:]
+    else:  # trained on the first half, calibrated on the second
+      half = cal_x.shape[0] // 2
+      tr_x, tr_y, cal_x, cal_y = cal_x[:half], cal_y[:half], cal_x[half:], cal_y[half:]
     if train_size:
       tr_x, tr_y = tr_x[:train_size], tr_y[:train_size]
     print(f"training a reference small_cnn (width {width}, ~{train_steps} steps) on "
@@ -233,7 +218,7 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
                               base_table=base_table, floor=floor, iterations=iterations,
                               batch_size=batch_size, log=lambda line: print(line, flush=True))
   cal["seed"] = seed
-  label = label or os.path.splitext(os.path.basename(images_path))[0]
+  label = label or os.path.splitext(os.path.basename(images))[0]
   paths = write_calibration(cal, out, label=label)
   print(markdown_table(cal, label=label))
   print(f"wrote {paths}")
@@ -242,7 +227,6 @@ def run(*, images_path: str, out: str, workdir: str | None = None,
 
 
 # ------------------------------------------------------------------------------- CLI
-
 
 _FLAGS = {
     "images": ("string", None, ".npz with uint8 images [N, H, W, C] and labels [N]."),
@@ -289,11 +273,7 @@ def main(argv, overrides):
                         ("num_images", 0), ("train_size", 0)):
     if f[flag].value < minimum:
       raise cli.UsageError(f"--{flag} must be >= {minimum}; got {f[flag].value}")
-  run(images_path=f.images, out=f.out, workdir=f.workdir, names=names,
-      base_table=f.base_table, floor=f.floor, iterations=f.iterations,
-      num_images=f.num_images, train_steps=f.train_steps, width=f.width, label=f.label,
-      seed=f.seed, batch_size=f.batch_size, train_images_path=f.train_images,
-      train_size=f.train_size)
+  run(**{name: f[name].value for name in _FLAGS if name != "names"}, names=names)
 
 
 if __name__ == "__main__":

@@ -4,23 +4,25 @@ r"""The group-shift study: methods x hyper-parameters x seeds, selected on valid
       --methods=erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex --seeds=0,1,2 \
       --workdir=runs/group_shift/colored_digits
 
-Each (method, hyper-parameter value, seed) trains into
-``WORKDIR/<method>/<value>/seed_<s>`` (resumable: a finished run is read back, an interrupted
-one resumes from its checkpoint; re-running the command finishes the study). Every run records
-its test group accuracy and its ``validation`` accuracy and group accuracy (the benchmark's
-validation split). Per method and selection rule, the hyper-parameter value with the best mean
-validation score over the seeds is chosen:
+Each (method, hyper-parameter value, seed) trains into ``WORKDIR/<method>/<value>/seed_<s>``
+(re-running the command skips finished runs and resumes an interrupted one from its checkpoint).
+Every run records its test group accuracy and its ``validation`` accuracy and group accuracy
+(the benchmark's validation split). Per method and selection rule, the hyper-parameter value with
+the best mean validation score over the seeds is chosen:
 
 * ``worst_group``: worst-group validation accuracy (group labels on validation only);
 * ``average``: validation accuracy (no group label anywhere: label-free methods).
 
 ``WORKDIR/group_shift.json`` and ``group_shift.md`` report, per method and rule, the chosen
 value, the test worst-group and average accuracy (mean and 95 % t-interval over the seeds) and
-the training time. ``--grid=none`` runs each method's preset value only.
+the training time. ``--grid=none`` runs each method's preset value only. The scheduler
+(``--workers``, ``--shard``, ``--retry_failed``, ``--report_only``) is the study framework's
+(``experiments.studies``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,24 +30,12 @@ from typing import Any
 
 from absl import flags
 
-from experiments import cli, flag_defs, groups, multi
+from drojax import groups as group_rules
+from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
 
 FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  """The CLI's flags, defined only when run as a program: importing the module (for
-  ``summarize``) beside another CLI module (``experiments.reproduce`` also has ``--seeds``
-  and ``--data_dir``) must not collide in absl's global flag registry."""
-  flags.DEFINE_string("benchmark", "colored_digits",
-                      "colored_digits | colored_fashion_mnist | dominoes | waterbirds")
-  flags.DEFINE_string("methods", "erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
-                      "Comma-separated methods.")
-  flags.DEFINE_string("seeds", "0,1,2", "Comma-separated training seeds.")
-  flags.DEFINE_string("grid", "default", "default (each method's GRID below) | none (preset only)")
-  flag_defs.define("preset", "workdir", "data_dir", "compilation_cache_dir")
 
 # The hyper-parameter each method is tuned over (on validation), and its values.
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -74,22 +64,13 @@ def anneal_steps(num_train: int, config) -> int:
   return round(PENALTY_ANNEAL_FRACTION * config.num_epochs * (num_train // config.batch_size))
 
 
-def _label(field: str | None, value: Any) -> str:
-  return "preset" if field is None else f"{field}_{value:g}"
-
-
-def plan(overrides, num_train: int) -> list[tuple[str, str, int, Any]]:
-  """``(method, label, seed, config)`` of every run, validated; ``num_train`` (the training
-  split's size) places the penalty anneal unless ``penalty_anneal_steps`` is overridden."""
+def plan(overrides, num_train: int) -> list[studies.RunSpec]:
+  """Every run (method, value, seed), validated; ``num_train`` (the training split's size)
+  places the penalty anneal unless ``penalty_anneal_steps`` is overridden."""
   flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
   flag_defs.check_choice(FLAGS.preset, common.PRESETS, "--preset")
   flag_defs.check_choice(FLAGS.grid, ("default", "none"), "--grid")
-  try:
-    seeds = [int(s) for s in multi.parse_list(FLAGS.seeds, "--seeds")]
-  except ValueError:
-    raise cli.UsageError(f"--seeds must be comma-separated integers, got {FLAGS.seeds!r}") from None
-  if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-    raise cli.UsageError(f"--seeds must be distinct non-negative integers, got {FLAGS.seeds!r}")
+  seeds = studies.parse_seeds(FLAGS.seeds)
   runs = []
   for method, base in multi.method_configs(
       FLAGS.methods, lambda m: gs_config.make_config(m, preset=FLAGS.preset,
@@ -107,8 +88,38 @@ def plan(overrides, num_train: int) -> list[tuple[str, str, int, Any]]:
           if field is not None:
             config.method_config[field] = value
         config.lock()
-        runs.append((method, _label(field, value), seed, config))
+        label = "preset" if field is None else f"{field}_{value:g}"
+        runs.append(studies.RunSpec(method, label, method, seed, config,
+                                    layout="{study}/{name}/seed_{seed}"))
   return runs
+
+
+def select(overrides) -> tuple[None, list[studies.RunSpec], list[str]]:
+  """The study framework's hook: the plan, placed by the size of the training split."""
+  from drojax import data
+  from experiments import train
+
+  flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
+  data_dir = train.resolve_data_dir(
+      FLAGS.data_dir, gs_config.make_config("erm", dataset=FLAGS.benchmark))
+  num_train = len(data.load_dataset(FLAGS.benchmark, "train", data_dir=data_dir))
+  return None, plan(overrides, num_train), []
+
+
+@functools.lru_cache(maxsize=1)
+def _validation(benchmark: str, data_dir: str | None):
+  from drojax import data
+
+  return data.load_dataset(benchmark, "validation", data_dir=data_dir)
+
+
+def run(spec: studies.RunSpec, root: str, scale, data_dir: str | None, cache: str | None):
+  """Trains ``spec`` and scores it on the test and the validation split."""
+  del scale
+  validation = _validation(spec.config.dataset, data_dir)
+  studies.train_run(spec, root, data_dir=data_dir, cache_dir=cache,
+                    extra_evaluation=lambda trained, test_ds: groups.validation_results(
+                        spec.config, trained, validation))
 
 
 def _t_interval(values: list[float]) -> tuple[float, float]:
@@ -123,28 +134,34 @@ def _t_interval(values: list[float]) -> tuple[float, float]:
   return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
 
 
+def _mean_validation(seeds: list[dict]) -> dict[str, Any]:
+  """One value's validation accuracy and worst-group accuracy, averaged over its seeds."""
+  n = len(seeds)
+  return {"accuracy": sum(r["validation"]["accuracy"] for r in seeds) / n,
+          "group_accuracy": {"worst_group": sum(r["validation"]["group_accuracy"]["worst_group"]
+                                                for r in seeds) / n}}
+
+
 def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
-  """Per method and selection rule: the chosen value and its test accuracies over the seeds."""
+  """Per method and selection rule (``drojax.groups.select`` on the mean validation scores):
+  the chosen value and its test accuracies over the seeds."""
   by_method: dict[str, dict[str, list[dict]]] = {}
   for method, label, _, results in runs:
     by_method.setdefault(method, {}).setdefault(label, []).append(results)
   out = {}
   for method, labels in by_method.items():
+    names = list(labels)
+    means = [_mean_validation(labels[name]) for name in names]
     out[method] = {}
-    for rule in groups.SELECTIONS:
-      names = list(labels)
-      scores = []
-      for name in names:
-        seeds = labels[name]
-        chosen = [s["validation"] for s in seeds]
-        scores.append(sum(v["group_accuracy"]["worst_group"] if rule == "worst_group"
-                          else v["accuracy"] for v in chosen) / len(chosen))
-      best = names[max(range(len(names)), key=lambda i: scores[i])]
-      seeds = labels[best]
+    for rule in group_rules.SELECTIONS:
+      i = group_rules.select(means, rule)
+      seeds = labels[names[i]]
       worst = _t_interval([r["group_accuracy"]["worst_group"] for r in seeds])
       average = _t_interval([r["clean_accuracy"] for r in seeds])
       out[method][rule] = {
-          "chosen": best, "validation_score": max(scores), "seeds": len(seeds),
+          "chosen": names[i], "validation_score": (
+              means[i]["group_accuracy"]["worst_group"] if rule == "worst_group"
+              else means[i]["accuracy"]), "seeds": len(seeds),
           "test_worst_group": worst[0], "test_worst_group_ci95": worst[1],
           "test_average": average[0], "test_average_ci95": average[1],
           "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
@@ -169,35 +186,30 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
   return path
 
 
-def main(argv, overrides):
-  del argv
-  if not FLAGS.workdir:
-    raise cli.UsageError("--workdir is required")
-  import jax
-
-  from drojax import data
+def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
+  """The study framework's report hook: the finished runs summarized into ``out_dir``."""
   from experiments import train
 
-  flag_defs.check_choice(FLAGS.benchmark, gs_config.BENCHMARKS, "--benchmark")
-  data_dir = train.resolve_data_dir(
-      FLAGS.data_dir, gs_config.make_config("erm", dataset=FLAGS.benchmark))
-  num_train = len(data.load_dataset(FLAGS.benchmark, "train", data_dir=data_dir))
-  runs = plan(overrides, num_train)
-  for *_, config in runs:  # every config checked before the first run trains
-    train.validate(config, num_devices=jax.device_count())
-  validation = data.load_dataset(FLAGS.benchmark, "validation", data_dir=data_dir)
-  done = []
-  for method, label, seed, config in runs:
-    workdir = os.path.join(FLAGS.workdir, method, label, f"seed_{seed}")
-    results = train.train_and_evaluate(
-        config, workdir, extra_evaluation=lambda trained, test_ds, c=config:
-        groups.validation_results(c, trained, validation))
-    done.append((method, label, seed, results))
-  if jax.process_index() == 0:
-    path = write_summary(FLAGS.workdir, summarize(done))
-    print(f"group_shift: {path}", flush=True)
+  done = [(s.method, s.name, s.seed, train.read_results(s.workdir(root))) for s in runs
+          if studies.finished(s, root)]
+  os.makedirs(out_dir, exist_ok=True)
+  return write_summary(out_dir, summarize(done))
+
+
+STUDY = studies.Study(
+    module="experiments.group_shift", run=run, select=select, write=write, root_flag="workdir",
+    report_dir="", flags={
+        "benchmark": ("string", "colored_digits",
+                      "colored_digits | colored_fashion_mnist | dominoes | waterbirds"),
+        "grid": ("string", "default", "default (each method's GRID) | none (preset only)")})
+
+
+@flag_defs.uses("methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
+                methods="erm,kl_dro,cvar,var_dro,group_dro,jtt,vrex,irm,var_dro_vrex",
+                own=studies.flags_of(STUDY))
+def main(argv, overrides):
+  studies.main(STUDY, argv, overrides)
 
 
 if __name__ == "__main__":
-  _define_flags()
-  cli.run_main(main, help_config=lambda: plan([], num_train=0)[0][3])
+  cli.run_main(main, help_config=lambda: plan([], num_train=0)[0].config)

@@ -18,16 +18,8 @@ def parse_list(text: str, flag: str) -> list[str]:
 
 
 def run_all(configs: Sequence[tuple[str, Any]], root: str, *, compare: bool = True) -> list[str]:
-  """Validates every config first, then runs each into ``root/<name>``; compares at the end.
-
-  Args:
-    configs: ``(name, config)`` pairs; ``name`` becomes the sub-workdir.
-    root: the parent workdir.
-    compare: write ``root/comparison.*`` with ``experiments.reporting.compare_runs``.
-
-  Returns:
-    The sub-workdirs.
-  """
+  """Validates every ``(name, config)`` first, then runs each into ``root/<name>``; with
+  ``compare``, writes ``root/comparison.*`` (``reporting.compare_runs``). Returns the workdirs."""
   import jax
 
   from experiments import reporting, train
@@ -49,11 +41,8 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, compare: bool = Tr
 
 def method_configs(methods: str, make: Callable[[str], Any],
                    overrides: Sequence[tuple[str, str]]) -> list[tuple[str, Any]]:
-  """One ``(method, config)`` per name in the comma-separated ``--methods`` value.
-
-  ``make(method)`` builds the preset config; the ``--config.<field>=`` overrides and the shared
-  run flags (``flag_defs.set_run_fields``) are applied to each.
-  """
+  """One ``(method, config)`` per name in the comma-separated ``--methods`` value: ``make(method)``
+  with the ``--config.<field>=`` overrides and the shared run flags applied."""
   from drojax.methods import method_names
 
   out = []

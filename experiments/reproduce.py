@@ -2,8 +2,7 @@ r"""The reduced-scale reproduction of both papers' claims (issue #8), resumable,
 
   python -m experiments.reproduce --data_dir=../shared/data --root=runs/reproduce --workers=2
 
-Five studies, each run a workdir ``ROOT/<study>/<run>/seed<k>`` (re-running skips finished runs
-and resumes unfinished ones from their last checkpoint):
+Five studies, each run a workdir ``ROOT/<study>/<run>/seed<k>``:
 
 1. ``fmnist_pgd``: Fashion-MNIST, a small CNN, ``erm``, ``dro``, ``mixup``, ``dro_mixup``; clean
    accuracy and L-inf PGD accuracy (20 steps, random start) at eps 4/255, 8/255, 16/255.
@@ -17,25 +16,21 @@ and resumes unfinished ones from their last checkpoint):
 
 The corrupted CIFAR test sets are made once per table (a fixed class-balanced subset of the test
 split, corrupted with a fixed key, stored as uint8 like the published CIFAR-10-C) under
-``ROOT/corrupted/<table>`` and every model is scored on the same arrays. ``--workers=N`` runs N
-processes (one CPU core and one XLA thread each), which claim runs through lock files; the main
-process shows one progress bar over all runs and writes the report (``ROOT/report/results.md``,
-the plots and ``summary.json``; ``experiments.study_report``) when they finish.
-``--report_only`` rewrites the report from whatever has finished; ``--runs``, ``--shard`` and
-``--retry_failed`` are the study framework's (``experiments.studies``). ``--scale=smoke`` is a
-seconds-long version for tests.
+``ROOT/corrupted/<table>``, and every model is scored on the same arrays. The report
+(``ROOT/report/results.md``, the plots, ``summary.json``) and the flags ``--workers``,
+``--runs``, ``--shard``, ``--retry_failed``, ``--report_only`` are the study framework's
+(``experiments.studies``). ``--scale=smoke`` is a seconds-long version for tests.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
 from typing import Any
 
 from experiments import cli, flag_defs, studies
-from experiments.studies import RunSpec
+from experiments.studies import RunSpec, Scale
 
 STUDIES = ("fmnist_pgd", "cifar_augment", "cifar_var_dro", "fmnist_rho", "cifar_rho")
 TABLES = ("standard", "refined")
@@ -49,34 +44,16 @@ KL_FIRST_TEMPERATURE = 1.0
 KL_STABLE_TEMPERATURE = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Scale:
-  """The sizes of one version of the study."""
-
-  fmnist_width: int
-  fmnist_train: int
-  fmnist_epochs: int
-  fmnist_eval: int  # test images (clean and PGD); 0 = all
-  pgd_steps: int
-  cifar_width: int
-  cifar_train: int
-  cifar_epochs: int
-  cifar_eval: int  # clean test images; 0 = all 10,000
-  corrupted_images: int  # the fixed class-balanced subset that is corrupted
-  corruption_names: tuple[str, ...]  # () = the 15 standard corruptions
-  rho_values: tuple[float, ...]  # the extra rho values of study 4 on Fashion-MNIST
-  cifar_rho_values: tuple[float, ...]  # and on CIFAR-10
-  checkpoint_every: int
-  batch_size: int = 128
-
-
 SCALES = {
     # ~2 hours of this 2-core CPU with two workers (docs/reproduction.md has the measurements).
+    # fmnist_eval, cifar_eval: test images (0 = all); corrupted_images: the class-balanced
+    # subset that is corrupted; corruption_names: () = the 15 standard ones; rho_values and
+    # cifar_rho_values: study 4's.
     "reduced": Scale(fmnist_width=8, fmnist_train=10_000, fmnist_epochs=5, fmnist_eval=1000,
                      pgd_steps=20, cifar_width=8, cifar_train=4000, cifar_epochs=10,
                      cifar_eval=0, corrupted_images=1000, corruption_names=(),
                      rho_values=(0.02, 0.3, 1.0), cifar_rho_values=(0.01, 0.1),
-                     checkpoint_every=100),
+                     checkpoint_every=100, batch_size=128),
     "smoke": Scale(fmnist_width=4, fmnist_train=32, fmnist_epochs=1, fmnist_eval=16,
                    pgd_steps=2, cifar_width=4, cifar_train=32, cifar_epochs=1, cifar_eval=16,
                    corrupted_images=10, corruption_names=("brightness", "contrast"),
@@ -87,27 +64,23 @@ SCALES = {
 
 # ------------------------------------------------------------------------------- the plan
 
-def _config(method: str, seed: int, scale: Scale, *, cifar: bool, rho: float | None = None):
+def _config(method: str, seed: int, scale: Scale, *, cifar: bool, rho: float | None = None,
+            kl_temperature: float | None = None):
   """The preset of ``method`` at ``scale``'s sizes (the CIFAR study's corrupted sets are scored
-  by this module, not by the training CLI's evaluation)."""
+  by this module, not by the training CLI's evaluation), locked."""
   p = "cifar" if cifar else "fmnist"
   sizes = {"width": getattr(scale, f"{p}_width"), "train_subset": getattr(scale, f"{p}_train"),
            "num_epochs": getattr(scale, f"{p}_epochs"), "eval.images": getattr(scale, f"{p}_eval"),
            "checkpoint_every_steps": scale.checkpoint_every, "batch_size": scale.batch_size,
-           "method_config.rho": rho}
+           "method_config.rho": rho, "method_config.kl_temperature": kl_temperature}
   if cifar:
-    return studies.preset("cifar_c", method, "cifar10", seed,
-                          {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
-  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
-                        {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
-
-
-def _fmnist_config(method: str, seed: int, scale: Scale, rho: float | None = None):
-  return _config(method, seed, scale, cifar=False, rho=rho)
-
-
-def _cifar_config(method: str, seed: int, scale: Scale, rho: float | None = None):
-  return _config(method, seed, scale, cifar=True, rho=rho)
+    c = studies.preset("cifar_c", method, "cifar10", seed,
+                       {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
+  else:
+    c = studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
+                       {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
+  c.lock()
+  return c
 
 
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
@@ -116,32 +89,27 @@ def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
     flag_defs.check_choice(study, list(STUDIES), "--studies")
   runs = []
   for seed in seeds:
+    def add(study, name, method, **fields):
+      cifar = study.startswith("cifar")
+      runs.append(RunSpec(study, name, method, seed,
+                          _config(method, seed, scale, cifar=cifar, **fields), cifar))
+
     if "fmnist_pgd" in names:
       for m in ("erm", "dro", "mixup", "dro_mixup"):
-        runs.append(RunSpec("fmnist_pgd", m, m, seed, _fmnist_config(m, seed, scale), False))
+        add("fmnist_pgd", m, m)
     if "cifar_augment" in names:
       for m in ("mixup", "dro_mixup", "augmix", "dro_augmix"):
-        runs.append(RunSpec("cifar_augment", m, m, seed, _cifar_config(m, seed, scale), True))
+        add("cifar_augment", m, m)
     if "cifar_var_dro" in names:
-      for m in ("erm", "kl_dro", "var_dro"):
-        c = _cifar_config(m, seed, scale)
-        if m == "kl_dro":
-          c.method_config.kl_temperature = KL_FIRST_TEMPERATURE
-        runs.append(RunSpec("cifar_var_dro", m, m, seed, c, True))
-      kl = _cifar_config("kl_dro", seed, scale)
-      kl.method_config.kl_temperature = KL_STABLE_TEMPERATURE
-      runs.append(RunSpec("cifar_var_dro", f"kl_dro_T{KL_STABLE_TEMPERATURE:g}", "kl_dro", seed,
-                          kl, True))
-    if "fmnist_rho" in names:
-      for rho in scale.rho_values:
-        runs.append(RunSpec("fmnist_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
-                            _fmnist_config("dro_mixup", seed, scale, rho=rho), False))
-    if "cifar_rho" in names:
-      for rho in scale.cifar_rho_values:
-        runs.append(RunSpec("cifar_rho", f"dro_mixup_rho{rho:g}", "dro_mixup", seed,
-                            _cifar_config("dro_mixup", seed, scale, rho=rho), True))
-  for spec in runs:
-    spec.config.lock()
+      add("cifar_var_dro", "erm", "erm")
+      add("cifar_var_dro", "kl_dro", "kl_dro", kl_temperature=KL_FIRST_TEMPERATURE)
+      add("cifar_var_dro", "var_dro", "var_dro")
+      add("cifar_var_dro", f"kl_dro_T{KL_STABLE_TEMPERATURE:g}", "kl_dro",
+          kl_temperature=KL_STABLE_TEMPERATURE)
+    for study, values in (("fmnist_rho", scale.rho_values),
+                          ("cifar_rho", scale.cifar_rho_values)):
+      for rho in values if study in names else ():
+        add(study, f"dro_mixup_rho{rho:g}", "dro_mixup", rho=rho)
   return runs
 
 
@@ -201,12 +169,9 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
                                              progress=False)
       summary = ev.summarize_corruptions(acc)
       out[f"corrupted_{table}"] = {
-          "mean_corruption_accuracy": summary["mean_corruption_accuracy"],
-          "per_corruption_mean": summary["per_corruption_mean"],
-          "per_severity_mean": summary["per_severity_mean"],
-          "corruption_accuracy": acc,
-          "folder": os.path.relpath(folder, root),
-      }
+          **{k: summary[k] for k in ("mean_corruption_accuracy", "per_corruption_mean",
+                                     "per_severity_mean")},
+          "corruption_accuracy": acc, "folder": os.path.relpath(folder, root)}
     return out
 
   return extra
@@ -297,12 +262,8 @@ def rho_section(report, sweep: str) -> list[str]:
   names = [f"rho {rho:g}" for rho in sorted({r["rho"] for r in rows})]
   columns = COLUMNS[sweep.split("_")[0]]
   lines = study_report.table(rows, names, columns)
-  pts = []
-  for name in names:
-    c = study_report.cells(rows, name, ["clean", robust])
-    if c["clean"][2] and c[robust][2]:
-      pts.append((name.replace(" ", "="), 100 * c["clean"][0], 100 * (c["clean"][1] or 0),
-                  100 * c[robust][0], 100 * (c[robust][1] or 0)))
+  pts = [(n.replace(" ", "="), *rest) for n, *rest in study_report.points(rows, names, "clean",
+                                                                         robust)]
   if pts:
     png = reporting.scatter_plot(pts, os.path.join(report.out_dir, f"{sweep}_pareto.png"),
                                  xlabel="clean accuracy (%)", ylabel=label, front=True,

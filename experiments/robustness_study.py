@@ -1,5 +1,5 @@
 r"""The robustness-cost study (issue #17): which methods survive APGD, APGD-T and Square, and
-what the W-DRO penalty's gradient modes cost. Resumable, one workdir per run.
+what the W-DRO penalty's gradient modes cost.
 
   python -m experiments.robustness_study --data_dir=../shared/data --root=runs/robustness \
       --scale=gpu --seeds=0,1,2
@@ -12,31 +12,26 @@ Fashion-MNIST (the 30k training images of ``fashion_mnist_train.npz``), one mode
   ``forward_over_reverse``, ``finite_difference``, and ``penalty_subsample`` 0.25 and 0.1;
 * evaluation on a fixed random subset of ``test_images`` test images: clean, PGD-20 (random
   start, step eps/8), and the suite (APGD-CE, then APGD-T with 9 targets, then FAB-T, then
-  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255. The suite's
-  first column is APGD-CE alone (it runs first on every clean-correct image);
+  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255;
 * cost: each run's training wall time (``train_seconds``, compilation included).
 
-The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``;
-``experiments.study_report``) gives the mean and a 95 % t-interval over seeds per run, and
-plots the suite's robust accuracy at 8/255 against training time for the penalty modes (and erm
-/ dro for reference). ``--scale`` picks the sizes (``SCALES``); ``--width``, ``--epochs``,
-``--train``, ``--test_images``, ``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps``
-override single fields. The rest is the study framework's (``experiments.studies``): ``--runs``
-picks runs by name; ``--shard=I/N`` runs the I-th of N cost-balanced shares (N processes on one
-device: ``experiments/robustness_study_gpu.sh``), ``--workers=N`` N processes claiming runs.
-Re-running skips finished runs; ``--report_only`` rewrites the report.
+The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``) plots the
+suite's robust accuracy at 8/255 against training time for the penalty modes (and erm / dro).
+``--scale`` picks the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``,
+``--test_images``, ``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps`` override single
+ones. The rest is the study framework's (``experiments.studies``); ``--shard=I/N`` serves N
+processes on one device (``experiments/robustness_study_gpu.sh``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
 from absl import flags
 
 from experiments import cli, flag_defs, multi, studies
-from experiments.studies import RunSpec
+from experiments.studies import RunSpec, Scale
 
 FLAGS = flags.FLAGS
 
@@ -68,27 +63,18 @@ MODE_RHO = 0.08
 PARTS = ("methods", "modes")
 
 
-@dataclasses.dataclass(frozen=True)
-class Scale:
-  model: str
-  width: int
-  epochs: int
-  train: int  # 0 = all 30k
-  test_images: int
-  apgd_steps: int
-  square_queries: int
-  batch_size: int = 128
-  eval_batch: int = 500  # attack batch: the attacks' loops are sequential, so larger is faster
-  eps: tuple[int, ...] = EPS  # in 1/255, a subset of EPS (the report's columns)
-
-
+# train: 0 = all 30k; eval_batch: the attacks' batch (their loops are sequential, so larger is
+# faster); eps: in 1/255, a subset of EPS (the report's columns).
 SCALES = {
     # Seconds: tests.
-    "smoke": Scale("small_cnn", 4, 1, 64, 16, 2, 10, batch_size=32),
+    "smoke": Scale(model="small_cnn", width=4, epochs=1, train=64, test_images=16, apgd_steps=2,
+                   square_queries=10, batch_size=32, eval_batch=500, eps=EPS),
     # A few CPU-minutes per run on this 2-core machine (1 seed is what was run here).
-    "cpu": Scale("small_cnn", 8, 2, 5000, 200, 20, 500),
+    "cpu": Scale(model="small_cnn", width=8, epochs=2, train=5000, test_images=200,
+                 apgd_steps=20, square_queries=500, batch_size=128, eval_batch=500, eps=EPS),
     # The documented study, sized for one H100 (see docs/robustness.md for the estimate).
-    "gpu": Scale("small_cnn", 16, 5, 0, 1000, 100, 5000, eval_batch=1000),
+    "gpu": Scale(model="small_cnn", width=16, epochs=5, train=0, test_images=1000,
+                 apgd_steps=100, square_queries=5000, batch_size=128, eval_batch=1000, eps=EPS),
 }
 
 
@@ -106,15 +92,11 @@ def _config(method: str, seed: int, scale: Scale, *, rho=None, method_fields=Non
   return c
 
 
-def available_methods() -> set[str]:
-  from drojax import methods
-
-  return set(methods.method_names())
-
-
 def plan(names, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
   """(runs, names of the requested runs whose method this checkout lacks)."""
-  have = available_methods()
+  from drojax import methods
+
+  have = set(methods.method_names())
   runs, missing = [], []
   for seed in seeds:
     if "methods" in names:
@@ -131,18 +113,10 @@ def plan(names, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
   return runs, missing
 
 
-# Rough training cost per method (adversarial training runs a 10-step attack per step), to
-# spread the expensive runs over the shards.
-_COST = {"pgd_at": 3, "trades": 3, "erm": 1}
-
-
-def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
-  """``studies.shard`` by the methods' rough training cost."""
-  return studies.shard(runs, index, count, cost=cost)
-
-
 def cost(spec: RunSpec) -> float:
-  return _COST.get(spec.method, 2)
+  """Rough training cost per method (adversarial training runs a 10-step attack per step), to
+  spread the expensive runs over the shards."""
+  return {"pgd_at": 3, "trades": 3, "erm": 1}.get(spec.method, 2)
 
 
 def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tuple[int, ...]):
@@ -157,8 +131,7 @@ def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tupl
   acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images[:n],
                                 test_ds.labels[:n], eps=[e / 255 for e in eps],
                                 num_steps=PGD_STEPS, key=jax.random.fold_in(ev.eval_key(), 3),
-                                batch_size=batch_size,
-                                progress=False)
+                                batch_size=batch_size, progress=False)
   return {"pgd20_accuracy": acc}
 
 
@@ -198,7 +171,7 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _note(scale: Scale) -> str:
-  return (f"Sizes: {dataclasses.asdict(scale)}; PGD-{PGD_STEPS} (random start, step eps/8); "
+  return (f"Sizes: {vars(scale)}; PGD-{PGD_STEPS} (random start, step eps/8); "
           "the suite is APGD-CE, APGD-T (9 targets), FAB-T, Square, each on the images still "
           "correct (cumulative; the last is the worst case).")
 
@@ -217,13 +190,8 @@ def sections(report) -> list[str]:
             "attack and every one to its left.", ""]
   lines += study_report.table(report.rows, done, [("clean", "clean")] +
                               [(f"{a}8", f"after {label}") for a, label in ATTACKS])
-  pts = []
-  for name in done:
-    if name.startswith("mode_") or name in ("erm", f"dro_rho{MODE_RHO:g}"):
-      c = study_report.cells(report.rows, name, ["train_seconds", "suite8"])
-      t, a = c["train_seconds"], c["suite8"]
-      if t[2] and a[2]:
-        pts.append((name, t[0], t[1], 100 * a[0], 100 * (a[1] or 0)))
+  pts = study_report.points(report.rows, [n for n in done if n.startswith("mode_") or n in (
+      "erm", f"dro_rho{MODE_RHO:g}")], "train_seconds", "suite8", x_scale=1.0)
   if pts:
     reporting.scatter_plot(pts, os.path.join(report.out_dir, "suite_vs_time.png"),
                            xlabel="training wall time (s, compilation included)",
@@ -234,7 +202,7 @@ def sections(report) -> list[str]:
 
 # ------------------------------------------------------------------------------- main
 
-def _scale(s: Scale) -> Scale:
+def _sized(s: Scale) -> Scale:
   """``s`` with the fields the study's flags override."""
   over = {"model": FLAGS.model, "width": FLAGS.width, "epochs": FLAGS.epochs,
           "train": FLAGS.train, "test_images": FLAGS.test_images,
@@ -252,16 +220,17 @@ def _scale(s: Scale) -> Scale:
       raise cli.UsageError(f"--eps must be a non-empty subset of {','.join(map(str, EPS))} "
                            f"(in 1/255); got {FLAGS.eps!r}")
     over["eps"] = eps
-  return dataclasses.replace(s, **over)
+  return s.replace(**over)
 
 
 STUDY = studies.Study(
     module="experiments.robustness_study", title="Robustness study: report", parts=PARTS,
     scales=SCALES, default_scale="gpu", plan=plan, run=run_spec, metrics=_metrics,
-    sections=sections, note=_note, report_file="robustness.md", cost=cost, sized=_scale)
+    sections=sections, note=_note, report_file="robustness.md", cost=cost, sized=_sized,
+    flags=OWN_FLAGS)
 
 
-@flag_defs.uses("data_dir", "compilation_cache_dir", own={**studies.flags_of(STUDY), **OWN_FLAGS})
+@flag_defs.uses("data_dir", "compilation_cache_dir", own=studies.flags_of(STUDY))
 def main(argv, overrides):
   studies.main(STUDY, argv, overrides)
 

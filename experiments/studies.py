@@ -1,12 +1,10 @@
-"""The study framework of ``experiments.reproduce`` and ``experiments.robustness_study``.
+"""The study framework of ``reproduce``, ``robustness_study`` and ``group_shift``.
 
-A study module declares a :class:`Study` (its scales, its plan of runs, how one run trains and
-is scored, its report sections) and calls :func:`main`; everything else is here, the same for
-both: the flags (:func:`flags_of`), a plan of runs (``RunSpec``, one workdir each),
-resumable execution by one scheduler (``work``: claim a run, train and evaluate it, record a
-divergence, go on), several processes over one plan (``--workers``: ``spawn_workers`` +
-``watch``; or ``--shard=I/N``, a fixed cost-balanced share per process), and one report writer
-(``experiments.study_report``).
+A study module declares a :class:`Study` (its plan of runs, how one run trains and is scored,
+its report) and calls :func:`main`; the rest is shared: the flags (:func:`flags_of`), one
+scheduler (:func:`work`), several processes over one plan (``--workers``, or ``--shard=I/N``: a
+fixed cost-balanced share per process) and, for the scaled studies, the plan's selection
+(``--scale``, ``--studies``, ``--runs``) and the report writer (``experiments.study_report``).
 
 A run is finished when its workdir holds ``results.json``; a run that diverged
 (``FloatingPointError``) holds ``FAILED`` with the error and is skipped until its file is
@@ -23,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
@@ -35,19 +34,29 @@ CLAIM = ".claim"
 FAILED = "FAILED"  # a run that raised writes its error here; --retry_failed runs it again
 
 
+class Scale(types.SimpleNamespace):
+  """The sizes of one version of a study (``--scale``), read as attributes (``scale.width``);
+  each study's ``SCALES`` names its own."""
+
+  def replace(self, **changes: Any) -> Scale:
+    return Scale(**{**vars(self), **changes})
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """One training run of a study."""
 
-  study: str
+  study: str  # the sub-study (group_shift: the method)
   name: str  # the run's name within its study (a method, or method + a value)
   method: str
   seed: int
   config: Any  # locked ml_collections.ConfigDict
   corrupted: bool = False  # reproduce: scored on the pre-made corrupted CIFAR sets
+  layout: str = "{study}/{name}/seed{seed}"  # its workdir under the root
 
   def workdir(self, root: str) -> str:
-    return os.path.join(root, self.study, self.name, f"seed{self.seed}")
+    path = self.layout.format(study=self.study, name=self.name, seed=self.seed)
+    return os.path.join(root, *path.split("/"))
 
   @property
   def tag(self) -> str:
@@ -56,22 +65,33 @@ class RunSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-  """What a study CLI declares; flags, scheduling, workers, shards and the report are shared."""
+  """What a study CLI declares; flags, scheduling, workers, shards and the report are shared.
+
+  A scaled study (``scales``) is planned by ``plan(parts, seeds, scale) -> (runs, names of runs
+  whose method is missing)`` and reported by ``study_report`` through ``metrics`` and
+  ``sections``; another plans itself with ``select(overrides) -> (scale, runs, missing)`` from
+  its own ``flags`` (and takes ``--config.*``) and writes its report with ``write``.
+  """
 
   module: str  # run as ``python -m module`` (its workers too)
-  title: str  # the report's heading
-  parts: tuple[str, ...]  # its sub-studies (``--studies``), in report order
-  scales: Mapping[str, Any]  # ``--scale`` name -> sizes (a frozen dataclass)
-  default_scale: str
-  plan: Callable  # (parts, seeds, scale) -> (runs, names of runs whose method is missing)
   run: Callable  # (spec, root, scale, data_dir, cache_dir): train and score one run
-  metrics: Callable  # a results.json dict -> {column: number or None}
-  sections: Callable  # (study_report.Report) -> markdown lines: the study's tables and plots
+  title: str = ""  # the report's heading
+  parts: tuple[str, ...] = ()  # its sub-studies (``--studies``), in report order
+  scales: Mapping[str, Scale] = dataclasses.field(default_factory=dict)  # ``--scale`` choices
+  default_scale: str = ""
+  plan: Callable | None = None
+  metrics: Callable | None = None  # a results.json dict -> {column: number or None}
+  sections: Callable | None = None  # (study_report.Report) -> markdown lines
   note: Callable = lambda scale: ""  # the report's description of its numbers
   report_file: str = "results.md"
   cost: Callable[[RunSpec], float] = lambda spec: 1.0  # spreads the runs over --shard
   prepare: Callable | None = None  # (runs, root, scale, data_dir): once, before any run
   sized: Callable = lambda scale: scale  # the scale after the study's own flags
+  select: Callable | None = None
+  write: Callable | None = None  # (runs, root, out_dir) -> the report's path
+  flags: Mapping[str, tuple[str, Any, str]] = dataclasses.field(default_factory=dict)
+  root_flag: str = "root"
+  report_dir: str = "report"  # under the root
 
 
 def finished(spec: RunSpec, root: str) -> bool:
@@ -94,9 +114,12 @@ def settled(spec: RunSpec, root: str) -> bool:
 
 def parse_seeds(text: str) -> list[int]:
   try:
-    return [int(s) for s in multi.parse_list(text, "--seeds")]
+    seeds = [int(s) for s in multi.parse_list(text, "--seeds")]
   except ValueError:
-    raise cli.UsageError(f"--seeds must be integers, got {text!r}") from None
+    seeds = [-1]
+  if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    raise cli.UsageError(f"--seeds must be distinct non-negative integers, got {text!r}")
+  return seeds
 
 
 def preset(experiment: str, method: str, dataset: str, seed: int, fields: Mapping[str, Any]):
@@ -116,16 +139,6 @@ def preset(experiment: str, method: str, dataset: str, seed: int, fields: Mappin
         node = node[p]
       node[leaf] = value
   return c
-
-
-def validate_all(runs: Sequence[RunSpec]) -> None:
-  """Every run's config checked before the first one trains (a bad value fails now)."""
-  import jax
-
-  from experiments import train
-
-  for spec in runs:
-    train.validate(spec.config, num_devices=jax.device_count())
 
 
 def train_run(spec: RunSpec, root: str, *, data_dir: str | None, cache_dir: str | None,
@@ -188,13 +201,14 @@ def release(workdir: str) -> None:
 # ------------------------------------------------------------------------------- the scheduler
 
 def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *,
-         log: Callable[[str], Any] = print, bar=None) -> int:
+         log: Callable[[str], Any] = print, bar=None, claims: bool = True) -> int:
   """Runs every unsettled, unclaimed run in order with ``run_fn(spec)`` (a string it returns,
   the run's headline numbers, ends its ``done`` line); returns how many this process finished.
 
   A run that diverges (``FloatingPointError``) is recorded in its ``FAILED`` file and skipped
   from then on; any other error stops this process. ``bar``: an optional tqdm bar over ``runs``,
-  advanced for each run settled here or found settled.
+  advanced for each run settled here or found settled. ``claims=False``: the processes of one
+  multi-process JAX run, which train every run together.
   """
   done = 0
   for spec in runs:
@@ -206,7 +220,7 @@ def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *
       if bar is not None:
         bar.update(1)
       continue
-    if not try_claim(workdir):  # another process trains it
+    if claims and not try_claim(workdir):  # another process trains it
       continue
     try:
       if finished(spec, root):  # finished between the check and the claim
@@ -225,17 +239,11 @@ def work(runs: Sequence[RunSpec], root: str, run_fn: Callable[[RunSpec], Any], *
           (f": {headline}" if isinstance(headline, str) else ""))
       done += 1
     finally:
-      release(workdir)
+      if claims:
+        release(workdir)
       if bar is not None and settled(spec, root):
         bar.update(1)
   return done
-
-
-def retry_failed(runs: Sequence[RunSpec], root: str) -> None:
-  """Removes the ``FAILED`` records, so ``work`` runs those runs again."""
-  for spec in runs:
-    if failed(spec, root):
-      os.remove(os.path.join(spec.workdir(root), FAILED))
 
 
 def shard(runs: Sequence[RunSpec], index: int, count: int, *,
@@ -309,27 +317,35 @@ _NOT_FOR_WORKERS = ("workers", "worker_index", "report_only", "report_dir", "ret
 
 
 def flags_of(study: Study) -> dict[str, tuple[str, Any, str]]:
-  """The flags every study CLI takes, its defaults from ``study``: ``flag_defs.uses("data_dir",
+  """The flags of ``study``'s CLI (the framework's and its own): ``flag_defs.uses("data_dir",
   "compilation_cache_dir", own=flags_of(STUDY))`` on its main."""
-  return {
-      "root": ("string", None, "Root directory of the study (one workdir per run)."),
-      "scale": ("string", study.default_scale, " | ".join(study.scales) + " (SCALES)"),
+  out = {
       "seeds": ("string", "0,1,2", "Comma-separated training seeds."),
-      "studies": ("string", ",".join(study.parts), "Comma-separated studies to run."),
-      "runs": ("string", None, "Only these run names (comma-separated); default all of the "
-               "studies'."),
       "workers": ("integer", 1, "Worker processes (each pinned to one core when it can be)."),
       "worker_index": ("integer", -1, "Internal: this process is worker N."),
       "shard": ("string", None, "I/N: run only the I-th of N cost-balanced shares of the "
                 "planned runs (0 <= I < N), for N processes sharing one device."),
       "retry_failed": ("bool", False, "Run again the runs that failed (FAILED files)."),
       "report_only": ("bool", False, "Only (re)write the report from the finished runs."),
-      "report_dir": ("string", None, "Where the report goes (default ROOT/report)."),
+      "report_dir": ("string", None, "Where the report goes (default "
+                     f"{os.path.join('ROOT', study.report_dir)})."),
   }
+  if study.root_flag == "root":
+    out["root"] = ("string", None, "Root directory of the study (one workdir per run).")
+  if study.scales:
+    out.update(
+        scale=("string", study.default_scale, " | ".join(study.scales) + " (SCALES)"),
+        studies=("string", ",".join(study.parts), "Comma-separated studies to run."),
+        runs=("string", None, "Only these run names (comma-separated); default all of the "
+              "studies'."))
+  return {**out, **study.flags}
 
 
-def select(study: Study, scale: Any) -> tuple[list[RunSpec], list[str]]:
-  """The runs of ``--studies``, ``--seeds`` and ``--runs`` (checked) and the missing methods."""
+def select(study: Study) -> tuple[Scale, list[RunSpec], list[str]]:
+  """A scaled study's ``--scale``, and the runs of ``--studies``, ``--seeds`` and ``--runs``
+  (checked) with the names of the missing methods."""
+  flag_defs.check_choice(FLAGS.scale, list(study.scales), "--scale")
+  scale = study.sized(study.scales[FLAGS.scale])
   parts = multi.parse_list(FLAGS.studies, "--studies")
   for part in parts:
     flag_defs.check_choice(part, list(study.parts), "--studies")
@@ -342,42 +358,45 @@ def select(study: Study, scale: Any) -> tuple[list[RunSpec], list[str]]:
       flag_defs.check_choice(name, known, "--runs")
     runs = [r for r in runs if r.name in wanted]
     missing = [m for m in missing if m in wanted]
-  return runs, missing
+  return scale, runs, missing
 
 
 def main(study: Study, argv, overrides) -> None:
   """The study CLI: plan, validate, run (here, in ``--workers`` or as one ``--shard``), report."""
   del argv
   name = study.module.rpartition(".")[2]
-  if overrides:
+  if overrides and study.select is None:
     raise cli.UsageError(f"{name} takes no --config.* overrides: the study is fixed by --scale "
                          "and its flags (edit SCALES to change it)")
-  if not FLAGS.root:
-    raise cli.UsageError("--root is required")
-  flag_defs.check_choice(FLAGS.scale, list(study.scales), "--scale")
+  root = FLAGS[study.root_flag].value
+  if not root:
+    raise cli.UsageError(f"--{study.root_flag} is required")
   if FLAGS.workers < 1:
     raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
-  scale = study.sized(study.scales[FLAGS.scale])
-  runs, missing = select(study, scale)
   shard_of = parse_shard(FLAGS.shard) if FLAGS.shard else None
   if shard_of and FLAGS.workers > 1:
     raise cli.UsageError("--shard and --workers > 1 are two ways to share the runs; use one")
-  root = os.path.abspath(FLAGS.root)
-  report_dir = FLAGS.report_dir or os.path.join(root, "report")
+  scale, runs, missing = study.select(overrides) if study.select else select(study)
+  root = os.path.abspath(root)
+  out_dir = FLAGS.report_dir or os.path.join(root, study.report_dir)
+  import jax
 
   def report(wall_s=None):
-    from experiments import study_report
+    if jax.process_index() != 0:
+      return
+    if study.write:
+      md = study.write(runs, root, out_dir)
+    else:
+      from experiments import study_report
 
-    md = study_report.write_report(study, runs, root, report_dir, scale_name=FLAGS.scale,
-                                   scale=scale, missing=missing, wall_s=wall_s)
-    print(f"report: {md}")
+      md = study_report.write_report(study, runs, root, out_dir, scale_name=FLAGS.scale,
+                                     scale=scale, missing=missing, wall_s=wall_s)
+    print(f"report: {md}", flush=True)
 
   if FLAGS.report_only:
     return report()
   if shard_of:
     runs = shard(runs, *shard_of, cost=study.cost)
-  import jax
-
   from experiments import train
 
   data_dir = train.resolve_data_dir(FLAGS.data_dir, runs[0].config) if runs else None
@@ -388,19 +407,24 @@ def main(study: Study, argv, overrides) -> None:
          f"[shard {FLAGS.shard}] " if shard_of else "")
   stamp = lambda m: f"{who}{m}; elapsed {time.monotonic() - start:.0f} s"
   log = lambda m: print(stamp(m), flush=True)  # a worker's or a shard's log file: no bar
+  claims = jax.process_count() == 1  # several JAX processes train each run together
   if FLAGS.worker_index >= 0:
     work(runs, root, run, log=log)
     return
-  validate_all(runs)  # a bad value fails here, not an hour in
+  for spec in runs:  # every config checked before the first run trains
+    train.validate(spec.config, num_devices=jax.device_count())
   os.makedirs(root, exist_ok=True)
   if FLAGS.retry_failed:
-    retry_failed(runs, root)
+    for spec in runs:
+      if failed(spec, root):
+        os.remove(os.path.join(spec.workdir(root), FAILED))
   launch.enable_compilation_cache(cache if cache is not None else "~/.cache/drojax/jax")
   if missing:
     print(f"missing methods (not run): {', '.join(missing)}", flush=True)
   print(f"{len(runs)} runs on {jax.devices()[0].device_kind}; root {root}", flush=True)
   argv = [FLAGS[f].serialize() for f in FLAGS.flag_values_dict()
           if FLAGS[f].present and f not in _NOT_FOR_WORKERS]
+  argv += [f"--config.{field}={value}" for field, value in overrides]
   procs = spawn_workers(study.module, FLAGS.workers, argv, root) if FLAGS.workers > 1 else []
   try:
     if study.prepare:
@@ -413,7 +437,7 @@ def main(study: Study, argv, overrides) -> None:
       from tqdm import tqdm
 
       with tqdm(total=len(runs), desc=f"{name} runs", unit="run") as bar:
-        work(runs, root, run, log=lambda m: bar.write(stamp(m)), bar=bar)
+        work(runs, root, run, log=lambda m: bar.write(stamp(m)), bar=bar, claims=claims)
   except BaseException:  # Ctrl-C or an error here: the workers must not run on unwatched
     for p in procs:
       p.terminate()
@@ -423,9 +447,3 @@ def main(study: Study, argv, overrides) -> None:
           f"--report_only once every shard has finished", flush=True)
     return
   report(time.monotonic() - start)
-
-
-__all__ = ["CLAIM", "FAILED", "Study", "flags_of", "select", "main", "RunSpec", "preset",
-           "finished", "failed", "settled", "parse_seeds", "validate_all", "train_run",
-           "try_claim", "release", "work", "retry_failed", "shard", "parse_shard",
-           "spawn_workers", "watch"]

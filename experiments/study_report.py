@@ -11,7 +11,6 @@ run and column).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any, NamedTuple, Sequence
@@ -61,6 +60,18 @@ def cells(rows, name: str, columns: Sequence[str]) -> dict[str, tuple]:
   """``{column: mean_ci}`` over the rows of run ``name``."""
   sel = [r for r in rows if r["name"] == name]
   return {c: mean_ci([r.get(c) for r in sel]) for c in columns}
+
+
+def points(rows, names: Sequence[str], x: str, y: str, *, x_scale: float = 100.0) -> list[tuple]:
+  """``reporting.scatter_plot``'s ``(name, x, x half-width, y, y half-width)`` of the runs with
+  both columns (means over seeds; ``y`` in percent, ``x`` times ``x_scale``)."""
+  out = []
+  for name in names:
+    c = cells(rows, name, [x, y])
+    if c[x][2] and c[y][2]:
+      out.append((name, x_scale * c[x][0], x_scale * (c[x][1] or 0), 100 * c[y][0],
+                  100 * (c[y][1] or 0)))
+  return out
 
 
 def paired(rows, a: str, b: str, columns: Sequence[str]) -> dict[str, tuple]:
@@ -136,7 +147,7 @@ def write_report(study: studies.Study, runs: Sequence[studies.RunSpec], root: st
   md = os.path.join(out_dir, study.report_file)
   with open(md, "w") as f:
     f.write("\n".join(lines))
-  summary = {"scale": scale_name, "sizes": dataclasses.asdict(scale), "finished": len(rows),
+  summary = {"scale": scale_name, "sizes": vars(scale), "finished": len(rows),
              "planned": len(runs), "missing_methods": list(missing), "failed": failures,
              "runs": rows, "cells": _summary_cells(rows)}
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
@@ -144,4 +155,4 @@ def write_report(study: studies.Study, runs: Sequence[studies.RunSpec], root: st
   return md
 
 
-__all__ = ["Report", "collect", "cells", "paired", "table", "write_report"]
+__all__ = ["Report", "collect", "cells", "points", "paired", "table", "write_report"]

@@ -1,4 +1,4 @@
-"""The few lines every CLI run ends with: the headline accuracies, training time, where the files are.
+"""The few lines every CLI run ends with: the headline accuracies, training time, the files.
 
 A run's tables and plots are in its workdir; this says what they hold without opening them::
 
@@ -19,7 +19,6 @@ from experiments.formatting import attack_name, eps_label, pct
 # The plots experiments.reporting.write_results writes into a run's workdir, in display order.
 _PLOT_FILES = ("accuracy_vs_severity.png", "adversarial.png")
 
-
 # Console style: one decimal with the sign.
 _pct = functools.partial(pct, digits=1, sign="%", missing="n/a")
 
@@ -37,17 +36,9 @@ def corruption_mean_scope(accuracy: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def format_summary(results: Mapping[str, Any], workdir: str) -> str:
-  """The end-of-run summary of ``results`` (the ``results.json`` dict) written to ``workdir``.
-
-  Args:
-    results: a run's results: ``clean_accuracy``, ``mean_corruption_accuracy``,
-      ``corruption_accuracy``, ``adversarial_accuracy``, ``group_accuracy``, ``train_seconds``,
-      ``steps``, ``method``, ``dataset``, ``preset`` (missing keys are left out or "n/a").
-    workdir: the run directory; only files that exist there are listed.
-
-  Returns:
-    A few lines of text (no trailing newline).
-  """
+  """The end-of-run summary (a few lines, no trailing newline) of ``results`` (the
+  ``results.json`` dict; missing keys are left out or "n/a") written to ``workdir`` (only the
+  files that exist there are listed)."""
   head = f"== {results.get('method', '?')} on {results.get('dataset', '?')}"
   if results.get("preset"):
     head += f" ({results['preset']})"

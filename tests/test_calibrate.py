@@ -123,7 +123,8 @@ def test_write_calibration(calibrated, tmp_path):
   assert "| corruption | digits sev 1..5 |" in md
   assert f"| contrast | {cs.format_row(cal['corruptions']['contrast']['params'])} |" in md
   back = json.load(open(paths["json"]))
-  assert back["corruptions"]["brightness"]["severity"] == cal["corruptions"]["brightness"]["severity"]
+  brightness = cal["corruptions"]["brightness"]
+  assert back["corruptions"]["brightness"]["severity"] == brightness["severity"]
   with Image.open(paths["png"]) as im:
     assert np.asarray(im).std() > 0
 
@@ -132,7 +133,7 @@ def test_run_demo_end_to_end(digits16, tmp_path):
   x, y = digits16
   npz = tmp_path / "d.npz"
   np.savez(npz, images=x[:200], labels=y[:200])
-  cal = cs.run(images_path=str(npz), out=str(tmp_path / "out"), names=["contrast"],
+  cal = cs.run(images=str(npz), out=str(tmp_path / "out"), names=["contrast"],
                train_steps=20, width=8, num_images=64, iterations=3, label="tiny")
   for p in cal["paths"].values():
     assert os.path.isfile(p)

@@ -85,7 +85,7 @@ def test_study_end_to_end_diagnostics_and_resume(tmp_path):
   # Re-running the command reads every finished run back and trains nothing.
   again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("already holds the finished run") == 2, again.stdout
+  assert again.stdout.count("finished before, skipped") == 2, again.stdout
 
 
 def test_prepare_fills_counts_and_uses_groups_as_environments():
@@ -184,7 +184,7 @@ def test_help_lists_the_methods_and_datasets():
 
 
 def test_sweep_table_shows_worst_group_accuracy(tmp_path):
-  from experiments import pareto
+  from experiments import sweep
 
   dirs = []
   for i, worst in enumerate((0.25, 0.5)):
@@ -194,7 +194,7 @@ def test_sweep_table_shows_worst_group_accuracy(tmp_path):
         "clean_accuracy": 0.8, "mean_corruption_accuracy": None, "train_seconds": 3.0,
         "group_accuracy": {"worst_group": worst}}))
     dirs.append(str(d))
-  pareto.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
+  sweep.summarize(str(tmp_path), "eps_max", [0.5, 2.0], dirs)
   table = (tmp_path / "sweep.md").read_text()
   assert "| worst-group accuracy |" in table
   assert "| 0.5 | 80.00% | n/a | 25.00% | 3 |" in table
@@ -211,3 +211,15 @@ def test_penalty_anneal_at_the_papers_fraction_of_the_steps():
   with config.unlocked():
     config.train_subset = 640
   assert group_shift.anneal_steps(1078, config) == round(190 / 501 * 80) == 30
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  for extra, needle in ((["--seeds=0,0"], "--seeds must be distinct"), (["--grid=x"], "--grid"),
+                        (["--benchmark=x"], "--benchmark"), (["--shard=1/1"], "--shard")):
+    proc = subprocess.run([sys.executable, "-m", "experiments.group_shift", "--methods=erm",
+                           f"--workdir={tmp_path}", *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (extra, proc.stderr[-2000:])
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+  assert not os.listdir(tmp_path)

@@ -1,6 +1,5 @@
 """experiments.robustness_study: the plan, bad flags, and a two-run smoke study end to end."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -8,7 +7,8 @@ import sys
 
 import pytest
 
-from experiments import reproduce  # noqa: F401  (both study CLIs import together)
+from experiments import reproduce, studies  # noqa: F401  (the study CLIs import together)
+from experiments import group_shift  # noqa: F401
 from experiments import robustness_study as study
 from tests._shared_data import write_tiny_fashion_mnist
 
@@ -16,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
-  monkeypatch.setattr(study, "available_methods", lambda: {"erm", "dro", "dro_mixup"})
+  from drojax import methods
+
+  monkeypatch.setattr(methods, "method_names", lambda: ["erm", "dro", "dro_mixup"])
   runs, missing = study.plan(["methods", "modes"], [0, 1], study.SCALES["smoke"])
   assert missing == ["pgd_at", "trades"]
   assert len(runs) == 2 * (5 + 5)
@@ -29,7 +31,7 @@ def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
   c = by[("erm", 0)]
   assert c.eval.attack == "suite" and c.seed == 0
   assert [round(e * 255) for e in c.eval.adv_eps] == [4, 8, 16]
-  only8 = dataclasses.replace(study.SCALES["smoke"], eps=(8,))
+  only8 = study.SCALES["smoke"].replace(eps=(8,))
   runs, _ = study.plan(["methods"], [0], only8)
   assert all([round(e * 255) for e in r.config.eval.adv_eps] == [8] for r in runs)
 
@@ -37,7 +39,7 @@ def test_plan_runs_what_exists_and_lists_the_missing(monkeypatch):
 def test_shards_deal_every_run_once_with_the_costly_ones_spread():
   runs, _ = study.plan(["methods", "modes"], [0, 1, 2], study.SCALES["smoke"])
   for count in (1, 2, 5, 6, 7):
-    shares = [study.shard(runs, i, count) for i in range(count)]
+    shares = [studies.shard(runs, i, count, cost=study.cost) for i in range(count)]
     dealt = [r.workdir("/r") for share in shares for r in share]
     assert sorted(dealt) == sorted(r.workdir("/r") for r in runs)
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
@@ -45,7 +47,7 @@ def test_shards_deal_every_run_once_with_the_costly_ones_spread():
     costly = [sum(r.method in ("pgd_at", "trades") for r in share) for share in shares]
     assert max(costly) - min(costly) <= 1, (count, costly)
   with pytest.raises(ValueError, match="shard index"):
-    study.shard(runs, 3, 3)
+    studies.shard(runs, 3, 3)
 
 
 @pytest.mark.slow
