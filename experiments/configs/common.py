@@ -307,14 +307,13 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
 
 def extra_specs(experiment: str) -> dict[str, Spec]:
   """The specs of the fields ``experiment`` adds (``EXTRA_FIELDS`` beside its factory in
-  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}`` or ``{name: spec}``)."""
+  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}``)."""
   import importlib
 
   if experiment not in EXPERIMENTS:
     return {}
   module = importlib.import_module(f"experiments.configs.{experiment}")
-  return {k: v[1] if isinstance(v, tuple) else v
-          for k, v in getattr(module, "EXTRA_FIELDS", {}).items()}
+  return {k: spec for k, (_, spec) in getattr(module, "EXTRA_FIELDS", {}).items()}
 
 
 def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
