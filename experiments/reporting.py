@@ -402,9 +402,8 @@ def write_results(workdir: str, results: Mapping[str, Any]) -> dict[str, str]:
 def _labels(workdirs: Sequence[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
   base = [str(r.get("method") or os.path.basename(os.path.normpath(w)))
           for w, r in zip(workdirs, results)]
-  out = []
-  for b, w in zip(base, workdirs):
-    out.append(b if base.count(b) == 1 else f"{b} ({os.path.basename(os.path.normpath(w))})")
+  out = [b if base.count(b) == 1 else f"{b} ({os.path.basename(os.path.normpath(w))})"
+         for b, w in zip(base, workdirs)]
   # Still equal (same method, same folder name under different parents): number them.
   return [f"{o} #{i}" if out.count(o) > 1 else o for i, o in enumerate(out)]
 
@@ -440,11 +439,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   cols = [("clean", lambda r: r.get("clean_accuracy")),
           ("mean corruption", lambda r: r.get("mean_corruption_accuracy")),
           ("extras", lambda r: r.get("extra_corruption_accuracy"))]
-  attack_names = []
-  for r in results:
-    for a in _by_attack(r):
-      if a not in attack_names:
-        attack_names.append(a)
+  attack_names = list(dict.fromkeys(a for r in results for a in _by_attack(r)))  # first seen
   # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
   tags = sorted({_norm_tag(r, " ") for r in results})
   cols += [(f"{_attack_label(a)}{t} {eps_label(e, with_value=True)}",
