@@ -88,7 +88,7 @@ def markdown_table(calibration: Mapping[str, Any], *, label: str) -> str:
 
 def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
   """Accuracy vs severity before (base table) and after calibration, with the targets."""
-  from experiments.reporting import pyplot
+  from experiments.reporting import pyplot, save_figure
 
   plt = pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -105,10 +105,7 @@ def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("accuracy (%)")
   axes[1].legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def write_calibration(calibration: Mapping[str, Any], out: str, *, label: str) -> dict[str, str]:

@@ -92,7 +92,7 @@ def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:
     def add(study, name, method, **fields):
       cifar = study.startswith("cifar")
       runs.append(RunSpec(study, name, method, seed,
-                          _config(method, seed, scale, cifar=cifar, **fields), cifar))
+                          _config(method, seed, scale, cifar=cifar, **fields)))
 
     if "fmnist_pgd" in names:
       for m in ("erm", "dro", "mixup", "dro_mixup"):
@@ -179,12 +179,12 @@ def score_corrupted(root: str, scale: Scale, *, wait_s: float = 3600.0):
 
 def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None,
              cache_dir: str | None) -> None:
-  extra = score_corrupted(root, scale) if spec.corrupted else None
+  extra = score_corrupted(root, scale) if spec.study.startswith("cifar") else None
   studies.train_run(spec, root, data_dir=data_dir, cache_dir=cache_dir, extra_evaluation=extra)
 
 
 def prepare(runs: list[RunSpec], root: str, scale: Scale, data_dir: str | None) -> None:
-  if any(s.corrupted for s in runs):
+  if any(s.study.startswith("cifar") for s in runs):  # scored on the corrupted sets
     make_corrupted_sets(root, data_dir, scale)
 
 

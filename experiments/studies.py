@@ -51,7 +51,6 @@ class RunSpec:
   method: str
   seed: int
   config: Any  # locked ml_collections.ConfigDict
-  corrupted: bool = False  # reproduce: scored on the pre-made corrupted CIFAR sets
   layout: str = "{study}/{name}/seed{seed}"  # its workdir under the root
 
   def workdir(self, root: str) -> str:

@@ -38,17 +38,20 @@ def test_summary_selects_on_validation_and_reports_t_intervals():
 
 
 def test_study_end_to_end_diagnostics_and_resume(tmp_path):
-  """One study command (var_dro over its grid, one seed, diagnostics on): selection read back
-  from the runs' own results.json, the diagnostics' arrays and plot, and a re-run that trains
-  nothing. One command for both checks: each run's cost is mostly compilation."""
+  """One study command (var_dro over its grid, one seed, diagnostics on) in two worker
+  processes, which get the --config.* overrides: selection read back from the runs' own
+  results.json, the diagnostics' arrays and plot, and a re-run that trains nothing. One command
+  for both checks: each run's cost is mostly compilation."""
   work = tmp_path / "study"
   cmd = [sys.executable, "-m", "experiments.group_shift", "--benchmark=colored_digits",
          "--preset=quick", "--methods=var_dro", "--seeds=0", f"--workdir={work}",
          "--compilation_cache_dir=none", "--config.num_epochs=2", "--config.width=4",
          "--config.var_dro_diagnostics=true", "--config.progress=false"]
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  first = subprocess.run(cmd + ["--workers=2"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
   assert first.returncode == 0, first.stderr[-3000:]
+  assert sorted(os.listdir(work / "logs")) == ["worker0.log", "worker1.log"]
   summary = json.loads((work / "group_shift.json").read_text())
   assert set(summary) == {"var_dro"}
   # var_dro was tuned over its grid: the chosen eps_max has the best validation worst-group

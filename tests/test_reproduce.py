@@ -84,7 +84,6 @@ def test_plan_is_seed_major_with_unique_workdirs_and_the_issue_s_methods():
   assert temps == {"kl_dro": 1.0, "kl_dro_T10": 10.0}
   for r in runs:
     assert r.config.seed == r.seed
-    assert r.corrupted == r.study.startswith("cifar")
     if r.study.startswith("fmnist"):
       assert r.config.eval.pgd_steps == 20
       assert tuple(r.config.eval.adv_eps) == (4 / 255, 8 / 255, 16 / 255)
