@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from drojax.groups import SELECTIONS  # noqa: F401  (experiments.group_shift's rules)
 from experiments import cli
 
 GROUP_DATASETS = "waterbirds, colored_digits, colored_fashion_mnist, dominoes"
