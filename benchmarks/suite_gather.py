@@ -85,9 +85,10 @@ def main():
   from drojax import evaluate as ev
   from experiments import flag_defs, robustness_study, train
 
-  scale = robustness_study.Scale("small_cnn", args.width, args.epochs, args.train, args.images,
-                                 args.apgd_steps, args.square_queries,
-                                 batch_size=args.train_batch, eval_batch=args.batch)
+  scale = robustness_study.SCALES["smoke"].replace(
+      model="small_cnn", width=args.width, epochs=args.epochs, train=args.train,
+      test_images=args.images, apgd_steps=args.apgd_steps, square_queries=args.square_queries,
+      batch_size=args.train_batch, eval_batch=args.batch)
   config = robustness_study._config("dro", 0, scale, rho=args.rho)
   with config.unlocked():
     config.eval.adv_eps = ()
