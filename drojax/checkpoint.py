@@ -13,6 +13,7 @@ This is an I/O module: it reads and writes files under its directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -84,7 +85,8 @@ class Checkpointer:
 
     Returns the step. Saving a step that already exists is a no-op. A save that fails (disk
     full, file-size limit) removes its temporary directory before the error propagates, so a
-    full disk is not left fuller; the previous checkpoints are untouched.
+    full disk is not left fuller; the previous checkpoints are untouched. A save orbax reports
+    as done but did not record raises ``OSError`` (EIO), never a silent success.
     """
     step = int(jax.device_get(state.step))
     if step in self.all_steps():
@@ -104,6 +106,13 @@ class Checkpointer:
         path = os.path.join(self.directory, str(step))
         raise OSError(code, f"saving the checkpoint failed: {os.strerror(code)}", path) from e
       raise
+    if step not in self._manager.all_steps():
+      # orbax's wait_until_finished joins its finalize thread under ``except BaseException``:
+      # a failed finalize (or an interrupt while joining) is logged, the step dropped, and it
+      # returns as if the save had succeeded.
+      self._remove_partial(step)
+      raise OSError(errno.EIO, f"saving the checkpoint failed: orbax did not finish step {step} "
+                    "(its log says why)", os.path.join(self.directory, str(step)))
     return step
 
   def _remove_partial(self, step: int, *, quiet_s: float = 0.3, limit_s: float = 3.0) -> None:

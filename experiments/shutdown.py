@@ -18,17 +18,28 @@ closes (bounded by ``DRAIN_SECONDS``): the writes in flight end (they complete o
 their loop can still take the result, and their exceptions, already reported through the first
 failure, are marked as retrieved. It also turns SIGTERM into :class:`Terminated` (a
 ``KeyboardInterrupt``), so a terminated run ends like an interrupted one: its last checkpoint
-intact and one line. CLIs only: it changes process-wide state (the asyncio loop policy and a
+intact and one line.
+
+Both signals are held back while the main thread is inside orbax and delivered as soon as it
+leaves (re-sent every ``REDELIVER_SECONDS``, for at most ``DEFER_SECONDS``): orbax's
+``CheckpointManager.wait_until_finished`` joins its finalize thread under ``except
+BaseException``, logs, and carries on, so an interrupt raised there was swallowed and the run
+went on training (seen under load, where saves are slow: the test suite's saving CLI kept
+saving after the signal). CLIs only: it changes process-wide state (the asyncio loop policy and a
 signal handler); the library never calls it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
+import time
 
 DRAIN_SECONDS = 60.0
+REDELIVER_SECONDS = 0.05
+DEFER_SECONDS = 120.0
 
 
 class Terminated(KeyboardInterrupt):
@@ -59,16 +70,48 @@ class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
     return _DrainingLoop()
 
 
-def _terminate(signum, frame) -> None:  # pylint: disable=unused-argument
-  raise Terminated()
+def _in_orbax(frame) -> bool:
+  while frame is not None:
+    if frame.f_globals.get("__name__", "").startswith("orbax."):
+      return True
+    frame = frame.f_back
+  return False
+
+
+class _Deferral:
+  """The first moment a signal was held back, and whether a re-delivery is pending."""
+  since: float | None = None
+  pending = False
+
+
+def _redeliver(signum: int) -> None:
+  _Deferral.pending = False
+  os.kill(os.getpid(), signum)
+
+
+def _interrupt(signum, frame) -> None:
+  """SIGINT -> ``KeyboardInterrupt``, SIGTERM -> :class:`Terminated`; held back inside orbax."""
+  now = time.monotonic()
+  if _in_orbax(frame) and now - (_Deferral.since or now) < DEFER_SECONDS:
+    _Deferral.since = _Deferral.since or now
+    if not _Deferral.pending:
+      _Deferral.pending = True
+      timer = threading.Timer(REDELIVER_SECONDS, _redeliver, (signum,))
+      timer.daemon = True
+      timer.start()
+    return
+  _Deferral.since = None
+  raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def install() -> None:
-  """Event loops drain before they close; SIGTERM raises :class:`Terminated` (main thread)."""
+  """Event loops drain before they close; SIGINT raises ``KeyboardInterrupt`` and SIGTERM
+  :class:`Terminated` in the main thread, once it is outside orbax."""
   if not isinstance(asyncio.get_event_loop_policy(), _DrainingPolicy):
     asyncio.set_event_loop_policy(_DrainingPolicy())
   if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
-__all__ = ["DRAIN_SECONDS", "Terminated", "install"]
+__all__ = ["DEFER_SECONDS", "DRAIN_SECONDS", "REDELIVER_SECONDS", "Terminated", "install"]

@@ -287,3 +287,65 @@ def test_ctrl_c_and_sigterm_during_saves_are_one_line(tmp_path):
     lines = err.strip().splitlines()
     assert code == expected[sig][0] and len(lines) == 1, (i, sig, err[-3000:])
     assert lines[0].startswith(expected[sig][1]), (i, sig, err[-3000:])
+
+
+# A CLI whose main calls a stand-in for orbax's CheckpointManager.wait_until_finished (a function
+# of a module named orbax.*): the signal arrives inside it, and, like orbax, it catches every
+# exception and goes on. The signal must not be lost there: it is held back and raised as soon as
+# the main thread has left orbax.
+_SWALLOWING_CLI = textwrap.dedent("""
+    import os, sys, time, types
+    from experiments import cli
+
+    manager = types.ModuleType("orbax.stand_in")
+    exec('''
+    import os, time
+    def wait_until_finished(signum):
+      try:
+        os.kill(os.getpid(), signum)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+          time.sleep(0.01)
+      except BaseException:
+        print("swallowed", flush=True)
+    ''', manager.__dict__)
+
+    def main(argv, overrides):
+      manager.wait_until_finished(int(sys.argv[1]))
+      print("left", flush=True)
+      time.sleep(30)
+      print("never", flush=True)
+
+    cli.run_main(main, ["drojax_waiter"])
+""")
+
+
+@pytest.mark.parametrize("signame, code, message", [
+    ("SIGINT", 130, "drojax_waiter: error: interrupted; "),
+    ("SIGTERM", 143, "drojax_waiter: error: terminated (SIGTERM); ")])
+def test_a_signal_inside_orbax_is_raised_when_it_returns_not_lost(signame, code, message):
+  import signal
+
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  env.pop("DROJAX_VERBOSE", None)
+  proc = subprocess.run([sys.executable, "-c", _SWALLOWING_CLI,
+                         str(int(getattr(signal, signame)))],
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == code, (proc.stdout, proc.stderr[-2000:])
+  assert proc.stdout.split() == ["left"], proc.stdout
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
+
+
+def test_a_save_orbax_did_not_record_raises_not_returns(tmp_path, monkeypatch):
+  # orbax's wait_until_finished logs a failed finalize and returns: stand-in, a save that
+  # returns without recording the step.
+  ckpt = checkpoint.Checkpointer(tmp_path / "ck")
+  state = train.TrainState(params={"w": jnp.zeros((3,))}, batch_stats={}, opt_state=(),
+                           step=jnp.int32(4), key=jax.random.key_data(jax.random.key(0)))
+  monkeypatch.setattr(ckpt._manager, "save", lambda *a, **k: True)
+  with pytest.raises(OSError, match="orbax did not finish step 4") as raised:
+    ckpt.save(state, meta={"epoch": 0, "batch": 4})
+  assert raised.value.errno == errno.EIO
+  monkeypatch.undo()
+  assert ckpt.save(state, meta={"epoch": 0, "batch": 4}) == 4 and ckpt.all_steps() == [4]
