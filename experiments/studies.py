@@ -39,6 +39,11 @@ class Scale(types.SimpleNamespace):
   each study's ``SCALES`` names its own."""
 
   def replace(self, **changes: Any) -> Scale:
+    """A copy with ``changes``; a name the scale does not have is refused (a typo)."""
+    unknown = sorted(set(changes) - set(vars(self)))
+    if unknown:
+      raise TypeError(f"Scale has no field {', '.join(unknown)}; its fields: "
+                      f"{', '.join(sorted(vars(self)))}")
     return Scale(**{**vars(self), **changes})
 
 

@@ -106,3 +106,10 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, (extra, proc.stderr[-2000:])
     assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_scale_replace_refuses_a_name_it_does_not_have():
+  smoke = study.SCALES["smoke"]
+  assert smoke.replace(width=6).width == 6 and smoke.width == 4
+  with pytest.raises(TypeError, match="Scale has no field widht; its fields: .*width"):
+    smoke.replace(widht=6)
