@@ -1,7 +1,7 @@
 r"""Fashion-MNIST under L-inf PGD (DRO-Augment's adversarial experiment), several methods.
 
   python -m experiments.fashion_mnist_pgd --methods=erm,dro,mixup,dro_mixup \
-      --data_dir=/work/shared/data --workdir=runs/fmnist_pgd
+      --data_dir=../shared/data --workdir=runs/fmnist_pgd
 
 PGD: 20 steps, random start, eps 4/255, 8/255, 16/255 (step eps/8), in pixel space [0, 1].
 Each method trains into ``WORKDIR/<method>``; ``WORKDIR/comparison.md`` and ``.png`` compare

@@ -4,7 +4,7 @@ Images resized to 32x32 and repeated to 3 channels; L-inf PGD, 20 steps, random 
 eps 4/255, 8/255, 16/255 with steps 0.5/255, 1/255, 2/255 (recipes.md). We attack in pixel
 space [0, 1] (the reference attacked normalised inputs). Run::
 
-  python -m experiments.fashion_mnist_pgd --methods=erm,dro --data_dir=/work/shared/data \
+  python -m experiments.fashion_mnist_pgd --methods=erm,dro --data_dir=../shared/data \
       --workdir=runs/fmnist_pgd
 """
 
