@@ -1,7 +1,8 @@
-"""How the experiments write numbers: percentages, eps budgets, mean ± 95% interval cells.
+"""How the experiments write numbers: percentages, eps budgets, mean ± 95% interval cells,
+markdown tables.
 
-One module for every table and summary (``reporting``, ``summary``, ``pareto``, the study
-reports), so a number reads the same everywhere.
+One module for every table and summary (``reporting``, ``sweep``, the study reports), so a
+number reads the same everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 
 def _missing(value: Any) -> bool:
-  return value is None or (isinstance(value, float) and math.isnan(value))
+  return value is None or math.isnan(float(value))
 
 
 def pct(value: Any, *, digits: int = 2, sign: str = "", missing: str = "-") -> str:
@@ -55,6 +56,19 @@ def attack_name(results: Any) -> str:
   return str(settings.get("attack") or "pgd").upper() + (f"-{steps}" if steps else "")
 
 
+def md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
+  """A markdown table's lines: the header, the rule and one line per row (cells as ``str``).
+
+  >>> md_table(["a", "b"], [[1, ""]])
+  ['| a | b |', '|---|---|', '| 1 |  |']
+  """
+
+  def line(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+  return [line(header), "|" + "---|" * len(header)] + [line(r) for r in rows]
+
+
 def t975(df: int) -> float:
   """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
   if df < 1:
@@ -69,7 +83,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
   >>> m, round(h, 3), n
   (2.0, 2.484, 3)
   """
-  vals = [float(v) for v in values if not _missing(v) and not math.isnan(float(v))]
+  vals = [float(v) for v in values if not _missing(v)]
   n = len(vals)
   if n == 0:
     return math.nan, None, 0
@@ -95,4 +109,4 @@ def ci_cell(cell: tuple[float, float | None, int], *, signed: bool = False, scal
   return text + (f" ± {scale * half:.{digits}f}" if half is not None else " (1 seed)")
 
 
-__all__ = ["pct", "eps_label", "attack_name", "t975", "mean_ci", "ci_cell", "T975"]
+__all__ = ["pct", "eps_label", "attack_name", "md_table", "t975", "mean_ci", "ci_cell", "T975"]

@@ -17,9 +17,9 @@ def parse_list(text: str, flag: str) -> list[str]:
   return items
 
 
-def run_all(configs: Sequence[tuple[str, Any]], root: str, *, compare: bool = True) -> list[str]:
-  """Validates every ``(name, config)`` first, then runs each into ``root/<name>``; with
-  ``compare``, writes ``root/comparison.*`` (``reporting.compare_runs``). Returns the workdirs."""
+def run_all(configs: Sequence[tuple[str, Any]], root: str) -> list[str]:
+  """Validates every ``(name, config)`` first, then runs each into ``root/<name>`` and writes
+  ``root/comparison.*`` (``reporting.compare_runs``). Returns the workdirs."""
   import jax
 
   from experiments import reporting, train
@@ -31,7 +31,7 @@ def run_all(configs: Sequence[tuple[str, Any]], root: str, *, compare: bool = Tr
     workdir = os.path.join(root, name)
     train.train_and_evaluate(config, workdir)
     workdirs.append(workdir)
-  if compare and jax.process_index() == 0:
+  if jax.process_index() == 0:
     paths = reporting.compare_runs(workdirs, root)
     print("== comparison of " + ", ".join(workdirs) + "\n   tables: " + paths["md"]
           + "\n   plots:  " + " ".join(p for k, p in sorted(paths.items()) if k.endswith("png")),
