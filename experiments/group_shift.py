@@ -75,19 +75,17 @@ def plan(overrides, num_train: int) -> list[studies.RunSpec]:
   for method, base in multi.method_configs(
       FLAGS.methods, lambda m: gs_config.make_config(m, preset=FLAGS.preset,
                                                      dataset=FLAGS.benchmark), overrides):
-    field, values = GRID.get(method, (None, (None,))) if FLAGS.grid == "default" else (
-        None, (None,))
+    tuned = FLAGS.grid == "default" and method in GRID
+    field, values = GRID[method] if tuned else (None, (None,))
     for value in values:
       for seed in seeds:
-        config = base.copy_and_resolve_references()
-        with config.unlocked():
-          config.seed = seed
-          if method in PENALTY_METHODS and not any(
-              k == "method_config.penalty_anneal_steps" for k, _ in overrides):
-            config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
-          if field is not None:
-            config.method_config[field] = value
-        config.lock()
+        config = base.copy_and_resolve_references()  # locked: existing fields only
+        config.seed = seed
+        if method in PENALTY_METHODS and (
+            "method_config.penalty_anneal_steps" not in dict(overrides)):
+          config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
+        if field is not None:
+          config.method_config[field] = value
         label = "preset" if field is None else f"{field}_{value:g}"
         runs.append(studies.RunSpec(method, label, method, seed, config,
                                     layout="{study}/{name}/seed_{seed}"))

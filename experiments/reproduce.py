@@ -67,20 +67,17 @@ SCALES = {
 def _config(method: str, seed: int, scale: Scale, *, cifar: bool, rho: float | None = None,
             kl_temperature: float | None = None):
   """The preset of ``method`` at ``scale``'s sizes (the CIFAR study's corrupted sets are scored
-  by this module, not by the training CLI's evaluation), locked."""
+  by this module, not by the training CLI's evaluation)."""
   p = "cifar" if cifar else "fmnist"
   sizes = {"width": getattr(scale, f"{p}_width"), "train_subset": getattr(scale, f"{p}_train"),
            "num_epochs": getattr(scale, f"{p}_epochs"), "eval.images": getattr(scale, f"{p}_eval"),
            "checkpoint_every_steps": scale.checkpoint_every, "batch_size": scale.batch_size,
            "method_config.rho": rho, "method_config.kl_temperature": kl_temperature}
   if cifar:
-    c = studies.preset("cifar_c", method, "cifar10", seed,
-                       {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
-  else:
-    c = studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
-                       {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
-  c.lock()
-  return c
+    return studies.preset("cifar_c", method, "cifar10", seed,
+                          {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
+  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
+                        {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
 
 
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:

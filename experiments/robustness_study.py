@@ -36,17 +36,14 @@ from experiments.studies import RunSpec, Scale
 FLAGS = flags.FLAGS
 
 
-# The study's own flags (the framework's: studies.flags_of).
-OWN_FLAGS = {
-    "model": ("string", None, "Override the scale's model (small_cnn | preact_resnet18)."),
-    "width": ("integer", None, "Override the scale's model width."),
-    "epochs": ("integer", None, "Override the scale's epochs."),
-    "train": ("integer", None, "Override the scale's training subset (0 = all 30k)."),
-    "test_images": ("integer", None, "Override the scale's number of test images."),
-    "apgd_steps": ("integer", None, "Override the scale's APGD steps."),
-    "square_queries": ("integer", None, "Override the scale's Square queries."),
-    "eps": ("string", None, "Override the budgets attacked: a subset of 4,8,16 (1/255)."),
-}
+# The study's own flags (the framework's: studies.flags_of): each overrides one size of the scale.
+SIZES = {"model": ("string", "model (small_cnn | preact_resnet18)"),
+         "width": ("integer", "model width"), "epochs": ("integer", "epochs"),
+         "train": ("integer", "training subset (0 = all 30k)"),
+         "test_images": ("integer", "number of test images"),
+         "apgd_steps": ("integer", "APGD steps"), "square_queries": ("integer", "Square queries"),
+         "eps": ("string", "budgets attacked: a subset of 4,8,16 (1/255)")}
+OWN_FLAGS = {k: (kind, None, f"Override the scale's {what}.") for k, (kind, what) in SIZES.items()}
 
 
 EPS = (4, 8, 16)  # in 1/255
@@ -87,9 +84,7 @@ def _config(method: str, seed: int, scale: Scale, *, rho=None, method_fields=Non
             "eval.square_queries": scale.square_queries, "checkpoint_every_steps": 10_000,
             "method_config.rho": rho}
   fields.update({f"method_config.{k}": v for k, v in (method_fields or {}).items()})
-  c = studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed, fields)
-  c.lock()
-  return c
+  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed, fields)
 
 
 def plan(names, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
@@ -204,12 +199,9 @@ def sections(report) -> list[str]:
 
 def _sized(s: Scale) -> Scale:
   """``s`` with the fields the study's flags override."""
-  over = {"model": FLAGS.model, "width": FLAGS.width, "epochs": FLAGS.epochs,
-          "train": FLAGS.train, "test_images": FLAGS.test_images,
-          "apgd_steps": FLAGS.apgd_steps, "square_queries": FLAGS.square_queries}
-  over = {k: v for k, v in over.items() if v is not None}
+  over = {k: FLAGS[k].value for k in SIZES if k != "eps" and FLAGS[k].value is not None}
   for k, v in over.items():
-    if k != "model" and (v < 0 or (v < 1 and k not in ("train",))):
+    if k != "model" and v < (0 if k == "train" else 1):
       raise cli.UsageError(f"--{k} must be >= 1 (--train >= 0), got {v}")
   if FLAGS.eps is not None:
     try:

@@ -129,19 +129,15 @@ def parse_seeds(text: str) -> list[int]:
 def preset(experiment: str, method: str, dataset: str, seed: int, fields: Mapping[str, Any]):
   """``experiments.configs.<experiment>``'s paper preset of ``method`` on ``dataset``, with
   ``seed``, no progress bars and ``fields`` (dotted paths such as ``eval.images`` or
-  ``method_config.rho``; None is left at the preset's value). Unlocked: the plan locks it."""
+  ``method_config.rho``; None is left at the preset's value). Locked."""
   import importlib
+
+  from experiments.configs import common
 
   c = importlib.import_module(f"experiments.configs.{experiment}").make_config(
       method, preset="paper", dataset=dataset)
-  c.unlock()
-  for path, value in {"seed": seed, "progress": False, **fields}.items():
-    *parents, leaf = path.split(".")
-    if value is not None:
-      node = c
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
+  common.set_fields(c, {path: value for path, value in
+                        {"seed": seed, "progress": False, **fields}.items() if value is not None})
   return c
 
 

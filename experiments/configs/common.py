@@ -191,14 +191,15 @@ def make_config(experiment: str, method: str, *, preset: str, dataset: str,
   c.experiment = experiment
   for name, (default, _) in (extra_fields or {}).items():
     c[name] = default
-  _set(c, recipe)
+  set_fields(c, recipe)
   if preset == "quick":
-    _set(apply_quick(c), quick or {})
+    set_fields(apply_quick(c), quick or {})
   c.lock()
   return c
 
 
-def _set(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+def set_fields(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``)."""
   for path, value in values.items():
     group, _, name = path.rpartition(".")
     (c[group] if group else c)[name] = value
@@ -331,5 +332,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
            "FIELDS", "EXPERIMENTS", "field_specs", "extra_specs", "config_specs", "method_config",
-           "base_config", "make_config", "get_config_of", "apply_quick", "not_applying", "validate",
+           "base_config", "make_config", "set_fields", "get_config_of", "apply_quick", "not_applying", "validate",
            "ConfigError"]
