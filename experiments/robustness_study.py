@@ -19,8 +19,8 @@ The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png
 suite's robust accuracy at 8/255 against training time for the penalty modes (and erm / dro).
 ``--scale`` picks the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``,
 ``--test_images``, ``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps`` override single
-ones. The rest is the study framework's (``experiments.studies``); ``--shard=I/N`` serves N
-processes on one device (``experiments/robustness_study_gpu.sh``).
+ones. The rest is the study framework's (``experiments.studies``): on one GPU, ``--workers=6
+--time_limit=520`` runs six processes that share it (docs/robustness.md).
 """
 
 from __future__ import annotations
