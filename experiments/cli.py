@@ -85,14 +85,12 @@ class _QuietOrbaxThreads(logging.Filter):
   """Drops orbax's worker-thread log of a failed save; the same error reaches ``run_main`` as
   an exception and is reported there in one line (``--verbose`` keeps the log).
 
-  Why a filter (issue 23 asked for the cause): orbax (0.12) writes every checkpoint item in a
-  worker thread (``_SignalingThread`` in ``orbax/checkpoint/_src/futures/future.py``; its
-  array, NumPy and JSON writers all use it, with async checkpointing off too), whose ``run``
-  logs any exception with ``logging.exception`` on absl's logger and keeps it; ``join`` then
-  re-raises that exception, traceback included, in the saving thread. orbax has no option to
-  skip the log, and absl's logger is shared by every library, so its level cannot change for
-  orbax alone. The filter drops only ERROR records from orbax's files saying a thread "raised
-  an exception": nothing is lost, the exception arrives in full (a bug keeps its traceback).
+  Why a filter: orbax (0.12) writes every checkpoint item in a worker thread
+  (``_SignalingThread``, ``orbax/checkpoint/_src/futures/future.py``) whose ``run`` logs any
+  exception on absl's logger and whose ``join`` re-raises it in the saving thread. orbax cannot
+  skip the log, and absl's shared logger's level cannot change for orbax alone. Only ERROR
+  records from orbax's files saying a thread "raised an exception" are dropped: the exception
+  still arrives in full (a bug keeps its traceback).
   """
 
   def filter(self, record: logging.LogRecord) -> bool:

@@ -33,10 +33,6 @@ def requested(argv: Sequence[str]) -> str | None:
   return None
 
 
-def without_help(argv: Sequence[str]) -> list[str]:
-  return [a for a in argv if a not in SHORT + FULL]
-
-
 def _module_flags(module_name: str, module_file: str | None, full: bool) -> str:
   from absl import flags
 
@@ -127,7 +123,7 @@ def print_help(module_name: str, argv: Sequence[str], *, full: bool,
   from experiments import flag_defs, overrides
   from experiments.cli import UsageError
 
-  rest, _ = overrides.split_config_overrides(without_help(argv))
+  rest, _ = overrides.split_config_overrides([a for a in argv if a not in SHORT + FULL])
   flags.FLAGS.unparse_flags()
   try:
     flag_defs.import_modules(rest)  # the users' methods are listed too
@@ -141,4 +137,4 @@ def print_help(module_name: str, argv: Sequence[str], *, full: bool,
   print(out, end="", flush=True)
 
 
-__all__ = ["requested", "without_help", "config_text", "text", "print_help"]
+__all__ = ["requested", "config_text", "text", "print_help"]

@@ -41,23 +41,15 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[s
   (['prog', '--method=erm'], [('lr', '0.1')])
   """
   rest, overrides = [], []
-  args = list(argv)
-  i = 0
-  while i < len(args):
-    arg = args[i]
-    if arg.startswith(PREFIX):
-      body = arg[len(PREFIX):]
-      if "=" in body:
-        key, value = body.split("=", 1)
-      elif i + 1 < len(args):
-        key, value = body, args[i + 1]
-        i += 1
-      else:
-        raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
-      overrides.append((key, value))
-    else:
+  args = iter(argv)
+  for arg in args:
+    if not arg.startswith(PREFIX):
       rest.append(arg)
-    i += 1
+      continue
+    key, equals, value = arg[len(PREFIX):].partition("=")
+    if not equals and (value := next(args, None)) is None:
+      raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
+    overrides.append((key, value))
   return rest, overrides
 
 

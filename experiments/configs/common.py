@@ -40,17 +40,6 @@ QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_
                      "jpeg_compression")
 
 
-def method_config(**overrides) -> ml_collections.ConfigDict:
-  """Every method hyper-parameter and its default as a ConfigDict (``overrides`` replace
-  defaults): ``MethodConfig``'s fields and those users' methods registered."""
-  fields = methods.field_defaults()
-  unknown = set(overrides) - set(fields)
-  if unknown:
-    raise ValueError(f"unknown MethodConfig field(s) {sorted(unknown)}")
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
-
-
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
   # Chosen on the digits' training split only (never a test image) among candidates predicted
@@ -169,8 +158,9 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
 
 
 def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
-  """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``."""
-  c = ml_collections.ConfigDict({"method_config": method_config()})
+  """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``: every
+  method hyper-parameter (``MethodConfig``'s and those users' methods registered)."""
+  c = ml_collections.ConfigDict({"method_config": methods.field_defaults()})
   for path, (default, _) in FIELDS.items():
     group, _, name = path.rpartition(".")
     if group and group not in c:
@@ -217,14 +207,18 @@ def get_config_of(make: Callable[..., ml_collections.ConfigDict]
   return get_config
 
 
-def field_specs(extra_fields: Mapping[str, Spec] | None = None) -> dict[str, Spec]:
+def field_specs(extra_fields: Mapping[str, tuple[Any, Spec]] | None = None) -> dict[str, Spec]:
   """The spec of every field (dotted path) of an experiment config: the shared ones, the method
-  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``."""
+  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``
+  (``{name: (default, spec)}``)."""
   method_fields = {f"method_config.{k}": v for k, v in methods.field_specs().items()}
-  return {**{k: spec for k, (_, spec) in FIELDS.items()}, **method_fields,
-          **(extra_fields or {})}
+  return {**{k: spec for k, (_, spec) in {**FIELDS, **(extra_fields or {})}.items()},
+          **method_fields}
 
 
+# The evaluation fields read by some attacks only, and those attacks.
+_ATTACK_FIELDS = {"eval.pgd_steps": ("pgd",), "eval.pgd_restarts": ("pgd", "apgd"),
+                  "eval.apgd_steps": ("apgd", "suite"), "eval.square_queries": ("suite",)}
 # field -> (does it apply to this config?, why not)
 _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "momentum": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
@@ -235,14 +229,9 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "eval.attack": (lambda c: _attack(c) is not None,
                     "no attack runs while eval.adv_eps is empty (to run one, set "
                     "--config.eval.adv_eps=8/255)"),
-    "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
-                       "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
-    "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
-                          "only eval.attack=pgd or apgd with a non-empty eval.adv_eps reads it"),
-    "eval.apgd_steps": (lambda c: _attack(c) in ("apgd", "suite"),
-                        "only eval.attack=apgd or suite with a non-empty eval.adv_eps reads it"),
-    "eval.square_queries": (lambda c: _attack(c) == "suite",
-                            "only eval.attack=suite with a non-empty eval.adv_eps reads it"),
+    **{field: (lambda c, attacks=attacks: _attack(c) in attacks, f"only eval.attack="
+               f"{' or '.join(attacks)} with a non-empty eval.adv_eps reads it")
+       for field, attacks in _ATTACK_FIELDS.items()},
     "eval.norm": (lambda c: _attack(c) is not None,
                   "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
                   "0.5 with eval.norm=l2)"),
@@ -306,20 +295,16 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("method_config", " ".join(str(e).split())) from None
 
 
-def extra_specs(experiment: str) -> dict[str, Spec]:
-  """The specs of the fields ``experiment`` adds (``EXTRA_FIELDS`` beside its factory in
-  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}``)."""
+def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
+  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
+  factory in ``experiments/configs/<experiment>.py``)."""
   import importlib
 
+  experiment = config.get("experiment")
   if experiment not in EXPERIMENTS:
-    return {}
+    return field_specs()
   module = importlib.import_module(f"experiments.configs.{experiment}")
-  return {k: spec for k, (_, spec) in getattr(module, "EXTRA_FIELDS", {}).items()}
-
-
-def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``extra_specs``)."""
-  return field_specs(extra_specs(config.get("experiment")))
+  return field_specs(getattr(module, "EXTRA_FIELDS", None))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -331,6 +316,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "EXPERIMENTS", "field_specs", "extra_specs", "config_specs", "method_config",
-           "base_config", "make_config", "set_fields", "get_config_of", "apply_quick", "not_applying", "validate",
-           "ConfigError"]
+           "FIELDS", "EXPERIMENTS", "field_specs", "config_specs", "base_config", "make_config",
+           "set_fields", "get_config_of", "apply_quick", "not_applying", "validate", "ConfigError"]
