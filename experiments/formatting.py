@@ -1,7 +1,8 @@
-"""How the experiments write numbers: percentages, eps budgets, mean ± 95% interval cells.
+"""How the experiments write numbers: percentages, eps budgets, mean ± 95% interval cells,
+markdown tables.
 
-One module for every table and summary (``reporting``, ``summary``, ``pareto``, the study
-reports), so a number reads the same everywhere.
+One module for every table and summary (``reporting``, ``sweep``, the study reports), so a
+number reads the same everywhere.
 """
 
 from __future__ import annotations
@@ -55,6 +56,19 @@ def attack_name(results: Any) -> str:
   return str(settings.get("attack") or "pgd").upper() + (f"-{steps}" if steps else "")
 
 
+def md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
+  """A markdown table's lines: the header, the rule and one line per row (cells as ``str``).
+
+  >>> md_table(["a", "b"], [[1, ""]])
+  ['| a | b |', '|---|---|', '| 1 |  |']
+  """
+
+  def line(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+  return [line(header), "|" + "---|" * len(header)] + [line(r) for r in rows]
+
+
 def t975(df: int) -> float:
   """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
   if df < 1:
@@ -95,4 +109,4 @@ def ci_cell(cell: tuple[float, float | None, int], *, signed: bool = False, scal
   return text + (f" ± {scale * half:.{digits}f}" if half is not None else " (1 seed)")
 
 
-__all__ = ["pct", "eps_label", "attack_name", "t975", "mean_ci", "ci_cell", "T975"]
+__all__ = ["pct", "eps_label", "attack_name", "md_table", "t975", "mean_ci", "ci_cell", "T975"]

@@ -1,4 +1,5 @@
-"""Result files of an evaluation: ``results.json``, ``results.csv``, ``results.md`` and PNG plots.
+"""Result files of an evaluation (``results.json``, ``results.csv``, ``results.md``, PNG plots),
+the summary a run prints, and the comparison of several runs.
 
 This is an I/O module: it writes files into a run's work directory. Plots use matplotlib's
 Agg backend (no display needed) and are imported lazily.
@@ -23,17 +24,21 @@ Accuracies are fractions in the files and percentages in the markdown tables and
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
 from typing import Any, Mapping, Sequence
 
+from drojax.corruptions.tables import NAMES, STANDARD_NAMES
 from drojax.evaluate import ATTACK_LABELS, FAMILIES, summarize_corruptions
 
-from experiments.formatting import attack_name, eps_label, pct
+from experiments.formatting import attack_name, eps_label, md_table, pct
 
 REQUIRED_KEYS = ("method", "dataset", "clean_accuracy", "mean_corruption_accuracy",
                  "corruption_accuracy", "adversarial_accuracy", "train_seconds")
+# The plots write_results writes into a run's workdir, in the summary's order.
+SEVERITY_PNG, ADVERSARIAL_PNG = "accuracy_vs_severity.png", "adversarial.png"
 
 
 def _by_attack(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -45,10 +50,6 @@ def _by_attack(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
   if not adv:
     return {}
   return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)}
-
-
-def _attack_label(name: str) -> str:
-  return ATTACK_LABELS.get(name, name)
 
 
 def _clean_json(value: Any) -> Any:
@@ -75,22 +76,33 @@ def _sorted_sev(d: Mapping[str, Any]) -> list[str]:
 
 
 def _name_order(acc: Mapping[str, Any]) -> list[str]:
-  from drojax.corruptions import tables
-
-  order = list(tables.STANDARD_NAMES) + list(tables.EXTRA_NAMES)
-  return [n for n in order if n in acc] + sorted(n for n in acc if n not in order)
+  return [n for n in NAMES if n in acc] + sorted(n for n in acc if n not in NAMES)
 
 
-# ------------------------------------------------------------------------------- tables
+def corruption_mean_scope(accuracy: Mapping[str, Mapping[str, Any]]) -> str:
+  """What ``mean_corruption_accuracy`` averages for ``corruption_accuracy`` = ``accuracy``:
+  e.g. ``10 standard corruptions x severities 1,3,5`` (the extras are not in the mean)."""
+  standard = [n for n in accuracy if n in STANDARD_NAMES]
+  severities = sorted({int(s) for n in standard for s in accuracy[n]})
+  noun = "corruption" if len(standard) == 1 else "corruptions"
+  return (f"{len(standard)} standard {noun} x "
+          f"severit{'y' if len(severities) == 1 else 'ies'} {','.join(map(str, severities))}")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-  """A markdown table's lines."""
-  return [_row(header), "|" + "---|" * len(header)] + [_row(r) for r in rows]
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+  """Indices of the points no other point dominates (higher is better in both coordinates),
+  sorted by the first coordinate.
 
-
-def _row(cells: Sequence[Any]) -> str:
-  return "| " + " | ".join(str(c) for c in cells) + " |"
+  >>> pareto_front([(0.9, 0.5), (0.8, 0.6), (0.7, 0.55), (0.9, 0.4)])
+  [1, 0]
+  """
+  front = []
+  for i, (x, y) in enumerate(points):
+    dominated = any((a >= x and b >= y) and (a > x or b > y) for j, (a, b) in enumerate(points)
+                    if j != i)
+    if not dominated:
+      front.append(i)
+  return sorted(front, key=lambda i: points[i][0])
 
 
 def results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -130,8 +142,6 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   title = " / ".join(str(r[k]) for k in ("method", "dataset") if r.get(k)) or "results"
   rows = [("clean accuracy (%)", pct(r.get("clean_accuracy")))]
   if r.get("corruption_accuracy"):
-    from experiments.summary import corruption_mean_scope
-
     scope = corruption_mean_scope(r["corruption_accuracy"])
     rows.append((f"mean corruption accuracy, {scope} (%) "
                  f"[{r.get('corruption_source') or 'corruptions'}]",
@@ -150,16 +160,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
               pct(g.get("average")))]
   if r.get("train_seconds") is not None:
     rows.append(("train time (s)", f"{float(r['train_seconds']):.1f}"))
-  lines = [f"# {title}", ""] + _table(("metric", "value"), rows) + [""]
+  lines = [f"# {title}", ""] + md_table(("metric", "value"), rows) + [""]
 
   acc = r.get("corruption_accuracy") or {}
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
     source = r.get("corruption_source") or ""
-    from drojax.corruptions import tables
-
-    rows = [[name + ("" if name in tables.STANDARD_NAMES else " (extra)"),
+    rows = [[name + ("" if name in STANDARD_NAMES else " (extra)"),
              *(pct(acc[name].get(s)) for s in sevs),
              pct(summary["per_corruption_mean"][name])] for name in _name_order(acc)]
     per_sev = summary["per_severity_mean"]
@@ -170,7 +178,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
       rows.append(["mean, extras", *(pct(extra.get(s)) for s in sevs),
                    pct(summary["extra_corruption_accuracy"])])
     lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), ""]
-    lines += _table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
+    lines += md_table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
                 "those present._"]
@@ -185,14 +193,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             "survived it and every attack to its left; the last is the worst case."
             if len(names) > 1 else "")
     lines += ["## Adversarial accuracy (%)", "", f"In pixel space [0, 1]; {desc}.{note}", ""]
-    lines += _table(["eps", *(_attack_label(a) for a in names)],
+    lines += md_table(["eps", *(ATTACK_LABELS.get(a, a) for a in names)],
                     [[eps_label(e, with_value=True), *(pct(by[a].get(e)) for a in names)]
                      for e in _sorted_sev(adv)])
     lines.append("")
 
   if g:
     lines += ["## Group accuracy (%)", ""]
-    lines += _table(["group", "accuracy", "eval count", "weight"],
+    lines += md_table(["group", "accuracy", "eval count", "weight"],
                     [[k, pct(v), g.get("counts", {}).get(k, "-"),
                       f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
                      for k, v in g.get("per_group", {}).items()])
@@ -232,8 +240,7 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
   With several runs (``results_by_label`` of length > 1) each panel shows the family mean
   per run instead. Severity 0 is the clean accuracy.
   """
-  plt = pyplot()
-  fig, axes = plt.subplots(1, 4, figsize=(17, 4), sharey=True)
+  fig, axes = pyplot().subplots(1, 4, figsize=(17, 4), sharey=True)
   multi = len(results_by_label) > 1
   for ax, (fam, members) in zip(axes, FAMILIES.items()):
     for label, res in results_by_label.items():
@@ -271,8 +278,7 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
 def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: str) -> str:
   """Accuracy vs eps (in 1/255 units) from eps 0 (the clean accuracy), one line per run, on a
   0-100 % axis so a drop looks as large as it is."""
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(5, 4))
+  fig, ax = pyplot().subplots(figsize=(5, 4))
   attacks = set()
   for label, res in results_by_label.items():
     adv = dict(res.get("adversarial_accuracy") or {})
@@ -295,8 +301,7 @@ def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None
               title: str | None = None, ylim: tuple[float, float] | None = (0, 100)) -> str:
   """Grouped bars: one group per tick, one bar per series ``{label: (values, errors or
   None)}``; a NaN value draws no bar (not measured). ``ylim`` None: matplotlib's range."""
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(ticks) + 0.4 * len(series)), 4.5))
+  fig, ax = pyplot().subplots(figsize=(max(5, 1.6 * len(ticks) + 0.4 * len(series)), 4.5))
   width = 0.8 / max(1, len(series))
   for i, (label, (ys, errs)) in enumerate(series.items()):
     xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ticks))]
@@ -319,10 +324,7 @@ def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float |
   """Points ``(label, x, x_error, y, y_error)`` (errors may be None), labelled beside each point
   (``annotate``) or in a legend; ``front`` joins the Pareto-optimal means (higher is better in
   both)."""
-  from experiments.pareto import pareto_front
-
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(5.5, 4.5))
+  fig, ax = pyplot().subplots(figsize=(5.5, 4.5))
   for label, x, xerr, y, yerr in points:
     ax.errorbar(x, y, xerr=xerr or 0, yerr=yerr or 0, fmt="o", capsize=3,
                 color="tab:blue" if annotate else None, label=None if annotate else label)
@@ -367,16 +369,10 @@ def write_results(workdir: str, results: Mapping[str, Any]) -> dict[str, str]:
     ['csv', 'json', 'md']
   """
   os.makedirs(workdir, exist_ok=True)
-  res = {k: results.get(k) for k in REQUIRED_KEYS}
-  res.update(results)
-  res = _clean_json(res)
-  if res.get("corruption_accuracy") is None:
-    res["corruption_accuracy"] = {}
-  if res.get("adversarial_accuracy") is None:
-    res["adversarial_accuracy"] = {}
-  paths = {"json": os.path.join(workdir, "results.json"),
-           "csv": os.path.join(workdir, "results.csv"),
-           "md": os.path.join(workdir, "results.md")}
+  res = _clean_json({**dict.fromkeys(REQUIRED_KEYS), **results})
+  for key in ("corruption_accuracy", "adversarial_accuracy"):
+    res[key] = res[key] or {}
+  paths = {kind: os.path.join(workdir, f"results.{kind}") for kind in ("json", "csv", "md")}
   tmp = paths["json"] + ".tmp"
   with open(tmp, "w") as f:
     json.dump(res, f, indent=2, allow_nan=False)
@@ -391,12 +387,79 @@ def write_results(workdir: str, results: Mapping[str, Any]) -> dict[str, str]:
   label = res.get("method") or "run"
   if res["corruption_accuracy"]:
     paths["severity_png"] = plot_severity(
-        {label: res}, os.path.join(workdir, "accuracy_vs_severity.png"),
+        {label: res}, os.path.join(workdir, SEVERITY_PNG),
         title=f"{label} on {res.get('dataset') or ''} ({res.get('corruption_source') or ''})")
   if res["adversarial_accuracy"]:
     paths["adversarial_png"] = plot_adversarial({label: res},
-                                                os.path.join(workdir, "adversarial.png"))
+                                                os.path.join(workdir, ADVERSARIAL_PNG))
   return paths
+
+
+def read_results(workdir: str) -> dict[str, Any]:
+  """``workdir/results.json``; ``FileNotFoundError`` naming the file when the run has none."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is the run in {workdir} finished?")
+  with open(path) as f:
+    return json.load(f)
+
+
+# ------------------------------------------------------------------------------- summary
+
+# Console style: one decimal with the sign.
+_pct = functools.partial(pct, digits=1, sign="%", missing="n/a")
+
+
+def format_summary(results: Mapping[str, Any], workdir: str) -> str:
+  """The few lines a run ends with (no trailing newline): the headline accuracies of
+  ``results`` (the ``results.json`` dict; missing keys are left out or "n/a"), training time
+  and the files of ``workdir`` that exist, e.g.::
+
+    == dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% (10 standard
+       corruptions x severities 1,3,5) | PGD-5 eps 2/255 60.4%, 8/255 9.1% | training 71 s,
+       220 steps
+       tables: runs/quick_dro_augmix/results.md
+       plots:  runs/quick_dro_augmix/accuracy_vs_severity.png runs/quick_dro_augmix/adversarial.png
+  """
+  head = f"== {results.get('method', '?')} on {results.get('dataset', '?')}"
+  if results.get("preset"):
+    head += f" ({results['preset']})"
+  parts = [f"clean {_pct(results.get('clean_accuracy'))}"]
+  corr = results.get("corruption_accuracy") or {}
+  if corr:
+    parts.append(f"mean corruption {_pct(results.get('mean_corruption_accuracy'))} "
+                 f"({corruption_mean_scope(corr)})")
+  adv = results.get("adversarial_accuracy") or {}
+  if adv:
+    parts.append(f"{attack_name(results)} eps " +
+                 ", ".join(f"{eps_label(e)} {_pct(adv[e])}" for e in _sorted_sev(adv)))
+  groups = results.get("group_accuracy") or {}
+  if groups:
+    parts.append(f"worst group {_pct(groups.get('worst_group'))}, "
+                 f"average {_pct(groups.get('average'))}")
+  seconds = results.get("train_seconds")
+  if seconds is not None:
+    train = f"training {float(seconds):.0f} s"
+    if results.get("steps") is not None:
+      train += f", {int(results['steps'])} steps"
+    parts.append(train)
+  lines = [head + ": " + " | ".join(parts)]
+  md = os.path.join(workdir, "results.md")
+  if os.path.isfile(md):
+    lines.append(f"   tables: {md}")
+  plots = [p for p in (os.path.join(workdir, name) for name in (SEVERITY_PNG, ADVERSARIAL_PNG))
+           if os.path.isfile(p)]
+  if plots:
+    lines.append("   plots:  " + " ".join(plots))
+  return "\n".join(lines)
+
+
+def print_summary(results: Mapping[str, Any], workdir: str) -> None:
+  """Prints :func:`format_summary` (flushed, so it follows the progress bars)."""
+  print(format_summary(results, workdir), flush=True)
+
+
+# ------------------------------------------------------------------------------- comparison
 
 
 def _labels(workdirs: Sequence[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -427,13 +490,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   """
   if not workdirs:
     raise ValueError("compare_runs needs at least one workdir.")
-  results = []
-  for w in workdirs:
-    p = os.path.join(w, "results.json")
-    if not os.path.isfile(p):
-      raise FileNotFoundError(f"{p} not found: is the run in {w} finished?")
-    with open(p) as f:
-      results.append(json.load(f))
+  results = [read_results(w) for w in workdirs]
   labels = _labels(workdirs, results)
   eps = sorted({e for r in results for e in (r.get("adversarial_accuracy") or {})}, key=float)
   cols = [("clean", lambda r: r.get("clean_accuracy")),
@@ -442,7 +499,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   attack_names = list(dict.fromkeys(a for r in results for a in _by_attack(r)))  # first seen
   # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
   tags = sorted({_norm_tag(r, " ") for r in results})
-  cols += [(f"{_attack_label(a)}{t} {eps_label(e, with_value=True)}",
+  cols += [(f"{ATTACK_LABELS.get(a, a)}{t} {eps_label(e, with_value=True)}",
             (lambda a, e, t: lambda r: (_by_attack(r).get(a, {}).get(e)
                                         if _norm_tag(r, " ") == t else None))(a, e, t))
            for t in tags for e in eps for a in attack_names]
@@ -450,22 +507,22 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
            ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
   cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]
   os.makedirs(out, exist_ok=True)
-  paths = {"md": os.path.join(out, "comparison.md"), "csv": os.path.join(out, "comparison.csv"),
-           "png": os.path.join(out, "comparison.png")}
-  lines = ["# Comparison (accuracy, %)", ""] + _table(
-      ["run", "dataset", *(c for c, _ in cols), "train s"], [])
+  paths = {kind: os.path.join(out, f"comparison.{kind}") for kind in ("md", "csv", "png")}
+  rows = []
   with open(paths["csv"], "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["run", "workdir", "method", "dataset"] + [c for c, _ in cols] + ["train_seconds"])
     for label, wd, r in zip(labels, workdirs, results):
       vals = [fn(r) for _, fn in cols]
       ts = r.get("train_seconds")
-      lines.append(_row([label, r.get("dataset") or "-", *(pct(v) for v in vals),
-                         "-" if ts is None else f"{float(ts):.0f}"]))
+      rows.append([label, r.get("dataset") or "-", *(pct(v) for v in vals),
+                   "-" if ts is None else f"{float(ts):.0f}"])
       w.writerow([label, wd, r.get("method"), r.get("dataset")] +
                  ["" if v is None else v for v in vals] + ["" if ts is None else ts])
   with open(paths["md"], "w") as f:
-    f.write("\n".join(lines) + "\n")
+    f.write("\n".join(["# Comparison (accuracy, %)", "",
+                       *md_table(["run", "dataset", *(c for c, _ in cols), "train s"], rows)])
+            + "\n")
 
   bar_chart({label: ([math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols], None)
              for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"],
@@ -477,6 +534,7 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   return paths
 
 
-__all__ = ["REQUIRED_KEYS", "write_results", "compare_runs", "results_markdown", "results_rows",
-           "plot_severity", "plot_adversarial", "pyplot", "save_figure", "bar_chart",
-           "scatter_plot"]
+__all__ = ["REQUIRED_KEYS", "write_results", "read_results", "compare_runs", "results_markdown",
+           "results_rows", "format_summary", "print_summary", "corruption_mean_scope",
+           "pareto_front", "plot_severity", "plot_adversarial", "pyplot", "save_figure",
+           "bar_chart", "scatter_plot"]

@@ -19,9 +19,8 @@ from typing import Sequence
 from absl import flags
 
 from experiments import cli, flag_defs, multi
-from experiments.formatting import pct
+from experiments.formatting import md_table, pct
 from experiments.overrides import apply_overrides
-from experiments.pareto import pareto_front
 from experiments.configs import common
 from experiments.configs import cifar_c as cifar_c_config
 
@@ -46,39 +45,37 @@ def parse_values(text: str, param: str = "rho") -> list[float]:
 
 def summarize(root: str, param: str, values: Sequence[float], workdirs: Sequence[str]) -> dict:
   """Writes ``sweep.json``, ``sweep.md`` and ``pareto.png`` under ``root``."""
+  from experiments import reporting
+
   rows = []
   for v, w in zip(values, workdirs):
-    with open(os.path.join(w, "results.json")) as f:
-      r = json.load(f)
+    r = reporting.read_results(w)
     rows.append({param: v, "workdir": w, "clean_accuracy": r.get("clean_accuracy"),
                  "mean_corruption_accuracy": r.get("mean_corruption_accuracy"),
                  "worst_group_accuracy": (r.get("group_accuracy") or {}).get("worst_group"),
                  "train_seconds": r.get("train_seconds")})
   pts = [(r["clean_accuracy"] or 0.0, r["mean_corruption_accuracy"] or 0.0) for r in rows]
-  front = pareto_front(pts)
+  front = reporting.pareto_front(pts)
   for i, r in enumerate(rows):
     r["pareto_optimal"] = i in front
   summary = {"param": param, "runs": rows}
   with open(os.path.join(root, "sweep.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  groups = any(r["worst_group_accuracy"] is not None for r in rows)  # group-shift data
-  lines = [f"| {param} | clean accuracy | mean corruption accuracy |"
-           + (" worst-group accuracy |" if groups else "") + " train s | Pareto |",
-           "|---|---|---|" + ("---|" if groups else "") + "---|---|"]
-  for r in rows:
-    clean, mca, worst = (pct(r[k], sign="%", missing="n/a") for k in (
-        "clean_accuracy", "mean_corruption_accuracy", "worst_group_accuracy"))
-    lines.append(f"| {r[param]:g} | {clean} | {mca} |" + (f" {worst} |" if groups else "")
-                 + f" {r['train_seconds'] or 0:.0f} | {'yes' if r['pareto_optimal'] else ''} |")
+  columns = {"clean_accuracy": "clean accuracy",
+             "mean_corruption_accuracy": "mean corruption accuracy"}
+  if any(r["worst_group_accuracy"] is not None for r in rows):  # group-shift data
+    columns["worst_group_accuracy"] = "worst-group accuracy"
+  table = md_table([param, *columns.values(), "train s", "Pareto"],
+                   [[f"{r[param]:g}", *(pct(r[k], sign="%", missing="n/a") for k in columns),
+                     f"{r['train_seconds'] or 0:.0f}", "yes" if r["pareto_optimal"] else ""]
+                    for r in rows])
   with open(os.path.join(root, "sweep.md"), "w") as f:
-    f.write(f"# Sweep of {param}\n\n" + "\n".join(lines) + "\n")
-  from experiments.reporting import scatter_plot
-
-  scatter_plot([(f"{param}={r[param]:g}", 100 * x, None, 100 * y, None)
-                for (x, y), r in zip(pts, rows)], os.path.join(root, "pareto.png"),
-               xlabel="clean accuracy (%)", ylabel="mean corruption accuracy (%)",
-               title=f"{param} sweep: clean vs mean corruption accuracy (axes zoomed)",
-               front=True, annotate=True)
+    f.write(f"# Sweep of {param}\n\n" + "\n".join(table) + "\n")
+  reporting.scatter_plot([(f"{param}={r[param]:g}", 100 * x, None, 100 * y, None)
+                          for (x, y), r in zip(pts, rows)], os.path.join(root, "pareto.png"),
+                         xlabel="clean accuracy (%)", ylabel="mean corruption accuracy (%)",
+                         title=f"{param} sweep: clean vs mean corruption accuracy (axes zoomed)",
+                         front=True, annotate=True)
   return summary
 
 

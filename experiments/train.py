@@ -27,7 +27,6 @@ from experiments import cli, launch
 from experiments.overrides import config_usage_error
 from experiments import preflight
 from experiments import workdir as workdir_lib
-from experiments import summary
 from experiments.configs import common
 
 DATA_DIR_ENV = "DROJAX_DATA_DIR"
@@ -273,6 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   import jax
 
+  from experiments import reporting
+
   if jax.process_count() > 1:  # first: a device count that differs would mislead validate
     agree(config, workdir)
   validate(config, num_devices=jax.device_count())
@@ -284,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
-      summary.print_summary(read_results(workdir), workdir)
+      reporting.print_summary(read_results(workdir), workdir)
     return read_results(workdir)
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
@@ -301,8 +302,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   trained = train(config, workdir, train_ds, mesh=train_lib.make_mesh())
 
   def evaluate_and_write() -> dict[str, Any]:
-    from experiments import reporting
-
     results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
     if extra_evaluation is not None:
       results.update(extra_evaluation(trained, test_ds))
@@ -315,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
     if main:  # one writer per workdir
       reporting.write_results(workdir, results)
-      summary.print_summary(results, workdir)
+      reporting.print_summary(results, workdir)
     return results
 
   if jax.process_count() == 1:

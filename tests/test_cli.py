@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from drojax.specs import flatten
-from experiments import cli, pareto
+from experiments import cli, reporting
 from experiments.overrides import apply_overrides, check_overrides_apply, split_config_overrides
 from experiments import train as xtrain
 from experiments import workdir as workdir_lib
@@ -264,7 +264,7 @@ def test_pareto_front_matches_a_scan(seed):
   import numpy as np
 
   pts = [tuple(p) for p in np.random.default_rng(seed).random((9, 2)).round(6)]
-  assert pareto.pareto_front(pts) == _pareto_brute(pts)
+  assert reporting.pareto_front(pts) == _pareto_brute(pts)
 
 
 # ---------------------------------------------------------------- the bad-input table

@@ -140,10 +140,10 @@ def test_the_adversarial_plot_starts_at_clean_and_spans_0_to_100(tmp_path, monke
   plt.close(figures[0])
 
 
-def test_formatting_doctests():
+@pytest.mark.parametrize("name", ["formatting", "reporting"])
+def test_doctests(name):
   import doctest
+  import importlib
 
-  from experiments import formatting
-
-  result = doctest.testmod(formatting)
+  result = doctest.testmod(importlib.import_module(f"experiments.{name}"))
   assert result.attempted >= 4 and result.failed == 0

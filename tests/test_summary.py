@@ -1,8 +1,9 @@
-"""The end-of-run summary: numbers as percentages of the results, only existing files listed."""
+"""The end-of-run summary (experiments.reporting.format_summary): numbers as percentages of the
+results, only existing files listed."""
 
 import os
 
-from experiments import summary
+from experiments import reporting
 
 
 def _results():
@@ -21,7 +22,7 @@ def test_summary_numbers_and_paths(tmp_path):
   wd = str(tmp_path)
   for name in ("results.md", "adversarial.png"):
     open(os.path.join(wd, name), "w").close()
-  text = summary.format_summary(_results(), wd)
+  text = reporting.format_summary(_results(), wd)
   lines = text.splitlines()
   # 0.93871 -> 93.9%, 0.8125 -> 81.2% (round half to even of 81.25), eps sorted ascending.
   assert lines[0] == ("== dro_augmix on digits (quick): clean 93.9% | mean corruption 81.2% "
@@ -37,7 +38,7 @@ def test_summary_missing_parts_and_groups(tmp_path):
   res = {"method": "erm", "dataset": "waterbirds", "clean_accuracy": None,
          "group_accuracy": {"worst_group": 0.5, "average": 0.875},
          "adversarial_accuracy": {"0.01": 0.25}}
-  text = summary.format_summary(res, str(tmp_path))
+  text = reporting.format_summary(res, str(tmp_path))
   assert text == ("== erm on waterbirds: clean n/a | PGD eps 0.01 25.0% "
                   "| worst group 50.0%, average 87.5%")
 
@@ -45,6 +46,6 @@ def test_summary_missing_parts_and_groups(tmp_path):
 def test_the_mean_names_what_it_averages():
   # The extras (speckle_noise, ...) are reported beside the mean, not in it.
   acc = {"fog": {"1": 0.5, "5": 0.4}, "speckle_noise": {"1": 0.5, "2": 0.5, "5": 0.1}}
-  assert summary.corruption_mean_scope(acc) == "1 standard corruption x severities 1,5"
+  assert reporting.corruption_mean_scope(acc) == "1 standard corruption x severities 1,5"
   acc = {"fog": {"3": 0.5}, "snow": {"3": 0.5}, "frost": {"3": 0.5}}
-  assert summary.corruption_mean_scope(acc) == "3 standard corruptions x severity 3"
+  assert reporting.corruption_mean_scope(acc) == "3 standard corruptions x severity 3"
