@@ -156,9 +156,9 @@ def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
 def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
   """The study framework's report hook: the finished runs summarized into ``out_dir``
   (``group_shift.json`` and ``group_shift.md``)."""
-  from experiments import train
+  from experiments import reporting
 
-  summary = summarize([(s.method, s.name, s.seed, train.read_results(s.workdir(root)))
+  summary = summarize([(s.method, s.name, s.seed, reporting.read_results(s.workdir(root)))
                        for s in runs if studies.finished(s, root)])
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "group_shift.json"), "w") as f:

@@ -44,16 +44,12 @@ class Report(NamedTuple):
 
 def collect(runs: Sequence[studies.RunSpec], root: str, metrics) -> list[dict[str, Any]]:
   """One row per finished run: study, name, method, seed, rho and ``metrics(results)``."""
-  rows = []
-  for spec in runs:
-    path = os.path.join(spec.workdir(root), "results.json")
-    if os.path.isfile(path):
-      with open(path) as f:
-        results = json.load(f)
-      rows.append({"study": spec.study, "name": spec.name, "method": spec.method,
-                   "seed": spec.seed, "rho": float(spec.config.method_config.rho),
-                   **metrics(results)})
-  return rows
+  from experiments import reporting
+
+  return [{"study": spec.study, "name": spec.name, "method": spec.method, "seed": spec.seed,
+           "rho": float(spec.config.method_config.rho),
+           **metrics(reporting.read_results(spec.workdir(root)))}
+          for spec in runs if studies.finished(spec, root)]
 
 
 def cells(rows, name: str, columns: Sequence[str]) -> dict[str, tuple]:

@@ -16,7 +16,6 @@ files and evaluates, the others wait for its ``results.json`` at a barrier.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable
 
@@ -282,11 +281,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # leaves no config.json behind to refuse the corrected command.
   if workdir_lib.check_workdir(workdir, config) and os.path.isfile(
       os.path.join(workdir, "results.json")):
+    results = reporting.read_results(workdir)
     if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
-      reporting.print_summary(read_results(workdir), workdir)
-    return read_results(workdir)
+      reporting.print_summary(results, workdir)
+    return results
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   check_data(config, train_ds, test_ds, data_dir=data_dir)
@@ -348,10 +348,5 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise cli.UsageError(str(e)) from None
 
 
-def read_results(workdir: str) -> dict[str, Any]:
-  with open(os.path.join(workdir, "results.json")) as f:
-    return json.load(f)
-
-
 __all__ = ["Trained", "validate", "load_data", "resolve_data_dir", "train", "evaluate",
-           "bound_model", "train_and_evaluate", "read_results", "DATA_DIR_ENV", "EVAL_WAIT_S"]
+           "bound_model", "train_and_evaluate", "DATA_DIR_ENV", "EVAL_WAIT_S"]
