@@ -11,7 +11,9 @@ Var-DRO (arXiv 2511.05568) gives example ``i`` of a mini-batch of ``B`` examples
 whose solution is found by water-filling (sort, cumulative sum, clip): every example starts at its
 lower bound and the remaining mass is poured into the highest losses up to their upper bounds.
 The radii come from a per-example exponential moving average (EMA) of the loss variance,
-normalized within the batch, with a warm-up and a linear ramp of the largest radius.
+normalized within the batch, with a warm-up and a linear ramp of the largest radius. Per step
+the paper's order is: losses -> ``update_tracker`` -> radii from the updated variances ->
+water-filling (``drojax.objectives.var_dro`` follows it).
 
 Everything here is pure: arrays in, arrays out; the tracker is a pytree (``TrackerState``).
 The module imports JAX only (no Flax, Optax, Orbax or TensorFlow Datasets). The library's images
@@ -323,8 +325,8 @@ def radii(variances: jax.Array, *, eps_min: float | jax.Array,
   with :math:`\epsilon_i = \epsilon_{\min}` for all ``i`` when every variance is 0.
 
   Args:
-    variances: ``[B]`` float, non-negative (e.g. ``state.var[ids]``); a negative or NaN
-      variance is a ``ValueError`` when concrete, NaN radii under ``jit``.
+    variances: ``[B]`` float, non-negative (e.g. ``update_tracker(...).var[ids]``); a negative
+      or NaN variance is a ``ValueError`` when concrete, NaN radii under ``jit``.
     eps_min: smallest radius, ``>= 0``.
     eps_max: largest radius, ``>= eps_min`` (checked when concrete; ``inf`` allowed: no upper
       bound for the largest variances); may be a traced scalar
@@ -404,8 +406,8 @@ def loss_scaled_eps_max(tracked_losses: jax.Array, *, eps_max: float,
   of a uniform prediction (no radius while the model predicts nothing).
 
   Args:
-    tracked_losses: ``[B]`` float, each example's tracked (EMA) mean loss, or its current loss
-      when it has none yet.
+    tracked_losses: ``[B]`` float, each example's tracked (EMA) mean loss (Var-DRO reads it
+      after this step's ``update_tracker``, so every example of the batch has one).
     eps_max: the cap, ``>= 0`` and finite.
     num_classes: ``K >= 2``, a Python int.
 
@@ -435,7 +437,8 @@ def var_dro_weights(losses: jax.Array, variances: jax.Array, step: jax.Array | i
 
   Args:
     losses: ``[B]`` float per-example losses.
-    variances: ``[B]`` float tracked variances of the same examples (``state.var[ids]``).
+    variances: ``[B]`` float tracked variances of the same examples, updated with this batch
+      first (``update_tracker(state, ids, losses).var[ids]``, the paper's order).
     step: optimizer step (int or traced ``[]`` integer).
     eps_min, eps_max: radius floor and final cap (``0 <= eps_min <= eps_max``).
     warmup_steps, ramp_steps: the schedule (Python ints).

@@ -1,13 +1,12 @@
-r"""Calibrate CIFAR-C severities so accuracy falls linearly from clean to a floor, for every type.
+r"""Calibrate CIFAR-C severities so accuracy falls linearly from clean to a floor, for every type,
+as DRO-Augment's refined benchmark did, with :func:`drojax.evaluate.calibration.calibrate` (the
+method, its targets and its limits are described there; a demo run: ``docs/calibration.md``).
 
-The refined benchmark of DRO-Augment re-tuned each corruption's parameters so that a reference
-model's accuracy drops about linearly with severity, at the same rate for every type. This tool
-does that for a model of ours with :func:`drojax.evaluate.calibration.calibrate` (the method,
-its targets and its limits are described there) and writes the calibrated table as the refined
-section of ``shared/reference/cifar_c_severities.md`` writes it (parameters per severity), the
-continuous severities, the accuracies before (the base table's severities 1..5) and after,
-``calibration.json`` and a PNG of accuracy vs severity. A row marked capped did not reach its
-target within the table's severity 5: use a harder ``--base_table`` or a higher ``--floor``.
+Writes to ``--out``: ``calibrated_severities.md`` (the parameters per severity as the refined
+section of ``shared/reference/cifar_c_severities.md`` writes them, the continuous severities,
+the accuracies before, at the base table's severities 1..5, and after), ``calibration.json`` and
+``calibration.png``. A row marked capped did not reach its target within the table's severity
+5: use a harder ``--base_table`` or a higher ``--floor``.
 
 A trained run's workdir, evaluated on an .npz of uint8 ``images`` and ``labels``::
 
@@ -34,6 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from experiments import cli, flag_defs
+from experiments.formatting import md_table
+
 
 def format_value(v: float) -> str:
   """A parameter as the reference tables write it: 3 significant digits, no leading zero.
@@ -64,22 +65,19 @@ def markdown_table(calibration: Mapping[str, Any], *, label: str) -> str:
   """The calibrated parameters as the refined section of ``cifar_c_severities.md``, followed
   by the continuous severities and the accuracies before and after."""
   rows = calibration["corruptions"]
+  percents = lambda values: " ".join(f"{100 * a:.1f}" for a in values)
   lines = [f"## Calibrated ({label}; base table {calibration['base_table']})", "",
            f"Clean accuracy {100 * calibration['clean_accuracy']:.2f}%, floor "
            f"{100 * calibration['floor']:.2f}%, targets " +
            ", ".join(f"{100 * t:.1f}" for t in calibration["targets"]) +
            f" (%), {calibration['num_images']} images.", "",
-           f"| corruption | {label} sev 1..5 |", "|---|---|"]
-  for name, r in rows.items():
-    lines.append(f"| {name} | {format_row(r['params'])} |")
-  lines += ["", "| corruption | continuous severity (base table) | accuracy before (%) | "
-            "accuracy after (%) | capped |", "|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lines.append(
-        f"| {name} | " + " ".join(f"{s:.3f}" for s in r["severity"]) + " | " +
-        " ".join(f"{100 * a:.1f}" for a in r["before"]) + " | " +
-        " ".join(f"{100 * a:.1f}" for a in r["after"]) + " | " +
-        ("yes" if any(r["capped"]) else "") + " |")
+           *md_table(["corruption", f"{label} sev 1..5"],
+                     [[name, format_row(r["params"])] for name, r in rows.items()]), "",
+           *md_table(["corruption", "continuous severity (base table)", "accuracy before (%)",
+                      "accuracy after (%)", "capped"],
+                     [[name, " ".join(f"{s:.3f}" for s in r["severity"]), percents(r["before"]),
+                       percents(r["after"]), "yes" if any(r["capped"]) else ""]
+                      for name, r in rows.items()])]
   lines += ["", f"Mean absolute distance to the linear targets: before "
             f"{100 * calibration['mean_abs_error_before']:.2f} points, after "
             f"{100 * calibration['mean_abs_error_after']:.2f} points."]
@@ -90,8 +88,7 @@ def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
   """Accuracy vs severity before (base table) and after calibration, with the targets."""
   from experiments.reporting import pyplot, save_figure
 
-  plt = pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+  fig, axes = pyplot().subplots(1, 2, figsize=(12, 4.5), sharey=True)
   xs = list(range(len(calibration["targets"]) + 1))
   clean = 100 * calibration["clean_accuracy"]
   tgt = [clean] + [100 * t for t in calibration["targets"]]
@@ -100,8 +97,7 @@ def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
     for name, r in calibration["corruptions"].items():
       ax.plot(xs, [clean] + [100 * a for a in r[key]], marker="o", lw=1, label=name)
     ax.plot(xs, tgt, "k--", lw=2, label="linear target")
-    ax.set_title(title)
-    ax.set_xlabel("severity (0 = clean)")
+    ax.set(title=title, xlabel="severity (0 = clean)")
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("accuracy (%)")
   axes[1].legend(fontsize=7, ncol=2)
@@ -111,9 +107,8 @@ def plot_calibration(calibration: Mapping[str, Any], path: str) -> str:
 def write_calibration(calibration: Mapping[str, Any], out: str, *, label: str) -> dict[str, str]:
   """Writes ``calibrated_severities.md``, ``calibration.json`` and ``calibration.png``."""
   os.makedirs(out, exist_ok=True)
-  paths = {"md": os.path.join(out, "calibrated_severities.md"),
-           "json": os.path.join(out, "calibration.json"),
-           "png": os.path.join(out, "calibration.png")}
+  paths = {kind: os.path.join(out, name) for kind, name in (
+      ("md", "calibrated_severities.md"), ("json", "calibration.json"), ("png", "calibration.png"))}
   with open(paths["md"], "w") as f:
     f.write(markdown_table(calibration, label=label))
   with open(paths["json"], "w") as f:

@@ -17,7 +17,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 
 def _missing(value: Any) -> bool:
-  return value is None or (isinstance(value, float) and math.isnan(value))
+  return value is None or math.isnan(float(value))
 
 
 def pct(value: Any, *, digits: int = 2, sign: str = "", missing: str = "-") -> str:
@@ -83,7 +83,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
   >>> m, round(h, 3), n
   (2.0, 2.484, 3)
   """
-  vals = [float(v) for v in values if not _missing(v) and not math.isnan(float(v))]
+  vals = [float(v) for v in values if not _missing(v)]
   n = len(vals)
   if n == 0:
     return math.nan, None, 0

@@ -194,16 +194,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             if len(names) > 1 else "")
     lines += ["## Adversarial accuracy (%)", "", f"In pixel space [0, 1]; {desc}.{note}", ""]
     lines += md_table(["eps", *(ATTACK_LABELS.get(a, a) for a in names)],
-                    [[eps_label(e, with_value=True), *(pct(by[a].get(e)) for a in names)]
-                     for e in _sorted_sev(adv)])
+                      [[eps_label(e, with_value=True), *(pct(by[a].get(e)) for a in names)]
+                       for e in _sorted_sev(adv)])
     lines.append("")
 
   if g:
     lines += ["## Group accuracy (%)", ""]
     lines += md_table(["group", "accuracy", "eval count", "weight"],
-                    [[k, pct(v), g.get("counts", {}).get(k, "-"),
-                      f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
-                     for k, v in g.get("per_group", {}).items()])
+                      [[k, pct(v), g.get("counts", {}).get(k, "-"),
+                        f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
+                       for k, v in g.get("per_group", {}).items()])
     lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {pct(g.get('worst_group'))} "
                  f"| | |")
     lines.append(f"| **average** ({g.get('weights_from', 'train')} proportions) | "
@@ -253,16 +253,14 @@ def plot_severity(results_by_label: Mapping[str, Mapping[str, Any]], path: str,
       else:
         lines = {n: acc[n] for n in present}
       for line_label, by_sev in lines.items():
-        sevs = _sorted_sev(by_sev)
-        xs, ys = [float(s) for s in sevs], [100 * by_sev[s] for s in sevs]
         if res.get("clean_accuracy") is not None:
-          xs, ys = [0.0] + xs, [100 * res["clean_accuracy"]] + ys
-        ax.plot(xs, ys, marker="o", label=line_label)
-    ax.set_title(fam)
-    ax.set_xlabel("severity (0 = clean)")
-    ax.set_xlim(-0.25, 5.25)
-    ax.set_xticks(range(6))
-    ax.set_ylim(0, 100)  # a fixed scale: a few points' drop must not look like a cliff
+          by_sev = {"0": res["clean_accuracy"], **by_sev}
+        sevs = _sorted_sev(by_sev)
+        ax.plot([float(s) for s in sevs], [100 * by_sev[s] for s in sevs], marker="o",
+                label=line_label)
+    # A fixed accuracy scale: a few points' drop must not look like a cliff.
+    ax.set(title=fam, xlabel="severity (0 = clean)", xlim=(-0.25, 5.25), xticks=range(6),
+           ylim=(0, 100))
     if not ax.lines:
       ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes,
               color="gray")
@@ -287,10 +285,8 @@ def plot_adversarial(results_by_label: Mapping[str, Mapping[str, Any]], path: st
     es = sorted(adv, key=float)
     ax.plot([255 * float(e) for e in es], [100 * adv[e] for e in es], marker="o", label=label)
     attacks.add(attack_name(res))
-  ax.set_title(f"accuracy under {' / '.join(sorted(attacks))} attack (eps 0 = clean)")
-  ax.set_xlabel("eps (x 1/255, pixel space)")
-  ax.set_ylabel("robust accuracy (%)")
-  ax.set_ylim(0, 100)
+  ax.set(title=f"accuracy under {' / '.join(sorted(attacks))} attack (eps 0 = clean)",
+         xlabel="eps (x 1/255, pixel space)", ylabel="robust accuracy (%)", ylim=(0, 100))
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   return save_figure(fig, path)
@@ -306,11 +302,8 @@ def bar_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float] | None
   for i, (label, (ys, errs)) in enumerate(series.items()):
     xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ticks))]
     ax.bar(xs, ys, width=width, yerr=errs, capsize=3 if errs else 0, label=label)
-  ax.set_xticks(range(len(ticks)))
+  ax.set(xticks=range(len(ticks)), ylabel=ylabel, ylim=ylim)
   ax.set_xticklabels(ticks, rotation=20, ha="right", fontsize=8)
-  ax.set_ylabel(ylabel)
-  if ylim is not None:
-    ax.set_ylim(*ylim)
   if title:
     ax.set_title(title, fontsize=9)
   ax.grid(axis="y", alpha=0.3)
@@ -337,8 +330,7 @@ def scatter_plot(points: Sequence[tuple[str, float, float | None, float, float |
     # Ringed points: a front of one point is visible too.
     ax.plot([points[i][1] for i in best], [points[i][3] for i in best], color="tab:red",
             marker="o", markersize=11, markerfacecolor="none", label="Pareto front (means)")
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
+  ax.set(xlabel=xlabel, ylabel=ylabel)
   if title:
     ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)

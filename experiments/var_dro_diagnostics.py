@@ -11,8 +11,12 @@ variance distribution by group (and flipped vs clean) over training.
 
 The weights are recomputed at the end of the epoch: the epoch's batches (the same order as
 training), their losses under the end-of-epoch parameters in inference mode, the tracked
-variances and the schedule's ``eps_max`` at the epoch's last step, water-filled as in training.
-They approximate, not replay, the weights of the steps.
+variances and means and the schedule's ``eps_max`` at the epoch's last step, water-filled as in
+training. Training reads each example's variance after its step's tracker update (the paper's
+order), and each example is in one batch per epoch, so the end-of-epoch tracker holds exactly the
+variances (and, for ``schedule='loss'``, the means) its step used; only the losses differ (its
+step's parameters, augmentation and train mode), so the weights approximate, not replay, the
+weights of the steps.
 """
 
 from __future__ import annotations
@@ -71,8 +75,7 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
   def batch_weights(batch_loss, var, step, tracked):
     cap = mc.var_dro_eps_max
     if mc.var_dro_schedule == "loss":  # as drojax.objectives.var_dro does
-      cap = weighting.loss_scaled_eps_max(jnp.where(jnp.isnan(tracked), batch_loss, tracked),
-                                          eps_max=cap, num_classes=model.num_classes)
+      cap = weighting.loss_scaled_eps_max(tracked, eps_max=cap, num_classes=model.num_classes)
     q = weighting.var_dro_weights(batch_loss, var, step, eps_min=mc.var_dro_eps_min,
                                   eps_max=cap,
                                   warmup_steps=mc.var_dro_warmup_steps,
@@ -82,13 +85,15 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
   def eval_fn(state, epoch: int) -> dict[str, float]:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     tracker = jax.device_get(state.objective_state)
-    var_by_id = np.asarray(tracker.var)
-    tracked_by_id = np.where(np.asarray(tracker.count) > 0, np.asarray(tracker.mean), np.nan)
+    var_by_id, tracked_by_id = np.asarray(tracker.var), np.asarray(tracker.mean)
     step = (epoch + 1) * steps_per_epoch - 1
     row = {int(i): k for k, i in enumerate(train_ds.ids)}
     weight = np.full(len(train_ds), np.nan)
     for batch in data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
                                     epoch=epoch):
+      if not np.all(np.asarray(tracker.count)[batch["id"]] > 0):
+        raise ValueError(f"the tracker has not seen every example of epoch {epoch}'s batches: "
+                         "the diagnostics need the epoch's training batches")
       loss = batch_losses(variables, batch["image"], batch["label"])
       w = batch_weights(loss, var_by_id[batch["id"]], step, tracked_by_id[batch["id"]])
       weight[[row[int(i)] for i in batch["id"]]] = np.asarray(w)

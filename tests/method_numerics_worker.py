@@ -50,7 +50,9 @@ def _batches():
   n, b = 32, 16
   images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
   labels = rng.integers(0, 3, n).astype(np.int32)
-  # Batch 0 twice: the third step's Var-DRO weights see non-zero tracked variances.
+  # Batch 0 twice: the third step is its second visit, whose Var-DRO weights use the variances
+  # updated with that step's losses (non-zero; with the pre-update variances of before
+  # 2026-12-03 they were still 0 and all three steps had uniform weights).
   return n, [{"image": images[i * b:(i + 1) * b], "label": labels[i * b:(i + 1) * b],
               "id": np.arange(i * b, (i + 1) * b, dtype=np.int32)} for i in (0, 1, 0)]
 

@@ -53,7 +53,8 @@ def main(names):
   labels = rng.integers(0, 3, n).astype(np.int32)
   batches = [{"image": images[i * b:(i + 1) * b], "label": labels[i * b:(i + 1) * b],
               "id": np.arange(i * b, (i + 1) * b, dtype=np.int32)} for i in (0, 0, 0)]
-  # The same ids three times: the third step's Var-DRO weights use non-zero tracked variances.
+  # The same ids three times: from the second step on, Var-DRO's weights use non-zero tracked
+  # variances (updated with the step's own losses first).
   model = models.TinyNet(num_classes=3, width=4)
   config = methods.MethodConfig(rho=0.5, q=2.0, var_dro_eps_max=1.0)
   for spec in names:  # a method name, or name:penalty_mode

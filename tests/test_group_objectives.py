@@ -186,8 +186,9 @@ def test_eight_devices_equal_one_device():
 
 
 def test_var_dro_loss_schedule_scales_the_cap():
-  """schedule='loss': the cap is eps_max * clip(1 - mean tracked loss / log K, 0, 1) (the
-  current loss for an unseen example); the weights are those of the ramp at that cap."""
+  """schedule='loss': the cap is eps_max * clip(1 - mean tracked loss / log K, 0, 1), the tracked
+  loss read after this step's EMA update (an unseen example's first sighting: its loss); the
+  weights are those of the ramp at that cap."""
   x, t, w, y = _data(5)
   losses, _ = _np_losses(x, y, w)
   with jax.enable_x64(True):
@@ -195,7 +196,7 @@ def test_var_dro_loss_schedule_scales_the_cap():
     state = O.var_dro(eps_max=2.0).init(B)._replace(
         var=jnp.linspace(0.0, 1.0, B), mean=jnp.full(B, 0.3),
         count=jnp.array([1, 1, 1, 1, 1, 1, 0, 0], jnp.int32))
-    tracked = np.r_[np.full(6, 0.3), losses[6:]]
+    tracked = np.r_[0.3 + 0.1 * (losses[:6] - 0.3), losses[6:]]  # EMA rate 0.1
     cap = 2.0 * np.clip(1 - tracked.mean() / np.log(K), 0, 1)
     assert 0 < cap < 2.0
     got, aux, _ = _value(O.var_dro(eps_max=2.0, schedule="loss"), wj, xj, tj, state=state)

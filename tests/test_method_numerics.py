@@ -5,6 +5,11 @@ before the change did, on 1 and on 8 forced CPU devices, up to float32 rounding.
 ``tests/data/method_params_before.npz`` was recorded with ``tests/method_numerics_worker.py``
 run on commit 2a5963c (before the refactor); the W-DRO methods with their penalty mode pinned,
 so the recording keeps its meaning after the default mode changed to forward_over_reverse.
+The ``var_dro*`` keys (``var_dro``, ``var_dro_mixup``, ``var_dro_augmix``, 1 and 8 devices) were
+re-recorded on 2026-12-03 (issue 26, jax 0.10.2, same worker) when Var-DRO moved to the paper's
+per-step order (tracker update, then weights from the updated variances): the third step, batch
+0's second visit, now has non-uniform weights, where the pre-update variances were still 0 and
+the old recording equalled ERM's to 1.2e-7. Every other key is byte-identical to the original.
 
 Another CPU (AVX-512, AVX2, SSE4.2: FMA or not, other vector widths) orders and fuses the
 float32 work differently, so no fixed tolerance recorded on one machine holds on all. The

@@ -281,11 +281,29 @@ def test_cvar_objective_is_the_mean_of_the_top_fraction():
   np.testing.assert_allclose(value, np.sort(losses)[-2:].mean(), rtol=1e-5)
 
 
-def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
+def _np_var_dro_step(losses, mean, var, count, *, eps_min, eps_max, ema=0.1):
+  """float64 transcription of one Var-DRO step in the paper's order (ids 0..B-1, no duplicate):
+  EMA update of mean and variance first, radii from the UPDATED variances, then the LP by
+  linprog. Returns the LP's weights and the updated (mean, var, count)."""
+  losses, mean, var = (np.asarray(a, np.float64) for a in (losses, mean, var))
+  first = np.asarray(count) == 0
+  delta = losses - mean
+  new_mean = np.where(first, losses, mean + ema * delta)
+  new_var = np.where(first, 0.0, (1 - ema) * (var + ema * delta**2))
+  top = new_var.max()
+  eps = eps_min + (eps_max - eps_min) * (new_var / top if top > 0 else 0.0 * new_var)
+  res = scipy.optimize.linprog(-losses, A_eq=np.ones((1, B)), b_eq=[1.0],
+                               bounds=list(zip(np.exp(-eps) / B, np.exp(eps) / B)))
+  assert res.status == 0, res.message
+  return res.x, (new_mean, new_var, np.asarray(count) + 1)
+
+
+def test_var_dro_objective_uses_linprog_weights_from_updated_variances():
   images, targets, weight = _data(6)
   rng = np.random.default_rng(6)
   var = rng.uniform(0.0, 2.0, B).astype(np.float32)
-  tracker = weighting.TrackerState(mean=jnp.zeros(B), var=jnp.asarray(var),
+  mean = rng.uniform(0.0, 2.0, B).astype(np.float32)
+  tracker = weighting.TrackerState(mean=jnp.asarray(mean), var=jnp.asarray(var),
                                    count=jnp.ones(B, jnp.int32))
   eps_min, eps_max = 0.1, 1.5
   m = methods.get_method("var_dro", methods.MethodConfig(
@@ -294,21 +312,43 @@ def test_var_dro_objective_uses_linprog_weights_from_tracked_variances():
   (value, aux), grad = _value_and_grad(m.objective, images, targets, weight, _ctx(step=5),
                                        state=tracker)
   losses, _ = _np_losses(images, targets, weight)
-  eps = eps_min + (eps_max - eps_min) * var / var.max()  # the paper's radius mapping
-  res = scipy.optimize.linprog(-losses, A_eq=np.ones((1, B)), b_eq=[1.0],
-                               bounds=list(zip(np.exp(-eps) / B, np.exp(eps) / B)))
-  np.testing.assert_allclose(value, -res.fun, rtol=1e-5)
-  expected = np.einsum("b,bdk->dk", res.x, _np_param_grads(images, targets, weight))
+  q, updated = _np_var_dro_step(losses, mean, var, np.ones(B, int), eps_min=eps_min,
+                                eps_max=eps_max)
+  np.testing.assert_allclose(value, np.dot(q, losses), rtol=1e-5)
+  expected = np.einsum("b,bdk->dk", q, _np_param_grads(images, targets, weight))
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(aux.metrics["weights_sum"], 1.0, rtol=1e-6)
   with pytest.raises(ValueError, match="tracker"):
     m.objective.apply(None, None, _fns(jnp.asarray(weight)), images, targets, _ctx())
-  # apply updates its own state: the tracker saw this batch's losses (ids 0..B-1).
+  # apply returns the tracker it solved with: updated by this batch's losses (ids 0..B-1).
   _, _, new = m.objective.apply(None, tracker, _fns(jnp.asarray(weight)), images, targets,
                                 _ctx(step=5))
-  expected = weighting.update_tracker(tracker, jnp.arange(B), jnp.asarray(losses), ema=0.1)
-  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7), new,
-               expected)
+  for got, want in zip(new, updated):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_var_dro_weights_act_from_an_examples_second_visit():
+  """First visit: the first sighting sets the variance to 0, so the weights are uniform (ERM).
+  Second visit (other losses, as after a train step): the variance updated with this visit's
+  loss is already > 0, so the weights are the LP's, not uniform (under the old order, weights
+  from the variance before the update, they stayed uniform until the third visit)."""
+  images, targets, weight = _data(9)
+  weight2 = weight + np.random.default_rng(9).normal(scale=0.5, size=weight.shape).astype(
+      np.float32)
+  m = methods.get_method("var_dro", methods.MethodConfig(var_dro_eps_max=1.0))
+  state = m.objective.init(B)
+  first, aux1, state = m.objective.apply(None, state, _fns(jnp.asarray(weight)), images,
+                                         targets, _ctx(step=0))
+  l1, _ = _np_losses(images, targets, weight)
+  np.testing.assert_allclose(first, l1.mean(), rtol=1e-5)
+  np.testing.assert_allclose(aux1.metrics["weights_max_ratio"], 1.0, rtol=1e-6)
+  second, aux2, _ = m.objective.apply(None, state, _fns(jnp.asarray(weight2)), images, targets,
+                                      _ctx(step=1))
+  l2, _ = _np_losses(images, targets, weight2)
+  q, _ = _np_var_dro_step(l2, l1, np.zeros(B), np.ones(B, int), eps_min=0.0, eps_max=1.0)
+  np.testing.assert_allclose(second, np.dot(q, l2), rtol=1e-5)
+  np.testing.assert_allclose(aux2.metrics["weights_max_ratio"], q.max() * B, rtol=1e-4)
+  assert q.max() * B > 1.02 and float(second) > l2.mean() + 1e-4
 
 
 @pytest.mark.parametrize("name", ["erm", "dro", "kl_dro", "cvar", "var_dro"])

@@ -3,8 +3,8 @@ r"""The distributionally robust objectives: W-DRO (DRO-Augment), Var-DRO, KL-DRO
 Each constructor takes its hyper-parameters as keyword options, checks them, and returns an
 :class:`~drojax.objectives.base.Objective`. ``wdro``, ``kl_dro`` and ``cvar`` have no state;
 ``var_dro``'s state is its per-example variance tracker (:class:`drojax.weighting.TrackerState`),
-updated inside its own ``apply``. ``kl_dro_risk`` and ``cvar_risk`` are the scalar reductions of
-a ``[B]`` vector of losses they use. Imports JAX only.
+updated inside its own ``apply`` before the weights are solved. ``kl_dro_risk`` and
+``cvar_risk`` are the scalar reductions of a ``[B]`` vector of losses they use. Imports JAX only.
 """
 
 from __future__ import annotations
@@ -132,17 +132,21 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
   r"""Var-DRO (arXiv 2511.05568): :math:`\sum_i q_i \ell_i` with water-filling weights.
 
   State: the variance tracker (``init(num_examples)``, one slot per training example id).
-  The weights are solved over the GLOBAL batch: the losses and the tracked variances
-  (``state.var[ids]``, from before this step's update) are gathered over ``ctx.axis_name``; the
-  radii follow ``eps_max_schedule(ctx.step)``. Weights are constants for differentiation. The
-  value is the same on every device. ``apply`` then updates the tracker with the global batch's
-  ids and (constant) losses, EMA rate ``ema``.
+  Each step follows the paper's order (its critical path): the losses and ids are gathered over
+  ``ctx.axis_name`` into the GLOBAL batch, the tracker is updated with them first (EMA rate
+  ``ema``; duplicates of an id are averaged into one update, see
+  :func:`~drojax.weighting.update_tracker`), and the weights are then solved from the UPDATED
+  variances ``new_state.var[ids]`` (a duplicated id reads its one updated value), with radii
+  following ``eps_max_schedule(ctx.step)``. A first sighting sets the variance to 0, so an
+  example's weight departs from uniform from its second visit on. Weights are constants for
+  differentiation. The value is the same on every device.
 
   ``schedule="loss"`` (data-driven, beside the paper's ramp): the cap is also scaled by
-  :math:`\mathrm{clip}(1 - \bar m / \log K, 0, 1)`, with :math:`\bar m` the batch's mean tracked
-  loss (the EMA mean; the current loss for an example not yet seen) and :math:`\log K` the loss
-  of a uniform prediction: no radius while the model predicts nothing, and a cap that stays
-  small where the loss cannot fall (label noise), so noisy examples' variance is not amplified.
+  :math:`\mathrm{clip}(1 - \bar m / \log K, 0, 1)`, with :math:`\bar m` the global batch's mean
+  tracked loss (the updated EMA mean, which every example of the batch has) and :math:`\log K`
+  the loss of a uniform prediction: no radius while the model predicts nothing, and a cap that
+  stays small where the loss cannot fall (label noise), so noisy examples' variance is not
+  amplified.
   """
   if schedule not in VAR_DRO_SCHEDULES:
     raise ValueError(f"schedule must be one of {VAR_DRO_SCHEDULES}, got {schedule!r}")
@@ -171,15 +175,13 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
     losses, model_aux = model.loss(images, targets)
     all_losses = jax.lax.stop_gradient(all_gather(losses, ctx.axis_name))
     all_ids = all_gather(ctx.ids, ctx.axis_name)
-    all_var = all_gather(state.var[ctx.ids], ctx.axis_name)
+    new_state = _weighting.update_tracker(state, all_ids, all_losses, ema=ema)
     cap = eps_max
     if schedule == "loss":
-      tracked = jnp.where(state.count[ctx.ids] > 0, state.mean[ctx.ids], losses)
-      cap = _weighting.loss_scaled_eps_max(
-          jax.lax.stop_gradient(all_gather(tracked, ctx.axis_name)), eps_max=eps_max,
-          num_classes=targets.shape[-1])
+      cap = _weighting.loss_scaled_eps_max(new_state.mean[all_ids], eps_max=eps_max,
+                                           num_classes=targets.shape[-1])
     weights = _weighting.var_dro_weights(
-        all_losses, all_var, ctx.step, eps_min=eps_min, eps_max=cap,
+        all_losses, new_state.var[all_ids], ctx.step, eps_min=eps_min, eps_max=cap,
         warmup_steps=warmup_steps, ramp_steps=ramp_steps)
     weights = jax.lax.stop_gradient(weights)
     value = jnp.sum(weights * all_gather(losses, ctx.axis_name))
@@ -189,7 +191,6 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
                "weights_sum": jnp.sum(weights)}
     if schedule == "loss":
       metrics["eps_max"] = cap
-    new_state = _weighting.update_tracker(state, all_ids, all_losses, ema=ema)
     return value, ObjectiveAux(losses, model_aux, metrics), new_state
 
   return Objective(init, apply)

@@ -180,8 +180,9 @@ def var_dro_vrex(*, num_environments: int, penalty_weight: float, anneal_steps: 
                  **var_dro_options) -> Objective:
   r"""Var-DRO's weighted risk :math:`\sum_i q_i \ell_i` + :math:`\lambda` x V-REx's penalty.
 
-  State: Var-DRO's variance tracker. ``var_dro_options`` are :func:`var_dro`'s (eps_min,
-  eps_max, warmup_steps, ramp_steps, ema).
+  State: Var-DRO's variance tracker, updated before the weights as in :func:`var_dro`.
+  ``var_dro_options`` are :func:`var_dro`'s (eps_min, eps_max, warmup_steps, ramp_steps, ema,
+  schedule).
   """
   _check_penalty("vrex", num_environments, penalty_weight, anneal_steps)
   base = var_dro(**var_dro_options)
