@@ -1,26 +1,19 @@
-r"""The robustness-cost study (issue #17): which methods survive APGD, APGD-T and Square, and
-what the W-DRO penalty's gradient modes cost.
+r"""The robustness-cost study (issue #17, docs/robustness.md): which methods survive APGD,
+APGD-T, FAB-T and Square, and what the W-DRO penalty's gradient modes cost.
 
   python -m experiments.robustness_study --data_dir=../shared/data --root=runs/robustness \
-      --scale=gpu --seeds=0,1,2
+      --scale=gpu --seeds=0,1,2 --workers=6 --time_limit=520
 
 Fashion-MNIST (the 30k training images of ``fashion_mnist_train.npz``), one model per run:
-
-* ``methods``: ``erm``, ``dro`` at rho 0.02 / 0.08 / 0.3, ``dro_mixup``, ``pgd_at``, ``trades``
-  (methods this checkout does not have are listed as missing in the report, not run);
-* ``modes``: ``dro`` at rho 0.08 with ``method_config.penalty_mode`` ``exact``,
-  ``forward_over_reverse``, ``finite_difference``, and ``penalty_subsample`` 0.25 and 0.1;
-* evaluation on a fixed random subset of ``test_images`` test images: clean, PGD-20 (random
-  start, step eps/8), and the suite (APGD-CE, then APGD-T with 9 targets, then FAB-T, then
-  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255;
-* cost: each run's training wall time (``train_seconds``, compilation included).
-
-The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``) plots the
-suite's robust accuracy at 8/255 against training time for the penalty modes (and erm / dro).
-``--scale`` picks the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``,
-``--test_images``, ``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps`` override single
-ones. The rest is the study framework's (``experiments.studies``): on one GPU, ``--workers=6
---time_limit=520`` runs six processes that share it (docs/robustness.md).
+``methods`` (``METHOD_RUNS``; a method this checkout lacks is listed as missing, not run) and
+``modes`` (``dro`` at rho ``MODE_RHO`` with each ``penalty_mode`` and ``penalty_subsample`` 0.25
+and 0.1), evaluated on a fixed random subset of test images: clean, PGD-20 (random start, step
+eps/8) and the suite (APGD-CE, APGD-T, FAB-T, Square, each on the images still correct) at eps
+4, 8, 16 / 255, with each run's training wall time (compilation included). The report
+(``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``) plots the suite's
+robust accuracy at 8/255 against training time. ``--scale`` picks the sizes (``SCALES``); the
+size flags (``SIZES``) override single ones. The rest is the study framework's
+(``experiments.studies``): ``--workers`` share one GPU.
 """
 
 from __future__ import annotations

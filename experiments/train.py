@@ -1,30 +1,25 @@
 """``train_and_evaluate(config, workdir)``: one run of an experiment, flax-examples style.
 
-Validate the config (once, here: every field against its spec, the rules between fields, the
-method's factory, and what needs the machine or the data), prepare the workdir (``config.json``;
-a re-run with the same config resumes, another config is refused), load the data, train with
-``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints whose metadata carries
-the training seconds summed over resumes, NaN guard), evaluate (clean, corruptions x
-severities, adversarial, groups) with ``drojax.evaluate`` and write ``results.json/csv/md`` and
-the plots with ``experiments.reporting.write_results``.
-
-Several processes (``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: all
-train together on the mesh over every process's devices; process 0 alone writes the workdir's
-files and evaluates, the others wait for its ``results.json`` at a barrier.
+Validate the config (once: every field against its spec, the rules between fields, the
+method's factory; then what needs the machine or the loaded data, the final evaluation's needs
+included), prepare the workdir (``config.json``; a re-run with the same config resumes, another
+is refused), load the data, train with ``drojax.loop.fit``, evaluate with ``drojax.evaluate`` and
+write the results with ``experiments.reporting.write_results``. Several processes
+(``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: they train together on
+the mesh over every process's devices and evaluate a share each; process 0 alone writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
 from drojax.specs import ConfigError
 from experiments import cli, launch
 from experiments.overrides import config_usage_error
-from experiments import preflight
 from experiments import workdir as workdir_lib
 from experiments.configs import common
 
@@ -79,7 +74,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
 def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
                data_dir: str | None) -> None:
   """The checks that need the loaded data (or other files); run before ``config.json``: among
-  them every requirement of the final evaluation (``experiments.preflight``)."""
+  them every requirement of the final evaluation (``check_evaluation``)."""
   from experiments import groups
 
   groups.check(config.method, method_config(config), train_ds)
@@ -93,8 +88,41 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
-  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
-                             image_shape=test_ds.image_shape, data_dir=data_dir)
+  check_evaluation(config, num_classes=train_ds.num_classes, image_shape=test_ds.image_shape,
+                   data_dir=data_dir)
+
+
+def check_evaluation(config: ml_collections.ConfigDict, *, num_classes: int,
+                     image_shape: Sequence[int], data_dir: str | None) -> None:
+  """``cli.UsageError`` (or ``DataNotFoundError``) for what the final evaluation cannot do, so
+  that hours of training are not wasted (issue 25): ``eval.attack=suite`` with budgets, the
+  suite's own option check with the dataset's ``num_classes`` (APGD-T needs K >= 4);
+  ``eval.corruptions=published``, every named file present, readable, complete and of the test
+  images' ``[H, W, C]`` ``image_shape``; ``data_dir``: the resolved data directory."""
+  from drojax import attacks
+  from drojax.evaluate import adversarial
+
+  k = int(num_classes)
+  if len(config.eval.adv_eps) and config.eval.attack == "suite":
+    try:
+      attacks.check_suite_options(
+          eps=None, norm="linf", num_steps=config.eval.apgd_steps,
+          num_targets=max(1, min(9, k - 1)), num_queries=config.eval.square_queries,
+          p_init=adversarial.SQUARE_P_INIT, num_classes=k)
+    except ValueError as e:
+      raise cli.UsageError(f"--config.eval.attack=suite cannot evaluate {config.dataset} ({k} "
+                           f"classes): {e} Use --config.eval.attack=apgd (or pgd).") from None
+  names = tuple(config.eval.corruption_names)
+  if config.eval.corruptions == "published" and names != ("none",):
+    from drojax import corruptions
+    from drojax.data import published_c
+
+    try:
+      published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
+                              data_dir=data_dir, names=names or corruptions.NAMES,
+                              image_shape=tuple(image_shape))
+    except ValueError as e:
+      raise cli.UsageError(f"eval.corruptions=published: {e}") from None
 
 
 # ------------------------------------------------------------------------------- data
@@ -348,5 +376,5 @@ def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise cli.UsageError(str(e)) from None
 
 
-__all__ = ["Trained", "validate", "load_data", "resolve_data_dir", "train", "evaluate",
-           "bound_model", "train_and_evaluate", "DATA_DIR_ENV", "EVAL_WAIT_S"]
+__all__ = ["Trained", "validate", "check_data", "check_evaluation", "load_data", "resolve_data_dir",
+           "train", "evaluate", "bound_model", "train_and_evaluate", "DATA_DIR_ENV", "EVAL_WAIT_S"]

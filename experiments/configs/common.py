@@ -1,25 +1,16 @@
-"""Pieces shared by the experiment configs: the method hyper-parameters, the base config, and
-the checks of every field they define.
+"""Pieces shared by the experiment configs: the fields every experiment has, their specs, the
+base config and its validation.
 
-Every config is a locked ``ml_collections.ConfigDict``; ``--config.<field>=VALUE`` overrides a
-field and a typo gets a suggestion. Method hyper-parameters live under ``config.method_config``
-with exactly the fields of ``drojax.methods.MethodConfig``.
-
-Validation (``validate``), run by the CLIs before anything is written or compiled:
-
-* every field has a spec (``field_specs()``: ``FIELDS`` here, with each default, the
-  method hyper-parameters' from the method layer, ``drojax.methods.field_specs()``, including
-  those a user's method registered, and each experiment's extras next to its factory) giving its
-  type, range or choices; a field without a spec is itself an error;
-* cross-field rules (``warmup_epochs < num_epochs``, ``lr_min <= learning_rate``, ...);
-* the method's own factory is built once (``drojax.methods.get_method``), so the method layer's
-  rules (``var_dro_eps_min <= var_dro_eps_max``, ``penalty_subsample`` 1 with NoisyMix + W-DRO)
-  and any check the library makes of its hyper-parameters run up front;
-* a field that the chosen method or set-up does not read (``not_applying``) is an ERROR when the
-  user set it explicitly (an override or a sweep): e.g. ``rho`` for ``var_dro`` (the methods
-  declare what they read: ``drojax.methods.fields_read``), ``momentum`` with Adam,
-  ``eval.published_dir`` without published corruptions. Preset values that some methods ignore
-  are fine.
+Every config is a locked ``ml_collections.ConfigDict``; the method hyper-parameters live under
+``config.method_config`` with exactly ``drojax.methods``' fields (users' registered ones too).
+``validate`` runs before anything is written or compiled: every field against its spec
+(``config_specs``: ``FIELDS`` here, ``drojax.methods.field_specs()`` and an experiment's
+``EXTRA_FIELDS``; a field without a spec is an error), the cross-field rules
+(``warmup_epochs < num_epochs``, ...) and the method's factory, built once (the method layer's
+rules and the library's checks of its hyper-parameters). A field that the chosen method or
+set-up does not read (``not_applying``: ``rho`` for ``var_dro``, per
+``drojax.methods.fields_read``; ``momentum`` with Adam) is an ERROR when the user set it (an
+override or a sweep); preset values that some methods ignore are fine.
 """
 
 from __future__ import annotations
