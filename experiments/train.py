@@ -42,13 +42,8 @@ class Trained:
 # ------------------------------------------------------------------------------- validation
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
-  """Checks the whole config before anything is written or compiled; raises ``cli.UsageError``.
-
-  Every field against its spec, the rules between fields and the method's factory
-  (``experiments.configs.common.validate``, with the experiment's own fields), then what needs
-  the machine: the batch against the devices and the frost photographs named by
-  ``eval.frost_dir``.
-  """
+  """Checks the whole config before anything is written or compiled (``common.validate``),
+  then the batch against the devices and ``eval.frost_dir``'s photographs; ``cli.UsageError``."""
   try:
     common.validate(config)
   except ConfigError as e:
@@ -171,13 +166,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
           method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
 
-  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s); a
-  two-stage method (JTT) runs both stages through ``experiments.groups.train_two_stage``.
-
-  On several processes every process calls this with the same arguments: ``mesh`` spans all
-  processes' devices, each process loads only its slice of every global batch (the rows its
-  devices hold), and the global batch is assembled by ``drojax.data.shard_batch``. Only
-  process 0 writes ``metrics.jsonl``; all take part in checkpoints.
+  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s; JTT's two
+  stages: ``experiments.groups.train_two_stage``). On several processes each calls this alike
+  (``mesh`` spans their devices) and loads only its rows of every global batch.
   """
   import jax
 
