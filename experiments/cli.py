@@ -1,23 +1,15 @@
 """How an experiment CLI ends: ``run_main`` parses the flags (after removing ``--config.*``),
 runs the CLI's ``main`` and maps every anticipated error to ONE line on stderr (``prog: error:
-...``) naming the flag or file and what was expected, with no traceback:
-
-=====================================================================  ======
-bad flag or config value (``UsageError``, ``ConfigError``), bad or        2
-missing data file (``DataError``, ``DataNotFoundError``)
-environment: workdir not creatable / read-only / not a directory,         1
-disk full, permission denied (``OSError`` anywhere in the cause chain),
-a download that cannot reach its server, ``EnvironmentFault``;
-coordinator unreachable (``launch.maybe_initialize_distributed``)
-training diverged (``FloatingPointError`` from the NaN guard)             3
-Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
-SIGTERM (``shutdown.Terminated``): likewise                             143
-=====================================================================  ======
-
-``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
-(bugs) keep their traceback and exit 1. The other concerns of the CLIs: ``overrides``
-(``--config.*``), ``flag_defs`` (the shared flags, ``--import``), ``launch`` (several processes,
-the compilation cache), ``help`` (``--help``), ``shutdown`` (signals, orbax's threads).
+...``) naming the flag or file and what was expected, with no traceback (``--verbose`` or
+``DROJAX_VERBOSE=1`` adds it). Exit status 2: a bad flag or config value (``UsageError``,
+``ConfigError``), a bad or missing data file (``DataError``, ``DataNotFoundError``); 1: the
+environment (``OSError`` anywhere in the cause chain: workdir not creatable, read-only, disk full,
+permission denied; a download that cannot reach its server; ``EnvironmentFault``; an unreachable
+coordinator); 3: training diverged (``FloatingPointError``, the NaN guard); 130 and 143: Ctrl-C
+and SIGTERM (``shutdown.Terminated``), the workdir resumable. Unanticipated errors (bugs) keep
+their traceback and exit 1. The other concerns of the CLIs: ``overrides`` (``--config.*``),
+``flag_defs`` (the shared flags, ``--import``), ``launch`` (several processes, the compilation
+cache), ``help`` (``--help``), ``shutdown`` (signals, orbax's threads).
 """
 
 from __future__ import annotations

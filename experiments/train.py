@@ -293,7 +293,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   from experiments import reporting
 
   if jax.process_count() > 1:  # first: a device count that differs would mislead validate
-    agree(config, workdir)
+    from drojax import distributed
+
+    # The processes agree on the config (but for the fields that may differ per host), the
+    # workdir and their device counts; a disagreement is one line on every process.
+    shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
+              if k not in workdir_lib.RUN_ONLY_FIELDS}
+    try:
+      distributed.agree(shared, workdir, timeout_s=distributed.START_TIMEOUT_S)
+    except distributed.Disagreement as e:
+      raise cli.UsageError(str(e)) from None
   validate(config, num_devices=jax.device_count())
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
@@ -319,52 +328,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   from drojax import train as train_lib
 
   trained = train(config, workdir, train_ds, mesh=train_lib.make_mesh())
+  if jax.process_count() > 1:
+    # Every process evaluates its share of the batches on its first device (a copy of the
+    # variables there: the jitted evaluation never sees a cross-process array) and the counts
+    # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
+    from drojax import distributed
 
-  def evaluate_and_write() -> dict[str, Any]:
-    results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
-    if extra_evaluation is not None:
-      results.update(extra_evaluation(trained, test_ds))
-    results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
-                   preset=config.preset, train_seconds=trained.train_seconds,
-                   steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
-    if config.get("var_dro_diagnostics", False):
-      from experiments import var_dro_diagnostics
+    trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
+  results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
+  if extra_evaluation is not None:
+    results.update(extra_evaluation(trained, test_ds))
+  results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
+                 preset=config.preset, train_seconds=trained.train_seconds, steps=trained.steps,
+                 num_train=len(train_ds), num_test=len(test_ds))
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
 
-      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
-    if main:  # one writer per workdir
-      reporting.write_results(workdir, results)
-      reporting.print_summary(results, workdir)
-    return results
+    results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
+  if main:  # one writer per workdir
+    reporting.write_results(workdir, results)
+    reporting.print_summary(results, workdir)
+  if jax.process_count() > 1:
+    from orbax.checkpoint import multihost
 
-  if jax.process_count() == 1:
-    return evaluate_and_write()
-  # Every process evaluates its share of the batches on its first device (a copy of the
-  # variables there: the jitted evaluation never sees a cross-process array) and the counts
-  # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
-  from drojax import distributed
-
-  trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
-  results = evaluate_and_write()
-  from orbax.checkpoint import multihost
-
-  multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
-                                  timeout=EVAL_WAIT_S)
+    multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
+                                    timeout=EVAL_WAIT_S)
   return results
-
-
-def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """The processes of a multi-process run agree on the config (all but
-  ``workdir.RUN_ONLY_FIELDS``, which may differ per host), the workdir and their device counts
-  (``drojax.distributed.agree``); a disagreement is a ``cli.UsageError`` naming what differs,
-  raised on every process."""
-  from drojax import distributed
-
-  shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
-            if k not in workdir_lib.RUN_ONLY_FIELDS}
-  try:
-    distributed.agree(shared, workdir, timeout_s=distributed.START_TIMEOUT_S)
-  except distributed.Disagreement as e:
-    raise cli.UsageError(str(e)) from None
 
 
 __all__ = ["Trained", "validate", "check_data", "check_evaluation", "load_data", "resolve_data_dir",

@@ -33,11 +33,8 @@ QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
-  # Chosen on the digits' training split only (never a test image) among candidates predicted
-  # to run the README's command cold well under 150 s on an idle 2-core CPU; the candidates,
-  # their held-out accuracies and the rule are in docs/benchmarks.md ("8 epochs and one
-  # compilation per corruption"): E (rho 0.5) at 12 epochs, then E8, its fewest epochs within
-  # 1 point of E's 93.0 %. rho is the digits' value; other datasets keep their recipe's.
+  # Chosen on the digits' training split only (candidates, accuracies and the rule: docs/
+  # benchmarks.md, "8 epochs and one compilation per corruption"); rho is the digits' value.
   c.width = 8
   c.num_epochs = 12
   c.batch_size = 32
@@ -46,9 +43,8 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # (an unknown method is reported by validate, naming --method)
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
     c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E), 8 epochs (E8), and the whole test split of 359 images
-  # (standard error of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more
-  # on 2 CPU cores); a 200-image subset elsewhere.
+  # Digits: rho 0.5 (candidate E), 8 epochs (E8), the whole test split of 359 images (standard
+  # error 1.6 points instead of 2.1 on 200, for ~4 s more); a 200-image subset elsewhere.
   if c.dataset == "digits":
     c.method_config.rho = 0.5
     c.num_epochs = 8  # E8 (chosen on digits only: other datasets keep 12)
