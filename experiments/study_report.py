@@ -104,12 +104,11 @@ def table(rows, names: Sequence[str], columns: Sequence[tuple[str, str]], *,
 
 def _summary_cells(rows) -> dict[str, dict[str, dict]]:
   out: dict[str, dict[str, dict]] = {}
-  for r in rows:
-    key = f"{r['study']}/{r['name']}"
+  for r in rows:  # a run's columns: the numbers of any of its seeds
     sel = [q for q in rows if q["study"] == r["study"]]
-    numeric = [k for k, v in r.items() if k not in _KEYS and k not in out.get(key, {})
-               and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out.setdefault(key, {}).update(
+    numeric = [k for k, v in r.items()
+               if k not in _KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out.setdefault(f"{r['study']}/{r['name']}", {}).update(
         {k: {"mean": m, "half_width": h, "n": n}
          for k, (m, h, n) in cells(sel, r["name"], numeric).items() if n})
   return out
