@@ -44,17 +44,15 @@ class _DrainingLoop(asyncio.SelectorEventLoop):
   """An event loop whose ``close`` first lets its pending tasks finish."""
 
   def close(self) -> None:
-    if not self.is_closed() and not self.is_running():
-      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
-      try:
-        if pending:
-          self.run_until_complete(asyncio.wait(pending, timeout=DRAIN_SECONDS))
-      finally:
-        for task in pending:
-          if task.done() and not task.cancelled():
-            task.exception()  # retrieved: the failure that ended the run is reported already
-        super().close()
-    else:
+    pending = [] if self.is_closed() or self.is_running() else [
+        t for t in asyncio.all_tasks(self) if not t.done()]
+    try:
+      if pending:
+        self.run_until_complete(asyncio.wait(pending, timeout=DRAIN_SECONDS))
+    finally:
+      for task in pending:
+        if task.done() and not task.cancelled():
+          task.exception()  # retrieved: the failure that ended the run is reported already
       super().close()
 
 
