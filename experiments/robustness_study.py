@@ -107,19 +107,18 @@ def cost(spec: RunSpec) -> float:
   return {"pgd_at": 3, "trades": 3, "erm": 1}.get(spec.method, 2)
 
 
-def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tuple[int, ...]):
-  """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the same test images as the
-  suite."""
+def _pgd_evaluation(trained, test_ds, *, batch_size: int, eps: tuple[int, ...]):
+  """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the test images the suite attacks
+  (``test_ds``: the configured ``eval.images`` subset)."""
   import jax
 
   from drojax import evaluate as ev
   from experiments import train
 
-  n = min(images, len(test_ds)) if images else len(test_ds)
-  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images[:n],
-                                test_ds.labels[:n], eps=[e / 255 for e in eps],
-                                num_steps=PGD_STEPS, key=jax.random.fold_in(ev.eval_key(), 3),
-                                batch_size=batch_size, progress=False)
+  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images, test_ds.labels,
+                                eps=[e / 255 for e in eps], num_steps=PGD_STEPS,
+                                key=jax.random.fold_in(ev.eval_key(), 3), batch_size=batch_size,
+                                progress=False)
   return {"pgd20_accuracy": acc}
 
 
@@ -128,8 +127,7 @@ def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache
   results = studies.train_run(
       spec, root, data_dir=data_dir, cache_dir=cache,
       extra_evaluation=lambda trained, test_ds: _pgd_evaluation(
-          trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
-          eps=scale.eps))
+          trained, test_ds, batch_size=spec.config.eval.batch_size, eps=scale.eps))
   m, e = _metrics(results), 8 if 8 in scale.eps else scale.eps[0]
   return (f"train {m['train_seconds']:.0f} s; clean {100 * m['clean']:.1f}, PGD-20 {e}/255 "
           f"{100 * m[f'pgd{e}']:.1f}, suite {e}/255 {100 * m[f'suite{e}']:.1f}")
