@@ -106,7 +106,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
   from drojax.specs import ConfigError
-  from experiments import flag_defs, help as help_lib, launch, overrides as overrides_lib
+  from experiments import flag_defs, help as help_lib, launch, overrides as overrides_lib, shutdown
 
   names, defaults = getattr(main, "flags_used", ((), {}))
   flag_defs.define("import", *names, **defaults)
@@ -130,8 +130,6 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
     distributed.leave(status, message)  # a process of a multi-process run: its supervisor says it
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
-
-  from experiments import shutdown
 
   shutdown.install()  # no thread tracebacks after an interrupt or a failed write; SIGTERM
   try:

@@ -18,20 +18,14 @@ from experiments.cli import UsageError
 from experiments.configs import common
 
 PREFIX = "--config."
-# Config fields that CLIs set from their own flags: errors name the flag the user typed.
-FLAG_OF_FIELD = {"method": "--method", "dataset": "--dataset", "preset": "--preset",
-                 "data_dir": "--data_dir", "download": "--download",
-                 "compilation_cache_dir": "--compilation_cache_dir"}
-
-
-def flag_of(field: str) -> str:
-  """The flag that sets config ``field``: ``--method`` or ``--config.<field>``."""
-  return FLAG_OF_FIELD.get(field, PREFIX + field)
+# Config fields that CLIs set from their own flag of the same name: errors name that flag.
+RUN_FLAGS = ("method", "dataset", "preset", "data_dir", "download", "compilation_cache_dir")
 
 
 def config_usage_error(e: ConfigError) -> UsageError:
-  """A ``ConfigError`` as the one-line usage error naming the flag."""
-  return UsageError(f"{flag_of(e.field)}: {e.detail}")
+  """A ``ConfigError`` as the one-line usage error naming the flag (``--method`` or
+  ``--config.<field>``)."""
+  return UsageError(f"{'--' if e.field in RUN_FLAGS else PREFIX}{e.field}: {e.detail}")
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
