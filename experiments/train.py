@@ -72,7 +72,7 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   them every requirement of the final evaluation (``check_evaluation``)."""
   from experiments import groups
 
-  groups.check(config.method, method_config(config), train_ds)
+  groups.check(config.method, common.method_config(config), train_ds)
   if config.get("var_dro_diagnostics", False):
     from experiments import var_dro_diagnostics
 
@@ -141,13 +141,6 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 # ------------------------------------------------------------------------------- training
 
-def method_config(config: ml_collections.ConfigDict):
-  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
-  from drojax.methods import MethodConfig
-
-  return MethodConfig.from_dict(config.method_config.to_dict())
-
-
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   from drojax import models
 
@@ -181,7 +174,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
     return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
   model = build_model(config, train_ds.num_classes)
   # Group-shift methods: counts from the data, environments = groups where there are none.
-  method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
+  method_cfg, train_ds = groups.prepare(config.method, common.method_config(config), train_ds)
   method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs

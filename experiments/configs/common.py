@@ -271,11 +271,16 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
                         f"published CIFAR-C arrays), got dataset '{c.dataset}'")
 
 
+def method_config(config: ml_collections.ConfigDict) -> methods.MethodConfig:
+  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
+  return methods.MethodConfig.from_dict(config.method_config.to_dict())
+
+
 def _check_method_factory(c: ml_collections.ConfigDict) -> None:
   """Builds the method once: the method layer's rules and the library's own checks of its
   hyper-parameters run now."""
   try:
-    methods.get_method(c.method, methods.MethodConfig.from_dict(c.method_config.to_dict()))
+    methods.get_method(c.method, method_config(c))
   except ConfigError as e:
     raise ConfigError(f"method_config.{e.field}", e.detail) from None
   except (ValueError, TypeError) as e:
@@ -304,4 +309,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
            "FIELDS", "EXPERIMENTS", "field_specs", "config_specs", "base_config", "make_config",
-           "set_fields", "get_config_of", "apply_quick", "not_applying", "validate", "ConfigError"]
+           "set_fields", "get_config_of", "apply_quick", "method_config", "not_applying",
+           "validate", "ConfigError"]
