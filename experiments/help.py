@@ -94,11 +94,8 @@ def text(module_name: str, *, full: bool, config_fn: Callable[[], Any] | None = 
     config_fn: builds the config the parsed flags select, without overrides; None for a CLI
       that takes no ``--config.*``.
   """
-  module = sys.modules.get(module_name)
-  main_module = sys.modules.get("__main__")
-  if module is None and getattr(getattr(main_module, "__spec__", None), "name", None) == \
-      module_name:  # run with python -m: the module is __main__
-    module = main_module
+  # Run with python -m, the CLI's module is __main__ (not imported under its name).
+  module = sys.modules.get(module_name) or sys.modules.get("__main__")
   module_file = getattr(module, "__file__", None)
   doc = (getattr(module, "__doc__", None) or "").strip("\n")
   prog = f"python -m {module_name}" if module_name != "__main__" else sys.argv[0]
