@@ -400,6 +400,10 @@ def main(study: Study, argv, overrides) -> None:
   if shard_of and (FLAGS.workers > 1 or FLAGS.time_limit):
     raise cli.UsageError("--shard is one process's share of the runs; --workers (and "
                          "--time_limit) start and stop the processes: use one")
+  if FLAGS.worker_index < 0 and (FLAGS.workers > 1 or FLAGS.time_limit):
+    # This process watches the workers: before JAX starts, no accelerator memory taken up front
+    # (JAX's default is 75 %); the workers inherit it, each capped at its fraction.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   scale, runs, missing = study.select(overrides) if study.select else select(study)
   root = os.path.abspath(root)
   out_dir = FLAGS.report_dir or os.path.join(root, study.report_dir)
