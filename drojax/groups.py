@@ -11,7 +11,8 @@ weight update, the V-REx and IRMv1 penalties.
   gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0;
 * on the host (NumPy): :func:`check_training_data` (the ids a group or environment method
   trains on, checked against its configured counts), :func:`jtt_weights` (JTT's second-stage
-  weights), :func:`select` (model selection by worst-group or average validation accuracy) and
+  weights), :func:`select` (model selection by worst-group or average validation accuracy, the
+  score :func:`selection_score`) and
   :func:`summarize_by_group` (Var-DRO's tracked variances and weights by group and label).
 
 Re-exported as ``drojax.losses.group_losses / vrex_penalty / irm_penalty`` and
@@ -34,7 +35,7 @@ from drojax._checks import is_concrete as _is_concrete
 
 __all__ = ["NEEDS", "SELECTIONS", "check_training_data", "group_adjustments", "group_counts",
            "group_dro_update", "group_losses", "irm_gradients", "irm_penalty", "jtt_weights",
-           "select", "summarize_by_group", "training_ids", "vrex_penalty"]
+           "select", "selection_score", "summarize_by_group", "training_ids", "vrex_penalty"]
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
@@ -340,13 +341,25 @@ def select(validation: Sequence[Mapping[str, Any]], by: str) -> int:
   ...         {"accuracy": 0.8, "group_accuracy": {"worst_group": 0.6}}], "worst_group")
   1
   """
-  if by not in SELECTIONS:
-    raise ValueError(f"by must be one of {SELECTIONS}, got {by!r}")
   if not validation:
     raise ValueError("validation is empty: nothing to select from")
-  scores = [v["group_accuracy"]["worst_group"] if by == "worst_group" else v["accuracy"]
-            for v in validation]
-  return int(np.argmax(scores))
+  return int(np.argmax([selection_score(v, by) for v in validation]))
+
+
+def selection_score(validation: Mapping[str, Any], by: str) -> float:
+  """One run's validation score under a model-selection rule (what :func:`select` maximises).
+
+  Args:
+    validation: ``{"accuracy": float, "group_accuracy": {"worst_group": float, ...}}``.
+    by: ``'worst_group'`` (its worst-group accuracy) or ``'average'`` (its accuracy).
+
+  >>> selection_score({"accuracy": 0.9, "group_accuracy": {"worst_group": 0.2}}, "average")
+  0.9
+  """
+  if by not in SELECTIONS:
+    raise ValueError(f"by must be one of {SELECTIONS}, got {by!r}")
+  return validation["group_accuracy"]["worst_group"] if by == "worst_group" else (
+      validation["accuracy"])
 
 
 def summarize_by_group(var: Any, weight: Any, *, groups: Any = None,

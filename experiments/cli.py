@@ -1,23 +1,15 @@
 """How an experiment CLI ends: ``run_main`` parses the flags (after removing ``--config.*``),
 runs the CLI's ``main`` and maps every anticipated error to ONE line on stderr (``prog: error:
-...``) naming the flag or file and what was expected, with no traceback:
-
-=====================================================================  ======
-bad flag or config value (``UsageError``, ``ConfigError``), bad or        2
-missing data file (``DataError``, ``DataNotFoundError``)
-environment: workdir not creatable / read-only / not a directory,         1
-disk full, permission denied (``OSError`` anywhere in the cause chain),
-a download that cannot reach its server, ``EnvironmentFault``;
-coordinator unreachable (``launch.maybe_initialize_distributed``)
-training diverged (``FloatingPointError`` from the NaN guard)             3
-Ctrl-C (``KeyboardInterrupt``): the workdir stays resumable             130
-SIGTERM (``shutdown.Terminated``): likewise                             143
-=====================================================================  ======
-
-``--verbose`` (or ``DROJAX_VERBOSE=1``) prints the traceback as well. Unanticipated errors
-(bugs) keep their traceback and exit 1. The other concerns of the CLIs: ``overrides``
-(``--config.*``), ``flag_defs`` (the shared flags, ``--import``), ``launch`` (several processes,
-the compilation cache), ``help`` (``--help``), ``shutdown`` (signals, orbax's threads).
+...``) naming the flag or file and what was expected, with no traceback (``--verbose`` or
+``DROJAX_VERBOSE=1`` adds it). Exit status 2: a bad flag or config value (``UsageError``,
+``ConfigError``), a bad or missing data file (``DataError``, ``DataNotFoundError``); 1: the
+environment (``OSError`` anywhere in the cause chain: workdir not creatable, read-only, disk full,
+permission denied; a download that cannot reach its server; ``EnvironmentFault``; an unreachable
+coordinator); 3: training diverged (``FloatingPointError``, the NaN guard); 130 and 143: Ctrl-C
+and SIGTERM (``shutdown.Terminated``), the workdir resumable. Unanticipated errors (bugs) keep
+their traceback and exit 1. The other concerns of the CLIs: ``overrides`` (``--config.*``),
+``flag_defs`` (the shared flags, ``--import``), ``launch`` (several processes, the compilation
+cache), ``help`` (``--help``), ``shutdown`` (signals, orbax's threads).
 """
 
 from __future__ import annotations
@@ -85,14 +77,12 @@ class _QuietOrbaxThreads(logging.Filter):
   """Drops orbax's worker-thread log of a failed save; the same error reaches ``run_main`` as
   an exception and is reported there in one line (``--verbose`` keeps the log).
 
-  Why a filter (issue 23 asked for the cause): orbax (0.12) writes every checkpoint item in a
-  worker thread (``_SignalingThread`` in ``orbax/checkpoint/_src/futures/future.py``; its
-  array, NumPy and JSON writers all use it, with async checkpointing off too), whose ``run``
-  logs any exception with ``logging.exception`` on absl's logger and keeps it; ``join`` then
-  re-raises that exception, traceback included, in the saving thread. orbax has no option to
-  skip the log, and absl's logger is shared by every library, so its level cannot change for
-  orbax alone. The filter drops only ERROR records from orbax's files saying a thread "raised
-  an exception": nothing is lost, the exception arrives in full (a bug keeps its traceback).
+  Why a filter: orbax (0.12) writes every checkpoint item in a worker thread
+  (``_SignalingThread``, ``orbax/checkpoint/_src/futures/future.py``) whose ``run`` logs any
+  exception on absl's logger and whose ``join`` re-raises it in the saving thread. orbax cannot
+  skip the log, and absl's shared logger's level cannot change for orbax alone. Only ERROR
+  records from orbax's files saying a thread "raised an exception" are dropped: the exception
+  still arrives in full (a bug keeps its traceback).
   """
 
   def filter(self, record: logging.LogRecord) -> bool:
@@ -116,7 +106,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
   from drojax.specs import ConfigError
-  from experiments import flag_defs, help as help_lib, launch, overrides as overrides_lib
+  from experiments import flag_defs, help as help_lib, launch, overrides as overrides_lib, shutdown
 
   names, defaults = getattr(main, "flags_used", ((), {}))
   flag_defs.define("import", *names, **defaults)
@@ -140,8 +130,6 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
     distributed.leave(status, message)  # a process of a multi-process run: its supervisor says it
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
-
-  from experiments import shutdown
 
   shutdown.install()  # no thread tracebacks after an interrupt or a failed write; SIGTERM
   try:

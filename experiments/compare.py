@@ -28,11 +28,9 @@ def main(argv, overrides):
   for w in workdirs:
     if not os.path.isfile(os.path.join(w, "results.json")):
       raise cli.UsageError(f"{w} has no results.json (is the run finished?)")
-  out = FLAGS.out or "."
-  os.makedirs(out, exist_ok=True)
   from experiments import reporting
 
-  paths = reporting.compare_runs(workdirs, out)
+  paths = reporting.compare_runs(workdirs, FLAGS.out or ".")
   print(f"compare: wrote {paths}")
 
 

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import cli, flag_defs, multi
+from experiments import cli, multi
 from experiments.configs import fashion_mnist_pgd as fm_config
 
 FLAGS = flags.FLAGS
 
-
-def build_configs(overrides):
-  flag_defs.check_run_flags()
-  return multi.method_configs(
-      FLAGS.methods,
-      lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset), overrides)
-
-
-main = flag_defs.uses("methods", "preset", "dataset", "workdir", "data_dir",
-                      "compilation_cache_dir",
-                      dataset="fashion_mnist")(multi.main_of(build_configs))
+main, help_config = multi.methods_cli(
+    lambda m: fm_config.make_config(m, preset=FLAGS.preset, dataset=FLAGS.dataset),
+    "methods", "preset", "dataset", "workdir", "data_dir", "compilation_cache_dir",
+    dataset="fashion_mnist")
 
 
 if __name__ == "__main__":
-  cli.run_main(main, help_config=lambda: build_configs([])[0][1])
+  cli.run_main(main, help_config=help_config)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 from typing import Any
 
@@ -34,6 +33,7 @@ from drojax import groups as group_rules
 from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
+from experiments.formatting import ci_cell, mean_ci
 
 FLAGS = flags.FLAGS
 
@@ -75,19 +75,17 @@ def plan(overrides, num_train: int) -> list[studies.RunSpec]:
   for method, base in multi.method_configs(
       FLAGS.methods, lambda m: gs_config.make_config(m, preset=FLAGS.preset,
                                                      dataset=FLAGS.benchmark), overrides):
-    field, values = GRID.get(method, (None, (None,))) if FLAGS.grid == "default" else (
-        None, (None,))
+    tuned = FLAGS.grid == "default" and method in GRID
+    field, values = GRID[method] if tuned else (None, (None,))
     for value in values:
       for seed in seeds:
-        config = base.copy_and_resolve_references()
-        with config.unlocked():
-          config.seed = seed
-          if method in PENALTY_METHODS and not any(
-              k == "method_config.penalty_anneal_steps" for k, _ in overrides):
-            config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
-          if field is not None:
-            config.method_config[field] = value
-        config.lock()
+        config = base.copy_and_resolve_references()  # locked: existing fields only
+        config.seed = seed
+        if method in PENALTY_METHODS and (
+            "method_config.penalty_anneal_steps" not in dict(overrides)):
+          config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
+        if field is not None:
+          config.method_config[field] = value
         label = "preset" if field is None else f"{field}_{value:g}"
         runs.append(studies.RunSpec(method, label, method, seed, config,
                                     layout="{study}/{name}/seed_{seed}"))
@@ -122,18 +120,6 @@ def run(spec: studies.RunSpec, root: str, scale, data_dir: str | None, cache: st
                         spec.config, trained, validation))
 
 
-def _t_interval(values: list[float]) -> tuple[float, float]:
-  """Mean and the half-width of its 95 % t-interval (0 for one value)."""
-  from scipy import stats
-
-  n = len(values)
-  mean = sum(values) / n
-  if n < 2:
-    return mean, 0.0
-  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-  return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-
-
 def _mean_validation(seeds: list[dict]) -> dict[str, Any]:
   """One value's validation accuracy and worst-group accuracy, averaged over its seeds."""
   n = len(seeds)
@@ -144,7 +130,8 @@ def _mean_validation(seeds: list[dict]) -> dict[str, Any]:
 
 def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
   """Per method and selection rule (``drojax.groups.select`` on the mean validation scores):
-  the chosen value and its test accuracies over the seeds."""
+  the chosen value and its test accuracies over the seeds (``formatting.mean_ci``: the mean and
+  its 95 % t-interval half-width, None for one seed)."""
   by_method: dict[str, dict[str, list[dict]]] = {}
   for method, label, _, results in runs:
     by_method.setdefault(method, {}).setdefault(label, []).append(results)
@@ -156,44 +143,39 @@ def summarize(runs: list[tuple[str, str, int, dict]]) -> dict[str, Any]:
     for rule in group_rules.SELECTIONS:
       i = group_rules.select(means, rule)
       seeds = labels[names[i]]
-      worst = _t_interval([r["group_accuracy"]["worst_group"] for r in seeds])
-      average = _t_interval([r["clean_accuracy"] for r in seeds])
+      worst = mean_ci([r["group_accuracy"]["worst_group"] for r in seeds])
+      average = mean_ci([r["clean_accuracy"] for r in seeds])
       out[method][rule] = {
-          "chosen": names[i], "validation_score": (
-              means[i]["group_accuracy"]["worst_group"] if rule == "worst_group"
-              else means[i]["accuracy"]), "seeds": len(seeds),
-          "test_worst_group": worst[0], "test_worst_group_ci95": worst[1],
+          "chosen": names[i], "validation_score": group_rules.selection_score(means[i], rule),
+          "seeds": len(seeds), "test_worst_group": worst[0], "test_worst_group_ci95": worst[1],
           "test_average": average[0], "test_average_ci95": average[1],
-          "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
+          "train_seconds": mean_ci([r["train_seconds"] for r in seeds])[0]}
   return out
 
 
-def write_summary(workdir: str, summary: dict[str, Any]) -> str:
-  with open(os.path.join(workdir, "group_shift.json"), "w") as f:
+def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
+  """The study framework's report hook: the finished runs summarized into ``out_dir``
+  (``group_shift.json`` and ``group_shift.md``)."""
+  from experiments import reporting
+
+  summary = summarize([(s.method, s.name, s.seed, reporting.read_results(s.workdir(root)))
+                       for s in runs if studies.finished(s, root)])
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "group_shift.json"), "w") as f:
     json.dump(summary, f, indent=2)
   lines = ["| method | selection | chosen | test worst-group (%) | test average (%) | "
            "train s / run |", "|---|---|---|---|---|---|"]
   for method, rules in summary.items():
     for rule, r in rules.items():
-      lines.append(f"| {method} | {rule} | {r['chosen']} | "
-                   f"{100 * r['test_worst_group']:.1f} ± {100 * r['test_worst_group_ci95']:.1f} | "
-                   f"{100 * r['test_average']:.1f} ± {100 * r['test_average_ci95']:.1f} | "
+      cells = [ci_cell((r[f"test_{k}"], r[f"test_{k}_ci95"], r["seeds"]), digits=1)
+               for k in ("worst_group", "average")]
+      lines.append(f"| {method} | {rule} | {r['chosen']} | {' | '.join(cells)} | "
                    f"{r['train_seconds']:.0f} |")
-  path = os.path.join(workdir, "group_shift.md")
+  path = os.path.join(out_dir, "group_shift.md")
   with open(path, "w") as f:
     f.write("Mean ± 95 % t-interval half-width over the seeds; the value chosen on the "
             "validation split by the rule.\n\n" + "\n".join(lines) + "\n")
   return path
-
-
-def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
-  """The study framework's report hook: the finished runs summarized into ``out_dir``."""
-  from experiments import train
-
-  done = [(s.method, s.name, s.seed, train.read_results(s.workdir(root))) for s in runs
-          if studies.finished(s, root)]
-  os.makedirs(out_dir, exist_ok=True)
-  return write_summary(out_dir, summarize(done))
 
 
 STUDY = studies.Study(

@@ -87,8 +87,9 @@ def train_two_stage(config, workdir: str, train_ds, *, mesh):
   from drojax import distributed, groups, methods, objectives
   from drojax import evaluate as ev
   from experiments import train as runs
+  from experiments.configs import common
 
-  mc = runs.method_config(config)
+  mc = common.method_config(config)
   first = config.copy_and_resolve_references()
   with first.unlocked():
     first.num_epochs = mc.jtt_epochs

@@ -33,10 +33,6 @@ def requested(argv: Sequence[str]) -> str | None:
   return None
 
 
-def without_help(argv: Sequence[str]) -> list[str]:
-  return [a for a in argv if a not in SHORT + FULL]
-
-
 def _module_flags(module_name: str, module_file: str | None, full: bool) -> str:
   from absl import flags
 
@@ -98,11 +94,8 @@ def text(module_name: str, *, full: bool, config_fn: Callable[[], Any] | None = 
     config_fn: builds the config the parsed flags select, without overrides; None for a CLI
       that takes no ``--config.*``.
   """
-  module = sys.modules.get(module_name)
-  main_module = sys.modules.get("__main__")
-  if module is None and getattr(getattr(main_module, "__spec__", None), "name", None) == \
-      module_name:  # run with python -m: the module is __main__
-    module = main_module
+  # Run with python -m, the CLI's module is __main__ (not imported under its name).
+  module = sys.modules.get(module_name) or sys.modules.get("__main__")
   module_file = getattr(module, "__file__", None)
   doc = (getattr(module, "__doc__", None) or "").strip("\n")
   prog = f"python -m {module_name}" if module_name != "__main__" else sys.argv[0]
@@ -127,7 +120,7 @@ def print_help(module_name: str, argv: Sequence[str], *, full: bool,
   from experiments import flag_defs, overrides
   from experiments.cli import UsageError
 
-  rest, _ = overrides.split_config_overrides(without_help(argv))
+  rest, _ = overrides.split_config_overrides([a for a in argv if a not in SHORT + FULL])
   flags.FLAGS.unparse_flags()
   try:
     flag_defs.import_modules(rest)  # the users' methods are listed too
@@ -141,4 +134,4 @@ def print_help(module_name: str, argv: Sequence[str], *, full: bool,
   print(out, end="", flush=True)
 
 
-__all__ = ["requested", "without_help", "config_text", "text", "print_help"]
+__all__ = ["requested", "config_text", "text", "print_help"]

@@ -39,19 +39,12 @@ def enable_compilation_cache(cache_dir: str | None) -> str | None:
 
 
 def maybe_initialize_distributed(environ: Any = None, *, prog: str = "drojax") -> bool:
-  """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1``; must run before any JAX work.
-
-  The variables (``drojax.distributed.start_options``) and the start-up with its one-line
-  failure (``drojax.distributed.join``) are the library's; this CLI side runs the process under
-  ``drojax.distributed.supervise`` and sets what JAX needs first: gloo CPU collectives, and no
-  preemption service (it would take SIGTERM from the handler ``experiments.shutdown`` installs:
-  SIGTERM would do nothing).
-
-  Returns:
-    True when the process joined a distributed run, False when ``DROJAX_DISTRIBUTED`` is unset.
-
-  Raises:
-    UsageError: a variable is not an integer (or ``DROJAX_DISTRIBUTED`` not 0/1).
+  """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1`` (True; False when unset); must
+  run before any JAX work. The variables (``drojax.distributed.start_options``; a bad one is a
+  ``UsageError``) and the start-up failing in one line (``drojax.distributed.join``) are the
+  library's; here the process runs under ``drojax.distributed.supervise`` with what JAX needs
+  first: gloo CPU collectives, and no preemption service (it would take SIGTERM from the handler
+  ``experiments.shutdown`` installs: SIGTERM would do nothing).
   """
   from drojax import distributed
 

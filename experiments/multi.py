@@ -56,15 +56,21 @@ def method_configs(methods: str, make: Callable[[str], Any],
   return out
 
 
-def main_of(build_configs: Callable[[Sequence[tuple[str, str]]], list[tuple[str, Any]]]):
-  """The ``main`` of a multi-method CLI: ``build_configs(overrides)`` into ``--workdir``."""
+def methods_cli(make: Callable[[str], Any], *flag_names: str, **defaults: Any):
+  """``(main, help_config)`` of a multi-method CLI that reads the flags ``flag_names`` (with
+  ``defaults``, as ``flag_defs.uses``): per ``--methods`` entry, ``make(method)`` with the
+  overrides and run flags applied, trained into ``--workdir/<method>``, then compared."""
+  from absl import flags
 
+  def build_configs(overrides: Sequence[tuple[str, str]]) -> list[tuple[str, Any]]:
+    flag_defs.check_run_flags(dataset="dataset" in flag_names)
+    return method_configs(flags.FLAGS.methods, make, overrides)
+
+  @flag_defs.uses(*flag_names, **defaults)
   def main(argv, overrides):
     del argv
-    from absl import flags
-
     if not flags.FLAGS.workdir:
       raise cli.UsageError("--workdir is required")
     run_all(build_configs(overrides), flags.FLAGS.workdir)
 
-  return main
+  return main, lambda: build_configs([])[0][1]

@@ -18,20 +18,14 @@ from experiments.cli import UsageError
 from experiments.configs import common
 
 PREFIX = "--config."
-# Config fields that CLIs set from their own flags: errors name the flag the user typed.
-FLAG_OF_FIELD = {"method": "--method", "dataset": "--dataset", "preset": "--preset",
-                 "data_dir": "--data_dir", "download": "--download",
-                 "compilation_cache_dir": "--compilation_cache_dir"}
-
-
-def flag_of(field: str) -> str:
-  """The flag that sets config ``field``: ``--method`` or ``--config.<field>``."""
-  return FLAG_OF_FIELD.get(field, PREFIX + field)
+# Config fields that CLIs set from their own flag of the same name: errors name that flag.
+RUN_FLAGS = ("method", "dataset", "preset", "data_dir", "download", "compilation_cache_dir")
 
 
 def config_usage_error(e: ConfigError) -> UsageError:
-  """A ``ConfigError`` as the one-line usage error naming the flag."""
-  return UsageError(f"{flag_of(e.field)}: {e.detail}")
+  """A ``ConfigError`` as the one-line usage error naming the flag (``--method`` or
+  ``--config.<field>``)."""
+  return UsageError(f"{'--' if e.field in RUN_FLAGS else PREFIX}{e.field}: {e.detail}")
 
 
 def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -41,23 +35,15 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[s
   (['prog', '--method=erm'], [('lr', '0.1')])
   """
   rest, overrides = [], []
-  args = list(argv)
-  i = 0
-  while i < len(args):
-    arg = args[i]
-    if arg.startswith(PREFIX):
-      body = arg[len(PREFIX):]
-      if "=" in body:
-        key, value = body.split("=", 1)
-      elif i + 1 < len(args):
-        key, value = body, args[i + 1]
-        i += 1
-      else:
-        raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
-      overrides.append((key, value))
-    else:
+  args = iter(argv)
+  for arg in args:
+    if not arg.startswith(PREFIX):
       rest.append(arg)
-    i += 1
+      continue
+    key, equals, value = arg[len(PREFIX):].partition("=")
+    if not equals and (value := next(args, None)) is None:
+      raise UsageError(f"{arg} needs a value (--config.FIELD=VALUE)")
+    overrides.append((key, value))
   return rest, overrides
 
 

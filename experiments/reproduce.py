@@ -1,25 +1,19 @@
-r"""The reduced-scale reproduction of both papers' claims (issue #8), resumable, on real data.
+r"""The reduced-scale reproduction of both papers' claims (issue #8, docs/reproduction.md),
+resumable, on real data.
 
   python -m experiments.reproduce --data_dir=../shared/data --root=runs/reproduce --workers=2
 
-Five studies, each run a workdir ``ROOT/<study>/<run>/seed<k>``:
-
-1. ``fmnist_pgd``: Fashion-MNIST, a small CNN, ``erm``, ``dro``, ``mixup``, ``dro_mixup``; clean
-   accuracy and L-inf PGD accuracy (20 steps, random start) at eps 4/255, 8/255, 16/255.
-2. ``cifar_augment``: CIFAR-10, PreActResNet-18 at a small width, ``mixup`` vs ``dro_mixup`` and
-   ``augmix`` vs ``dro_augmix``; clean accuracy and the mean over the 15 generated corruptions x
-   5 severities, for the standard and the refined severity tables.
-3. ``cifar_var_dro``: the same data and evaluation for ``erm``, ``kl_dro`` (at temperature 1,
-   the default when the study was run, and at ``KL_STABLE_TEMPERATURE``), ``var_dro``.
-4. ``fmnist_rho`` and ``cifar_rho``: ``dro_mixup`` at more values of rho on settings 1 and 2
-   (rho = 0 is that setting's ``mixup`` run and its default rho its ``dro_mixup`` run).
-
-The corrupted CIFAR test sets are made once per table (a fixed class-balanced subset of the test
-split, corrupted with a fixed key, stored as uint8 like the published CIFAR-10-C) under
-``ROOT/corrupted/<table>``, and every model is scored on the same arrays. The report
-(``ROOT/report/results.md``, the plots, ``summary.json``) and the flags ``--workers``,
-``--runs``, ``--shard``, ``--retry_failed``, ``--report_only`` are the study framework's
-(``experiments.studies``). ``--scale=smoke`` is a seconds-long version for tests.
+Five studies, each run a workdir ``ROOT/<study>/<run>/seed<k>``: ``fmnist_pgd`` (Fashion-MNIST,
+a small CNN; ``erm``, ``dro``, ``mixup``, ``dro_mixup``; clean and L-inf PGD-20 accuracy at eps
+4, 8, 16 / 255); ``cifar_augment`` (CIFAR-10, PreActResNet-18 at a small width; ``mixup`` vs
+``dro_mixup``, ``augmix`` vs ``dro_augmix``; clean and the mean over the 15 corruptions x 5
+severities of the standard and the refined tables); ``cifar_var_dro`` (the same for ``erm``,
+``kl_dro`` at temperature 1 and ``KL_STABLE_TEMPERATURE``, ``var_dro``); ``fmnist_rho`` and
+``cifar_rho`` (``dro_mixup`` over rho; rho = 0 is the setting's ``mixup`` run). The corrupted
+CIFAR test sets are made once per table under ``ROOT/corrupted/<table>`` (a fixed
+class-balanced subset, a fixed key, uint8 like the published CIFAR-10-C) and every model is
+scored on the same arrays. The report (``ROOT/report/``) and the scheduling flags are the study
+framework's (``experiments.studies``). ``--scale=smoke`` is a seconds-long version for tests.
 """
 
 from __future__ import annotations
@@ -67,20 +61,17 @@ SCALES = {
 def _config(method: str, seed: int, scale: Scale, *, cifar: bool, rho: float | None = None,
             kl_temperature: float | None = None):
   """The preset of ``method`` at ``scale``'s sizes (the CIFAR study's corrupted sets are scored
-  by this module, not by the training CLI's evaluation), locked."""
+  by this module, not by the training CLI's evaluation)."""
   p = "cifar" if cifar else "fmnist"
   sizes = {"width": getattr(scale, f"{p}_width"), "train_subset": getattr(scale, f"{p}_train"),
            "num_epochs": getattr(scale, f"{p}_epochs"), "eval.images": getattr(scale, f"{p}_eval"),
            "checkpoint_every_steps": scale.checkpoint_every, "batch_size": scale.batch_size,
            "method_config.rho": rho, "method_config.kl_temperature": kl_temperature}
   if cifar:
-    c = studies.preset("cifar_c", method, "cifar10", seed,
-                       {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
-  else:
-    c = studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
-                       {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
-  c.lock()
-  return c
+    return studies.preset("cifar_c", method, "cifar10", seed,
+                          {**sizes, "eval.corruption_names": ("none",), "eval.adv_eps": ()})
+  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed,
+                        {**sizes, "model": "small_cnn", "eval.pgd_steps": scale.pgd_steps})
 
 
 def plan(names: list[str], seeds: list[int], scale: Scale) -> list[RunSpec]:

@@ -1,26 +1,19 @@
-r"""The robustness-cost study (issue #17): which methods survive APGD, APGD-T and Square, and
-what the W-DRO penalty's gradient modes cost.
+r"""The robustness-cost study (issue #17, docs/robustness.md): which methods survive APGD,
+APGD-T, FAB-T and Square, and what the W-DRO penalty's gradient modes cost.
 
   python -m experiments.robustness_study --data_dir=../shared/data --root=runs/robustness \
-      --scale=gpu --seeds=0,1,2
+      --scale=gpu --seeds=0,1,2 --workers=6 --time_limit=520
 
 Fashion-MNIST (the 30k training images of ``fashion_mnist_train.npz``), one model per run:
-
-* ``methods``: ``erm``, ``dro`` at rho 0.02 / 0.08 / 0.3, ``dro_mixup``, ``pgd_at``, ``trades``
-  (methods this checkout does not have are listed as missing in the report, not run);
-* ``modes``: ``dro`` at rho 0.08 with ``method_config.penalty_mode`` ``exact``,
-  ``forward_over_reverse``, ``finite_difference``, and ``penalty_subsample`` 0.25 and 0.1;
-* evaluation on a fixed random subset of ``test_images`` test images: clean, PGD-20 (random
-  start, step eps/8), and the suite (APGD-CE, then APGD-T with 9 targets, then FAB-T, then
-  Square, each only on the images still correct), at eps 4/255, 8/255, 16/255;
-* cost: each run's training wall time (``train_seconds``, compilation included).
-
-The report (``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``) plots the
-suite's robust accuracy at 8/255 against training time for the penalty modes (and erm / dro).
-``--scale`` picks the sizes (``SCALES``); ``--width``, ``--epochs``, ``--train``,
-``--test_images``, ``--apgd_steps``, ``--square_queries``, ``--model``, ``--eps`` override single
-ones. The rest is the study framework's (``experiments.studies``); ``--shard=I/N`` serves N
-processes on one device (``experiments/robustness_study_gpu.sh``).
+``methods`` (``METHOD_RUNS``; a method this checkout lacks is listed as missing, not run) and
+``modes`` (``dro`` at rho ``MODE_RHO`` with each ``penalty_mode`` and ``penalty_subsample`` 0.25
+and 0.1), evaluated on a fixed random subset of test images: clean, PGD-20 (random start, step
+eps/8) and the suite (APGD-CE, APGD-T, FAB-T, Square, each on the images still correct) at eps
+4, 8, 16 / 255, with each run's training wall time (compilation included). The report
+(``ROOT/report/robustness.md``, ``summary.json``, ``suite_vs_time.png``) plots the suite's
+robust accuracy at 8/255 against training time. ``--scale`` picks the sizes (``SCALES``); the
+size flags (``SIZES``) override single ones. The rest is the study framework's
+(``experiments.studies``): ``--workers`` share one GPU.
 """
 
 from __future__ import annotations
@@ -36,17 +29,14 @@ from experiments.studies import RunSpec, Scale
 FLAGS = flags.FLAGS
 
 
-# The study's own flags (the framework's: studies.flags_of).
-OWN_FLAGS = {
-    "model": ("string", None, "Override the scale's model (small_cnn | preact_resnet18)."),
-    "width": ("integer", None, "Override the scale's model width."),
-    "epochs": ("integer", None, "Override the scale's epochs."),
-    "train": ("integer", None, "Override the scale's training subset (0 = all 30k)."),
-    "test_images": ("integer", None, "Override the scale's number of test images."),
-    "apgd_steps": ("integer", None, "Override the scale's APGD steps."),
-    "square_queries": ("integer", None, "Override the scale's Square queries."),
-    "eps": ("string", None, "Override the budgets attacked: a subset of 4,8,16 (1/255)."),
-}
+# The study's own flags (the framework's: studies.flags_of): each overrides one size of the scale.
+SIZES = {"model": ("string", "model (small_cnn | preact_resnet18)"),
+         "width": ("integer", "model width"), "epochs": ("integer", "epochs"),
+         "train": ("integer", "training subset (0 = all 30k)"),
+         "test_images": ("integer", "number of test images"),
+         "apgd_steps": ("integer", "APGD steps"), "square_queries": ("integer", "Square queries"),
+         "eps": ("string", "budgets attacked: a subset of 4,8,16 (1/255)")}
+OWN_FLAGS = {k: (kind, None, f"Override the scale's {what}.") for k, (kind, what) in SIZES.items()}
 
 
 EPS = (4, 8, 16)  # in 1/255
@@ -87,9 +77,7 @@ def _config(method: str, seed: int, scale: Scale, *, rho=None, method_fields=Non
             "eval.square_queries": scale.square_queries, "checkpoint_every_steps": 10_000,
             "method_config.rho": rho}
   fields.update({f"method_config.{k}": v for k, v in (method_fields or {}).items()})
-  c = studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed, fields)
-  c.lock()
-  return c
+  return studies.preset("fashion_mnist_pgd", method, "fashion_mnist", seed, fields)
 
 
 def plan(names, seeds, scale: Scale) -> tuple[list[RunSpec], list[str]]:
@@ -119,19 +107,18 @@ def cost(spec: RunSpec) -> float:
   return {"pgd_at": 3, "trades": 3, "erm": 1}.get(spec.method, 2)
 
 
-def _pgd_evaluation(trained, test_ds, *, images: int, batch_size: int, eps: tuple[int, ...]):
-  """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the same test images as the
-  suite."""
+def _pgd_evaluation(trained, test_ds, *, batch_size: int, eps: tuple[int, ...]):
+  """PGD-20 (random start, step eps/8) at ``eps`` (1/255) on the test images the suite attacks
+  (``test_ds``: the configured ``eval.images`` subset)."""
   import jax
 
   from drojax import evaluate as ev
   from experiments import train
 
-  n = min(images, len(test_ds)) if images else len(test_ds)
-  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images[:n],
-                                test_ds.labels[:n], eps=[e / 255 for e in eps],
-                                num_steps=PGD_STEPS, key=jax.random.fold_in(ev.eval_key(), 3),
-                                batch_size=batch_size, progress=False)
+  acc = ev.adversarial_accuracy(train.bound_model(trained), test_ds.images, test_ds.labels,
+                                eps=[e / 255 for e in eps], num_steps=PGD_STEPS,
+                                key=jax.random.fold_in(ev.eval_key(), 3), batch_size=batch_size,
+                                progress=False)
   return {"pgd20_accuracy": acc}
 
 
@@ -140,8 +127,7 @@ def run_spec(spec: RunSpec, root: str, scale: Scale, data_dir: str | None, cache
   results = studies.train_run(
       spec, root, data_dir=data_dir, cache_dir=cache,
       extra_evaluation=lambda trained, test_ds: _pgd_evaluation(
-          trained, test_ds, images=scale.test_images, batch_size=spec.config.eval.batch_size,
-          eps=scale.eps))
+          trained, test_ds, batch_size=spec.config.eval.batch_size, eps=scale.eps))
   m, e = _metrics(results), 8 if 8 in scale.eps else scale.eps[0]
   return (f"train {m['train_seconds']:.0f} s; clean {100 * m['clean']:.1f}, PGD-20 {e}/255 "
           f"{100 * m[f'pgd{e}']:.1f}, suite {e}/255 {100 * m[f'suite{e}']:.1f}")
@@ -204,12 +190,9 @@ def sections(report) -> list[str]:
 
 def _sized(s: Scale) -> Scale:
   """``s`` with the fields the study's flags override."""
-  over = {"model": FLAGS.model, "width": FLAGS.width, "epochs": FLAGS.epochs,
-          "train": FLAGS.train, "test_images": FLAGS.test_images,
-          "apgd_steps": FLAGS.apgd_steps, "square_queries": FLAGS.square_queries}
-  over = {k: v for k, v in over.items() if v is not None}
+  over = {k: FLAGS[k].value for k in SIZES if k != "eps" and FLAGS[k].value is not None}
   for k, v in over.items():
-    if k != "model" and (v < 0 or (v < 1 and k not in ("train",))):
+    if k != "model" and v < (0 if k == "train" else 1):
       raise cli.UsageError(f"--{k} must be >= 1 (--train >= 0), got {v}")
   if FLAGS.eps is not None:
     try:

@@ -1,32 +1,26 @@
 """Ending a CLI process cleanly: Ctrl-C, SIGTERM or a failed write leave one line, no thread
 tracebacks.
 
-The tracebacks came from orbax's checkpoint I/O. orbax runs each save and restore as asyncio
-coroutines on a fresh event loop (``asyncio_utils.run_sync``: ``new_event_loop``,
-``run_until_complete``, ``close``), in the calling thread and in its commit threads, awaiting
-tensorstore writes. When the coroutine ends early (a ``KeyboardInterrupt`` raised inside
-``run_until_complete``, or one write failing on a full disk while ``gather`` still has the
-others in flight), orbax closes the loop at once. The tensorstore writes still running then
-complete on tensorstore's own threads and deliver their results with
-``loop.call_soon_threadsafe`` to the closed loop, which raises ``RuntimeError: Event loop is
-closed``; tensorstore prints each as a traceback, one per write, at a moment that depends on
-the load (the race the Ctrl-C test lost under load) - and asyncio adds ``Task was destroyed but
-it is pending!`` for the abandoned tasks.
+The tracebacks came from orbax's checkpoint I/O: each save and restore runs as asyncio
+coroutines on a fresh event loop (``asyncio_utils.run_sync``), in the calling thread and its
+commit threads, awaiting tensorstore writes. When the coroutine ends early (a
+``KeyboardInterrupt`` inside ``run_until_complete``, or one write failing on a full disk while
+others are in flight), orbax closes the loop at once; the writes still running then deliver
+their results to the closed loop (``call_soon_threadsafe``: ``RuntimeError: Event loop is
+closed``), and tensorstore prints each as a traceback, when depends on the load (with asyncio's
+``Task was destroyed but it is pending!`` for the abandoned tasks).
 
 :func:`install` makes every event loop created afterwards finish its pending tasks before it
-closes (bounded by ``DRAIN_SECONDS``): the writes in flight end (they complete or fail) while
-their loop can still take the result, and their exceptions, already reported through the first
-failure, are marked as retrieved. It also turns SIGTERM into :class:`Terminated` (a
-``KeyboardInterrupt``), so a terminated run ends like an interrupted one: its last checkpoint
-intact and one line.
+closes (at most ``DRAIN_SECONDS``), their exceptions marked as retrieved (the first failure is
+reported already), and turns SIGTERM into :class:`Terminated` (a ``KeyboardInterrupt``): a
+terminated run ends like an interrupted one, its last checkpoint intact and one line.
 
-Both signals are held back while the main thread is inside orbax and delivered as soon as it
-leaves (re-sent every ``REDELIVER_SECONDS``, for at most ``DEFER_SECONDS``): orbax's
+Both signals are held back while the main thread is inside orbax and re-sent every
+``REDELIVER_SECONDS`` (for at most ``DEFER_SECONDS``) until it leaves: orbax's
 ``CheckpointManager.wait_until_finished`` joins its finalize thread under ``except
 BaseException``, logs, and carries on, so an interrupt raised there was swallowed and the run
-went on training (seen under load, where saves are slow: the test suite's saving CLI kept
-saving after the signal). CLIs only: it changes process-wide state (the asyncio loop policy and a
-signal handler); the library never calls it.
+went on training (seen under load). CLIs only: it changes process-wide state (the asyncio loop
+policy, signal handlers); the library never calls it.
 """
 
 from __future__ import annotations
@@ -50,17 +44,15 @@ class _DrainingLoop(asyncio.SelectorEventLoop):
   """An event loop whose ``close`` first lets its pending tasks finish."""
 
   def close(self) -> None:
-    if not self.is_closed() and not self.is_running():
-      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
-      try:
-        if pending:
-          self.run_until_complete(asyncio.wait(pending, timeout=DRAIN_SECONDS))
-      finally:
-        for task in pending:
-          if task.done() and not task.cancelled():
-            task.exception()  # retrieved: the failure that ended the run is reported already
-        super().close()
-    else:
+    pending = [] if self.is_closed() or self.is_running() else [
+        t for t in asyncio.all_tasks(self) if not t.done()]
+    try:
+      if pending:
+        self.run_until_complete(asyncio.wait(pending, timeout=DRAIN_SECONDS))
+    finally:
+      for task in pending:
+        if task.done() and not task.cancelled():
+          task.exception()  # retrieved: the failure that ended the run is reported already
       super().close()
 
 

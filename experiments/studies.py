@@ -2,7 +2,8 @@
 
 A study module declares a :class:`Study` (its plan of runs, how one run trains and is scored,
 its report) and calls :func:`main`; the rest is shared: the flags (:func:`flags_of`), one
-scheduler (:func:`work`), several processes over one plan (``--workers``, or ``--shard=I/N``: a
+scheduler (:func:`work`), several processes over one plan (``--workers``, sharing the machine
+or its accelerator, stopped after ``--time_limit`` seconds if asked; or ``--shard=I/N``: a
 fixed cost-balanced share per process) and, for the scaled studies, the plan's selection
 (``--scale``, ``--studies``, ``--runs``) and the report writer (``experiments.study_report``).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import subprocess
@@ -129,19 +131,15 @@ def parse_seeds(text: str) -> list[int]:
 def preset(experiment: str, method: str, dataset: str, seed: int, fields: Mapping[str, Any]):
   """``experiments.configs.<experiment>``'s paper preset of ``method`` on ``dataset``, with
   ``seed``, no progress bars and ``fields`` (dotted paths such as ``eval.images`` or
-  ``method_config.rho``; None is left at the preset's value). Unlocked: the plan locks it."""
+  ``method_config.rho``; None is left at the preset's value). Locked."""
   import importlib
+
+  from experiments.configs import common
 
   c = importlib.import_module(f"experiments.configs.{experiment}").make_config(
       method, preset="paper", dataset=dataset)
-  c.unlock()
-  for path, value in {"seed": seed, "progress": False, **fields}.items():
-    *parents, leaf = path.split(".")
-    if value is not None:
-      node = c
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
+  common.set_fields(c, {path: value for path, value in
+                        {"seed": seed, "progress": False, **fields}.items() if value is not None})
   return c
 
 
@@ -273,11 +271,14 @@ def parse_shard(text: str) -> tuple[int, int]:
   return index, count
 
 
-def spawn_workers(module: str, n: int, argv: Sequence[str], root: str) -> list[subprocess.Popen]:
-  """``n`` processes ``python -m module *argv --worker_index=i`` logging to ``root/logs``; each
-  pinned to one core (one XLA thread) when there are enough cores."""
+def spawn_workers(module: str, n: int, argv: Sequence[str], root: str, *,
+                  cpu: bool = True) -> list[subprocess.Popen]:
+  """``n`` processes ``python -m module *argv --worker_index=i`` logging to ``root/logs``. On a
+  CPU each is pinned to one core (one XLA thread) when there are enough cores; on an
+  accelerator each may take 0.9 / n of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless
+  set; JAX would take 75 % per process)."""
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-  pin = len(cores) >= n > 1
+  pin = cpu and len(cores) >= n > 1
   logs = os.path.join(root, "logs")
   os.makedirs(logs, exist_ok=True)
   procs = []
@@ -286,6 +287,8 @@ def spawn_workers(module: str, n: int, argv: Sequence[str], root: str) -> list[s
     if pin:  # one core, one XLA thread each: two such workers beat one 2-thread process here
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                           "intra_op_parallelism_threads=1").strip()
+    elif not cpu:
+      env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / n:.3g}")
     out = open(os.path.join(logs, f"worker{i}.log"), "a")
     cmd = [sys.executable, "-m", module, *argv, f"--worker_index={i}"]
     core = cores[i] if pin else None
@@ -296,19 +299,30 @@ def spawn_workers(module: str, n: int, argv: Sequence[str], root: str) -> list[s
 
 
 def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str, *,
-          desc: str) -> None:
-  """One progress bar over all runs (rate and ETA in runs), until the workers exit."""
+          desc: str, time_limit: float = 0.0) -> None:
+  """One progress bar over all runs (rate and ETA in runs), until the workers exit or, after
+  ``time_limit`` seconds (0: none), are stopped (SIGTERM: each keeps its last checkpoint)."""
   from tqdm import tqdm
 
+  deadline = time.monotonic() + time_limit if time_limit else math.inf
   with tqdm(total=len(runs), desc=desc, unit="run") as bar:
     while True:
       bar.update(sum(settled(s, root) for s in runs) - bar.n)
       active = [s.tag for s in runs
                 if os.path.isfile(os.path.join(s.workdir(root), CLAIM)) and not finished(s, root)]
       bar.set_postfix_str(", ".join(active)[:80])
-      if all(p.poll() is not None for p in procs):
+      if all(p.poll() is not None for p in procs) or time.monotonic() >= deadline:
         break
-      time.sleep(10)
+      time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+  if any(p.poll() is None for p in procs):  # the time limit
+    for p in procs:
+      p.terminate()
+    for p in procs:
+      p.wait()
+    left = sum(not settled(s, root) for s in runs)
+    print(f"stopped at the time limit ({time_limit:g} s); {left} runs are left for the next call "
+          "of the same command", flush=True)
+    return
   bad = [p.returncode for p in procs if p.returncode]
   if bad:
     raise cli.UsageError(f"{len(bad)} worker(s) failed (exit {bad}); see "
@@ -317,7 +331,8 @@ def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str,
 
 # ------------------------------------------------------------------------------- the CLI
 
-_NOT_FOR_WORKERS = ("workers", "worker_index", "report_only", "report_dir", "retry_failed")
+_NOT_FOR_WORKERS = ("workers", "worker_index", "report_only", "report_dir", "retry_failed",
+                    "time_limit")
 
 
 def flags_of(study: Study) -> dict[str, tuple[str, Any, str]]:
@@ -325,7 +340,10 @@ def flags_of(study: Study) -> dict[str, tuple[str, Any, str]]:
   "compilation_cache_dir", own=flags_of(STUDY))`` on its main."""
   out = {
       "seeds": ("string", "0,1,2", "Comma-separated training seeds."),
-      "workers": ("integer", 1, "Worker processes (each pinned to one core when it can be)."),
+      "workers": ("integer", 1, "Worker processes (on a CPU each pinned to one core when it "
+                  "can be; on an accelerator they share the device and its memory)."),
+      "time_limit": ("integer", 0, "Seconds after which the workers are stopped (0: none); the "
+                     "report then covers what finished, and the same command resumes the rest."),
       "worker_index": ("integer", -1, "Internal: this process is worker N."),
       "shard": ("string", None, "I/N: run only the I-th of N cost-balanced shares of the "
                 "planned runs (0 <= I < N), for N processes sharing one device."),
@@ -375,11 +393,17 @@ def main(study: Study, argv, overrides) -> None:
   root = FLAGS[study.root_flag].value
   if not root:
     raise cli.UsageError(f"--{study.root_flag} is required")
-  if FLAGS.workers < 1:
-    raise cli.UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
+  if FLAGS.workers < 1 or FLAGS.time_limit < 0:
+    raise cli.UsageError(f"--workers must be >= 1 and --time_limit >= 0, got {FLAGS.workers} "
+                         f"and {FLAGS.time_limit}")
   shard_of = parse_shard(FLAGS.shard) if FLAGS.shard else None
-  if shard_of and FLAGS.workers > 1:
-    raise cli.UsageError("--shard and --workers > 1 are two ways to share the runs; use one")
+  if shard_of and (FLAGS.workers > 1 or FLAGS.time_limit):
+    raise cli.UsageError("--shard is one process's share of the runs; --workers (and "
+                         "--time_limit) start and stop the processes: use one")
+  if FLAGS.worker_index < 0 and (FLAGS.workers > 1 or FLAGS.time_limit):
+    # This process watches the workers: before JAX starts, no accelerator memory taken up front
+    # (JAX's default is 75 %); the workers inherit it, each capped at its fraction.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   scale, runs, missing = study.select(overrides) if study.select else select(study)
   root = os.path.abspath(root)
   out_dir = FLAGS.report_dir or os.path.join(root, study.report_dir)
@@ -429,12 +453,14 @@ def main(study: Study, argv, overrides) -> None:
   argv = [FLAGS[f].serialize() for f in FLAGS.flag_values_dict()
           if FLAGS[f].present and f not in _NOT_FOR_WORKERS]
   argv += [f"--config.{field}={value}" for field, value in overrides]
-  procs = spawn_workers(study.module, FLAGS.workers, argv, root) if FLAGS.workers > 1 else []
+  procs = spawn_workers(study.module, FLAGS.workers, argv, root,
+                        cpu=jax.default_backend() == "cpu"
+                        ) if FLAGS.workers > 1 or FLAGS.time_limit else []
   try:
     if study.prepare:
       study.prepare(runs, root, scale, data_dir)
     if procs:
-      watch(procs, runs, root, desc=f"{name} runs")
+      watch(procs, runs, root, desc=f"{name} runs", time_limit=FLAGS.time_limit)
     elif shard_of:
       work(runs, root, run, log=log)
     else:

@@ -44,16 +44,12 @@ class Report(NamedTuple):
 
 def collect(runs: Sequence[studies.RunSpec], root: str, metrics) -> list[dict[str, Any]]:
   """One row per finished run: study, name, method, seed, rho and ``metrics(results)``."""
-  rows = []
-  for spec in runs:
-    path = os.path.join(spec.workdir(root), "results.json")
-    if os.path.isfile(path):
-      with open(path) as f:
-        results = json.load(f)
-      rows.append({"study": spec.study, "name": spec.name, "method": spec.method,
-                   "seed": spec.seed, "rho": float(spec.config.method_config.rho),
-                   **metrics(results)})
-  return rows
+  from experiments import reporting
+
+  return [{"study": spec.study, "name": spec.name, "method": spec.method, "seed": spec.seed,
+           "rho": float(spec.config.method_config.rho),
+           **metrics(reporting.read_results(spec.workdir(root)))}
+          for spec in runs if studies.finished(spec, root)]
 
 
 def cells(rows, name: str, columns: Sequence[str]) -> dict[str, tuple]:
@@ -108,12 +104,11 @@ def table(rows, names: Sequence[str], columns: Sequence[tuple[str, str]], *,
 
 def _summary_cells(rows) -> dict[str, dict[str, dict]]:
   out: dict[str, dict[str, dict]] = {}
-  for r in rows:
-    key = f"{r['study']}/{r['name']}"
+  for r in rows:  # a run's columns: the numbers of any of its seeds
     sel = [q for q in rows if q["study"] == r["study"]]
-    numeric = [k for k, v in r.items() if k not in _KEYS and k not in out.get(key, {})
-               and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out.setdefault(key, {}).update(
+    numeric = [k for k, v in r.items()
+               if k not in _KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out.setdefault(f"{r['study']}/{r['name']}", {}).update(
         {k: {"mean": m, "half_width": h, "n": n}
          for k, (m, h, n) in cells(sel, r["name"], numeric).items() if n})
   return out

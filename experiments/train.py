@@ -1,31 +1,25 @@
 """``train_and_evaluate(config, workdir)``: one run of an experiment, flax-examples style.
 
-Validate the config (once, here: every field against its spec, the rules between fields, the
-method's factory, and what needs the machine or the data), prepare the workdir (``config.json``;
-a re-run with the same config resumes, another config is refused), load the data, train with
-``drojax.loop.fit`` (progress bar, ``metrics.jsonl``, orbax checkpoints whose metadata carries
-the training seconds summed over resumes, NaN guard), evaluate (clean, corruptions x
-severities, adversarial, groups) with ``drojax.evaluate`` and write ``results.json/csv/md`` and
-the plots with ``experiments.reporting.write_results``.
-
-Several processes (``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: all
-train together on the mesh over every process's devices; process 0 alone writes the workdir's
-files and evaluates, the others wait for its ``results.json`` at a barrier.
+Validate the config (once: every field against its spec, the rules between fields, the
+method's factory; then what needs the machine or the loaded data, the final evaluation's needs
+included), prepare the workdir (``config.json``; a re-run with the same config resumes, another
+is refused), load the data, train with ``drojax.loop.fit``, evaluate with ``drojax.evaluate`` and
+write the results with ``experiments.reporting.write_results``. Several processes
+(``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: they train together on
+the mesh over every process's devices and evaluate a share each; process 0 alone writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
 from drojax.specs import ConfigError
 from experiments import cli, launch
 from experiments.overrides import config_usage_error
-from experiments import preflight
 from experiments import workdir as workdir_lib
 from experiments.configs import common
 
@@ -48,13 +42,8 @@ class Trained:
 # ------------------------------------------------------------------------------- validation
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
-  """Checks the whole config before anything is written or compiled; raises ``cli.UsageError``.
-
-  Every field against its spec, the rules between fields and the method's factory
-  (``experiments.configs.common.validate``, with the experiment's own fields), then what needs
-  the machine: the batch against the devices and the frost photographs named by
-  ``eval.frost_dir``.
-  """
+  """Checks the whole config before anything is written or compiled (``common.validate``),
+  then the batch against the devices and ``eval.frost_dir``'s photographs; ``cli.UsageError``."""
   try:
     common.validate(config)
   except ConfigError as e:
@@ -80,10 +69,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
 def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
                data_dir: str | None) -> None:
   """The checks that need the loaded data (or other files); run before ``config.json``: among
-  them every requirement of the final evaluation (``experiments.preflight``)."""
+  them every requirement of the final evaluation (``check_evaluation``)."""
   from experiments import groups
 
-  groups.check(config.method, method_config(config), train_ds)
+  groups.check(config.method, common.method_config(config), train_ds)
   if config.get("var_dro_diagnostics", False):
     from experiments import var_dro_diagnostics
 
@@ -94,8 +83,41 @@ def check_data(config: ml_collections.ConfigDict, train_ds, test_ds, *,
   if len(train_ds) < config.batch_size:
     raise cli.UsageError(f"--config.batch_size={config.batch_size} is larger than the "
                          f"{len(train_ds)} training examples of {config.dataset}")
-  preflight.check_evaluation(config, num_classes=train_ds.num_classes,
-                             image_shape=test_ds.image_shape, data_dir=data_dir)
+  check_evaluation(config, num_classes=train_ds.num_classes, image_shape=test_ds.image_shape,
+                   data_dir=data_dir)
+
+
+def check_evaluation(config: ml_collections.ConfigDict, *, num_classes: int,
+                     image_shape: Sequence[int], data_dir: str | None) -> None:
+  """``cli.UsageError`` (or ``DataNotFoundError``) for what the final evaluation cannot do, so
+  that hours of training are not wasted (issue 25): ``eval.attack=suite`` with budgets, the
+  suite's own option check with the dataset's ``num_classes`` (APGD-T needs K >= 4);
+  ``eval.corruptions=published``, every named file present, readable, complete and of the test
+  images' ``[H, W, C]`` ``image_shape``; ``data_dir``: the resolved data directory."""
+  from drojax import attacks
+  from drojax.evaluate import adversarial
+
+  k = int(num_classes)
+  if len(config.eval.adv_eps) and config.eval.attack == "suite":
+    try:
+      attacks.check_suite_options(
+          eps=None, norm="linf", num_steps=config.eval.apgd_steps,
+          num_targets=max(1, min(9, k - 1)), num_queries=config.eval.square_queries,
+          p_init=adversarial.SQUARE_P_INIT, num_classes=k)
+    except ValueError as e:
+      raise cli.UsageError(f"--config.eval.attack=suite cannot evaluate {config.dataset} ({k} "
+                           f"classes): {e} Use --config.eval.attack=apgd (or pgd).") from None
+  names = tuple(config.eval.corruption_names)
+  if config.eval.corruptions == "published" and names != ("none",):
+    from drojax import corruptions
+    from drojax.data import published_c
+
+    try:
+      published_c.make_loader(config.dataset, folder=config.eval.published_dir or None,
+                              data_dir=data_dir, names=names or corruptions.NAMES,
+                              image_shape=tuple(image_shape))
+    except ValueError as e:
+      raise cli.UsageError(f"eval.corruptions=published: {e}") from None
 
 
 # ------------------------------------------------------------------------------- data
@@ -119,13 +141,6 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 # ------------------------------------------------------------------------------- training
 
-def method_config(config: ml_collections.ConfigDict):
-  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
-  from drojax.methods import MethodConfig
-
-  return MethodConfig.from_dict(config.method_config.to_dict())
-
-
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   from drojax import models
 
@@ -144,13 +159,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
           method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
 
-  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s); a
-  two-stage method (JTT) runs both stages through ``experiments.groups.train_two_stage``.
-
-  On several processes every process calls this with the same arguments: ``mesh`` spans all
-  processes' devices, each process loads only its slice of every global batch (the rows its
-  devices hold), and the global batch is assembled by ``drojax.data.shard_batch``. Only
-  process 0 writes ``metrics.jsonl``; all take part in checkpoints.
+  ``method``: the ``drojax.methods.Method`` to train (default: ``config.method``'s; JTT's two
+  stages: ``experiments.groups.train_two_stage``). On several processes each calls this alike
+  (``mesh`` spans their devices) and loads only its rows of every global batch.
   """
   import jax
 
@@ -163,7 +174,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
     return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
   model = build_model(config, train_ds.num_classes)
   # Group-shift methods: counts from the data, environments = groups where there are none.
-  method_cfg, train_ds = groups.prepare(config.method, method_config(config), train_ds)
+  method_cfg, train_ds = groups.prepare(config.method, common.method_config(config), train_ds)
   method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
@@ -275,18 +286,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   from experiments import reporting
 
   if jax.process_count() > 1:  # first: a device count that differs would mislead validate
-    agree(config, workdir)
+    from drojax import distributed
+
+    # The processes agree on the config (but for the fields that may differ per host), the
+    # workdir and their device counts; a disagreement is one line on every process.
+    shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
+              if k not in workdir_lib.RUN_ONLY_FIELDS}
+    try:
+      distributed.agree(shared, workdir, timeout_s=distributed.START_TIMEOUT_S)
+    except distributed.Disagreement as e:
+      raise cli.UsageError(str(e)) from None
   validate(config, num_devices=jax.device_count())
   main = jax.process_index() == 0
   # Nothing is written before the config and the data have passed every check: a failed start
   # leaves no config.json behind to refuse the corrected command.
   if workdir_lib.check_workdir(workdir, config) and os.path.isfile(
       os.path.join(workdir, "results.json")):
+    results = reporting.read_results(workdir)
     if main:
       print(f"{workdir} already holds the finished run (results.json); nothing to do",
             flush=True)
-      reporting.print_summary(read_results(workdir), workdir)
-    return read_results(workdir)
+      reporting.print_summary(results, workdir)
+    return results
   data_dir = resolve_data_dir(None, config)
   train_ds, test_ds = load_data(config, data_dir=data_dir, download=config.download)
   check_data(config, train_ds, test_ds, data_dir=data_dir)
@@ -300,58 +321,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   from drojax import train as train_lib
 
   trained = train(config, workdir, train_ds, mesh=train_lib.make_mesh())
+  if jax.process_count() > 1:
+    # Every process evaluates its share of the batches on its first device (a copy of the
+    # variables there: the jitted evaluation never sees a cross-process array) and the counts
+    # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
+    from drojax import distributed
 
-  def evaluate_and_write() -> dict[str, Any]:
-    results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
-    if extra_evaluation is not None:
-      results.update(extra_evaluation(trained, test_ds))
-    results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
-                   preset=config.preset, train_seconds=trained.train_seconds,
-                   steps=trained.steps, num_train=len(train_ds), num_test=len(test_ds))
-    if config.get("var_dro_diagnostics", False):
-      from experiments import var_dro_diagnostics
+    trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
+  results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
+  if extra_evaluation is not None:
+    results.update(extra_evaluation(trained, test_ds))
+  results.update(experiment=config.experiment, method=config.method, dataset=config.dataset,
+                 preset=config.preset, train_seconds=trained.train_seconds, steps=trained.steps,
+                 num_train=len(train_ds), num_test=len(test_ds))
+  if config.get("var_dro_diagnostics", False):
+    from experiments import var_dro_diagnostics
 
-      results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
-    if main:  # one writer per workdir
-      reporting.write_results(workdir, results)
-      reporting.print_summary(results, workdir)
-    return results
+    results.update(var_dro_diagnostics.finish(config, workdir, train_ds))
+  if main:  # one writer per workdir
+    reporting.write_results(workdir, results)
+    reporting.print_summary(results, workdir)
+  if jax.process_count() > 1:
+    from orbax.checkpoint import multihost
 
-  if jax.process_count() == 1:
-    return evaluate_and_write()
-  # Every process evaluates its share of the batches on its first device (a copy of the
-  # variables there: the jitted evaluation never sees a cross-process array) and the counts
-  # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
-  from drojax import distributed
-
-  trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
-  results = evaluate_and_write()
-  from orbax.checkpoint import multihost
-
-  multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
-                                  timeout=EVAL_WAIT_S)
+    multihost.sync_global_processes(f"drojax_evaluated:{os.path.abspath(workdir)}",
+                                    timeout=EVAL_WAIT_S)
   return results
 
 
-def agree(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """The processes of a multi-process run agree on the config (all but
-  ``workdir.RUN_ONLY_FIELDS``, which may differ per host), the workdir and their device counts
-  (``drojax.distributed.agree``); a disagreement is a ``cli.UsageError`` naming what differs,
-  raised on every process."""
-  from drojax import distributed
-
-  shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
-            if k not in workdir_lib.RUN_ONLY_FIELDS}
-  try:
-    distributed.agree(shared, workdir, timeout_s=distributed.START_TIMEOUT_S)
-  except distributed.Disagreement as e:
-    raise cli.UsageError(str(e)) from None
-
-
-def read_results(workdir: str) -> dict[str, Any]:
-  with open(os.path.join(workdir, "results.json")) as f:
-    return json.load(f)
-
-
-__all__ = ["Trained", "validate", "load_data", "resolve_data_dir", "train", "evaluate",
-           "bound_model", "train_and_evaluate", "read_results", "DATA_DIR_ENV", "EVAL_WAIT_S"]
+__all__ = ["Trained", "validate", "check_data", "check_evaluation", "load_data", "resolve_data_dir",
+           "train", "evaluate", "bound_model", "train_and_evaluate", "DATA_DIR_ENV", "EVAL_WAIT_S"]

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import cli, flag_defs, multi
+from experiments import cli, multi
 from experiments.configs import waterbirds as wb_config
 
 FLAGS = flags.FLAGS
 
-
-def build_configs(overrides):
-  flag_defs.check_run_flags(dataset=False)
-  return multi.method_configs(
-      FLAGS.methods, lambda m: wb_config.make_config(m, preset=FLAGS.preset), overrides)
-
-
-main = flag_defs.uses("methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
-                      methods="erm,kl_dro,var_dro")(multi.main_of(build_configs))
+main, help_config = multi.methods_cli(
+    lambda m: wb_config.make_config(m, preset=FLAGS.preset),
+    "methods", "preset", "workdir", "data_dir", "compilation_cache_dir",
+    methods="erm,kl_dro,var_dro")
 
 
 if __name__ == "__main__":
-  cli.run_main(main, help_config=lambda: build_configs([])[0][1])
+  cli.run_main(main, help_config=help_config)

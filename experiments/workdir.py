@@ -62,19 +62,11 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
                     write: bool = True) -> bool:
-  """Creates ``workdir`` and writes ``config.json``; on a re-run checks the config is the same.
-
-  Call it only once everything that can be checked has been (config, data): a failed start
-  must not leave a ``config.json`` that refuses the corrected command. ``write=False``
-  (processes other than 0 of a multi-process run) only checks an existing ``config.json``: one
-  process writes the shared work directory.
-
-  Returns:
-    True when the workdir already held this config (the run resumes).
-
-  Raises:
-    UsageError naming the differing fields when the workdir holds another config.
-    EnvironmentFault when the workdir cannot be created or written (one line, the path named).
+  """Creates ``workdir`` and writes ``config.json`` (``write=False``, the processes but 0 of a
+  multi-process run: only checks an existing one); True when it held this config already (the
+  run resumes). Call it once everything checkable has been checked: a failed start must not
+  leave a ``config.json`` that refuses the corrected command. ``UsageError`` names the fields
+  that differ from the workdir's config; ``EnvironmentFault`` a workdir that cannot be written.
   """
   if check_workdir(workdir, config):
     return True

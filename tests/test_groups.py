@@ -203,6 +203,8 @@ def test_select_by_rule():
           {"accuracy": 0.9, "group_accuracy": {"worst_group": 0.7}}]
   assert G.select(runs, "worst_group") == 1  # ties: the first
   assert G.select(runs, "average") == 0
+  assert [G.selection_score(r, "worst_group") for r in runs] == [0.5, 0.7, 0.7]
+  assert [G.selection_score(r, "average") for r in runs] == [0.9, 0.7, 0.9]
   with pytest.raises(ValueError, match="by must be one of"):
     G.select(runs, "best")
   with pytest.raises(ValueError, match="nothing to select from"):

@@ -1,10 +1,11 @@
-"""experiments.preflight: what the final evaluation needs, refused before training (issue 25)."""
+"""experiments.train.check_evaluation: what the final evaluation needs, refused before training
+(issue 25)."""
 
 import numpy as np
 import pytest
 
 from drojax.data import DataNotFoundError
-from experiments import cli, preflight
+from experiments import cli, train
 from experiments.configs import cifar_c as cifar_c_config
 
 _N = 10  # rows per file: 5 severities x 2 images
@@ -31,7 +32,7 @@ def _published(folder, names=("fog", "snow")):
 
 
 def _check(config, k=10, shape=(4, 4, 3)):
-  preflight.check_evaluation(config, num_classes=k, image_shape=shape, data_dir=None)
+  train.check_evaluation(config, num_classes=k, image_shape=shape, data_dir=None)
 
 
 def test_complete_files_pass(folder):

@@ -51,30 +51,33 @@ def test_shards_deal_every_run_once_with_the_costly_ones_spread():
 
 
 @pytest.mark.slow
-def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
+def test_smoke_study_end_to_end_stops_resumes_and_reports(tmp_path):
   data = tmp_path / "data"
   data.mkdir()
   write_tiny_fashion_mnist(data)
   root = tmp_path / "study"
-  flags = ["--seeds=0", "--runs=erm,mode_subsample0.1",
-           f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", PYTHON=sys.executable,
-             SCALE="smoke")
-  # First pass: the GPU script, two shards (one run each) in parallel, then the report.
-  proc = subprocess.run(["bash", "experiments/robustness_study_gpu.sh", str(data), str(root),
-                         "2", "0", *flags], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+  cmd = [sys.executable, "-m", "experiments.robustness_study", f"--root={root}",
+         f"--data_dir={data}", "--scale=smoke", "--seeds=0", "--runs=erm,mode_subsample0.1",
+         f"--compilation_cache_dir={tmp_path.parent / 'drojax_robustness_jax_cache'}"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  # A time limit that stops both workers before any run finishes: the report covers none.
+  proc = subprocess.run(cmd + ["--workers=2", "--time_limit=1"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "stopped at the time limit (1 s); 2 runs are left" in proc.stdout, proc.stdout[-2000:]
+  assert "0 of 2 runs finished" in (root / "report" / "robustness.md").read_text()
+  # The same command with room: the two workers (how a GPU runs the study, docs/robustness.md)
+  # each train one run, logging its done line with the headline numbers.
+  proc = subprocess.run(cmd + ["--workers=2", "--time_limit=800"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-  for i in (0, 1):
-    log = (root / "logs" / f"shard{i}.log").read_text()
-    assert "1 runs on cpu" in log and f"shard {i}/2 done" in log, log[-2000:]
-  # The script lists every run's done line, with its headline numbers, from the shards' logs.
-  done = [line for line in proc.stdout.splitlines() if "] done  " in line]
-  assert len(done) == 2 and all(line.startswith("[shard ") and "suite 8/255 " in line
-                                for line in done), proc.stdout[-2000:]
+  assert "report: " in proc.stdout and "time limit" not in proc.stdout
+  done = [line for i in (0, 1) for line in (root / "logs" / f"worker{i}.log").read_text()
+          .splitlines() if "] done  " in line]
+  assert len(done) == 2 and all(line.startswith("[worker ") and "suite 8/255 " in line
+                                for line in done), done
   assert {line.split()[3] for line in done} == {"methods/erm/seed0",
                                                 "modes/mode_subsample0.1/seed0"}
-  assert "report: " in proc.stdout
   r = json.loads((root / "methods" / "erm" / "seed0" / "results.json").read_text())
   assert set(r["adversarial_by_attack"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
   assert set(r["pgd20_accuracy"]) == {"0.0156863", "0.0313725", "0.0627451"}
@@ -87,12 +90,11 @@ def test_smoke_study_end_to_end_resumes_and_reports(tmp_path):
   cell = summary["cells"]["methods/erm"]["suite8"]
   assert cell["n"] == 1 and cell["mean"] == r["adversarial_by_attack"]["square"]["0.0313725"]
   assert (root / "report" / "suite_vs_time.png").stat().st_size > 1000
-  # Second pass: the driver alone, unsharded, finds both runs finished.
-  args = [sys.executable, "-m", "experiments.robustness_study", f"--root={root}",
-          f"--data_dir={data}", "--scale=smoke", *flags]
-  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  # Third pass: one shard of one (a process of a fixed share) finds both runs finished.
+  proc = subprocess.run(cmd + ["--shard=0/1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.count("finished before, skipped") == 2
+  assert proc.stdout.count("finished before, skipped") == 2 and "shard 0/1 done" in proc.stdout
 
 
 def test_bad_flags_exit_2_with_one_line(tmp_path):
@@ -100,6 +102,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
   for extra, needle in ((["--scale=huge"], "scale"), (["--seeds=a"], "--seeds"),
                         (["--runs=ermm"], "--runs"), (["--width=0"], "--width"),
                         (["--shard=2/2"], "--shard"), (["--shard=a"], "--shard"),
+                        (["--shard=0/2", "--time_limit=9"], "--shard"),
+                        (["--time_limit=-1"], "--time_limit"),
                         (["--eps=5"], "--eps"), (["--eps=8,x"], "--eps")):
     proc = subprocess.run([sys.executable, "-m", "experiments.robustness_study",
                            f"--root={tmp_path}", *extra], cwd=ROOT, env=env,

@@ -1,18 +1,6 @@
-"""CIFAR-10/100-C: train one method, evaluate clean / corrupted / adversarial accuracy.
-
-Run (the README's quick-start, offline, on the bundled digits)::
-
-  python -m experiments.cifar_c --method=dro_augmix --preset=quick --dataset=digits \
-      --workdir=runs/quick_dro_augmix
-
-The paper recipe (DRO-Augment: PreActResNet-18, 200 epochs, SGD 0.1 Nesterov, wd 5e-4, batch
-128, cosine to 1e-6)::
-
-  python -m experiments.cifar_c --method=dro_augmix --preset=paper --dataset=cifar10 \
-      --data_dir=/path/to/data --workdir=runs/c10_dro_augmix
-
-``get_config("dro_augmix,quick,digits")`` builds the same config in Python.
-"""
+"""The config of ``experiments.cifar_c``: DRO-Augment's recipe (PreActResNet-18, 200 epochs, SGD
+0.1 Nesterov, wd 5e-4, batch 128, cosine to 1e-6) and the quick preset;
+``get_config("dro_augmix,quick,digits")`` is the README's quick-start config in Python."""
 
 from __future__ import annotations
 

@@ -1,25 +1,16 @@
-"""Pieces shared by the experiment configs: the method hyper-parameters, the base config, and
-the checks of every field they define.
+"""Pieces shared by the experiment configs: the fields every experiment has, their specs, the
+base config and its validation.
 
-Every config is a locked ``ml_collections.ConfigDict``; ``--config.<field>=VALUE`` overrides a
-field and a typo gets a suggestion. Method hyper-parameters live under ``config.method_config``
-with exactly the fields of ``drojax.methods.MethodConfig``.
-
-Validation (``validate``), run by the CLIs before anything is written or compiled:
-
-* every field has a spec (``field_specs()``: ``FIELDS`` here, with each default, the
-  method hyper-parameters' from the method layer, ``drojax.methods.field_specs()``, including
-  those a user's method registered, and each experiment's extras next to its factory) giving its
-  type, range or choices; a field without a spec is itself an error;
-* cross-field rules (``warmup_epochs < num_epochs``, ``lr_min <= learning_rate``, ...);
-* the method's own factory is built once (``drojax.methods.get_method``), so the method layer's
-  rules (``var_dro_eps_min <= var_dro_eps_max``, ``penalty_subsample`` 1 with NoisyMix + W-DRO)
-  and any check the library makes of its hyper-parameters run up front;
-* a field that the chosen method or set-up does not read (``not_applying``) is an ERROR when the
-  user set it explicitly (an override or a sweep): e.g. ``rho`` for ``var_dro`` (the methods
-  declare what they read: ``drojax.methods.fields_read``), ``momentum`` with Adam,
-  ``eval.published_dir`` without published corruptions. Preset values that some methods ignore
-  are fine.
+Every config is a locked ``ml_collections.ConfigDict``; the method hyper-parameters live under
+``config.method_config`` with exactly ``drojax.methods``' fields (users' registered ones too).
+``validate`` runs before anything is written or compiled: every field against its spec
+(``config_specs``: ``FIELDS`` here, ``drojax.methods.field_specs()`` and an experiment's
+``EXTRA_FIELDS``; a field without a spec is an error), the cross-field rules
+(``warmup_epochs < num_epochs``, ...) and the method's factory, built once (the method layer's
+rules and the library's checks of its hyper-parameters). A field that the chosen method or
+set-up does not read (``not_applying``: ``rho`` for ``var_dro``, per
+``drojax.methods.fields_read``; ``momentum`` with Adam) is an ERROR when the user set it (an
+override or a sweep); preset values that some methods ignore are fine.
 """
 
 from __future__ import annotations
@@ -40,24 +31,10 @@ QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_
                      "jpeg_compression")
 
 
-def method_config(**overrides) -> ml_collections.ConfigDict:
-  """Every method hyper-parameter and its default as a ConfigDict (``overrides`` replace
-  defaults): ``MethodConfig``'s fields and those users' methods registered."""
-  fields = methods.field_defaults()
-  unknown = set(overrides) - set(fields)
-  if unknown:
-    raise ValueError(f"unknown MethodConfig field(s) {sorted(unknown)}")
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
-
-
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
-  # Chosen on the digits' training split only (never a test image) among candidates predicted
-  # to run the README's command cold well under 150 s on an idle 2-core CPU; the candidates,
-  # their held-out accuracies and the rule are in docs/benchmarks.md ("8 epochs and one
-  # compilation per corruption"): E (rho 0.5) at 12 epochs, then E8, its fewest epochs within
-  # 1 point of E's 93.0 %. rho is the digits' value; other datasets keep their recipe's.
+  # Chosen on the digits' training split only (candidates, accuracies and the rule: docs/
+  # benchmarks.md, "8 epochs and one compilation per corruption"); rho is the digits' value.
   c.width = 8
   c.num_epochs = 12
   c.batch_size = 32
@@ -66,9 +43,8 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # (an unknown method is reported by validate, naming --method)
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
     c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E), 8 epochs (E8), and the whole test split of 359 images
-  # (standard error of a ~90% clean accuracy 1.6 points instead of 2.1 on 200, for ~4 s more
-  # on 2 CPU cores); a 200-image subset elsewhere.
+  # Digits: rho 0.5 (candidate E), 8 epochs (E8), the whole test split of 359 images (standard
+  # error 1.6 points instead of 2.1 on 200, for ~4 s more); a 200-image subset elsewhere.
   if c.dataset == "digits":
     c.method_config.rho = 0.5
     c.num_epochs = 8  # E8 (chosen on digits only: other datasets keep 12)
@@ -169,8 +145,9 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
 
 
 def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
-  """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``."""
-  c = ml_collections.ConfigDict({"method_config": method_config()})
+  """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``: every
+  method hyper-parameter (``MethodConfig``'s and those users' methods registered)."""
+  c = ml_collections.ConfigDict({"method_config": methods.field_defaults()})
   for path, (default, _) in FIELDS.items():
     group, _, name = path.rpartition(".")
     if group and group not in c:
@@ -191,14 +168,15 @@ def make_config(experiment: str, method: str, *, preset: str, dataset: str,
   c.experiment = experiment
   for name, (default, _) in (extra_fields or {}).items():
     c[name] = default
-  _set(c, recipe)
+  set_fields(c, recipe)
   if preset == "quick":
-    _set(apply_quick(c), quick or {})
+    set_fields(apply_quick(c), quick or {})
   c.lock()
   return c
 
 
-def _set(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+def set_fields(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``)."""
   for path, value in values.items():
     group, _, name = path.rpartition(".")
     (c[group] if group else c)[name] = value
@@ -216,14 +194,18 @@ def get_config_of(make: Callable[..., ml_collections.ConfigDict]
   return get_config
 
 
-def field_specs(extra_fields: Mapping[str, Spec] | None = None) -> dict[str, Spec]:
+def field_specs(extra_fields: Mapping[str, tuple[Any, Spec]] | None = None) -> dict[str, Spec]:
   """The spec of every field (dotted path) of an experiment config: the shared ones, the method
-  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``."""
+  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``
+  (``{name: (default, spec)}``)."""
   method_fields = {f"method_config.{k}": v for k, v in methods.field_specs().items()}
-  return {**{k: spec for k, (_, spec) in FIELDS.items()}, **method_fields,
-          **(extra_fields or {})}
+  return {**{k: spec for k, (_, spec) in {**FIELDS, **(extra_fields or {})}.items()},
+          **method_fields}
 
 
+# The evaluation fields read by some attacks only, and those attacks.
+_ATTACK_FIELDS = {"eval.pgd_steps": ("pgd",), "eval.pgd_restarts": ("pgd", "apgd"),
+                  "eval.apgd_steps": ("apgd", "suite"), "eval.square_queries": ("suite",)}
 # field -> (does it apply to this config?, why not)
 _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "momentum": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
@@ -234,14 +216,9 @@ _APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
     "eval.attack": (lambda c: _attack(c) is not None,
                     "no attack runs while eval.adv_eps is empty (to run one, set "
                     "--config.eval.adv_eps=8/255)"),
-    "eval.pgd_steps": (lambda c: _attack(c) == "pgd",
-                       "only eval.attack=pgd with a non-empty eval.adv_eps reads it"),
-    "eval.pgd_restarts": (lambda c: _attack(c) in ("pgd", "apgd"),
-                          "only eval.attack=pgd or apgd with a non-empty eval.adv_eps reads it"),
-    "eval.apgd_steps": (lambda c: _attack(c) in ("apgd", "suite"),
-                        "only eval.attack=apgd or suite with a non-empty eval.adv_eps reads it"),
-    "eval.square_queries": (lambda c: _attack(c) == "suite",
-                            "only eval.attack=suite with a non-empty eval.adv_eps reads it"),
+    **{field: (lambda c, attacks=attacks: _attack(c) in attacks, f"only eval.attack="
+               f"{' or '.join(attacks)} with a non-empty eval.adv_eps reads it")
+       for field, attacks in _ATTACK_FIELDS.items()},
     "eval.norm": (lambda c: _attack(c) is not None,
                   "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
                   "0.5 with eval.norm=l2)"),
@@ -294,31 +271,32 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
                         f"published CIFAR-C arrays), got dataset '{c.dataset}'")
 
 
+def method_config(config: ml_collections.ConfigDict) -> methods.MethodConfig:
+  """``config.method_config`` as a ``drojax.methods.MethodConfig`` (registered fields too)."""
+  return methods.MethodConfig.from_dict(config.method_config.to_dict())
+
+
 def _check_method_factory(c: ml_collections.ConfigDict) -> None:
   """Builds the method once: the method layer's rules and the library's own checks of its
   hyper-parameters run now."""
   try:
-    methods.get_method(c.method, methods.MethodConfig.from_dict(c.method_config.to_dict()))
+    methods.get_method(c.method, method_config(c))
   except ConfigError as e:
     raise ConfigError(f"method_config.{e.field}", e.detail) from None
   except (ValueError, TypeError) as e:
     raise ConfigError("method_config", " ".join(str(e).split())) from None
 
 
-def extra_specs(experiment: str) -> dict[str, Spec]:
-  """The specs of the fields ``experiment`` adds (``EXTRA_FIELDS`` beside its factory in
-  ``experiments/configs/<experiment>.py``: ``{name: (default, spec)}``)."""
+def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
+  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
+  factory in ``experiments/configs/<experiment>.py``)."""
   import importlib
 
+  experiment = config.get("experiment")
   if experiment not in EXPERIMENTS:
-    return {}
+    return field_specs()
   module = importlib.import_module(f"experiments.configs.{experiment}")
-  return {k: spec for k, (_, spec) in getattr(module, "EXTRA_FIELDS", {}).items()}
-
-
-def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``extra_specs``)."""
-  return field_specs(extra_specs(config.get("experiment")))
+  return field_specs(getattr(module, "EXTRA_FIELDS", None))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -330,6 +308,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 __all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "EXPERIMENTS", "field_specs", "extra_specs", "config_specs", "method_config",
-           "base_config", "make_config", "get_config_of", "apply_quick", "not_applying", "validate",
-           "ConfigError"]
+           "FIELDS", "EXPERIMENTS", "field_specs", "config_specs", "base_config", "make_config",
+           "set_fields", "get_config_of", "apply_quick", "method_config", "not_applying",
+           "validate", "ConfigError"]

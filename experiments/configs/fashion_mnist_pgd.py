@@ -1,12 +1,6 @@
-"""Fashion-MNIST under PGD: the DRO-Augment adversarial experiment.
-
-Images resized to 32x32 and repeated to 3 channels; L-inf PGD, 20 steps, random start, at
-eps 4/255, 8/255, 16/255 with steps 0.5/255, 1/255, 2/255 (recipes.md). We attack in pixel
-space [0, 1] (the reference attacked normalised inputs). Run::
-
-  python -m experiments.fashion_mnist_pgd --methods=erm,dro --data_dir=../shared/data \
-      --workdir=runs/fmnist_pgd
-"""
+"""The config of ``experiments.fashion_mnist_pgd``: images resized to 32x32 and repeated to 3
+channels; L-inf PGD, 20 steps, random start, at eps 4/255, 8/255, 16/255 with steps 0.5/255,
+1/255, 2/255 (recipes.md), in pixel space [0, 1] (the reference attacked normalised inputs)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Group shift: ERM, the DRO objectives and the group / environment methods on the offline
-benchmarks of ``drojax.data.group_shift`` (worst-group and average accuracy). Run::
-
-  python -m experiments.group_shift --benchmark=colored_digits --preset=quick \\
-      --methods=erm,var_dro,group_dro,vrex,irm,var_dro_vrex --seeds=0,1,2 --workdir=runs/gs
-
-Small images and a small CNN (``small_cnn``), Adam at 1e-3 as in Arjovsky et al.'s and Krueger
-et al.'s Colored MNIST code, no corruption or attack evaluation, group accuracy on the test
-split and on the validation split (model selection).
-"""
+"""The config of ``experiments.group_shift`` on the offline benchmarks of
+``drojax.data.group_shift``: a small CNN (``small_cnn``), Adam at 1e-3 as in Arjovsky et al.'s and
+Krueger et al.'s Colored MNIST code, no corruption or attack evaluation, group accuracy on the
+test split and on the validation split (model selection)."""
 
 from __future__ import annotations
 
