@@ -327,6 +327,32 @@ def test_var_dro_objective_uses_linprog_weights_from_updated_variances():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_var_dro_duplicate_ids_share_one_updated_variance():
+  """Two copies of an id in one batch: the tracker averages their losses into one update
+  (update_tracker's rule), and both rows' radii read that one updated variance."""
+  images, targets, weight = _data(10)
+  ids = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+  rng = np.random.default_rng(10)
+  mean, var = rng.uniform(0.0, 2.0, (2, 4)).astype(np.float32)
+  tracker = weighting.TrackerState(mean=jnp.asarray(mean), var=jnp.asarray(var),
+                                   count=jnp.ones(4, jnp.int32))
+  m = methods.get_method("var_dro", methods.MethodConfig(var_dro_eps_max=1.5))
+  ctx = objectives.ObjectiveContext(step=jnp.asarray(5, jnp.int32),
+                                    ids=jnp.asarray(ids, jnp.int32), axis_name=None)
+  value, _, new = m.objective.apply(None, tracker, _fns(jnp.asarray(weight)), images, targets,
+                                    ctx)
+  losses, _ = _np_losses(images, targets, weight)
+  per_id = np.array([losses[ids == i].mean() for i in range(4)])
+  delta = per_id - mean
+  new_var = 0.9 * (var + 0.1 * delta**2)
+  eps = 1.5 * new_var[ids] / new_var.max()
+  res = scipy.optimize.linprog(-losses, A_eq=np.ones((1, B)), b_eq=[1.0],
+                               bounds=list(zip(np.exp(-eps) / B, np.exp(eps) / B)))
+  np.testing.assert_allclose(value, -res.fun, rtol=1e-5)
+  np.testing.assert_allclose(new.var, new_var, rtol=1e-5)
+  np.testing.assert_array_equal(new.count, [2, 2, 2, 2])
+
+
 def test_var_dro_weights_act_from_an_examples_second_visit():
   """First visit: the first sighting sets the variance to 0, so the weights are uniform (ERM).
   Second visit (other losses, as after a train step): the variance updated with this visit's
