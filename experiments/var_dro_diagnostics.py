@@ -86,12 +86,13 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     tracker = jax.device_get(state.objective_state)
     var_by_id, tracked_by_id = np.asarray(tracker.var), np.asarray(tracker.mean)
+    seen = np.asarray(tracker.count) > 0
     step = (epoch + 1) * steps_per_epoch - 1
     row = {int(i): k for k, i in enumerate(train_ds.ids)}
     weight = np.full(len(train_ds), np.nan)
     for batch in data.epoch_batches(train_ds, batch_size=config.batch_size, seed=config.seed,
                                     epoch=epoch):
-      if not np.all(np.asarray(tracker.count)[batch["id"]] > 0):
+      if not np.all(seen[batch["id"]]):
         raise ValueError(f"the tracker has not seen every example of epoch {epoch}'s batches: "
                          "the diagnostics need the epoch's training batches")
       loss = batch_losses(variables, batch["image"], batch["label"])
