@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from experiments import cli, flag_defs
-from experiments.formatting import md_table
+from experiments.formatting import md_table, pct
 
 
 def format_value(v: float) -> str:
@@ -65,12 +65,12 @@ def markdown_table(calibration: Mapping[str, Any], *, label: str) -> str:
   """The calibrated parameters as the refined section of ``cifar_c_severities.md``, followed
   by the continuous severities and the accuracies before and after."""
   rows = calibration["corruptions"]
-  percents = lambda values: " ".join(f"{100 * a:.1f}" for a in values)
+  percents = lambda values: " ".join(pct(a, digits=1) for a in values)
   lines = [f"## Calibrated ({label}; base table {calibration['base_table']})", "",
-           f"Clean accuracy {100 * calibration['clean_accuracy']:.2f}%, floor "
-           f"{100 * calibration['floor']:.2f}%, targets " +
-           ", ".join(f"{100 * t:.1f}" for t in calibration["targets"]) +
-           f" (%), {calibration['num_images']} images.", "",
+           f"Clean accuracy {pct(calibration['clean_accuracy'], sign='%')}, floor "
+           f"{pct(calibration['floor'], sign='%')}, targets "
+           f"{', '.join(pct(t, digits=1) for t in calibration['targets'])} (%), "
+           f"{calibration['num_images']} images.", "",
            *md_table(["corruption", f"{label} sev 1..5"],
                      [[name, format_row(r["params"])] for name, r in rows.items()]), "",
            *md_table(["corruption", "continuous severity (base table)", "accuracy before (%)",
@@ -79,8 +79,8 @@ def markdown_table(calibration: Mapping[str, Any], *, label: str) -> str:
                        percents(r["after"]), "yes" if any(r["capped"]) else ""]
                       for name, r in rows.items()])]
   lines += ["", f"Mean absolute distance to the linear targets: before "
-            f"{100 * calibration['mean_abs_error_before']:.2f} points, after "
-            f"{100 * calibration['mean_abs_error_after']:.2f} points."]
+            f"{pct(calibration['mean_abs_error_before'])} points, after "
+            f"{pct(calibration['mean_abs_error_after'])} points."]
   return "\n".join(lines) + "\n"
 
 
@@ -129,6 +129,7 @@ def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes
   For the self-contained demo and tests only; a real calibration uses a trained run.
   """
   from drojax import data
+  from drojax import train as train_lib
   from experiments import train
   from experiments.configs import common
 
@@ -140,8 +141,6 @@ def train_reference_model(images: np.ndarray, labels: np.ndarray, *, num_classes
                 learning_rate=learning_rate, weight_decay=0.0, lr_schedule="constant",
                 num_epochs=max(1, math.ceil(steps / data.num_batches(len(ds), bs))), seed=seed,
                 checkpoint_every_steps=10**9, progress=False, log_every_steps=10**9))
-  from drojax import train as train_lib
-
   return train.bound_model(train.train(c, workdir, ds, mesh=train_lib.make_mesh(1)))
 
 

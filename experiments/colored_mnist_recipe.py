@@ -1,11 +1,8 @@
 r"""Diagnosis of the coloured benchmarks outside the training CLI: the papers' own Colored
-MNIST recipe (Arjovsky et al. 2019; Krueger et al. 2021), full batch, on our data.
-
-A 2-hidden-layer ReLU MLP on the red and green channels (Fashion-MNIST average-pooled 28 -> 14
-as in the papers), Adam, L2 on the weights, 501 full-batch steps; V-REx / IRMv1's penalty
-weight is 1 before ``anneal`` and ``weight`` after, the objective then divided by ``weight``.
-Prints one JSON line per run: train / validation / test (accuracy, worst-group accuracy) in %.
-``docs/group_shift.md`` records what it found and the commands::
+MNIST recipe (Arjovsky et al. 2019; Krueger et al. 2021) on our data: a 2-hidden-layer ReLU MLP
+on the red and green channels, 501 full-batch Adam steps on :func:`objective` (L2, the penalty
+annealed in). ``docs/group_shift.md`` records what it found and the commands.
+Prints one JSON line per run: train / validation / test (accuracy, worst-group accuracy) in %::
 
   python -m experiments.colored_mnist_recipe --benchmark=colored_digits --run='{"method": "irm"}'
   python -m experiments.colored_mnist_recipe --benchmark=colored_fashion_mnist \
@@ -23,11 +20,8 @@ import json
 import time
 
 import numpy as np
-from absl import flags
 
 from experiments import cli, flag_defs
-
-FLAGS = flags.FLAGS
 
 
 def features(images: np.ndarray, *, grey: bool = False) -> np.ndarray:
@@ -48,8 +42,7 @@ def load(name: str, split: str, num_train: int, data_dir: str | None, *, grey: b
 
   from drojax.data import group_shift as gsd
 
-  ds = (gsd.colored_digits(split) if name == "colored_digits" else
-        gsd.load_group_shift(name, split, data_dir=data_dir)).dataset
+  ds = gsd.load_group_shift(name, split, data_dir=data_dir).dataset
   x = features(ds.images, grey=grey)
   idx = np.arange(len(x))
   if split == "train" and num_train:
@@ -150,18 +143,27 @@ def run(splits, method: str, *, steps: int = 501, anneal: int = 190, weight: flo
 
 METHODS = ("erm", "irm", "vrex")
 KEYS = ("method", "steps", "anneal", "weight", "l2", "lr", "hidden", "seed", "grey")
+_FLAGS = {
+    "benchmark": ("string", "colored_digits", "colored_digits | colored_fashion_mnist"),
+    "num_train": ("integer", 0, "Training subset size (0: all; a fixed seeded subset)."),
+    "run": ("multi_string", [], "One run's settings as a JSON object (repeatable)."),
+}
 
 
+@flag_defs.uses("data_dir", own=_FLAGS)
 def main(argv, overrides):
   del argv
+  from absl import flags
+
+  f = flags.FLAGS
   if overrides:
     raise cli.UsageError(f"this command takes no --config.* flags, got {overrides[0][0]}")
-  flag_defs.check_choice(FLAGS.benchmark, ("colored_digits", "colored_fashion_mnist"),
+  flag_defs.check_choice(f.benchmark, ("colored_digits", "colored_fashion_mnist"),
                          "--benchmark")
-  if FLAGS.num_train < 0:
-    raise cli.UsageError(f"--num_train must be >= 0, got {FLAGS.num_train}")
+  if f.num_train < 0:
+    raise cli.UsageError(f"--num_train must be >= 0, got {f.num_train}")
   specs = []
-  for spec in FLAGS.run:
+  for spec in f.run:
     try:
       kw = json.loads(spec)
     except json.JSONDecodeError:
@@ -175,17 +177,13 @@ def main(argv, overrides):
   for kw in specs:
     shown = dict(kw)
     grey = kw.pop("grey", False)
-    splits = {s: load(FLAGS.benchmark, s, FLAGS.num_train, FLAGS.data_dir or None, grey=grey)
+    splits = {s: load(f.benchmark, s, f.num_train, f.data_dir or None, grey=grey)
               for s in ("train", "validation", "test")}
     start = time.time()
     result = run(splits, kw.pop("method", "erm"), **kw)
-    print(json.dumps({"benchmark": FLAGS.benchmark, "num_train": FLAGS.num_train, **shown,
+    print(json.dumps({"benchmark": f.benchmark, "num_train": f.num_train, **shown,
                       **result, "seconds": round(time.time() - start, 1)}), flush=True)
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("benchmark", "colored_digits", "colored_digits | colored_fashion_mnist")
-  flags.DEFINE_integer("num_train", 0, "Training subset size (0: all; a fixed seeded subset).")
-  flags.DEFINE_multi_string("run", [], "One run's settings as a JSON object (repeatable).")
-  flag_defs.define("data_dir")
   cli.run_main(main)

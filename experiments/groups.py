@@ -1,14 +1,6 @@
-"""Group-shift runs: the data a method needs, validation results, JTT's two stages.
-
-The library does the work (``drojax.groups``: the training data's checks, JTT's weights, model
-selection; ``drojax.methods.needs`` / ``two_stage``); here it meets the run:
-
-* :func:`check` (before anything is written) and :func:`prepare` (at training: ``num_groups``
-  / ``num_environments`` / ``group_counts`` left at 0 / () are taken from the training data,
-  and an environment method trains on the groups where the data has no environments);
-* :func:`validation_results`: accuracy and group accuracy on the benchmark's validation split
-  (``results.json["validation"]``), what model selection (``drojax.groups.select``) reads;
-* :func:`train_two_stage`: JTT's identification run, then the upweighted run.
+"""Group-shift runs: ``drojax.groups``' data checks as one-line CLI errors before anything is
+written (:func:`check`), the counts filled in from the training data (:func:`prepare`),
+validation results for model selection, and JTT's two stages (:func:`train_two_stage`).
 """
 
 from __future__ import annotations
@@ -46,7 +38,8 @@ def check(method: str, method_config, train_ds) -> np.ndarray | None:
 
 
 def prepare(method: str, method_config, train_ds):
-  """``(method_config, train_ds)`` with the counts and ids ``method`` trains on filled in."""
+  """``(method_config, train_ds)`` with the counts left at 0 / () taken from the training data;
+  an environment method trains on the groups where the data has no environments."""
   sizes = check(method, method_config, train_ds)
   if sizes is None:
     return method_config, train_ds
