@@ -33,7 +33,7 @@ from drojax import groups as group_rules
 from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
-from experiments.formatting import ci_cell, mean_ci
+from experiments.formatting import ci_cell, md_table, mean_ci
 
 FLAGS = flags.FLAGS
 
@@ -163,14 +163,12 @@ def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "group_shift.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  lines = ["| method | selection | chosen | test worst-group (%) | test average (%) | "
-           "train s / run |", "|---|---|---|---|---|---|"]
-  for method, rules in summary.items():
-    for rule, r in rules.items():
-      cells = [ci_cell((r[f"test_{k}"], r[f"test_{k}_ci95"], r["seeds"]), digits=1)
-               for k in ("worst_group", "average")]
-      lines.append(f"| {method} | {rule} | {r['chosen']} | {' | '.join(cells)} | "
-                   f"{r['train_seconds']:.0f} |")
+  rows = [[method, rule, r["chosen"],
+           *(ci_cell((r[f"test_{k}"], r[f"test_{k}_ci95"], r["seeds"]), digits=1)
+             for k in ("worst_group", "average")), f"{r['train_seconds']:.0f}"]
+          for method, rules in summary.items() for rule, r in rules.items()]
+  lines = md_table(["method", "selection", "chosen", "test worst-group (%)", "test average (%)",
+                    "train s / run"], rows)
   path = os.path.join(out_dir, "group_shift.md")
   with open(path, "w") as f:
     f.write("Mean ± 95 % t-interval half-width over the seeds; the value chosen on the "

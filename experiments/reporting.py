@@ -485,27 +485,27 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   results = [read_results(w) for w in workdirs]
   labels = _labels(workdirs, results)
   eps = sorted({e for r in results for e in (r.get("adversarial_accuracy") or {})}, key=float)
-  cols = [("clean", lambda r: r.get("clean_accuracy")),
-          ("mean corruption", lambda r: r.get("mean_corruption_accuracy")),
-          ("extras", lambda r: r.get("extra_corruption_accuracy"))]
+  groups = [r.get("group_accuracy") or {} for r in results]
+  cols = [("clean", [r.get("clean_accuracy") for r in results]),
+          ("mean corruption", [r.get("mean_corruption_accuracy") for r in results]),
+          ("extras", [r.get("extra_corruption_accuracy") for r in results])]
   attack_names = list(dict.fromkeys(a for r in results for a in _by_attack(r)))  # first seen
   # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
   tags = sorted({_norm_tag(r, " ") for r in results})
   cols += [(f"{ATTACK_LABELS.get(a, a)}{t} {eps_label(e, with_value=True)}",
-            (lambda a, e, t: lambda r: (_by_attack(r).get(a, {}).get(e)
-                                        if _norm_tag(r, " ") == t else None))(a, e, t))
-           for t in tags for e in eps for a in attack_names]
-  cols += [("worst group", lambda r: (r.get("group_accuracy") or {}).get("worst_group")),
-           ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
-  cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]
+            [_by_attack(r).get(a, {}).get(e) if _norm_tag(r, " ") == t else None
+             for r in results]) for t in tags for e in eps for a in attack_names]
+  cols += [("worst group", [g.get("worst_group") for g in groups]),
+           ("group average", [g.get("average") for g in groups])]
+  cols = [(c, col) for c, col in cols if any(v is not None for v in col)]
   os.makedirs(out, exist_ok=True)
   paths = {kind: os.path.join(out, f"comparison.{kind}") for kind in ("md", "csv", "png")}
   rows = []
   with open(paths["csv"], "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["run", "workdir", "method", "dataset"] + [c for c, _ in cols] + ["train_seconds"])
-    for label, wd, r in zip(labels, workdirs, results):
-      vals = [fn(r) for _, fn in cols]
+    for i, (label, wd, r) in enumerate(zip(labels, workdirs, results)):
+      vals = [col[i] for _, col in cols]
       ts = r.get("train_seconds")
       rows.append([label, r.get("dataset") or "-", *(pct(v) for v in vals),
                    "-" if ts is None else f"{float(ts):.0f}"])
@@ -516,8 +516,8 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
                        *md_table(["run", "dataset", *(c for c, _ in cols), "train s"], rows)])
             + "\n")
 
-  bar_chart({label: ([math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols], None)
-             for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"],
+  bar_chart({label: ([math.nan if col[i] is None else 100 * col[i] for _, col in cols], None)
+             for i, label in enumerate(labels)}, [c for c, _ in cols], paths["png"],
             title="accuracy per run (no bar: not measured)")
   if any(r.get("corruption_accuracy") for r in results):
     paths["severity_png"] = plot_severity(dict(zip(labels, results)),
