@@ -1,12 +1,6 @@
-"""``train_and_evaluate(config, workdir)``: one run of an experiment, flax-examples style.
-
-Validate the config (once: every field against its spec, the rules between fields, the
-method's factory; then what needs the machine or the loaded data, the final evaluation's needs
-included), prepare the workdir (``config.json``; a re-run with the same config resumes, another
-is refused), load the data, train with ``drojax.loop.fit``, evaluate with ``drojax.evaluate`` and
-write the results with ``experiments.reporting.write_results``. Several processes
-(``DROJAX_DISTRIBUTED=1``, docs/distributed.md) run the same function: they train together on
-the mesh over every process's devices and evaluate a share each; process 0 alone writes.
+"""``train_and_evaluate(config, workdir)``: one run of an experiment, flax-examples style
+(the steps: docs/architecture.md, "Layers"; several processes: docs/distributed.md, where
+each evaluates a share and process 0 alone writes).
 """
 
 from __future__ import annotations
@@ -147,14 +141,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   return models.get_model(config.model, num_classes=num_classes, width=config.width)
 
 
-def schedule(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
-  """The learning-rate schedule's arguments of ``drojax.train.make_learning_rate`` (and of
-  ``make_optimizer``) from ``config``."""
-  return dict(learning_rate=config.learning_rate, schedule=config.lr_schedule,
-              end_learning_rate=config.lr_min,
-              warmup_steps=config.warmup_epochs * total_steps // config.num_epochs)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
           method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
@@ -178,9 +164,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
   method = method or methods.get_method(config.method, method_cfg)
   steps_per_epoch = data.num_batches(len(train_ds), config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
+  schedule = dict(learning_rate=config.learning_rate, schedule=config.lr_schedule,
+                  end_learning_rate=config.lr_min,
+                  warmup_steps=config.warmup_epochs * total_steps // config.num_epochs)
   optimizer = train_lib.make_optimizer(
       total_steps, algorithm=config.optimizer, momentum=config.momentum,
-      nesterov=config.nesterov, weight_decay=config.weight_decay, **schedule(config, total_steps))
+      nesterov=config.nesterov, weight_decay=config.weight_decay, **schedule)
   # Replicated on the mesh from the start: the step's output state has this sharding, so the
   # second step reuses the first step's executable instead of compiling again.
   state = train_lib.create_train_state(
@@ -188,7 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
       num_examples=int(train_ds.ids.max()) + 1, mesh=mesh)
   train_step = train_lib.make_train_step(
       method, model, mesh, optimizer=optimizer,
-      learning_rate_fn=train_lib.make_learning_rate(total_steps, **schedule(config, total_steps)))
+      learning_rate_fn=train_lib.make_learning_rate(total_steps, **schedule))
   rows = data.process_rows(mesh, config.batch_size)
 
   def batches_for_epoch(epoch: int, start_batch: int):
@@ -348,6 +337,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                     timeout=EVAL_WAIT_S)
   return results
 
-
-__all__ = ["Trained", "validate", "check_data", "check_evaluation", "load_data", "resolve_data_dir",
-           "train", "evaluate", "bound_model", "train_and_evaluate", "DATA_DIR_ENV", "EVAL_WAIT_S"]

@@ -1,16 +1,12 @@
-"""Pieces shared by the experiment configs: the fields every experiment has, their specs, the
-base config and its validation.
+"""What the experiment configs share: the fields every experiment has (``FIELDS``: default and
+spec), the base config, its presets and its validation (README, "The paper experiments").
 
-Every config is a locked ``ml_collections.ConfigDict``; the method hyper-parameters live under
-``config.method_config`` with exactly ``drojax.methods``' fields (users' registered ones too).
-``validate`` runs before anything is written or compiled: every field against its spec
-(``config_specs``: ``FIELDS`` here, ``drojax.methods.field_specs()`` and an experiment's
-``EXTRA_FIELDS``; a field without a spec is an error), the cross-field rules
-(``warmup_epochs < num_epochs``, ...) and the method's factory, built once (the method layer's
-rules and the library's checks of its hyper-parameters). A field that the chosen method or
-set-up does not read (``not_applying``: ``rho`` for ``var_dro``, per
-``drojax.methods.fields_read``; ``momentum`` with Adam) is an ERROR when the user set it (an
-override or a sweep); preset values that some methods ignore are fine.
+Every config is a locked ``ml_collections.ConfigDict``; ``config.method_config`` holds exactly
+``drojax.methods``' fields (users' registered ones too). ``validate`` checks every field against
+its spec (``config_specs``; a field without one is an error), the rules between fields and the
+method's factory, built once. ``not_applying`` says why a field has no effect under a config
+(``rho`` for ``var_dro``, per ``drojax.methods.fields_read``; ``momentum`` with Adam): an error
+when the user set it, fine for a preset value.
 """
 
 from __future__ import annotations
@@ -148,11 +144,7 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``: every
   method hyper-parameter (``MethodConfig``'s and those users' methods registered)."""
   c = ml_collections.ConfigDict({"method_config": methods.field_defaults()})
-  for path, (default, _) in FIELDS.items():
-    group, _, name = path.rpartition(".")
-    if group and group not in c:
-      c[group] = ml_collections.ConfigDict()
-    (c[group] if group else c)[name] = default
+  set_fields(c, {path: default for path, (default, _) in FIELDS.items()})
   c.method, c.dataset, c.preset = method, dataset, preset
   return c
 
@@ -176,9 +168,12 @@ def make_config(experiment: str, method: str, *, preset: str, dataset: str,
 
 
 def set_fields(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
-  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``)."""
+  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``; an
+  unlocked ``c`` gains a missing group)."""
   for path, value in values.items():
     group, _, name = path.rpartition(".")
+    if group and group not in c:
+      c[group] = ml_collections.ConfigDict()
     (c[group] if group else c)[name] = value
 
 
@@ -306,8 +301,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _cross_checks(config)
   _check_method_factory(config)
 
-
-__all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "EXPERIMENTS", "field_specs", "config_specs", "base_config", "make_config",
-           "set_fields", "get_config_of", "apply_quick", "method_config", "not_applying",
-           "validate", "ConfigError"]
