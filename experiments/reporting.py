@@ -43,13 +43,10 @@ SEVERITY_PNG, ADVERSARIAL_PNG = "accuracy_vs_severity.png", "adversarial.png"
 
 def _by_attack(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
   """``{attack: {eps_key: acc}}``; results written before per-attack columns count as PGD."""
-  by = results.get("adversarial_by_attack")
-  if by:
-    return dict(by)
+  if results.get("adversarial_by_attack"):
+    return dict(results["adversarial_by_attack"])
   adv = results.get("adversarial_accuracy") or {}
-  if not adv:
-    return {}
-  return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)}
+  return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)} if adv else {}
 
 
 def _clean_json(value: Any) -> Any:
@@ -149,7 +146,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if r.get("extra_corruption_accuracy") is not None:
       rows.append(("mean accuracy, 4 extra corruptions (%)",
                    pct(r.get("extra_corruption_accuracy"))))
-  attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
+  settings = r.get("adversarial") or {}
+  attack = settings.get("attack", "pgd") + _norm_tag(r, ", ")
   adv = r.get("adversarial_accuracy") or {}
   rows += [(f"adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%)",
             pct(adv[e])) for e in _sorted_sev(adv)]
@@ -166,18 +164,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
-    source = r.get("corruption_source") or ""
     rows = [[name + ("" if name in STANDARD_NAMES else " (extra)"),
              *(pct(acc[name].get(s)) for s in sevs),
              pct(summary["per_corruption_mean"][name])] for name in _name_order(acc)]
-    per_sev = summary["per_severity_mean"]
-    rows.append(["**mean, standard**", *(pct(per_sev.get(s)) for s in sevs),
+    rows.append(["**mean, standard**", *(pct(summary["per_severity_mean"].get(s)) for s in sevs),
                  f"**{pct(summary['mean_corruption_accuracy'])}**"])
     if summary["extra_corruption_accuracy"] is not None:
       extra = summary["extra_per_severity_mean"]
       rows.append(["mean, extras", *(pct(extra.get(s)) for s in sevs),
                    pct(summary["extra_corruption_accuracy"])])
-    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), ""]
+    lines += [f"## Corruption accuracy (%) — {r.get('corruption_source') or ''}".rstrip(" —"), ""]
     lines += md_table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
@@ -185,8 +181,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("")
 
   if adv:
-    a = r.get("adversarial") or {}
-    desc = ", ".join(f"{k} {v}" for k, v in a.items())
+    desc = ", ".join(f"{k} {v}" for k, v in settings.items())
     by = _by_attack(r)
     names = list(by)
     note = (" Columns are cumulative: an example counts as robust after an attack only if it "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from typing import Any, NamedTuple, Sequence
 
 from experiments import studies
@@ -34,12 +35,8 @@ class Report(NamedTuple):
 
   def failed_in(self, study: str) -> dict[str, int]:
     """``{name: number of seeds that failed}`` in ``study``."""
-    out: dict[str, int] = {}
-    for tag in self.failures:
-      part, name, _ = tag.split("/")
-      if part == study:
-        out[name] = out.get(name, 0) + 1
-    return out
+    tags = (tag.split("/") for tag in self.failures)
+    return dict(Counter(name for part, name, _ in tags if part == study))
 
 
 def collect(runs: Sequence[studies.RunSpec], root: str, metrics) -> list[dict[str, Any]]:
