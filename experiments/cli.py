@@ -1,15 +1,13 @@
-"""How an experiment CLI ends: ``run_main`` parses the flags (after removing ``--config.*``),
-runs the CLI's ``main`` and maps every anticipated error to ONE line on stderr (``prog: error:
-...``) naming the flag or file and what was expected, with no traceback (``--verbose`` or
-``DROJAX_VERBOSE=1`` adds it). Exit status 2: a bad flag or config value (``UsageError``,
-``ConfigError``), a bad or missing data file (``DataError``, ``DataNotFoundError``); 1: the
-environment (``OSError`` anywhere in the cause chain: workdir not creatable, read-only, disk full,
-permission denied; a download that cannot reach its server; ``EnvironmentFault``; an unreachable
-coordinator); 3: training diverged (``FloatingPointError``, the NaN guard); 130 and 143: Ctrl-C
-and SIGTERM (``shutdown.Terminated``), the workdir resumable. Unanticipated errors (bugs) keep
-their traceback and exit 1. The other concerns of the CLIs: ``overrides`` (``--config.*``),
-``flag_defs`` (the shared flags, ``--import``), ``launch`` (several processes, the compilation
-cache), ``help`` (``--help``), ``shutdown`` (signals, orbax's threads).
+"""How an experiment CLI ends: ``run_main`` parses the flags, runs the CLI's ``main`` and reports
+every anticipated error as ONE line on stderr (``prog: error: ...``) naming the flag or file and
+what was expected, with no traceback (``--verbose`` or ``DROJAX_VERBOSE=1`` adds it). Exit
+status (README, "The paper experiments"): 2 a bad flag, config value or data file
+(``UsageError``, ``ConfigError``, ``DataError``, ``DataNotFoundError``); 1 the environment (an
+``OSError`` in the cause chain, a download that cannot reach its server, ``EnvironmentFault``,
+an unreachable coordinator); 3 a diverged run (``FloatingPointError``, the NaN guard); 130 and
+143 Ctrl-C and SIGTERM (``shutdown.Terminated``), the workdir resumable. A bug keeps its
+traceback and exits 1. The CLIs' other concerns: ``overrides``, ``flag_defs``, ``launch``,
+``help``, ``shutdown``.
 """
 
 from __future__ import annotations
@@ -101,8 +99,6 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
   ``--helpfull`` print ``experiments.help.text`` and exit 0; ``help_config`` (a CLI that takes
   ``--config.*``) builds the config its parsed flags select, for that text.
   """
-  from absl import flags
-
   from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
   from drojax.specs import ConfigError
@@ -133,13 +129,7 @@ def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
 
   shutdown.install()  # no thread tracebacks after an interrupt or a failed write; SIGTERM
   try:
-    rest, overrides = overrides_lib.split_config_overrides(argv)
-    flag_defs.import_modules(rest)  # before the flags: --method sees the users' methods
-    try:
-      flags.FLAGS.unparse_flags()  # a second run in one process (tests) starts from defaults
-      leftovers = flags.FLAGS(rest)
-    except flags.Error as e:
-      raise UsageError(str(e).replace("\n", " ")) from None
+    leftovers, overrides = flag_defs.parse(argv)
     if len(leftovers) > 1:
       raise UsageError(f"unexpected arguments: {' '.join(leftovers[1:])}")
     launch.maybe_initialize_distributed(prog=prog)

@@ -1,11 +1,9 @@
-"""The flags the experiment CLIs share: one definition and help text each, defined when a CLI
-runs, never when its module is imported (two CLI modules in one process must not collide in
-absl's global registry).
-
-A CLI's ``main`` declares the flags it reads with :func:`uses`; ``cli.run_main`` defines them
-(:func:`define`) before parsing. ``--import=MODULE[,MODULE...]`` (every CLI) imports a user's
-modules before the flags are read, so the methods they register (``drojax.methods.register``,
-with their own fields) are valid ``--method`` values, checked, recorded and listed in ``--help``.
+"""The flags the experiment CLIs share, one definition and help text each, defined when a CLI runs
+(:func:`define`, called by ``cli.run_main`` for the flags its ``main`` declares with :func:`uses`),
+never at import: two CLI modules in one process must not collide in absl's registry.
+``--import=MODULE[,MODULE...]`` (every CLI) imports a user's modules before the flags are read,
+so the methods they register are valid ``--method`` values (docs/architecture.md, "Adding a
+method").
 """
 
 from __future__ import annotations
@@ -77,13 +75,12 @@ def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
   return value
 
 
-def check_run_flags(*, preset: bool = True, dataset: bool = True) -> None:
-  """``UsageError`` for a bad ``--preset`` or ``--dataset``."""
+def check_run_flags(*, dataset: bool = True) -> None:
+  """``UsageError`` for a bad ``--preset`` or (``dataset``) ``--dataset``."""
   from drojax.data.registry import validate_name
   from experiments.configs import common
 
-  if preset:
-    check_choice(flags.FLAGS.preset, common.PRESETS, "--preset")
+  check_choice(flags.FLAGS.preset, common.PRESETS, "--preset")
   if dataset:
     try:
       validate_name(flags.FLAGS.dataset)
@@ -102,7 +99,21 @@ def set_run_fields(config: ml_collections.ConfigDict, **values: Any) -> ml_colle
   return config
 
 
-def import_modules(argv: Sequence[str]) -> list[str]:
+def parse(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """``(leftovers, overrides)`` of ``argv``: ``--import``'s modules imported, then absl's flags
+  parsed from their defaults; ``UsageError`` for a bad flag."""
+  from experiments.overrides import split_config_overrides
+
+  rest, overrides = split_config_overrides(argv)
+  _import_modules(rest)  # before the flags: --method sees the users' methods
+  flags.FLAGS.unparse_flags()  # a second run in one process (tests) starts from defaults
+  try:
+    return flags.FLAGS(rest), overrides
+  except flags.Error as e:
+    raise UsageError(" ".join(str(e).split())) from None
+
+
+def _import_modules(argv: Sequence[str]) -> None:
   """Imports every module named by ``--import=A,B`` (or ``--import A``) in ``argv``.
 
   A module that is not found is a ``UsageError`` naming it; an error raised while the module
@@ -116,8 +127,7 @@ def import_modules(argv: Sequence[str]) -> list[str]:
       names += arg[len(IMPORT_FLAG) + 1:].split(",")
     elif arg == IMPORT_FLAG and i + 1 < len(argv):
       names += argv[i + 1].split(",")
-  names = [n.strip() for n in names if n.strip()]
-  for name in names:
+  for name in filter(None, map(str.strip, names)):
     try:
       importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -126,4 +136,3 @@ def import_modules(argv: Sequence[str]) -> list[str]:
       raise UsageError(f"{IMPORT_FLAG}: no module named {e.name!r} (a module on PYTHONPATH or "
                        "in the current directory, e.g. --import=my_methods for my_methods.py)"
                        ) from None
-  return names

@@ -29,11 +29,11 @@ from typing import Any
 
 from absl import flags
 
-from drojax import groups as group_rules
+from drojax import groups as group_rules, methods
 from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
-from experiments.formatting import ci_cell, mean_ci
+from experiments.formatting import ci_cell, md_table, mean_ci
 
 FLAGS = flags.FLAGS
 
@@ -53,7 +53,6 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
 # Where the penalty weight jumps from 1 to its value, as a fraction of the training steps:
 # Arjovsky et al.'s and Krueger et al.'s Colored MNIST code anneal at step 190 of 501.
 PENALTY_ANNEAL_FRACTION = 190 / 501
-PENALTY_METHODS = ("vrex", "irm", "var_dro_vrex")
 
 
 def anneal_steps(num_train: int, config) -> int:
@@ -81,7 +80,7 @@ def plan(overrides, num_train: int) -> list[studies.RunSpec]:
       for seed in seeds:
         config = base.copy_and_resolve_references()  # locked: existing fields only
         config.seed = seed
-        if method in PENALTY_METHODS and (
+        if "penalty_anneal_steps" in methods.fields_read(method) and (
             "method_config.penalty_anneal_steps" not in dict(overrides)):
           config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
         if field is not None:
@@ -163,14 +162,12 @@ def write(runs: list[studies.RunSpec], root: str, out_dir: str) -> str:
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "group_shift.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  lines = ["| method | selection | chosen | test worst-group (%) | test average (%) | "
-           "train s / run |", "|---|---|---|---|---|---|"]
-  for method, rules in summary.items():
-    for rule, r in rules.items():
-      cells = [ci_cell((r[f"test_{k}"], r[f"test_{k}_ci95"], r["seeds"]), digits=1)
-               for k in ("worst_group", "average")]
-      lines.append(f"| {method} | {rule} | {r['chosen']} | {' | '.join(cells)} | "
-                   f"{r['train_seconds']:.0f} |")
+  rows = [[method, rule, r["chosen"],
+           *(ci_cell((r[f"test_{k}"], r[f"test_{k}_ci95"], r["seeds"]), digits=1)
+             for k in ("worst_group", "average")), f"{r['train_seconds']:.0f}"]
+          for method, rules in summary.items() for rule, r in rules.items()]
+  lines = md_table(["method", "selection", "chosen", "test worst-group (%)", "test average (%)",
+                    "train s / run"], rows)
   path = os.path.join(out_dir, "group_shift.md")
   with open(path, "w") as f:
     f.write("Mean ± 95 % t-interval half-width over the seeds; the value chosen on the "

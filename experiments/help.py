@@ -1,14 +1,10 @@
 """``--help``, ``-h`` and ``--helpfull`` of the experiment CLIs, generated, never written by hand.
 
 absl's own help flags exit with status 1 and know nothing of ``--config.*``; ``cli.run_main`` asks
-:func:`requested` first and :func:`print_help` prints :func:`text` (status 0). The text follows
-absl's convention (the CLI module's docstring as the usage, then its flags with help and defaults,
-from absl's flag registry; ``--helpfull`` adds every other module's flags) and, for a CLI that takes
-``--config.<field>=VALUE``, lists the methods with their one-line descriptions, the datasets, the
-presets and every config field with its type, allowed values and default, all read from what
-validation uses: :func:`experiments.configs.common.field_specs` with the experiment's
-``EXTRA_FIELDS`` (the ``drojax.specs.Spec`` of each field, whose ``describe()`` says the type and
-range) and the method registry (methods a ``--import``-ed module registered included).
+:func:`requested` first and :func:`print_help` prints :func:`text` (status 0): absl's layout (the
+CLI module's docstring, its flags; ``--helpfull`` every module's), then, for a CLI that takes
+``--config.*``, the methods, datasets, presets and every config field with its type, range and
+default, read from what validation reads (``common.config_specs``, the method registry).
 """
 
 from __future__ import annotations
@@ -78,10 +74,7 @@ def config_text(config: Any) -> str:
   lines += ["", f"config fields (defaults for --method={config.method} --preset={config.preset} "
             f"--dataset={config.dataset}):"]
   for path, value in flatten(config).items():
-    spec = specs.get(path)
-    if spec is None:
-      raise KeyError(f"config field {path} has no spec")
-    lines += _wrap(f"  --config.{path}: ", f"{spec.describe()}; default: {value!r}", 6)
+    lines += _wrap(f"  --config.{path}: ", f"{specs[path].describe()}; default: {value!r}", 6)
   return "\n".join(lines)
 
 
@@ -117,21 +110,16 @@ def print_help(module_name: str, argv: Sequence[str], *, full: bool,
   from absl import flags
 
   from drojax.specs import ConfigError
-  from experiments import flag_defs, overrides
+  from experiments import flag_defs
   from experiments.cli import UsageError
 
-  rest, _ = overrides.split_config_overrides([a for a in argv if a not in SHORT + FULL])
-  flags.FLAGS.unparse_flags()
   try:
-    flag_defs.import_modules(rest)  # the users' methods are listed too
-    flags.FLAGS(rest)
+    flag_defs.parse([a for a in argv if a not in SHORT + FULL])  # users' methods listed too
     out = text(module_name, full=full, config_fn=config_fn)
-  except (flags.Error, UsageError, ConfigError) as e:  # help for the defaults instead
+  except (UsageError, ConfigError) as e:  # help for the defaults instead
     flags.FLAGS.unparse_flags()
     flags.FLAGS.mark_as_parsed()
     out = text(module_name, full=full, config_fn=config_fn) + (
         f"\n(the other flags were not usable, so the defaults are shown: {e})\n")
   print(out, end="", flush=True)
 
-
-__all__ = ["requested", "config_text", "text", "print_help"]

@@ -39,13 +39,9 @@ def enable_compilation_cache(cache_dir: str | None) -> str | None:
 
 
 def maybe_initialize_distributed(environ: Any = None, *, prog: str = "drojax") -> bool:
-  """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1`` (True; False when unset); must
-  run before any JAX work. The variables (``drojax.distributed.start_options``; a bad one is a
-  ``UsageError``) and the start-up failing in one line (``drojax.distributed.join``) are the
-  library's; here the process runs under ``drojax.distributed.supervise`` with what JAX needs
-  first: gloo CPU collectives, and no preemption service (it would take SIGTERM from the handler
-  ``experiments.shutdown`` installs: SIGTERM would do nothing).
-  """
+  """Joins the multi-process run when ``DROJAX_DISTRIBUTED=1`` (True; False when unset), before
+  any JAX work, under ``drojax.distributed.supervise``, with gloo CPU collectives and without
+  JAX's preemption service (why: docs/distributed.md); a bad variable is a ``UsageError``."""
   from drojax import distributed
 
   env = os.environ if environ is None else environ

@@ -43,13 +43,10 @@ SEVERITY_PNG, ADVERSARIAL_PNG = "accuracy_vs_severity.png", "adversarial.png"
 
 def _by_attack(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
   """``{attack: {eps_key: acc}}``; results written before per-attack columns count as PGD."""
-  by = results.get("adversarial_by_attack")
-  if by:
-    return dict(by)
+  if results.get("adversarial_by_attack"):
+    return dict(results["adversarial_by_attack"])
   adv = results.get("adversarial_accuracy") or {}
-  if not adv:
-    return {}
-  return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)}
+  return {(results.get("adversarial") or {}).get("attack", "pgd"): dict(adv)} if adv else {}
 
 
 def _clean_json(value: Any) -> Any:
@@ -149,7 +146,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if r.get("extra_corruption_accuracy") is not None:
       rows.append(("mean accuracy, 4 extra corruptions (%)",
                    pct(r.get("extra_corruption_accuracy"))))
-  attack = (r.get("adversarial") or {}).get("attack", "pgd") + _norm_tag(r, ", ")
+  settings = r.get("adversarial") or {}
+  attack = settings.get("attack", "pgd") + _norm_tag(r, ", ")
   adv = r.get("adversarial_accuracy") or {}
   rows += [(f"adversarial accuracy ({attack}), eps {eps_label(e, with_value=True)} (%)",
             pct(adv[e])) for e in _sorted_sev(adv)]
@@ -166,18 +164,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
-    source = r.get("corruption_source") or ""
     rows = [[name + ("" if name in STANDARD_NAMES else " (extra)"),
              *(pct(acc[name].get(s)) for s in sevs),
              pct(summary["per_corruption_mean"][name])] for name in _name_order(acc)]
-    per_sev = summary["per_severity_mean"]
-    rows.append(["**mean, standard**", *(pct(per_sev.get(s)) for s in sevs),
+    rows.append(["**mean, standard**", *(pct(summary["per_severity_mean"].get(s)) for s in sevs),
                  f"**{pct(summary['mean_corruption_accuracy'])}**"])
     if summary["extra_corruption_accuracy"] is not None:
       extra = summary["extra_per_severity_mean"]
       rows.append(["mean, extras", *(pct(extra.get(s)) for s in sevs),
                    pct(summary["extra_corruption_accuracy"])])
-    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), ""]
+    lines += [f"## Corruption accuracy (%) — {r.get('corruption_source') or ''}".rstrip(" —"), ""]
     lines += md_table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
@@ -185,8 +181,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("")
 
   if adv:
-    a = r.get("adversarial") or {}
-    desc = ", ".join(f"{k} {v}" for k, v in a.items())
+    desc = ", ".join(f"{k} {v}" for k, v in settings.items())
     by = _by_attack(r)
     names = list(by)
     note = (" Columns are cumulative: an example counts as robust after an attack only if it "
@@ -485,27 +480,27 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
   results = [read_results(w) for w in workdirs]
   labels = _labels(workdirs, results)
   eps = sorted({e for r in results for e in (r.get("adversarial_accuracy") or {})}, key=float)
-  cols = [("clean", lambda r: r.get("clean_accuracy")),
-          ("mean corruption", lambda r: r.get("mean_corruption_accuracy")),
-          ("extras", lambda r: r.get("extra_corruption_accuracy"))]
+  groups = [r.get("group_accuracy") or {} for r in results]
+  cols = [("clean", [r.get("clean_accuracy") for r in results]),
+          ("mean corruption", [r.get("mean_corruption_accuracy") for r in results]),
+          ("extras", [r.get("extra_corruption_accuracy") for r in results])]
   attack_names = list(dict.fromkeys(a for r in results for a in _by_attack(r)))  # first seen
   # An L2 run's budgets are not L-inf ones: its columns carry the norm and hold only its runs.
   tags = sorted({_norm_tag(r, " ") for r in results})
   cols += [(f"{ATTACK_LABELS.get(a, a)}{t} {eps_label(e, with_value=True)}",
-            (lambda a, e, t: lambda r: (_by_attack(r).get(a, {}).get(e)
-                                        if _norm_tag(r, " ") == t else None))(a, e, t))
-           for t in tags for e in eps for a in attack_names]
-  cols += [("worst group", lambda r: (r.get("group_accuracy") or {}).get("worst_group")),
-           ("group average", lambda r: (r.get("group_accuracy") or {}).get("average"))]
-  cols = [(c, f) for c, f in cols if any(f(r) is not None for r in results)]
+            [_by_attack(r).get(a, {}).get(e) if _norm_tag(r, " ") == t else None
+             for r in results]) for t in tags for e in eps for a in attack_names]
+  cols += [("worst group", [g.get("worst_group") for g in groups]),
+           ("group average", [g.get("average") for g in groups])]
+  cols = [(c, col) for c, col in cols if any(v is not None for v in col)]
   os.makedirs(out, exist_ok=True)
   paths = {kind: os.path.join(out, f"comparison.{kind}") for kind in ("md", "csv", "png")}
   rows = []
   with open(paths["csv"], "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["run", "workdir", "method", "dataset"] + [c for c, _ in cols] + ["train_seconds"])
-    for label, wd, r in zip(labels, workdirs, results):
-      vals = [fn(r) for _, fn in cols]
+    for i, (label, wd, r) in enumerate(zip(labels, workdirs, results)):
+      vals = [col[i] for _, col in cols]
       ts = r.get("train_seconds")
       rows.append([label, r.get("dataset") or "-", *(pct(v) for v in vals),
                    "-" if ts is None else f"{float(ts):.0f}"])
@@ -516,8 +511,8 @@ def compare_runs(workdirs: Sequence[str], out: str) -> dict[str, str]:
                        *md_table(["run", "dataset", *(c for c, _ in cols), "train s"], rows)])
             + "\n")
 
-  bar_chart({label: ([math.nan if fn(r) is None else 100 * fn(r) for _, fn in cols], None)
-             for label, r in zip(labels, results)}, [c for c, _ in cols], paths["png"],
+  bar_chart({label: ([math.nan if col[i] is None else 100 * col[i] for _, col in cols], None)
+             for i, label in enumerate(labels)}, [c for c, _ in cols], paths["png"],
             title="accuracy per run (no bar: not measured)")
   if any(r.get("corruption_accuracy") for r in results):
     paths["severity_png"] = plot_severity(dict(zip(labels, results)),

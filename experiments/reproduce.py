@@ -226,19 +226,18 @@ def metrics_of(results: dict[str, Any]) -> dict[str, Any]:
 
 def per_corruption_table(rows, names, table: str = "standard") -> list[str]:
   """Mean accuracy (over seeds, 5 severities each) per corruption: one column per run name."""
-  from experiments.formatting import mean_ci, pct
+  from experiments.formatting import md_table, mean_ci, pct
 
   key = f"per_corruption_{table}"
   rows = [r for r in rows if r.get(key)]
   corruptions = list(dict.fromkeys(c for r in rows for c in r[key]))
   if not corruptions:
     return []
-  lines = [f"Per corruption ({table} table; mean over seeds and the 5 severities):", "",
-           "| corruption | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-  for c in corruptions:
-    means = [mean_ci([r[key].get(c) for r in rows if r["name"] == n])[0] for n in names]
-    lines.append(f"| {c} | " + " | ".join(pct(m, digits=1, missing="n/a") for m in means) + " |")
-  return lines + [""]
+  return [f"Per corruption ({table} table; mean over seeds and the 5 severities):", "",
+          *md_table(["corruption", *names],
+                    [[c, *(pct(mean_ci([r[key].get(c) for r in rows if r["name"] == n])[0],
+                               digits=1, missing="n/a") for n in names)] for c in corruptions]),
+          ""]
 
 
 def rho_section(report, sweep: str) -> list[str]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from typing import Any, NamedTuple, Sequence
 
 from experiments import studies
-from experiments.formatting import ci_cell, mean_ci
+from experiments.formatting import ci_cell, md_table, mean_ci
 
 _KEYS = ("study", "name", "method", "seed", "rho")
 
@@ -34,12 +35,8 @@ class Report(NamedTuple):
 
   def failed_in(self, study: str) -> dict[str, int]:
     """``{name: number of seeds that failed}`` in ``study``."""
-    out: dict[str, int] = {}
-    for tag in self.failures:
-      part, name, _ = tag.split("/")
-      if part == study:
-        out[name] = out.get(name, 0) + 1
-    return out
+    tags = (tag.split("/") for tag in self.failures)
+    return dict(Counter(name for part, name, _ in tags if part == study))
 
 
 def collect(runs: Sequence[studies.RunSpec], root: str, metrics) -> list[dict[str, Any]]:
@@ -87,15 +84,14 @@ def table(rows, names: Sequence[str], columns: Sequence[tuple[str, str]], *,
   heading)]`` in percent, training seconds), then the ``pairs`` as paired differences."""
   failed = failed or {}
   keys = [k for k, _ in columns]
-  lines = ["| run | seeds | " + " | ".join(h for _, h in columns) + " | train s |",
-           "|---|---|" + "---|" * (len(columns) + 1)]
+  body = []
   for name in names:
     c = cells(rows, name, keys + ["train_seconds"])
     n = sum(r["name"] == name for r in rows)
-    seeds = f"{n} ({failed[name]} diverged)" if failed.get(name) else f"{n}"
-    lines.append(f"| {name} | {seeds} | " + " | ".join(ci_cell(c[k]) for k in keys) +
-                 f" | {ci_cell(c['train_seconds'], scale=1.0, digits=1)} |")
-  for a, b in pairs:
+    body.append([name, f"{n} ({failed[name]} diverged)" if failed.get(name) else n,
+                 *(ci_cell(c[k]) for k in keys), ci_cell(c["train_seconds"], scale=1.0, digits=1)])
+  lines = md_table(["run", "seeds", *(h for _, h in columns), "train s"], body)
+  for a, b in pairs:  # the empty train s cell is written "| |", as in the recorded reports
     c = paired(rows, a, b, keys)
     lines.append(f"| **{a} − {b}** (paired) | {max(v[2] for v in c.values())} | " +
                  " | ".join(ci_cell(c[k], signed=True) for k in keys) + " | |")
@@ -122,10 +118,8 @@ def write_report(study: studies.Study, runs: Sequence[studies.RunSpec], root: st
   os.makedirs(out_dir, exist_ok=True)
   rows = collect(runs, root, study.metrics)
   failures = {s.tag: e for s in runs if (e := studies.failed(s, root)) is not None}
-  names: dict[str, list[str]] = {}
-  for spec in runs:
-    if spec.name not in names.setdefault(spec.study, []):
-      names[spec.study].append(spec.name)
+  names = {study: list(dict.fromkeys(s.name for s in runs if s.study == study))
+           for study in dict.fromkeys(s.study for s in runs)}
   lines = [f"# {study.title} (scale `{scale_name}`)", "",
            (f"{len(rows)} of {len(runs)} runs finished. Accuracy in %, mean ± 95 % t-interval "
             "half-width over seeds; paired rows are per-seed differences; train s is wall time "

@@ -1,16 +1,12 @@
-"""Pieces shared by the experiment configs: the fields every experiment has, their specs, the
-base config and its validation.
+"""What the experiment configs share: the fields every experiment has (``FIELDS``: default and
+spec), the base config, its presets and its validation (README, "The paper experiments").
 
-Every config is a locked ``ml_collections.ConfigDict``; the method hyper-parameters live under
-``config.method_config`` with exactly ``drojax.methods``' fields (users' registered ones too).
-``validate`` runs before anything is written or compiled: every field against its spec
-(``config_specs``: ``FIELDS`` here, ``drojax.methods.field_specs()`` and an experiment's
-``EXTRA_FIELDS``; a field without a spec is an error), the cross-field rules
-(``warmup_epochs < num_epochs``, ...) and the method's factory, built once (the method layer's
-rules and the library's checks of its hyper-parameters). A field that the chosen method or
-set-up does not read (``not_applying``: ``rho`` for ``var_dro``, per
-``drojax.methods.fields_read``; ``momentum`` with Adam) is an ERROR when the user set it (an
-override or a sweep); preset values that some methods ignore are fine.
+Every config is a locked ``ml_collections.ConfigDict``; ``config.method_config`` holds exactly
+``drojax.methods``' fields (users' registered ones too). ``validate`` checks every field against
+its spec (``config_specs``; a field without one is an error), the rules between fields and the
+method's factory, built once. ``not_applying`` says why a field has no effect under a config
+(``rho`` for ``var_dro``, per ``drojax.methods.fields_read``; ``momentum`` with Adam): an error
+when the user set it, fine for a preset value.
 """
 
 from __future__ import annotations
@@ -148,11 +144,7 @@ def base_config(*, method: str, dataset: str, preset: str) -> ml_collections.Con
   """The fields every experiment shares (``FIELDS``' defaults) and ``method_config``: every
   method hyper-parameter (``MethodConfig``'s and those users' methods registered)."""
   c = ml_collections.ConfigDict({"method_config": methods.field_defaults()})
-  for path, (default, _) in FIELDS.items():
-    group, _, name = path.rpartition(".")
-    if group and group not in c:
-      c[group] = ml_collections.ConfigDict()
-    (c[group] if group else c)[name] = default
+  set_fields(c, {path: default for path, (default, _) in FIELDS.items()})
   c.method, c.dataset, c.preset = method, dataset, preset
   return c
 
@@ -176,9 +168,12 @@ def make_config(experiment: str, method: str, *, preset: str, dataset: str,
 
 
 def set_fields(c: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
-  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``)."""
+  """Sets ``{field: value}`` in ``c``; a field is a name or ``group.name`` (``eval.images``; an
+  unlocked ``c`` gains a missing group)."""
   for path, value in values.items():
     group, _, name = path.rpartition(".")
+    if group and group not in c:
+      c[group] = ml_collections.ConfigDict()
     (c[group] if group else c)[name] = value
 
 
@@ -192,15 +187,6 @@ def get_config_of(make: Callable[..., ml_collections.ConfigDict]
     return make(method, preset=preset or "paper", **({"dataset": dataset} if dataset else {}))
 
   return get_config
-
-
-def field_specs(extra_fields: Mapping[str, tuple[Any, Spec]] | None = None) -> dict[str, Spec]:
-  """The spec of every field (dotted path) of an experiment config: the shared ones, the method
-  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``
-  (``{name: (default, spec)}``)."""
-  method_fields = {f"method_config.{k}": v for k, v in methods.field_specs().items()}
-  return {**{k: spec for k, (_, spec) in {**FIELDS, **(extra_fields or {})}.items()},
-          **method_fields}
 
 
 # The evaluation fields read by some attacks only, and those attacks.
@@ -258,6 +244,9 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
   if big and c.eval.norm == "linf":
     raise ConfigError("eval.adv_eps", f"must be <= 1 with eval.norm=linf{_PIXELS}, got "
                       f"{big[0]:g}")
+  if c.eval.frost_dir and c.eval.corruptions == "published":
+    raise ConfigError("eval.frost_dir", "applies to generated corruptions (eval.corruptions="
+                      "generated or refined), not published")
   names = tuple(c.eval.corruption_names)
   if "none" in names and len(names) > 1:
     raise ConfigError("eval.corruption_names", f"'none' (no corruption evaluation) cannot be "
@@ -288,15 +277,18 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
 
 
 def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
-  factory in ``experiments/configs/<experiment>.py``)."""
+  """The spec of every field (dotted path) of ``config``: ``FIELDS``', the method
+  hyper-parameters' (``drojax.methods.field_specs()``, registered ones included) and those its
+  experiment adds (``EXTRA_FIELDS`` beside its factory in ``experiments/configs/<experiment>.py``,
+  ``{name: (default, spec)}``)."""
   import importlib
 
-  experiment = config.get("experiment")
-  if experiment not in EXPERIMENTS:
-    return field_specs()
-  module = importlib.import_module(f"experiments.configs.{experiment}")
-  return field_specs(getattr(module, "EXTRA_FIELDS", None))
+  extra = {}
+  if config.get("experiment") in EXPERIMENTS:
+    module = importlib.import_module(f"experiments.configs.{config.experiment}")
+    extra = getattr(module, "EXTRA_FIELDS", {})
+  return {**{k: spec for k, (_, spec) in {**FIELDS, **extra}.items()},
+          **{f"method_config.{k}": v for k, v in methods.field_specs().items()}}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -306,8 +298,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _cross_checks(config)
   _check_method_factory(config)
 
-
-__all__ = ["PRESETS", "EVAL_CORRUPTIONS", "QUICK_CORRUPTIONS", "OPTIMIZERS", "LR_SCHEDULES",
-           "FIELDS", "EXPERIMENTS", "field_specs", "config_specs", "base_config", "make_config",
-           "set_fields", "get_config_of", "apply_quick", "method_config", "not_applying",
-           "validate", "ConfigError"]
