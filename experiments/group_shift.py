@@ -29,7 +29,7 @@ from typing import Any
 
 from absl import flags
 
-from drojax import groups as group_rules
+from drojax import groups as group_rules, methods
 from experiments import cli, flag_defs, groups, multi, studies
 from experiments.configs import common
 from experiments.configs import group_shift as gs_config
@@ -53,7 +53,6 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
 # Where the penalty weight jumps from 1 to its value, as a fraction of the training steps:
 # Arjovsky et al.'s and Krueger et al.'s Colored MNIST code anneal at step 190 of 501.
 PENALTY_ANNEAL_FRACTION = 190 / 501
-PENALTY_METHODS = ("vrex", "irm", "var_dro_vrex")
 
 
 def anneal_steps(num_train: int, config) -> int:
@@ -81,7 +80,7 @@ def plan(overrides, num_train: int) -> list[studies.RunSpec]:
       for seed in seeds:
         config = base.copy_and_resolve_references()  # locked: existing fields only
         config.seed = seed
-        if method in PENALTY_METHODS and (
+        if "penalty_anneal_steps" in methods.fields_read(method) and (
             "method_config.penalty_anneal_steps" not in dict(overrides)):
           config.method_config.penalty_anneal_steps = anneal_steps(num_train, config)
         if field is not None:

@@ -164,18 +164,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   if acc:
     sevs = sorted({s for d in acc.values() for s in d}, key=float)
     summary = summarize_corruptions(acc)
-    source = r.get("corruption_source") or ""
     rows = [[name + ("" if name in STANDARD_NAMES else " (extra)"),
              *(pct(acc[name].get(s)) for s in sevs),
              pct(summary["per_corruption_mean"][name])] for name in _name_order(acc)]
-    per_sev = summary["per_severity_mean"]
-    rows.append(["**mean, standard**", *(pct(per_sev.get(s)) for s in sevs),
+    rows.append(["**mean, standard**", *(pct(summary["per_severity_mean"].get(s)) for s in sevs),
                  f"**{pct(summary['mean_corruption_accuracy'])}**"])
     if summary["extra_corruption_accuracy"] is not None:
       extra = summary["extra_per_severity_mean"]
       rows.append(["mean, extras", *(pct(extra.get(s)) for s in sevs),
                    pct(summary["extra_corruption_accuracy"])])
-    lines += [f"## Corruption accuracy (%) — {source}".rstrip(" —"), ""]
+    lines += [f"## Corruption accuracy (%) — {r.get('corruption_source') or ''}".rstrip(" —"), ""]
     lines += md_table(["corruption", *(f"sev {s}" for s in sevs), "mean"], rows)
     if not summary["complete"]:
       lines += ["", "_Not every standard corruption x severity was evaluated: the mean is over "
