@@ -74,10 +74,7 @@ def config_text(config: Any) -> str:
   lines += ["", f"config fields (defaults for --method={config.method} --preset={config.preset} "
             f"--dataset={config.dataset}):"]
   for path, value in flatten(config).items():
-    spec = specs.get(path)
-    if spec is None:
-      raise KeyError(f"config field {path} has no spec")
-    lines += _wrap(f"  --config.{path}: ", f"{spec.describe()}; default: {value!r}", 6)
+    lines += _wrap(f"  --config.{path}: ", f"{specs[path].describe()}; default: {value!r}", 6)
   return "\n".join(lines)
 
 

@@ -58,22 +58,17 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """
   specs = common.config_specs(config)
   for dotted, text in overrides:
-    node = config
-    parts = dotted.split(".")
+    node, parts = config, dotted.split(".")
     for depth, part in enumerate(parts):
-      keys = list(node.keys())
-      if part not in keys:
-        where = ".".join(parts[:depth]) or "config"
-        raise UsageError(f"unknown config field '{dotted}' ('{part}' is not in {where})."
-                         f"{suggest(part, keys)}")
-      if depth < len(parts) - 1:
-        node = node[part]
-        if not isinstance(node, ml_collections.ConfigDict):
-          raise UsageError(f"config field '{'.'.join(parts[:depth + 1])}' has no sub-fields")
-    current = node[parts[-1]]
-    if isinstance(current, ml_collections.ConfigDict):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise UsageError(f"config field '{'.'.join(parts[:depth])}' has no sub-fields")
+      if part not in node:
+        raise UsageError(f"unknown config field '{dotted}' ('{part}' is not in "
+                         f"{'.'.join(parts[:depth]) or 'config'}).{suggest(part, list(node))}")
+      parent, node = node, node[part]
+    if isinstance(node, ml_collections.ConfigDict):
       raise UsageError(f"config field '{dotted}' is a group; set one of its fields: "
-                       f"{', '.join(current.keys())}")
+                       f"{', '.join(node.keys())}")
     if dotted not in specs:
       raise UsageError(f"config field '{dotted}' has no declared check (add a spec next to the "
                        "config factory that defines it)")
@@ -81,8 +76,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
       value = specs[dotted].parse(text)
     except ValueError as e:
       raise UsageError(f"{PREFIX}{dotted}: {e}") from None
-    with node.unlocked():
-      node[parts[-1]] = value
+    with parent.unlocked():
+      parent[parts[-1]] = value
   if check_applies:
     check_overrides_apply([config], overrides)
   return config

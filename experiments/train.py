@@ -47,15 +47,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
         f"--config.batch_size={config.batch_size} is not divisible by the {num_devices} "
         f"devices; use a multiple of {num_devices} (e.g. --config.batch_size="
         f"{max(num_devices, config.batch_size // num_devices * num_devices)})")
-  frost_dir = config.eval.frost_dir
-  if frost_dir:
-    if config.eval.corruptions == "published":
-      raise cli.UsageError("eval.frost_dir applies to generated corruptions (eval.corruptions="
-                           "generated or refined), not published")
+  if config.eval.frost_dir:
     from drojax.corruptions import textures
 
-    try:
-      textures.load_frost_textures(frost_dir)  # a few photographs: read them before training
+    try:  # a few photographs: read them before training
+      textures.load_frost_textures(config.eval.frost_dir)
     except (ValueError, OSError) as e:
       raise cli.UsageError(f"eval.frost_dir: {e}") from None
 
@@ -135,12 +131,6 @@ def load_data(config: ml_collections.ConfigDict, *, data_dir: str | None, downlo
 
 # ------------------------------------------------------------------------------- training
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  from drojax import models
-
-  return models.get_model(config.model, num_classes=num_classes, width=config.width)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
           method=None) -> Trained:
   """Trains (or resumes, or finds finished) the run in ``workdir`` with ``drojax.loop.fit``.
@@ -151,14 +141,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
   """
   import jax
 
-  from drojax import data, loop, methods
+  from drojax import data, loop, methods, models
   from drojax import train as train_lib
 
   from experiments import groups
 
   if method is None and methods.two_stage(config.method):
     return groups.train_two_stage(config, workdir, train_ds, mesh=mesh)
-  model = build_model(config, train_ds.num_classes)
+  model = models.get_model(config.model, num_classes=train_ds.num_classes, width=config.width)
   # Group-shift methods: counts from the data, environments = groups where there are none.
   method_cfg, train_ds = groups.prepare(config.method, common.method_config(config), train_ds)
   method = method or methods.get_method(config.method, method_cfg)
@@ -213,8 +203,8 @@ def bound_model(trained: Trained):
   return ev.bind(trained.model, trained.variables)
 
 
-def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds=None,
-             data_dir: str | None = None) -> dict[str, Any]:
+def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, train_ds,
+             data_dir: str | None) -> dict[str, Any]:
   """Clean / corrupted / adversarial (/ group) accuracy of a trained run on ``test_ds``.
 
   In a multi-process run every process calls it and evaluates its share of every pass
@@ -239,8 +229,6 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
   table = "standard"
   if e.corruptions == "refined":
     table = "refined_cifar100" if config.dataset == "cifar100" else "refined"
-  groups = test_ds.groups if e.groups else None
-  train_groups = train_ds.groups if (e.groups and train_ds is not None) else None
   eval_config = ev.EvalConfig(
       corruptions=corruptions, table=table, corruption_names=(names or None) if corruptions
       else None, severities=tuple(e.severities), eps=tuple(e.adv_eps), attack=e.attack,
@@ -248,7 +236,8 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
       restarts=e.pgd_restarts, num_queries=e.square_queries, batch_size=e.batch_size,
       frost_dir=e.frost_dir or None)
   return ev.evaluate(bound_model(trained), test_ds.images, test_ds.labels, config=eval_config,
-                     groups=groups, train_groups=train_groups, published_loader=loader,
+                     groups=test_ds.groups if e.groups else None,
+                     train_groups=train_ds.groups if e.groups else None, published_loader=loader,
                      progress=config.progress and jax.process_index() == 0,
                      share=this_process())
 
@@ -272,11 +261,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   import jax
 
+  from drojax import distributed, train as train_lib
   from experiments import reporting
 
   if jax.process_count() > 1:  # first: a device count that differs would mislead validate
-    from drojax import distributed
-
     # The processes agree on the config (but for the fields that may differ per host), the
     # workdir and their device counts; a disagreement is one line on every process.
     shared = {k: v for k, v in workdir_lib.config_to_dict(config).items()
@@ -307,15 +295,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           f"train={len(train_ds)} test={len(test_ds)} image={train_ds.image_shape} "
           f"devices={jax.device_count()} processes={jax.process_count()} workdir={workdir}"
           + (" (resuming)" if resumed else ""), flush=True)
-  from drojax import train as train_lib
-
   trained = train(config, workdir, train_ds, mesh=train_lib.make_mesh())
   if jax.process_count() > 1:
     # Every process evaluates its share of the batches on its first device (a copy of the
     # variables there: the jitted evaluation never sees a cross-process array) and the counts
     # are summed over the processes (drojax.evaluate.share); process 0 writes the results.
-    from drojax import distributed
-
     trained = dataclasses.replace(trained, variables=distributed.local_copy(trained.variables))
   results = evaluate(config, trained, test_ds, train_ds=train_ds, data_dir=data_dir)
   if extra_evaluation is not None:

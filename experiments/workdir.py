@@ -7,6 +7,7 @@ config is refused, naming the fields that differ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -80,10 +81,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
       json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
     os.replace(tmp, path)
   except OSError as e:
-    try:
+    with contextlib.suppress(OSError):
       os.remove(tmp)
-    except OSError:
-      pass
     raise cli.EnvironmentFault(f"--workdir {workdir}: cannot write {e.filename or path}: "
                                f"{cli.describe_os_error(e)}") from None
   return False

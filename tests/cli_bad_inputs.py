@@ -355,10 +355,11 @@ def main():
   import jax
   import numpy as np
 
+  from drojax import models
   from experiments import train
 
   def no_training(config, workdir, train_ds, *, mesh):  # build and initialise, never train
-    model = train.build_model(config, train_ds.num_classes)
+    model = models.get_model(config.model, num_classes=train_ds.num_classes, width=config.width)
     x = np.asarray(train_ds.images[:2], np.float32) / 255
     logits = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
     raise ReachedTraining(f"images {train_ds.image_shape}, logits {tuple(logits.shape)}")

@@ -180,7 +180,7 @@ def test_frost_dir_is_validated(tmp_path):
   apply_overrides(c, [("eval.frost_dir", str(tmp_path))])
   xtrain.validate(c, num_devices=1)
   apply_overrides(c, [("eval.corruptions", "published")])
-  with pytest.raises(cli.UsageError, match="frost_dir applies to generated"):
+  with pytest.raises(cli.UsageError, match="--config.eval.frost_dir: applies to generated"):
     xtrain.validate(c, num_devices=1)
 
 

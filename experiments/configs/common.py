@@ -189,15 +189,6 @@ def get_config_of(make: Callable[..., ml_collections.ConfigDict]
   return get_config
 
 
-def field_specs(extra_fields: Mapping[str, tuple[Any, Spec]] | None = None) -> dict[str, Spec]:
-  """The spec of every field (dotted path) of an experiment config: the shared ones, the method
-  hyper-parameters' (the method layer's, registered ones included) and ``extra_fields``
-  (``{name: (default, spec)}``)."""
-  method_fields = {f"method_config.{k}": v for k, v in methods.field_specs().items()}
-  return {**{k: spec for k, (_, spec) in {**FIELDS, **(extra_fields or {})}.items()},
-          **method_fields}
-
-
 # The evaluation fields read by some attacks only, and those attacks.
 _ATTACK_FIELDS = {"eval.pgd_steps": ("pgd",), "eval.pgd_restarts": ("pgd", "apgd"),
                   "eval.apgd_steps": ("apgd", "suite"), "eval.square_queries": ("suite",)}
@@ -253,6 +244,9 @@ def _cross_checks(c: ml_collections.ConfigDict) -> None:
   if big and c.eval.norm == "linf":
     raise ConfigError("eval.adv_eps", f"must be <= 1 with eval.norm=linf{_PIXELS}, got "
                       f"{big[0]:g}")
+  if c.eval.frost_dir and c.eval.corruptions == "published":
+    raise ConfigError("eval.frost_dir", "applies to generated corruptions (eval.corruptions="
+                      "generated or refined), not published")
   names = tuple(c.eval.corruption_names)
   if "none" in names and len(names) > 1:
     raise ConfigError("eval.corruption_names", f"'none' (no corruption evaluation) cannot be "
@@ -283,15 +277,18 @@ def _check_method_factory(c: ml_collections.ConfigDict) -> None:
 
 
 def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
-  """``field_specs`` with the fields ``config``'s experiment adds (``EXTRA_FIELDS`` beside its
-  factory in ``experiments/configs/<experiment>.py``)."""
+  """The spec of every field (dotted path) of ``config``: ``FIELDS``', the method
+  hyper-parameters' (``drojax.methods.field_specs()``, registered ones included) and those its
+  experiment adds (``EXTRA_FIELDS`` beside its factory in ``experiments/configs/<experiment>.py``,
+  ``{name: (default, spec)}``)."""
   import importlib
 
-  experiment = config.get("experiment")
-  if experiment not in EXPERIMENTS:
-    return field_specs()
-  module = importlib.import_module(f"experiments.configs.{experiment}")
-  return field_specs(getattr(module, "EXTRA_FIELDS", None))
+  extra = {}
+  if config.get("experiment") in EXPERIMENTS:
+    module = importlib.import_module(f"experiments.configs.{config.experiment}")
+    extra = getattr(module, "EXTRA_FIELDS", {})
+  return {**{k: spec for k, (_, spec) in {**FIELDS, **extra}.items()},
+          **{f"method_config.{k}": v for k, v in methods.field_specs().items()}}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
