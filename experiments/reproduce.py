@@ -250,10 +250,9 @@ def rho_section(report, sweep: str) -> list[str]:
                                for r in report.part(base) if r["name"] in ("mixup", "dro_mixup")]
   rows = [{**r, "name": f"rho {r['rho']:g}"} for r in rows]
   names = [f"rho {rho:g}" for rho in sorted({r["rho"] for r in rows})]
-  columns = COLUMNS[sweep.split("_")[0]]
-  lines = study_report.table(rows, names, columns)
-  pts = [(n.replace(" ", "="), *rest) for n, *rest in study_report.points(rows, names, "clean",
-                                                                         robust)]
+  lines = study_report.table(rows, names, COLUMNS[sweep.split("_")[0]])
+  pts = study_report.points(rows, names, "clean", robust)
+  pts = [(n.replace(" ", "="), *rest) for n, *rest in pts]
   if pts:
     png = reporting.scatter_plot(pts, os.path.join(report.out_dir, f"{sweep}_pareto.png"),
                                  xlabel="clean accuracy (%)", ylabel=label, front=True,

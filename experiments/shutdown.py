@@ -19,7 +19,10 @@ Both signals are held back while the main thread is inside orbax and re-sent eve
 ``REDELIVER_SECONDS`` (for at most ``DEFER_SECONDS``) until it leaves: orbax's
 ``CheckpointManager.wait_until_finished`` joins its finalize thread under ``except
 BaseException``, logs, and carries on, so an interrupt raised there was swallowed and the run
-went on training (seen under load). CLIs only: it changes process-wide state (the asyncio loop
+went on training (seen under load). A signal's exception that Python drops because it was raised
+inside a garbage-collector callback or a ``__del__`` (JAX's ``_xla_gc_callback``: a SIGTERM there
+was printed as "Exception ignored" and the worker trained on, seen under load) reaches
+``sys.unraisablehook``, which re-sends the signal the same way. CLIs only: it changes process-wide state (the asyncio loop
 policy, signal handlers); the library never calls it.
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -71,9 +75,11 @@ def _in_orbax(frame) -> bool:
 
 
 class _Deferral:
-  """The first moment a signal was held back, and whether a re-delivery is pending."""
+  """The first moment a signal was held back, whether a re-delivery is pending, and the
+  ``sys.unraisablehook`` :func:`install` found."""
   since: float | None = None
   pending = False
+  unraisablehook = sys.unraisablehook
 
 
 def _redeliver(signum: int) -> None:
@@ -81,16 +87,29 @@ def _redeliver(signum: int) -> None:
   os.kill(os.getpid(), signum)
 
 
+def _redeliver_later(signum: int) -> None:
+  if not _Deferral.pending:
+    _Deferral.pending = True
+    timer = threading.Timer(REDELIVER_SECONDS, _redeliver, (signum,))
+    timer.daemon = True
+    timer.start()
+
+
+def _unraisable(unraisable) -> None:
+  """The signal's exception was dropped where Python cannot raise (see the module docstring)."""
+  if isinstance(unraisable.exc_value, KeyboardInterrupt):
+    _redeliver_later(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated)
+                     else signal.SIGINT)
+  else:
+    _Deferral.unraisablehook(unraisable)
+
+
 def _interrupt(signum, frame) -> None:
   """SIGINT -> ``KeyboardInterrupt``, SIGTERM -> :class:`Terminated`; held back inside orbax."""
   now = time.monotonic()
   if _in_orbax(frame) and now - (_Deferral.since or now) < DEFER_SECONDS:
     _Deferral.since = _Deferral.since or now
-    if not _Deferral.pending:
-      _Deferral.pending = True
-      timer = threading.Timer(REDELIVER_SECONDS, _redeliver, (signum,))
-      timer.daemon = True
-      timer.start()
+    _redeliver_later(signum)
     return
   _Deferral.since = None
   raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
@@ -98,12 +117,14 @@ def _interrupt(signum, frame) -> None:
 
 def install() -> None:
   """Event loops drain before they close; SIGINT raises ``KeyboardInterrupt`` and SIGTERM
-  :class:`Terminated` in the main thread, once it is outside orbax."""
+  :class:`Terminated` in the main thread, once it is outside orbax, and again if dropped."""
   if not isinstance(asyncio.get_event_loop_policy(), _DrainingPolicy):
     asyncio.set_event_loop_policy(_DrainingPolicy())
   if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    if sys.unraisablehook is not _unraisable:
+      _Deferral.unraisablehook, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
 __all__ = ["DEFER_SECONDS", "DRAIN_SECONDS", "REDELIVER_SECONDS", "Terminated", "install"]

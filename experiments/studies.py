@@ -299,12 +299,14 @@ def spawn_workers(module: str, n: int, argv: Sequence[str], root: str, *,
 
 
 def watch(procs: Sequence[subprocess.Popen], runs: Sequence[RunSpec], root: str, *,
-          desc: str, time_limit: float = 0.0) -> None:
+          desc: str, time_limit: float = 0.0, started: float | None = None) -> None:
   """One progress bar over all runs (rate and ETA in runs), until the workers exit or, after
-  ``time_limit`` seconds (0: none), are stopped (SIGTERM: each keeps its last checkpoint)."""
+  ``time_limit`` seconds (0: none) from ``started`` (``time.monotonic()`` when they were spawned;
+  None: now), are stopped (SIGTERM: each keeps its last checkpoint)."""
   from tqdm import tqdm
 
-  deadline = time.monotonic() + time_limit if time_limit else math.inf
+  deadline = ((time.monotonic() if started is None else started) + time_limit if time_limit
+              else math.inf)
   with tqdm(total=len(runs), desc=desc, unit="run") as bar:
     while True:
       bar.update(sum(settled(s, root) for s in runs) - bar.n)
@@ -453,6 +455,7 @@ def main(study: Study, argv, overrides) -> None:
   argv = [FLAGS[f].serialize() for f in FLAGS.flag_values_dict()
           if FLAGS[f].present and f not in _NOT_FOR_WORKERS]
   argv += [f"--config.{field}={value}" for field, value in overrides]
+  spawned = time.monotonic()
   procs = spawn_workers(study.module, FLAGS.workers, argv, root,
                         cpu=jax.default_backend() == "cpu"
                         ) if FLAGS.workers > 1 or FLAGS.time_limit else []
@@ -460,7 +463,8 @@ def main(study: Study, argv, overrides) -> None:
     if study.prepare:
       study.prepare(runs, root, scale, data_dir)
     if procs:
-      watch(procs, runs, root, desc=f"{name} runs", time_limit=FLAGS.time_limit)
+      watch(procs, runs, root, desc=f"{name} runs", time_limit=FLAGS.time_limit,
+            started=spawned)
     elif shard_of:
       work(runs, root, run, log=log)
     else:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -65,12 +64,10 @@ def test_smoke_study_end_to_end_stops_resumes_and_reports(tmp_path):
   proc = subprocess.run(cmd + ["--workers=2", "--time_limit=1"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  # Usually both runs are left; a worker that holds SIGTERM inside orbax (experiments.shutdown,
-  # up to 120 s) may finish its run first under load: the message and report must then agree.
-  stopped = re.search(r"stopped at the time limit \(1 s\); (\d) runs are left", proc.stdout)
-  assert stopped, proc.stdout[-2000:]
-  left = int(stopped.group(1))
-  assert f"{2 - left} of 2 runs finished" in (root / "report" / "robustness.md").read_text()
+  # Once, under load, a worker trained on: its SIGTERM landed inside JAX's gc callback, where
+  # Python drops the exception (experiments.shutdown now sends it again; tests/test_faults.py).
+  assert "stopped at the time limit (1 s); 2 runs are left" in proc.stdout, proc.stdout[-2000:]
+  assert "0 of 2 runs finished" in (root / "report" / "robustness.md").read_text()
   # The same command with room: the two workers (how a GPU runs the study, docs/robustness.md)
   # each train one run, logging its done line with the headline numbers.
   proc = subprocess.run(cmd + ["--workers=2", "--time_limit=800"], cwd=ROOT, env=env,
