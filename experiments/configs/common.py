@@ -17,46 +17,34 @@ import ml_collections
 
 from drojax import methods
 from drojax.specs import (Bool, Choice, ConfigError, Custom, Int, Real, Spec, Str, Tuple,
-                          check_fields)
+                          check_fields, flatten)
 
 PRESETS = ("paper", "quick")
 EXPERIMENTS = ("cifar_c", "fashion_mnist_pgd", "waterbirds", "group_shift")
 EVAL_CORRUPTIONS = ("published", "generated", "refined")
-QUICK_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
-                     "zoom_blur", "snow", "brightness", "contrast", "pixelate",
-                     "jpeg_compression")
+# The quick preset: a CPU-sized run of the whole pipeline, chosen on the digits' training split
+# only (candidates, accuracies and the rule: docs/benchmarks.md, "8 epochs and one compilation
+# per corruption"). Compiling all 15 corruptions costs ~2.5 min on 2 CPU cores (fog, frost,
+# elastic and snow most): it evaluates a cheap representative of each family.
+QUICK = {"width": 8, "num_epochs": 12, "batch_size": 32, "learning_rate": 0.1,
+         "warmup_epochs": 1, "eval.images": 200, "eval.batch_size": 200,
+         "eval.corruption_names": ("gaussian_noise", "impulse_noise", "defocus_blur",
+                                   "motion_blur", "zoom_blur", "snow", "brightness", "contrast",
+                                   "pixelate", "jpeg_compression"),
+         "eval.severities": (1, 3, 5), "eval.adv_eps": (2 / 255, 8 / 255), "eval.pgd_steps": 5,
+         "checkpoint_every_steps": 100, "log_every_steps": 10}
+# Digits: rho 0.5 (candidate E), 8 epochs (E8; other datasets keep 12), the whole test split of
+# 359 images (standard error 1.6 points instead of 2.1 on 200, for ~4 s more).
+QUICK_DIGITS = {"method_config.rho": 0.5, "num_epochs": 8, "eval.images": 0,
+                "eval.batch_size": 359}
 
 
 def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The quick preset: a CPU-sized run of the whole pipeline (tiny width, few epochs)."""
-  # Chosen on the digits' training split only (candidates, accuracies and the rule: docs/
-  # benchmarks.md, "8 epochs and one compilation per corruption"); rho is the digits' value.
-  c.width = 8
-  c.num_epochs = 12
-  c.batch_size = 32
-  c.learning_rate = 0.1
-  c.warmup_epochs = 1
-  # (an unknown method is reported by validate, naming --method)
+  """The quick preset on ``c``: ``QUICK`` (and ``QUICK_DIGITS`` on digits)."""
+  set_fields(c, {**QUICK, **(QUICK_DIGITS if c.dataset == "digits" else {})})
+  # Not where the method fixes it (NoisyMix + W-DRO: 1); validate names an unknown --method.
   if c.method in methods.method_names() and "penalty_subsample" not in methods.pinned(c.method):
-    c.method_config.penalty_subsample = 0.25  # not with NoisyMix + W-DRO: it fixes 1
-  # Digits: rho 0.5 (candidate E), 8 epochs (E8), the whole test split of 359 images (standard
-  # error 1.6 points instead of 2.1 on 200, for ~4 s more); a 200-image subset elsewhere.
-  if c.dataset == "digits":
-    c.method_config.rho = 0.5
-    c.num_epochs = 8  # E8 (chosen on digits only: other datasets keep 12)
-    c.eval.images = 0
-    c.eval.batch_size = 359
-  else:
-    c.eval.images = 200
-    c.eval.batch_size = 200
-  # Compiling all 15 corruptions costs ~2.5 min on 2 CPU cores (fog, frost, elastic and snow
-  # most); the quick preset evaluates a cheap representative of each family.
-  c.eval.corruption_names = QUICK_CORRUPTIONS
-  c.eval.severities = (1, 3, 5)
-  c.eval.adv_eps = (2 / 255, 8 / 255)
-  c.eval.pgd_steps = 5
-  c.checkpoint_every_steps = 100
-  c.log_every_steps = 10
+    c.method_config.penalty_subsample = 0.25
   return c
 
 
@@ -81,8 +69,6 @@ def _check_dataset(name: str) -> None:
   validate_name(name)
 
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("cosine", "constant")
 _PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
 
 # Every field the experiments share: (its default, the DRO-Augment CIFAR recipe; its spec).
@@ -99,12 +85,12 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     # Optimisation (recipes.md: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, cosine)
     "num_epochs": (200, Int(lo=1)),
     "batch_size": (128, Int(lo=1)),
-    "optimizer": ("sgd", Choice(OPTIMIZERS)),
+    "optimizer": ("sgd", Choice(("sgd", "adam"))),
     "learning_rate": (0.1, Real(lo=0.0, lo_open=True)),
     "momentum": (0.9, Real(lo=0.0, hi=1.0, hi_open=True)),
     "nesterov": (True, Bool()),
     "weight_decay": (5e-4, Real(lo=0.0)),
-    "lr_schedule": ("cosine", Choice(LR_SCHEDULES)),
+    "lr_schedule": ("cosine", Choice(("cosine", "constant"))),
     "lr_min": (1e-6, Real(lo=0.0)),
     "warmup_epochs": (0, Int(lo=0)),
     "train_subset": (0, Int(lo=0)),  # 0 = the whole train split; else a fixed random subset
@@ -158,8 +144,7 @@ def make_config(experiment: str, method: str, *, preset: str, dataset: str,
   ``apply_quick`` and ``quick`` (the recipe values the quick preset keeps or changes)."""
   c = base_config(method=method, dataset=dataset, preset=preset)
   c.experiment = experiment
-  for name, (default, _) in (extra_fields or {}).items():
-    c[name] = default
+  set_fields(c, {name: default for name, (default, _) in (extra_fields or {}).items()})
   set_fields(c, recipe)
   if preset == "quick":
     set_fields(apply_quick(c), quick or {})
@@ -189,31 +174,17 @@ def get_config_of(make: Callable[..., ml_collections.ConfigDict]
   return get_config
 
 
-# The evaluation fields read by some attacks only, and those attacks.
-_ATTACK_FIELDS = {"eval.pgd_steps": ("pgd",), "eval.pgd_restarts": ("pgd", "apgd"),
-                  "eval.apgd_steps": ("apgd", "suite"), "eval.square_queries": ("suite",)}
-# field -> (does it apply to this config?, why not)
-_APPLIES: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], str]] = {
-    "momentum": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
-    "nesterov": (lambda c: c.optimizer == "sgd", "only optimizer=sgd reads it"),
-    "lr_min": (lambda c: c.lr_schedule == "cosine", "only lr_schedule=cosine reads it"),
-    "eval.published_dir": (lambda c: c.eval.corruptions == "published",
-                           "only eval.corruptions=published reads it"),
-    "eval.attack": (lambda c: _attack(c) is not None,
-                    "no attack runs while eval.adv_eps is empty (to run one, set "
-                    "--config.eval.adv_eps=8/255)"),
-    **{field: (lambda c, attacks=attacks: _attack(c) in attacks, f"only eval.attack="
-               f"{' or '.join(attacks)} with a non-empty eval.adv_eps reads it")
-       for field, attacks in _ATTACK_FIELDS.items()},
-    "eval.norm": (lambda c: _attack(c) is not None,
-                  "no attack runs: eval.adv_eps is empty (set it, e.g. --config.eval.adv_eps="
-                  "0.5 with eval.norm=l2)"),
-}
-
-
-def _attack(c: ml_collections.ConfigDict) -> str | None:
-  """The attack evaluation runs, None when there is no adversarial evaluation."""
-  return c.eval.attack if len(c.eval.adv_eps) else None
+# field -> (the field whose value decides whether it is read, the values that read it). The
+# attack options are read only when an attack runs (a non-empty eval.adv_eps), too.
+_READ_WHEN = {"momentum": ("optimizer", ("sgd",)), "nesterov": ("optimizer", ("sgd",)),
+              "lr_min": ("lr_schedule", ("cosine",)),
+              "eval.published_dir": ("eval.corruptions", ("published",)),
+              "eval.pgd_steps": ("eval.attack", ("pgd",)),
+              "eval.pgd_restarts": ("eval.attack", ("pgd", "apgd")),
+              "eval.apgd_steps": ("eval.attack", ("apgd", "suite")),
+              "eval.square_queries": ("eval.attack", ("suite",))}
+_ATTACK_OPTIONS = ("eval.attack", "eval.norm", "eval.pgd_steps", "eval.pgd_restarts",
+                   "eval.apgd_steps", "eval.square_queries")
 
 
 def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
@@ -225,9 +196,12 @@ def not_applying(config: ml_collections.ConfigDict, field: str) -> str | None:
     if field[len("method_config."):] not in read:
       return f"method '{config.method}' does not read it (it reads {', '.join(read)})"
     return None
-  rule = _APPLIES.get(field)
-  if rule is not None and not rule[0](config):
-    return rule[1]
+  if field in _ATTACK_OPTIONS and not len(config.eval.adv_eps):
+    return ("no attack runs while eval.adv_eps is empty (to run one, set e.g. "
+            "--config.eval.adv_eps=8/255)")
+  selector, values = _READ_WHEN.get(field, (None, ()))
+  if selector is not None and flatten(config)[selector] not in values:
+    return f"only {selector}={' or '.join(values)} reads it"
   return None
 
 
