@@ -91,14 +91,10 @@ class _QuietOrbaxThreads(logging.Filter):
 def run_main(main: Callable[[list[str], list[tuple[str, str]]], Any],
              argv: Sequence[str] | None = None, *,
              help_config: Callable[[], Any] | None = None) -> None:
-  """Parses absl flags (after removing ``--config.*``), runs ``main`` and maps errors to exits.
-
-  ``main(argv, overrides)`` receives the positional leftovers and the config overrides. Exit
-  statuses and messages: see the module docstring. Ends with ``SystemExit`` on an error.
-  The flags ``main`` declares (``flag_defs.uses``) are defined first. ``-h``/``--help``/
-  ``--helpfull`` print ``experiments.help.text`` and exit 0; ``help_config`` (a CLI that takes
-  ``--config.*``) builds the config its parsed flags select, for that text.
-  """
+  """Defines the flags ``main`` declares (``flag_defs.uses``), parses ``argv``, runs
+  ``main(leftovers, overrides)`` and ends an anticipated error as the module docstring says
+  (``SystemExit``). ``-h``/``--help``/``--helpfull`` print ``experiments.help.text`` (exit 0),
+  for a CLI that takes ``--config.*`` with the config ``help_config()`` builds from the flags."""
   from drojax import distributed
   from drojax.data import DataError, DataNotFoundError
   from drojax.specs import ConfigError

@@ -1,10 +1,8 @@
-"""``--config.<a.b>=VALUE``: pulled out of argv and written into a locked ``ConfigDict``.
-
-absl does not know these flags: ``split_config_overrides`` separates them, ``apply_overrides``
-parses each value by the field's declared spec (``experiments.configs.common.config_specs``:
-numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``) and suggests the closest field on a typo.
-(``ml_collections.config_flags`` was considered: it parses by the current value's type, so
-``8/255`` and an empty tuple's items fail, and a typo ends in a multi-line traceback.)
+"""``--config.<a.b>=VALUE``: pulled out of argv (absl does not know them), parsed by the field's
+spec (``common.config_specs``: numbers accept ``a/b``, tuples ``1,5`` or ``(1, 5)``; a typo gets
+the closest field) and written into a locked ``ConfigDict``. Not ``ml_collections.config_flags``:
+it parses by the current value's type (``8/255`` and an empty tuple's items fail) and answers a
+typo with a multi-line traceback.
 """
 
 from __future__ import annotations

@@ -93,12 +93,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
   >>> pareto_front([(0.9, 0.5), (0.8, 0.6), (0.7, 0.55), (0.9, 0.4)])
   [1, 0]
   """
-  front = []
-  for i, (x, y) in enumerate(points):
-    dominated = any((a >= x and b >= y) and (a > x or b > y) for j, (a, b) in enumerate(points)
-                    if j != i)
-    if not dominated:
-      front.append(i)
+  # A point never dominates itself (nor an equal point): no need to skip it.
+  front = [i for i, (x, y) in enumerate(points)
+           if not any(a >= x and b >= y and (a > x or b > y) for a, b in points)]
   return sorted(front, key=lambda i: points[i][0])
 
 
@@ -194,16 +191,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("")
 
   if g:
-    lines += ["## Group accuracy (%)", ""]
-    lines += md_table(["group", "accuracy", "eval count", "weight"],
-                      [[k, pct(v), g.get("counts", {}).get(k, "-"),
-                        f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
-                       for k, v in g.get("per_group", {}).items()])
-    lines.append(f"| **worst group** ({g.get('worst_group_id')}) | {pct(g.get('worst_group'))} "
-                 f"| | |")
-    lines.append(f"| **average** ({g.get('weights_from', 'train')} proportions) | "
-                 f"{pct(g.get('average'))} | | |")
-    lines.append("")
+    rows = [[k, pct(v), g.get("counts", {}).get(k, "-"),
+             f"{g.get('weights', {}).get(k, float('nan')):.3f}"]
+            for k, v in g.get("per_group", {}).items()]
+    rows += [[f"**worst group** ({g.get('worst_group_id')})", pct(g.get("worst_group")), "", ""],
+             [f"**average** ({g.get('weights_from', 'train')} proportions)",
+              pct(g.get("average")), "", ""]]
+    lines += ["## Group accuracy (%)", "",
+              *md_table(["group", "accuracy", "eval count", "weight"], rows), ""]
   return "\n".join(lines)
 
 

@@ -247,10 +247,8 @@ def evaluate(config: ml_collections.ConfigDict, trained: Trained, test_ds, *, tr
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        extra_evaluation: Callable[[Trained, Any], dict[str, Any]] | None = None
                        ) -> dict[str, Any]:
-  """Validates, trains (resuming), evaluates and writes the results of one run.
-
-  Where data comes from and the compilation cache are the config's ``data_dir``, ``download``
-  and ``compilation_cache_dir`` (the CLIs set them from their flags, ``flag_defs.set_run_fields``).
+  """Validates, trains (resuming), evaluates and writes the results of one run; data and the
+  compilation cache come from the config (``flag_defs.set_run_fields`` writes the CLI flags').
 
   Args:
     extra_evaluation: ``f(trained, test_ds) -> dict`` run after the configured evaluation; its

@@ -1,9 +1,5 @@
-"""A run's work directory: ``config.json`` written once, and a re-run checked against it.
-
-``prepare_workdir`` writes the config (atomically) or, when the workdir already holds one,
-checks that the re-run's config is the same but for ``RUN_ONLY_FIELDS`` (a resume); another
-config is refused, naming the fields that differ.
-"""
+"""A run's work directory: ``config.json`` written once (atomically); a re-run with the same
+config but for ``RUN_ONLY_FIELDS`` resumes, another config is refused naming what differs."""
 
 from __future__ import annotations
 
