@@ -9,6 +9,7 @@ weight update, the V-REx and IRMv1 penalties.
 * :func:`vrex_penalty`: Krueger et al. (ICML 2021), the variance of the environment risks;
 * :func:`irm_penalty`, :func:`irm_gradients`: Arjovsky et al. (2019), IRMv1, the squared
   gradient of the risk with respect to a scalar dummy classifier ``w`` at 1.0;
+* :func:`annealed_penalty`: both papers' schedule of the penalty weight;
 * on the host (NumPy): :func:`check_training_data` (the ids a group or environment method
   trains on, checked against its configured counts), :func:`jtt_weights` (JTT's second-stage
   weights), :func:`select` (model selection by worst-group or average validation accuracy, the
@@ -29,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import (check_distribution, check_scalar_range, check_static_int,
-                            distribution_tolerance)
+from drojax._checks import (check_distribution, check_hyper, check_scalar_range,
+                            check_static_int, distribution_tolerance)
 from drojax._checks import is_concrete as _is_concrete
 
-__all__ = ["NEEDS", "SELECTIONS", "check_training_data", "group_adjustments", "group_counts",
+__all__ = ["NEEDS", "SELECTIONS", "annealed_penalty", "check_training_data", "group_adjustments", "group_counts",
            "group_dro_update", "group_losses", "irm_gradients", "irm_penalty", "jtt_weights",
            "select", "selection_score", "summarize_by_group", "training_ids", "vrex_penalty"]
 
@@ -191,6 +192,34 @@ def vrex_penalty(risks: jax.Array, *, mask: jax.Array | None = None) -> jax.Arra
   n = jnp.maximum(jnp.sum(m), 1.0)
   mean = jnp.sum(m * risks) / n
   return jnp.sum(m * jnp.square(risks - mean)) / n
+
+
+def annealed_penalty(risk: jax.Array, penalty: jax.Array, step: jax.Array | int, *,
+                     weight: float, anneal_steps: int) -> jax.Array:
+  r"""A risk plus an annealed penalty, as both papers' Colored MNIST code (IRMv1, V-REx) has it.
+
+  .. math:: \frac{R + \lambda_t P}{\max(\lambda_t, 1)}, \qquad \lambda_t = 1 \text{ before
+            step } t = \text{anneal\_steps}, \quad \lambda \text{ from it on}
+
+  (divided by the weight once it is above 1, so the step size does not jump with it).
+
+  Args:
+    risk: ``[]`` float, the risk term.
+    penalty: ``[]`` float, the penalty.
+    step: optimizer step (int or traced ``[]`` integer).
+    weight: :math:`\lambda \ge 0`.
+    anneal_steps: the steps at weight 1 (a Python int ``>= 0``).
+
+  Returns:
+    ``[]`` float32.
+
+  >>> float(annealed_penalty(1.0, 0.5, 3, weight=4.0, anneal_steps=2))  # (1 + 4 * 0.5) / 4
+  0.75
+  """
+  check_static_int("anneal_steps", anneal_steps, minimum=0)
+  check_hyper("weight", weight, low=0.0, expected=">= 0 and finite")
+  lam = jnp.where(step >= anneal_steps, jnp.float32(weight), jnp.float32(1.0))
+  return (risk + lam * penalty) / jnp.maximum(lam, 1.0)
 
 
 def irm_gradients(logits: jax.Array, labels: jax.Array) -> jax.Array:

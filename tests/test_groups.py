@@ -141,6 +141,24 @@ class GroupsTest(parameterized.TestCase):
       G.irm_penalty(jnp.zeros((2, 2)), jnp.array([0, 2]))
 
 
+@pytest.mark.parametrize("step, weight", [(0, 1e4), (4, 1e4), (5, 1e4), (9, 0.5), (9, 0.0)])
+def test_annealed_penalty_closed_form(step, weight):
+  """(R + lam P) / max(lam, 1), lam = 1 before step 5 and the weight from it (float64)."""
+  risk, penalty = 0.7, 0.3
+  lam = 1.0 if step < 5 else weight
+  want = (risk + lam * penalty) / max(lam, 1.0)
+  fn = jax.jit(lambda t: G.annealed_penalty(jnp.float32(risk), jnp.float32(penalty), t,
+                                            weight=weight, anneal_steps=5))
+  np.testing.assert_allclose(fn(jnp.int32(step)), want, rtol=1e-6)
+
+
+def test_annealed_penalty_refuses_bad_options():
+  with pytest.raises(ValueError, match="anneal_steps must be"):
+    G.annealed_penalty(1.0, 1.0, 0, weight=1.0, anneal_steps=-1)
+  with pytest.raises(ValueError, match="weight must be >= 0 and finite"):
+    G.annealed_penalty(1.0, 1.0, 0, weight=float("nan"), anneal_steps=0)
+
+
 # ---------------------------------------------------------------- host side: data, JTT, selection
 
 def _toy(groups, environments=None, name="toy"):

@@ -12,9 +12,9 @@ r"""Group-shift objectives: group DRO, V-REx, IRMv1, Var-DRO + V-REx, and JTT's 
 * :func:`weighted_erm`: :math:`\sum_i w_{id_i} \ell_i / \sum_i w_{id_i}` with fixed per-example
   weights in its state (JTT's second stage: errors of the identification model upweighted).
 
-The penalty schedule follows both papers' Colored MNIST code: weight 1 before
-``anneal_steps``, :math:`\lambda` from then on, and the objective divided by :math:`\lambda`
-when :math:`\lambda > 1` (so the step size does not jump with it).
+The penalty schedule follows both papers' Colored MNIST code
+(:func:`drojax.groups.annealed_penalty`): weight 1 before ``anneal_steps``, :math:`\lambda` from
+then on, and the objective divided by :math:`\lambda` when :math:`\lambda > 1`.
 
 Group and environment statistics are taken over the GLOBAL batch (sums and counts summed over
 ``ctx.axis_name``), so every device returns the same scalar and N devices match one device.
@@ -51,14 +51,6 @@ def _ids(ctx, field: str, method: str) -> jax.Array:
                      f"train on a dataset with {field} (e.g. colored_digits, dominoes, "
                      f"waterbirds)")
   return ids
-
-
-def _penalty_weight(step: jax.Array, weight: float, anneal_steps: int) -> jax.Array:
-  return jnp.where(step >= anneal_steps, jnp.float32(weight), jnp.float32(1.0))
-
-
-def _penalized(risk: jax.Array, penalty: jax.Array, weight: jax.Array) -> jax.Array:
-  return (risk + weight * penalty) / jnp.maximum(weight, 1.0)
 
 
 def _env_risks(losses, envs, num_environments, axis_name):
@@ -146,7 +138,8 @@ def vrex(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0)
     losses, model_aux = model.loss(images, targets)
     risk, risks, present = _env_risks(losses, envs, num_environments, ctx.axis_name)
     penalty = _groups.vrex_penalty(risks, mask=present)
-    value = _penalized(risk, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
+    value = _groups.annealed_penalty(risk, penalty, ctx.step, weight=penalty_weight,
+                                     anneal_steps=anneal_steps)
     return value, ObjectiveAux(losses, model_aux, {"penalty": penalty, "risk": risk}), state
 
   return Objective(_counted_init("vrex", "num_environments", num_environments), apply)
@@ -170,7 +163,8 @@ def irm(*, num_environments: int, penalty_weight: float, anneal_steps: int = 0) 
                                  num_environments, axis_name=ctx.axis_name)
     penalty = jnp.sum(jnp.where(present, jnp.square(grads), 0.0)) / jnp.maximum(
         jnp.sum(present), 1)
-    value = _penalized(risk, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
+    value = _groups.annealed_penalty(risk, penalty, ctx.step, weight=penalty_weight,
+                                     anneal_steps=anneal_steps)
     return value, ObjectiveAux(losses, model_aux, {"penalty": penalty, "risk": risk}), state
 
   return Objective(_counted_init("irm", "num_environments", num_environments), apply)
@@ -192,7 +186,8 @@ def var_dro_vrex(*, num_environments: int, penalty_weight: float, anneal_steps: 
     value, aux, new_state = base.apply(key, state, model, images, targets, ctx)
     _, risks, present = _env_risks(aux.losses, envs, num_environments, ctx.axis_name)
     penalty = _groups.vrex_penalty(risks, mask=present)
-    total = _penalized(value, penalty, _penalty_weight(ctx.step, penalty_weight, anneal_steps))
+    total = _groups.annealed_penalty(value, penalty, ctx.step, weight=penalty_weight,
+                                     anneal_steps=anneal_steps)
     return total, aux._replace(metrics={**aux.metrics, "penalty": penalty}), new_state
 
   return Objective(_counted_init("var_dro_vrex", "num_environments", num_environments,
