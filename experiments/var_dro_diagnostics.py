@@ -11,8 +11,8 @@ variance distribution by group (and flipped vs clean) over training.
 
 The weights are recomputed at the end of the epoch: the epoch's batches (the same order as
 training), their losses under the end-of-epoch parameters in inference mode, the tracked
-variances and means and the schedule's ``eps_max`` at the epoch's last step, water-filled as in
-training. Training reads each example's variance after its step's tracker update (the paper's
+variances and means and the schedule's ``eps_max`` at the epoch's last step, weighted as in
+training (``drojax.objectives.tracked_weights``). Training reads each example's variance after its step's tracker update (the paper's
 order), and each example is in one batch per epoch, so the end-of-epoch tracker holds exactly the
 variances (and, for ``schedule='loss'``, the means) its step used; only the losses differ (its
 step's parameters, augmentation and train mode), so the weights approximate, not replay, the
@@ -58,8 +58,9 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
   import jax
   import jax.numpy as jnp
 
-  from drojax import data, losses, weighting
+  from drojax import data, losses
   from drojax import groups as dro_groups
+  from drojax.objectives import tracked_weights
 
   mc = method_config
   flipped = _flipped(config, train_ds)
@@ -72,21 +73,17 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
     return losses.cross_entropy(logits, labels)
 
   @jax.jit
-  def batch_weights(batch_loss, var, step, tracked):
-    cap = mc.var_dro_eps_max
-    if mc.var_dro_schedule == "loss":  # as drojax.objectives.var_dro does
-      cap = weighting.loss_scaled_eps_max(tracked, eps_max=cap, num_classes=model.num_classes)
-    q = weighting.var_dro_weights(batch_loss, var, step, eps_min=mc.var_dro_eps_min,
-                                  eps_max=cap,
-                                  warmup_steps=mc.var_dro_warmup_steps,
-                                  ramp_steps=mc.var_dro_ramp_steps)
+  def batch_weights(batch_loss, tracker, ids, step):
+    q, _ = tracked_weights(tracker, ids, batch_loss, step, eps_min=mc.var_dro_eps_min,
+                           eps_max=mc.var_dro_eps_max, warmup_steps=mc.var_dro_warmup_steps,
+                           ramp_steps=mc.var_dro_ramp_steps, schedule=mc.var_dro_schedule,
+                           num_classes=model.num_classes)
     return q * q.shape[0]
 
   def eval_fn(state, epoch: int) -> dict[str, float]:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    tracker = jax.device_get(state.objective_state)
-    var_by_id, tracked_by_id = np.asarray(tracker.var), np.asarray(tracker.mean)
-    seen = np.asarray(tracker.count) > 0
+    tracker = jax.device_put(jax.device_get(state.objective_state))  # one copy per epoch
+    seen = np.asarray(tracker.seen)
     step = (epoch + 1) * steps_per_epoch - 1
     row = {int(i): k for k, i in enumerate(train_ds.ids)}
     weight = np.full(len(train_ds), np.nan)
@@ -96,9 +93,9 @@ def make_eval_fn(config, workdir: str, train_ds, model, method_config, steps_per
         raise ValueError(f"the tracker has not seen every example of epoch {epoch}'s batches: "
                          "the diagnostics need the epoch's training batches")
       loss = batch_losses(variables, batch["image"], batch["label"])
-      w = batch_weights(loss, var_by_id[batch["id"]], step, tracked_by_id[batch["id"]])
+      w = batch_weights(loss, tracker, batch["id"], step)
       weight[[row[int(i)] for i in batch["id"]]] = np.asarray(w)
-    var = var_by_id[train_ds.ids]
+    var = np.asarray(tracker.var)[train_ds.ids]
     _append(path, epoch, var, weight)
     return dro_groups.summarize_by_group(var, weight, groups=groups, flipped=flipped)
 

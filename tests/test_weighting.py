@@ -1,4 +1,5 @@
-"""Tests for drojax.weighting against independent references (scipy linprog, NumPy loops)."""
+"""Tests for drojax.weighting (and drojax.objectives.tracked_weights, Var-DRO's use of it)
+against independent references (scipy linprog, NumPy loops)."""
 
 import chex
 import hypothesis
@@ -369,6 +370,32 @@ class RadiiScheduleTest(parameterized.TestCase):
       ref = _linprog_weights(losses, eps)
       np.testing.assert_allclose(np.dot(q, losses), np.dot(ref, losses), atol=1e-6)
       _check_feasible(q, eps, 16)
+
+  def test_tracked_weights(self):
+    """The radii from the batch's own tracked variances ``var[ids]``; ``schedule='loss'`` caps
+    them at eps_max * clip(1 - mean(tracked mean[ids]) / log K, 0, 1) (float64 reference)."""
+    from drojax.objectives import tracked_weights
+
+    rng = np.random.default_rng(7)
+    n, ids = 10, np.array([7, 2, 9, 4, 0, 5])
+    tracker = W.TrackerState(mean=rng.uniform(0.2, 1.0, n).astype(np.float32),
+                             var=rng.exponential(size=n).astype(np.float32),
+                             count=np.ones(n, np.int32))
+    losses = rng.exponential(size=6).astype(np.float32)
+    var, tracked = (np.asarray(a, np.float64)[ids] for a in (tracker.var, tracker.mean))
+    for schedule, cap in (("ramp", 2.0),
+                          ("loss", 2.0 * np.clip(1 - tracked.mean() / np.log(3), 0, 1))):
+      q, got_cap = tracked_weights(tracker, ids, losses, 100, eps_min=0.1, eps_max=2.0,
+                                   warmup_steps=4, ramp_steps=4, schedule=schedule,
+                                   num_classes=3)
+      np.testing.assert_allclose(got_cap, cap, rtol=1e-6)
+      eps = 0.1 + (cap - 0.1) * var / var.max()
+      ref = _linprog_weights(losses, eps)
+      np.testing.assert_allclose(np.dot(q, losses), np.dot(ref, losses), atol=1e-6)
+      _check_feasible(q, eps, 6)
+    with self.assertRaisesRegex(ValueError, "schedule must be one of"):
+      tracked_weights(tracker, ids, losses, 0, eps_min=0.0, eps_max=1.0, warmup_steps=0,
+                      ramp_steps=0, schedule="los")
 
   def test_infinite_eps_max(self):
     var = jnp.array([0.0, 1.0, 4.0, 4.0])

@@ -23,7 +23,7 @@ from drojax._wdro_modes import check_q_norm
 from drojax.objectives.base import (Objective, ObjectiveAux, all_gather, stateless_init,
                                     weight_entropy)
 
-__all__ = ["cvar", "cvar_risk", "kl_dro", "kl_dro_risk", "var_dro", "wdro"]
+__all__ = ["cvar", "cvar_risk", "kl_dro", "kl_dro_risk", "tracked_weights", "var_dro", "wdro"]
 
 
 def kl_dro_risk(losses: jax.Array, *, temperature: float | jax.Array) -> jax.Array:
@@ -127,6 +127,40 @@ def wdro(*, rho: float, q: float = _wdro.DEFAULT_Q, norm: str = "l2",
 VAR_DRO_SCHEDULES = ("ramp", "loss")
 
 
+def tracked_weights(tracker: _weighting.TrackerState, ids: jax.Array, losses: jax.Array,
+                    step: jax.Array | int, *, eps_min: float, eps_max: float,
+                    warmup_steps: int, ramp_steps: int, schedule: str = "ramp",
+                    num_classes: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Var-DRO's weights of one batch from its variance tracker, as :func:`var_dro` solves them.
+
+  :func:`~drojax.weighting.var_dro_weights` on the tracked variances ``tracker.var[ids]``;
+  with ``schedule="loss"`` its cap is first scaled by the batch's tracked mean losses
+  ``tracker.mean[ids]`` (:func:`~drojax.weighting.loss_scaled_eps_max`).
+
+  Args:
+    tracker: the tracker, already updated with this batch (the paper's order).
+    ids: ``[B]`` integer example ids of the batch.
+    losses: ``[B]`` float per-example losses.
+    step: optimizer step (int or traced ``[]`` integer).
+    eps_min, eps_max, warmup_steps, ramp_steps, schedule: as in :func:`var_dro`.
+    num_classes: ``K`` (read by ``schedule="loss"`` only).
+
+  Returns:
+    ``(weights [B] summing to 1, cap [])``, the cap the radii schedule ramps to (``eps_max``
+    for ``"ramp"``).
+  """
+  if schedule not in VAR_DRO_SCHEDULES:
+    raise ValueError(f"schedule must be one of {VAR_DRO_SCHEDULES}, got {schedule!r}")
+  cap = eps_max
+  if schedule == "loss":
+    cap = _weighting.loss_scaled_eps_max(tracker.mean[ids], eps_max=eps_max,
+                                         num_classes=num_classes)
+  weights = _weighting.var_dro_weights(losses, tracker.var[ids], step, eps_min=eps_min,
+                                       eps_max=cap, warmup_steps=warmup_steps,
+                                       ramp_steps=ramp_steps)
+  return weights, cap
+
+
 def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0,
             ramp_steps: int = 0, ema: float = 0.1, schedule: str = "ramp") -> Objective:
   r"""Var-DRO (arXiv 2511.05568): :math:`\sum_i q_i \ell_i` with water-filling weights.
@@ -176,13 +210,10 @@ def var_dro(*, eps_min: float = 0.0, eps_max: float = 1.0, warmup_steps: int = 0
     all_losses = jax.lax.stop_gradient(all_gather(losses, ctx.axis_name))
     all_ids = all_gather(ctx.ids, ctx.axis_name)
     new_state = _weighting.update_tracker(state, all_ids, all_losses, ema=ema)
-    cap = eps_max
-    if schedule == "loss":
-      cap = _weighting.loss_scaled_eps_max(new_state.mean[all_ids], eps_max=eps_max,
-                                           num_classes=targets.shape[-1])
-    weights = _weighting.var_dro_weights(
-        all_losses, new_state.var[all_ids], ctx.step, eps_min=eps_min, eps_max=cap,
-        warmup_steps=warmup_steps, ramp_steps=ramp_steps)
+    weights, cap = tracked_weights(new_state, all_ids, all_losses, ctx.step, eps_min=eps_min,
+                                   eps_max=eps_max, warmup_steps=warmup_steps,
+                                   ramp_steps=ramp_steps, schedule=schedule,
+                                   num_classes=targets.shape[-1])
     weights = jax.lax.stop_gradient(weights)
     value = jnp.sum(weights * all_gather(losses, ctx.axis_name))
     n = weights.shape[0]
