@@ -15,11 +15,8 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drojax", "jax")
 
 
 def enable_compilation_cache(cache_dir: str | None) -> str | None:
-  """Turns on JAX's persistent compilation cache in ``cache_dir`` ('' or 'none' disables).
-
-  A folder that cannot be created (a read-only home) does not stop the run: it runs without
-  the cache, which one line on stderr says.
-  """
+  """Turns on JAX's persistent compilation cache in ``cache_dir`` ('' or 'none' disables); a
+  folder that cannot be created (a read-only home) leaves the run without it, said in one line."""
   import jax
 
   from experiments.cli import describe_os_error

@@ -141,9 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, train_ds, *, mesh,
   """
   import jax
 
-  from drojax import data, loop, methods, models
-  from drojax import train as train_lib
-
+  from drojax import data, loop, methods, models, train as train_lib
   from experiments import groups
 
   if method is None and methods.two_stage(config.method):

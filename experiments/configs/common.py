@@ -11,6 +11,7 @@ when the user set it, fine for a preset value.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Mapping
 
 import ml_collections
@@ -50,23 +51,9 @@ def apply_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------- field specs
 
-def _names(module: str, attr: str, *extra: str) -> Callable[[], list[str]]:
-  """The valid names ``drojax.<module>.<attr>`` (a function or a tuple) and ``extra``, read when
-  checked: the library is imported only when a config is validated."""
-
-  def names() -> list[str]:
-    import importlib
-
-    value = getattr(importlib.import_module(f"drojax.{module}"), attr)
-    return list(value() if callable(value) else value) + list(extra)
-
-  return names
-
-
-def _check_dataset(name: str) -> None:
-  from drojax.data.registry import validate_name
-
-  validate_name(name)
+def _lib(module: str):
+  """``drojax.<module>``, imported when a config is checked (not when this module is)."""
+  return importlib.import_module(f"drojax.{module}")
 
 
 _PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
@@ -75,12 +62,12 @@ _PIXELS = " (pixel units in [0, 1]: write 8/255, not 8)"
 FIELDS: dict[str, tuple[Any, Spec]] = {
     "experiment": ("cifar_c", Str()),
     "method": ("erm", Choice(methods.method_names)),
-    "dataset": ("cifar10", Custom(_check_dataset)),
+    "dataset": ("cifar10", Custom(lambda name: _lib("data.registry").validate_name(name))),
     "preset": ("paper", Choice(PRESETS)),
     "data_dir": ("", Str()),  # '' -> $DROJAX_DATA_DIR, then each dataset's default places
     "download": (False, Bool()),
     "seed": (0, Int(lo=0, hi=2**31 - 1)),
-    "model": ("preact_resnet18", Choice(_names("models", "model_names"))),
+    "model": ("preact_resnet18", Choice(lambda: _lib("models").model_names())),
     "width": (64, Int(lo=1)),
     # Optimisation (recipes.md: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, cosine)
     "num_epochs": (200, Int(lo=1)),
@@ -103,7 +90,7 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     # folder of frost photographs for generated frost ("" = procedural texture)
     "eval.frost_dir": ("", Str()),
     # () = all 19: the mean over the 15 standard x 5 is the headline, the 4 extras beside it
-    "eval.corruption_names": ((), Tuple(Choice(_names("corruptions", "NAMES", "none")),
+    "eval.corruption_names": ((), Tuple(Choice(lambda: [*_lib("corruptions").NAMES, "none"]),
                                         unique=True)),
     "eval.severities": ((1, 2, 3, 4, 5), Tuple(Int(lo=1, hi=5), unique=True)),
     # <= 1 for eval.norm=linf (a cross-field rule); an L2 budget may exceed 1.
@@ -111,9 +98,9 @@ FIELDS: dict[str, tuple[Any, Spec]] = {
     "eval.pgd_steps": (10, Int(lo=1)),
     "eval.pgd_restarts": (1, Int(lo=1)),
     # pgd | apgd (APGD-CE) | suite (APGD-CE, APGD-T, FAB-T, Square)
-    "eval.attack": ("pgd", Choice(_names("evaluate", "ATTACKS"))),
+    "eval.attack": ("pgd", Choice(lambda: _lib("evaluate").ATTACKS)),
     # the norm of eval.adv_eps, for every attack
-    "eval.norm": ("linf", Choice(_names("attacks", "NORMS"))),
+    "eval.norm": ("linf", Choice(lambda: _lib("attacks").NORMS)),
     "eval.apgd_steps": (100, Int(lo=1)),  # APGD and FAB-T iterations (attack=apgd|suite)
     "eval.square_queries": (5000, Int(lo=1)),  # Square's queries per image (attack=suite)
     "eval.groups": (False, Bool()),
@@ -255,8 +242,6 @@ def config_specs(config: ml_collections.ConfigDict) -> dict[str, Spec]:
   hyper-parameters' (``drojax.methods.field_specs()``, registered ones included) and those its
   experiment adds (``EXTRA_FIELDS`` beside its factory in ``experiments/configs/<experiment>.py``,
   ``{name: (default, spec)}``)."""
-  import importlib
-
   extra = {}
   if config.get("experiment") in EXPERIMENTS:
     module = importlib.import_module(f"experiments.configs.{config.experiment}")
