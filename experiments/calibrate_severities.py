@@ -151,9 +151,8 @@ def load_workdir_model(workdir: str, num_classes: int):
   the latest checkpoint under ``workdir/checkpoints`` (``drojax.checkpoint.Checkpointer``, as
   saved: the optimizer's configuration does not need to be rebuilt).
   """
-  from drojax import models
+  from drojax import evaluate, models
   from drojax.checkpoint import Checkpointer
-  from experiments import train
 
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(cfg_path):
@@ -169,7 +168,7 @@ def load_workdir_model(workdir: str, num_classes: int):
   if restored is None:
     raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}.")
   variables = {k: restored.state[k] for k in ("params", "batch_stats") if restored.state.get(k)}
-  return train.bound_model(train.Trained(model, variables, 0.0, restored.step))
+  return evaluate.bind(model, variables)
 
 
 def run(*, images: str, out: str, workdir: str | None = None,
