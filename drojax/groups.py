@@ -30,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from drojax._checks import check_float as _check_float
-from drojax._checks import (check_distribution, check_hyper, check_scalar_range,
-                            check_static_int, distribution_tolerance)
+from drojax._checks import (check_distribution, check_hyper, check_int_range,
+                            check_scalar_range, check_static_int, distribution_tolerance)
 from drojax._checks import is_concrete as _is_concrete
 
-__all__ = ["NEEDS", "SELECTIONS", "annealed_penalty", "check_training_data", "group_adjustments", "group_counts",
-           "group_dro_update", "group_losses", "irm_gradients", "irm_penalty", "jtt_weights",
-           "select", "selection_score", "summarize_by_group", "training_ids", "vrex_penalty"]
+__all__ = ["NEEDS", "SELECTIONS", "annealed_penalty", "check_training_data", "group_adjustments",
+           "group_counts", "group_dro_update", "group_losses", "irm_gradients", "irm_penalty",
+           "jtt_weights", "select", "selection_score", "summarize_by_group", "training_ids",
+           "vrex_penalty"]
 
 
 def _check_ids(name: str, ids: Any, b: int, num_groups: int) -> jax.Array:
@@ -349,9 +350,11 @@ def jtt_weights(ids: Any, errors: Any, *, num_examples: int, lambda_up: float) -
   check_static_int("num_examples", num_examples, minimum=1)
   check_scalar_range("lambda_up", lambda_up, low=0.0, low_open=True, expected="> 0")
   ids, errors = np.asarray(ids), np.asarray(errors)
-  if ids.shape != errors.shape or ids.ndim != 1 or errors.dtype != np.bool_:
-    raise ValueError(f"ids and errors must be [N] ids and [N] bool, got {ids.shape} "
+  if (ids.shape != errors.shape or ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer)
+      or errors.dtype != np.bool_):
+    raise ValueError(f"ids and errors must be [N] integer ids and [N] bool, got {ids.shape} "
                      f"{ids.dtype} and {errors.shape} {errors.dtype}")
+  check_int_range("ids", ids, 0, num_examples, fix=f"(num_examples={num_examples})")
   weights = np.ones(num_examples, np.float32)
   weights[ids[errors]] = lambda_up
   return weights
@@ -415,6 +418,15 @@ def summarize_by_group(var: Any, weight: Any, *, groups: Any = None,
   var, weight = np.asarray(var), np.asarray(weight)
   if var.ndim != 1 or var.shape != weight.shape:
     raise ValueError(f"var and weight must both be [N], got {var.shape} and {weight.shape}")
+  if np.isnan(var).any():
+    raise ValueError("var must not hold NaN (the tracker's variances are finite)")
+  for name, labels in (("groups", groups), ("flipped", flipped)):
+    if labels is not None and np.shape(labels) != var.shape:
+      raise ValueError(f"{name} must be [N]={var.shape}, like var, got {np.shape(labels)}")
+  if groups is not None and (not np.issubdtype(np.asarray(groups).dtype, np.integer)
+                             or (np.asarray(groups) < 0).any()):
+    raise ValueError(f"groups must be integer ids >= 0, got {np.asarray(groups).dtype} values "
+                     f"from {np.min(groups)}")
   out: dict[str, float] = {}
   seen = ~np.isnan(weight)
   top = var >= np.quantile(var, 0.9)

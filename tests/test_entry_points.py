@@ -10,13 +10,15 @@ happen before any compute.
 
 import functools
 import inspect
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from drojax import attacks, augment, corruptions, evaluate, losses, objectives, wdro, weighting
+from drojax import (attacks, augment, corruptions, evaluate, groups, losses, objectives, wdro,
+                    weighting)
 
 NAN, INF = float("nan"), float("inf")
 _KEY = jax.random.key(0)
@@ -48,6 +50,16 @@ def _small_cnn():
 
 def _tracker():
   return weighting.init_tracker(4)
+
+
+_TOY = types.SimpleNamespace(groups=np.array([0, 1, 1]), environments=None, name="toy")
+_TRACKED = dict(tracker=_tracker(), ids=jnp.array([0, 3]), losses=_LOSSES[:2], step=5,
+                eps_min=0.0, eps_max=1.0, warmup_steps=0, ramp_steps=0)
+_ANNEAL = dict(risk=jnp.float32(1.0), penalty=jnp.float32(0.5), step=3, weight=4.0,
+               anneal_steps=2)
+_RUNS = [{"accuracy": 0.9, "group_accuracy": {"worst_group": 0.2}}]
+_SUMMARY = dict(var=np.array([1.0, 3.0, 2.0]), weight=np.array([1.0, 1.0, np.nan]),
+                groups=np.array([0, 1, 1]))
 
 
 ROWS = [
@@ -112,6 +124,36 @@ ROWS = [
     (weighting.group_dro_update, dict(q=jnp.array([0.5, 0.5]), group_losses=jnp.array([1.0, 2.0]),
                                       step_size=0.1), "step_size", NAN, ValueError,
      "step_size must be > 0"),
+    # --- groups (the rest are re-exported by losses and weighting, above)
+    (groups.annealed_penalty, _ANNEAL, "weight", NAN, ValueError, "weight must be >= 0 and finite"),
+    (groups.annealed_penalty, _ANNEAL, "anneal_steps", -1, ValueError,
+     "anneal_steps must be an int >= 0"),
+    (groups.group_counts, dict(groups=jnp.array([0, 1, 1]), num_groups=2), "groups",
+     jnp.array([0, 1, 5]), ValueError, "groups must lie in [0, 2)"),
+    (groups.irm_gradients, dict(logits=_L, labels=_Y), "labels", _YOUT, ValueError,
+     "class ids for 4 classes"),
+    (groups.training_ids, dict(dataset=_TOY, need="group"), "need", "grop", ValueError,
+     "need must be one of"),
+    (groups.check_training_data, dict(dataset=_TOY, need="group", count=2), "count", 1,
+     ValueError, "num_groups=1, but the training data has groups ids up to 1"),
+    (groups.check_training_data, dict(dataset=_TOY, need="group", count=2), "group_counts",
+     (2, 1), ValueError, "group_counts=(2, 1), but the training data has (1, 2)"),
+    (groups.jtt_weights, dict(ids=np.array([2, 0]), errors=np.array([True, False]),
+                              num_examples=3, lambda_up=6.0), "ids", np.array([3, 0]),
+     ValueError, "ids must lie in [0, 3)"),
+    (groups.jtt_weights, dict(ids=np.array([2, 0]), errors=np.array([True, False]),
+                              num_examples=3, lambda_up=6.0), "lambda_up", NAN, ValueError,
+     "lambda_up must be > 0"),
+    (groups.select, dict(validation=_RUNS, by="average"), "validation", [], ValueError,
+     "validation is empty"),
+    (groups.selection_score, dict(validation=_RUNS[0], by="average"), "by", "worst",
+     ValueError, "by must be one of"),
+    (groups.summarize_by_group, _SUMMARY, "var", np.array([1.0, NAN, 2.0]), ValueError,
+     "var must not hold NaN"),
+    (groups.summarize_by_group, _SUMMARY, "groups", np.array([0, 1]), ValueError,
+     "groups must be [N]=(3,)"),
+    (groups.summarize_by_group, _SUMMARY, "groups", np.array([0, -1, 1]), ValueError,
+     "groups must be integer ids >= 0"),
     # --- wdro
     (wdro.variation_penalty, dict(grads=_L), "q", 0.5, ValueError, "q must be in [1, inf]"),
     (wdro.variation_penalty, dict(grads=_L), "grads", jnp.ones((2, 4), jnp.int32), TypeError,
@@ -152,6 +194,10 @@ ROWS = [
      ValueError, "penalty_weight must be >= 0 and finite"),
     (objectives.weighted_erm, dict(weights_by_id=np.array([1.0, 2.0])), "weights_by_id",
      np.array([1.0, NAN]), ValueError, "positive finite weights"),
+    (objectives.tracked_weights, _TRACKED, "ids", jnp.array([0, 4]), ValueError,
+     "ids must lie in [0, 4)"),
+    (objectives.tracked_weights, _TRACKED, "schedule", "los", ValueError,
+     "schedule must be one of"),
     (objectives.kl_dro_risk, dict(losses=_LOSSES, temperature=1.0), "losses",
      _LOSSES.at[0].set(NAN), ValueError, "losses must be finite"),
     (objectives.cvar_risk, dict(losses=_LOSSES, alpha=0.5), "losses", _LOSSES.at[0].set(NAN),
@@ -324,7 +370,8 @@ def test_every_public_function_has_a_row():
           # Unchecked by design, called inside the caller's jit (documented): the suite's step,
           # FAB's projection and the PGD loop (pgd and linf_pgd_ascent check around it).
           "attack_stage", "project_hyperplane_box", "projected_ascent"}
-  for module in (losses, weighting, wdro, objectives, attacks, augment, corruptions, evaluate):
+  for module in (losses, weighting, groups, wdro, objectives, attacks, augment, corruptions,
+                 evaluate):
     for name in module.__all__:
       obj = getattr(module, name)
       if callable(obj) and not isinstance(obj, type) and name not in skip:

@@ -211,7 +211,7 @@ def test_jtt_weights_by_hand():
                                 expected)
   with pytest.raises(ValueError, match="lambda_up"):
     G.jtt_weights(ids, errors, num_examples=6, lambda_up=0.0)
-  with pytest.raises(ValueError, match=r"ids and errors must be \[N\] ids and \[N\] bool"):
+  with pytest.raises(ValueError, match=r"must be \[N\] integer ids and \[N\] bool"):
     G.jtt_weights(ids, errors.astype(int), num_examples=6, lambda_up=5.0)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from drojax import wdro as _wdro
 from drojax import weighting as _weighting
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_finite, check_hyper, check_static_int
+from drojax._checks import check_finite, check_hyper, check_int_range, check_static_int
 from drojax._wdro_modes import check_q_norm
 from drojax.objectives.base import (Objective, ObjectiveAux, all_gather, stateless_init,
                                     weight_entropy)
@@ -151,6 +151,14 @@ def tracked_weights(tracker: _weighting.TrackerState, ids: jax.Array, losses: ja
   """
   if schedule not in VAR_DRO_SCHEDULES:
     raise ValueError(f"schedule must be one of {VAR_DRO_SCHEDULES}, got {schedule!r}")
+  if not isinstance(tracker, _weighting.TrackerState):
+    raise TypeError(f"tracker must be a TrackerState (from init_tracker), got "
+                    f"{type(tracker).__name__}")
+  ids = jnp.asarray(ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.ndim != 1:
+    raise ValueError(f"ids must be [B] integer example ids, got {ids.dtype} {ids.shape}")
+  # An id past the tracker would be clamped by the gather into another example's variance.
+  check_int_range("ids", ids, 0, tracker.var.shape[0], fix="(the tracker's num_examples)")
   cap = eps_max
   if schedule == "loss":
     cap = _weighting.loss_scaled_eps_max(tracker.mean[ids], eps_max=eps_max,
