@@ -17,13 +17,13 @@ terminated run ends like an interrupted one, its last checkpoint intact and one 
 
 Both signals are held back while the main thread is inside orbax and re-sent every
 ``REDELIVER_SECONDS`` (for at most ``DEFER_SECONDS``) until it leaves: orbax's
-``CheckpointManager.wait_until_finished`` joins its finalize thread under ``except
-BaseException``, logs, and carries on, so an interrupt raised there was swallowed and the run
-went on training (seen under load). A signal's exception that Python drops because it was raised
-inside a garbage-collector callback or a ``__del__`` (JAX's ``_xla_gc_callback``: a SIGTERM there
-was printed as "Exception ignored" and the worker trained on, seen under load) reaches
-``sys.unraisablehook``, which re-sends the signal the same way. CLIs only: it changes process-wide state (the asyncio loop
-policy, signal handlers); the library never calls it.
+``CheckpointManager.wait_until_finished`` joins its finalize thread under ``except BaseException``,
+logs, and carries on, so an interrupt raised there was swallowed and the run went on training (seen
+under load). A signal's exception that Python drops because it was raised inside a
+garbage-collector callback or a ``__del__`` (JAX's ``_xla_gc_callback``: a SIGTERM there was
+printed as "Exception ignored" and the worker trained on, seen under load) reaches
+``sys.unraisablehook``, which re-sends the signal the same way. CLIs only: it changes process-wide
+state (the asyncio loop policy, signal handlers); the library never calls it.
 """
 
 from __future__ import annotations

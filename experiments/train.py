@@ -91,7 +91,7 @@ def check_evaluation(config: ml_collections.ConfigDict, *, num_classes: int,
   if len(config.eval.adv_eps) and config.eval.attack == "suite":
     try:
       attacks.check_suite_options(
-          eps=None, norm="linf", num_steps=config.eval.apgd_steps,
+          eps=None, norm=config.eval.norm, num_steps=config.eval.apgd_steps,
           num_targets=max(1, min(9, k - 1)), num_queries=config.eval.square_queries,
           p_init=adversarial.SQUARE_P_INIT, num_classes=k)
     except ValueError as e:

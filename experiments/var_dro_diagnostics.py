@@ -10,13 +10,13 @@ and minority-group examples among the 10 % of highest variance). The arrays go t
 variance distribution by group (and flipped vs clean) over training.
 
 The weights are recomputed at the end of the epoch: the epoch's batches (the same order as
-training), their losses under the end-of-epoch parameters in inference mode, the tracked
-variances and means and the schedule's ``eps_max`` at the epoch's last step, weighted as in
-training (``drojax.objectives.tracked_weights``). Training reads each example's variance after its step's tracker update (the paper's
-order), and each example is in one batch per epoch, so the end-of-epoch tracker holds exactly the
-variances (and, for ``schedule='loss'``, the means) its step used; only the losses differ (its
-step's parameters, augmentation and train mode), so the weights approximate, not replay, the
-weights of the steps.
+training), their losses under the end-of-epoch parameters in inference mode, the tracked variances
+and means and the schedule's ``eps_max`` at the epoch's last step, weighted as in training
+(``drojax.objectives.tracked_weights``). Training reads each example's variance after its step's
+tracker update (the paper's order), and each example is in one batch per epoch, so the end-of-epoch
+tracker holds exactly the variances (and, for ``schedule='loss'``, the means) its step used; only
+the losses differ (its step's parameters, augmentation and train mode), so the weights approximate,
+not replay, the weights of the steps.
 """
 
 from __future__ import annotations
