@@ -396,6 +396,17 @@ class RadiiScheduleTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "schedule must be one of"):
       tracked_weights(tracker, ids, losses, 0, eps_min=0.0, eps_max=1.0, warmup_steps=0,
                       ramp_steps=0, schedule="los")
+    # Under jit an id cannot be read: one outside the tracker (past its end, or negative,
+    # which a gather would wrap) gives NaN weights, never another example's finite ones.
+    on_device = W.TrackerState(*(jnp.asarray(a) for a in (tracker.mean, tracker.var,
+                                                           tracker.count)))
+    for schedule in ("ramp", "loss"):
+      traced = jax.jit(lambda i, s=schedule: tracked_weights(
+          on_device, i, losses, 100, eps_min=0.1, eps_max=2.0, warmup_steps=4, ramp_steps=4,
+          schedule=s, num_classes=3)[0])
+      self.assertTrue(np.isfinite(traced(ids)).all())
+      for bad in (n, -1):
+        self.assertTrue(np.isnan(traced(np.where(np.arange(6) == 1, bad, ids))).all())
 
   def test_infinite_eps_max(self):
     var = jnp.array([0.0, 1.0, 4.0, 4.0])

@@ -157,13 +157,19 @@ def tracked_weights(tracker: _weighting.TrackerState, ids: jax.Array, losses: ja
   ids = jnp.asarray(ids)
   if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.ndim != 1:
     raise ValueError(f"ids must be [B] integer example ids, got {ids.dtype} {ids.shape}")
-  # An id past the tracker would be clamped by the gather into another example's variance.
   check_int_range("ids", ids, 0, tracker.var.shape[0], fix="(the tracker's num_examples)")
+  # A plain gather would clamp (or wrap, if negative) an id outside the tracker, unreadable under
+  # jit, into another example's slot: a finite wrong weight. NaN instead, like every traced bad
+  # value.
+  def read(table):
+    return jnp.asarray(table).at[ids].get(mode="fill", fill_value=jnp.nan,
+                                          wrap_negative_indices=False)
+
   cap = eps_max
   if schedule == "loss":
-    cap = _weighting.loss_scaled_eps_max(tracker.mean[ids], eps_max=eps_max,
+    cap = _weighting.loss_scaled_eps_max(read(tracker.mean), eps_max=eps_max,
                                          num_classes=num_classes)
-  weights = _weighting.var_dro_weights(losses, tracker.var[ids], step, eps_min=eps_min,
+  weights = _weighting.var_dro_weights(losses, read(tracker.var), step, eps_min=eps_min,
                                        eps_max=cap, warmup_steps=warmup_steps,
                                        ramp_steps=ramp_steps)
   return weights, cap
