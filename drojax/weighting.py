@@ -23,7 +23,7 @@ are NHWC float32 in [0, 1], but this module only sees per-example losses.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ import numpy as np
 from drojax._checks import check_float as _check_float_array
 from drojax._checks import check_finite as _check_finite
 from drojax._checks import check_nonnegative as _check_nonnegative
-from drojax._checks import check_static_int
+from drojax._checks import check_int_range, check_static_int
 from drojax._checks import is_concrete as _is_concrete
 from drojax._checks import renamed
 
@@ -42,6 +42,7 @@ __all__ = [
     "init_tracker",
     "loss_scaled_eps_max",
     "radii",
+    "tracked_rows",
     "update_tracker",
     "var_dro_weights",
     "water_filling",
@@ -232,6 +233,43 @@ def init_tracker(num_examples: int) -> TrackerState:
                       count=jnp.zeros((n,), jnp.int32))
 
 
+def _tracker_ids(name: str, tracker: Any, ids: Any) -> jax.Array:
+  """``ids`` as ``[B]`` int rows of ``tracker`` (argument ``name``), range checked if concrete."""
+  if not isinstance(tracker, TrackerState):
+    raise TypeError(f"{name} must be a TrackerState (from init_tracker), got "
+                    f"{type(tracker).__name__}.")
+  ids = jnp.asarray(ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}.")
+  if ids.ndim != 1:
+    raise ValueError(f"ids must have rank 1 ([B]), got shape {ids.shape}.")
+  check_int_range("ids", ids, 0, tracker.mean.shape[0], fix="(the tracker's num_examples)")
+  return ids
+
+
+def tracked_rows(tracker: TrackerState, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The batch's tracked loss means and variances. An id outside ``[0, N)`` raises when concrete
+  and reads NaN when traced, never (as a plain gather would clamp or wrap it) another row.
+
+  Args:
+    tracker: the tracker.
+    ids: ``[B]`` integer example ids in ``[0, N)``.
+
+  Returns:
+    ``(mean [B], var [B])`` float32.
+
+  Example:
+    >>> s = update_tracker(init_tracker(3), jnp.array([1, 2]), jnp.array([2.0, 5.0]))
+    >>> [a.tolist() for a in tracked_rows(s, jnp.array([2, 1]))]
+    [[5.0, 2.0], [0.0, 0.0]]
+  """
+  ids = _tracker_ids("tracker", tracker, ids)
+  mean, var = (jnp.asarray(table).at[ids].get(mode="fill", fill_value=jnp.nan,
+                                              wrap_negative_indices=False)
+               for table in (tracker.mean, tracker.var))
+  return mean, var
+
+
 @renamed(alpha="ema")
 def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
                    ema: float = 0.1) -> TrackerState:
@@ -269,14 +307,7 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
     >>> float(s.mean[1]), float(s.var[1]), s.count.tolist()
     (3.0, 1.0, [0, 2])
   """
-  if not isinstance(state, TrackerState):
-    raise TypeError(f"state must be a TrackerState (from init_tracker), got "
-                    f"{type(state).__name__}.")
-  ids = jnp.asarray(ids)
-  if not jnp.issubdtype(ids.dtype, jnp.integer):
-    raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}.")
-  if ids.ndim != 1:
-    raise ValueError(f"ids must have rank 1 ([B]), got shape {ids.shape}.")
+  ids = _tracker_ids("state", state, ids)
   losses = _check_float_array("losses", losses, rank=1)
   _check_finite("losses", losses)  # a NaN would stay in the tracker for good
   if losses.shape != ids.shape:
@@ -284,13 +315,6 @@ def update_tracker(state: TrackerState, ids: jax.Array, losses: jax.Array, *,
   if _is_concrete(ema) and not 0.0 < float(ema) <= 1.0:
     raise ValueError(f"ema must be in (0, 1], got {ema}.")
   n = state.mean.shape[0]
-  if _is_concrete(ids) and ids.size:
-    # np.asarray first: np.min on a jax.Array dispatches to its traced .min() inside jit.
-    ids_host = np.asarray(ids)
-    lo, hi = int(ids_host.min()), int(ids_host.max())
-    if lo < 0 or hi >= n:
-      raise ValueError(f"ids must be in [0, {n}) (the tracker's num_examples), got values in "
-                       f"[{lo}, {hi}].")
   losses = jax.lax.stop_gradient(losses).astype(state.mean.dtype)
 
   # Average duplicates: per-id sum and count over the batch, then read back per slot.

@@ -86,7 +86,7 @@ CASES = [
         0, warmup_steps=-1, ramp_steps=2, eps_max=1.0), ValueError, "warmup_steps must be >= 0"),
     ("tracker_ids_out_of_range", lambda: weighting.update_tracker(
         weighting.init_tracker(3), jnp.array([0, 3]), jnp.ones(2)), ValueError,
-     "ids must be in [0, 3)"),
+     "ids must lie in [0, 3)"),
     ("tracker_empty", lambda: weighting.init_tracker(0), ValueError,
      "num_examples must be an int >= 1"),
     ("tracker_ema_zero", lambda: weighting.update_tracker(

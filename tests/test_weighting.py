@@ -314,7 +314,7 @@ class TrackerTest(parameterized.TestCase):
     s = W.init_tracker(4)
     with self.assertRaisesRegex(TypeError, "ids must be an integer array"):
       W.update_tracker(s, jnp.array([0.0]), jnp.array([1.0]))
-    with self.assertRaisesRegex(ValueError, r"ids must be in \[0, 4\)"):
+    with self.assertRaisesRegex(ValueError, r"ids must lie in \[0, 4\)"):
       W.update_tracker(s, jnp.array([4]), jnp.array([1.0]))
     with self.assertRaisesRegex(ValueError, "losses must have the shape of ids"):
       W.update_tracker(s, jnp.array([0, 1]), jnp.array([1.0]))

@@ -18,7 +18,7 @@ import numpy as np
 from drojax import wdro as _wdro
 from drojax import weighting as _weighting
 from drojax._checks import check_float as _check_float
-from drojax._checks import check_finite, check_hyper, check_int_range, check_static_int
+from drojax._checks import check_finite, check_hyper, check_static_int
 from drojax._wdro_modes import check_q_norm
 from drojax.objectives.base import (Objective, ObjectiveAux, all_gather, stateless_init,
                                     weight_entropy)
@@ -133,9 +133,9 @@ def tracked_weights(tracker: _weighting.TrackerState, ids: jax.Array, losses: ja
                     num_classes: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Var-DRO's weights of one batch from its variance tracker, as :func:`var_dro` solves them.
 
-  :func:`~drojax.weighting.var_dro_weights` on the tracked variances ``tracker.var[ids]``;
-  with ``schedule="loss"`` its cap is first scaled by the batch's tracked mean losses
-  ``tracker.mean[ids]`` (:func:`~drojax.weighting.loss_scaled_eps_max`).
+  :func:`~drojax.weighting.var_dro_weights` on the batch's tracked variances
+  (:func:`~drojax.weighting.tracked_rows`); with ``schedule="loss"`` its cap is first scaled by
+  the batch's tracked mean losses (:func:`~drojax.weighting.loss_scaled_eps_max`).
 
   Args:
     tracker: the tracker, already updated with this batch (the paper's order).
@@ -151,25 +151,12 @@ def tracked_weights(tracker: _weighting.TrackerState, ids: jax.Array, losses: ja
   """
   if schedule not in VAR_DRO_SCHEDULES:
     raise ValueError(f"schedule must be one of {VAR_DRO_SCHEDULES}, got {schedule!r}")
-  if not isinstance(tracker, _weighting.TrackerState):
-    raise TypeError(f"tracker must be a TrackerState (from init_tracker), got "
-                    f"{type(tracker).__name__}")
-  ids = jnp.asarray(ids)
-  if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.ndim != 1:
-    raise ValueError(f"ids must be [B] integer example ids, got {ids.dtype} {ids.shape}")
-  check_int_range("ids", ids, 0, tracker.var.shape[0], fix="(the tracker's num_examples)")
-  # A plain gather would clamp (or wrap, if negative) an id outside the tracker, unreadable under
-  # jit, into another example's slot: a finite wrong weight. NaN instead, like every traced bad
-  # value.
-  def read(table):
-    return jnp.asarray(table).at[ids].get(mode="fill", fill_value=jnp.nan,
-                                          wrap_negative_indices=False)
-
+  mean, var = _weighting.tracked_rows(tracker, ids)
   cap = eps_max
   if schedule == "loss":
-    cap = _weighting.loss_scaled_eps_max(read(tracker.mean), eps_max=eps_max,
+    cap = _weighting.loss_scaled_eps_max(mean, eps_max=eps_max,
                                          num_classes=num_classes)
-  weights = _weighting.var_dro_weights(losses, read(tracker.var), step, eps_min=eps_min,
+  weights = _weighting.var_dro_weights(losses, var, step, eps_min=eps_min,
                                        eps_max=cap, warmup_steps=warmup_steps,
                                        ramp_steps=ramp_steps)
   return weights, cap
