@@ -420,26 +420,25 @@ def summarize_by_group(var: Any, weight: Any, *, groups: Any = None,
     raise ValueError(f"var and weight must both be [N], got {var.shape} and {weight.shape}")
   if np.isnan(var).any():
     raise ValueError("var must not hold NaN (the tracker's variances are finite)")
+  groups, flipped = (None if a is None else np.asarray(a) for a in (groups, flipped))
   for name, labels in (("groups", groups), ("flipped", flipped)):
-    if labels is not None and np.shape(labels) != var.shape:
-      raise ValueError(f"{name} must be [N]={var.shape}, like var, got {np.shape(labels)}")
-  if groups is not None and (not np.issubdtype(np.asarray(groups).dtype, np.integer)
-                             or (np.asarray(groups) < 0).any()):
-    raise ValueError(f"groups must be integer ids >= 0, got {np.asarray(groups).dtype} values "
-                     f"from {np.min(groups)}")
+    if labels is not None and labels.shape != var.shape:
+      raise ValueError(f"{name} must be [N]={var.shape}, like var, got {labels.shape}")
+  if groups is not None and (not np.issubdtype(groups.dtype, np.integer) or groups.min() < 0):
+    raise ValueError(f"groups must be integer ids >= 0, got {groups.dtype} values from "
+                     f"{groups.min()}")
   out: dict[str, float] = {}
   seen = ~np.isnan(weight)
   top = var >= np.quantile(var, 0.9)
   parts = []
   if groups is not None:
-    groups = np.asarray(groups)
     sizes = np.bincount(groups)
     minority = np.isin(groups, np.flatnonzero(sizes < np.median(sizes)))
     parts += [(f"group{g}", groups == g) for g in np.unique(groups)]
     out["minority_share_top10"] = float(minority[top].mean())
     out["minority_share_all"] = float(minority.mean())
   if flipped is not None:
-    flipped = np.asarray(flipped, bool)
+    flipped = flipped.astype(bool)
     parts += [("flipped", flipped), ("clean", ~flipped)]
     out["flipped_share_top10"] = float(flipped[top].mean())
     out["flipped_share_all"] = float(flipped.mean())
